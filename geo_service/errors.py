@@ -1,0 +1,103 @@
+"""Domain errors: one root, one subclass per failure.
+
+Domain code raises these; only the HTTP error table in ``geo_service.api``
+knows which status each maps to, and the CLI prints their message. Each
+error also subclasses the built-in it resembles, so callers may catch either.
+Messages are safe to show to a user: they never carry paths or internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CatalogError",
+    "CollectionNotFound",
+    "FeatureNotFound",
+    "FieldProblem",
+    "GeoServiceError",
+    "InvalidFeature",
+    "InvalidParameter",
+    "NotFound",
+    "StoreError",
+]
+
+
+class GeoServiceError(Exception):
+    """Root of every error the service raises on purpose."""
+
+    title = "Service error"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(GeoServiceError, LookupError):
+    """Something the user named does not exist."""
+
+    title = "Not found"
+
+
+class CollectionNotFound(NotFound):
+    title = "Collection not found"
+
+    def __init__(self, collection_id: str, known: list[str] | None = None):
+        hint = f"; known collections: {', '.join(known)}" if known else ""
+        super().__init__(f"no collection {collection_id!r}{hint}")
+        self.collection_id = collection_id
+
+
+class FeatureNotFound(NotFound):
+    title = "Feature not found"
+
+    def __init__(self, collection_id: str, feature_id: str):
+        super().__init__(f"no feature {feature_id!r} in collection {collection_id!r}")
+        self.collection_id = collection_id
+        self.feature_id = feature_id
+
+
+class InvalidParameter(GeoServiceError, ValueError):
+    """A query parameter or option that cannot be used as given."""
+
+    title = "Invalid parameter"
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One thing wrong with one field of a feature."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class InvalidFeature(GeoServiceError, ValueError):
+    """A feature that breaks its layer's schema; ``problems`` names every bad field."""
+
+    title = "Invalid feature"
+
+    def __init__(self, feature_id: str | None, problems: list[FieldProblem]):
+        label = f"feature {feature_id!r}" if feature_id else "feature"
+        super().__init__(f"{label} is invalid: " + "; ".join(str(p) for p in problems))
+        self.feature_id = feature_id
+        self.problems = problems
+
+
+class CatalogError(GeoServiceError, ValueError):
+    """The layer catalog file itself is malformed."""
+
+    title = "Invalid layer catalog"
+
+
+class StoreError(GeoServiceError, RuntimeError):
+    """The store cannot be opened or written as asked."""
+
+    title = "Store error"

@@ -1,0 +1,22 @@
+"""Stores: one interface (``Store``), an embedded GeoPackage backend and, for scale, PostGIS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from geo_service.catalog import Catalog
+from geo_service.errors import StoreError
+from geo_service.store.base import BBox, Page, Store, StoredFeature, WriteResult
+
+__all__ = ["BBox", "Page", "Store", "StoredFeature", "WriteResult", "open_store"]
+
+
+def open_store(location: str | Path, catalog: Catalog) -> Store:
+    """Open (creating if needed) the store at ``location``: a file path for the
+    embedded GeoPackage, or a ``postgresql://`` URL for PostGIS."""
+    text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        raise StoreError("the PostGIS backend is not available in this version")
+    from geo_service.store.geopackage import GeoPackageStore
+
+    return GeoPackageStore(Path(text), catalog)

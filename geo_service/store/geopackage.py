@@ -1,0 +1,526 @@
+"""The embedded store: one SQLite file that is a valid GeoPackage (QGIS opens it).
+
+Each catalog layer is a GeoPackage feature table in EPSG:4326 with an R-tree
+spatial index (the ``gpkg_rtree_index`` extension, maintained by the standard
+triggers). Catalog properties are real columns, so QGIS shows them; lists are
+JSON text and unknown properties live in a JSON ``extra`` column. Private
+tables prefixed ``gs_`` hold per-layer change counters and the audit trail.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with
+``synchronous=FULL``: a crash leaves either all of a write or none of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from geo_service.catalog import Catalog, Layer, PropertySpec, ValidFeature
+from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
+from geo_service.store.base import BBox, Page, Store, StoredFeature, WriteResult
+
+__all__ = ["GeoPackageStore"]
+
+_SRS_ID = 4326
+_WGS84_WKT = (
+    'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,'
+    'AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,'
+    'AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],'
+    'AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]'
+)
+_SCHEMA_VERSION = "1"
+
+_GPKG_CORE = """
+CREATE TABLE IF NOT EXISTS gpkg_spatial_ref_sys (
+  srs_name TEXT NOT NULL, srs_id INTEGER NOT NULL PRIMARY KEY, organization TEXT NOT NULL,
+  organization_coordsys_id INTEGER NOT NULL, definition TEXT NOT NULL, description TEXT);
+CREATE TABLE IF NOT EXISTS gpkg_contents (
+  table_name TEXT NOT NULL PRIMARY KEY, data_type TEXT NOT NULL, identifier TEXT UNIQUE,
+  description TEXT DEFAULT '',
+  last_change DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+  min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE, srs_id INTEGER,
+  CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id));
+CREATE TABLE IF NOT EXISTS gpkg_geometry_columns (
+  table_name TEXT NOT NULL, column_name TEXT NOT NULL, geometry_type_name TEXT NOT NULL,
+  srs_id INTEGER NOT NULL, z TINYINT NOT NULL, m TINYINT NOT NULL,
+  CONSTRAINT pk_geom_cols PRIMARY KEY (table_name, column_name),
+  CONSTRAINT uk_gc_table_name UNIQUE (table_name),
+  CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name),
+  CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id));
+CREATE TABLE IF NOT EXISTS gpkg_extensions (
+  table_name TEXT, column_name TEXT, extension_name TEXT NOT NULL, definition TEXT NOT NULL,
+  scope TEXT NOT NULL, CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name));
+CREATE TABLE IF NOT EXISTS gs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS gs_layer_state (
+  layer_id TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS gs_audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, layer_id TEXT NOT NULL, feature_id TEXT NOT NULL, town_code TEXT,
+  before TEXT, after TEXT);
+CREATE INDEX IF NOT EXISTS gs_audit_feature ON gs_audit (layer_id, feature_id);
+"""
+
+_SQL_TYPES = {"boolean": "BOOLEAN", "integer": "INTEGER", "date": "DATE"}
+_FILTERABLE = {"id", "string", "kind", "enum", "town_code", "boolean", "integer", "list", "date"}
+
+
+# -- GeoPackage geometry blobs (GPKG spec 2.1.3) ------------------------------
+
+
+def _to_blob(geometry: BaseGeometry) -> bytes:
+    if geometry.geom_type == "Point":
+        header = struct.pack("<2sBBi", b"GP", 0, 0b00000001, _SRS_ID)
+        return header + shapely.to_wkb(geometry, byte_order=1, flavor="iso")
+    minx, miny, maxx, maxy = geometry.bounds
+    header = struct.pack("<2sBBi4d", b"GP", 0, 0b00000011, _SRS_ID, minx, maxx, miny, maxy)
+    return header + shapely.to_wkb(geometry, byte_order=1, flavor="iso")
+
+
+_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+
+def _from_blob(blob: bytes) -> BaseGeometry:
+    flags = blob[3]
+    envelope = _ENVELOPE_BYTES[(flags >> 1) & 0b111]
+    return shapely.from_wkb(bytes(blob[8 + envelope:]))
+
+
+def _blob_bounds(blob: bytes | None) -> tuple[float, float, float, float] | None:
+    if blob is None:
+        return None
+    geometry = _from_blob(blob)
+    return None if geometry.is_empty else geometry.bounds
+
+
+def _register_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions the GeoPackage R-tree triggers call."""
+
+    def pick(i: int):
+        def fn(blob):
+            bounds = _blob_bounds(blob)
+            return None if bounds is None else bounds[i]
+        return fn
+
+    conn.create_function("ST_MinX", 1, pick(0), deterministic=True)
+    conn.create_function("ST_MinY", 1, pick(1), deterministic=True)
+    conn.create_function("ST_MaxX", 1, pick(2), deterministic=True)
+    conn.create_function("ST_MaxY", 1, pick(3), deterministic=True)
+    conn.create_function(
+        "ST_IsEmpty", 1, lambda blob: 1 if _blob_bounds(blob) is None else 0, deterministic=True
+    )
+
+
+def _rtree_sql(table: str) -> str:
+    t, c, i = table, "geom", "fid"
+    r = f"rtree_{t}_{c}"
+    values = f"(NEW.{i}, ST_MinX(NEW.{c}), ST_MaxX(NEW.{c}), ST_MinY(NEW.{c}), ST_MaxY(NEW.{c}))"
+    return f"""
+CREATE VIRTUAL TABLE "{r}" USING rtree(id, minx, maxx, miny, maxy);
+CREATE TRIGGER "{r}_insert" AFTER INSERT ON "{t}"
+  WHEN (NEW.{c} NOT NULL AND NOT ST_IsEmpty(NEW.{c}))
+  BEGIN INSERT OR REPLACE INTO "{r}" VALUES {values}; END;
+CREATE TRIGGER "{r}_update1" AFTER UPDATE OF {c} ON "{t}"
+  WHEN OLD.{i} = NEW.{i} AND (NEW.{c} NOTNULL AND NOT ST_IsEmpty(NEW.{c}))
+  BEGIN INSERT OR REPLACE INTO "{r}" VALUES {values}; END;
+CREATE TRIGGER "{r}_update2" AFTER UPDATE OF {c} ON "{t}"
+  WHEN OLD.{i} = NEW.{i} AND (NEW.{c} ISNULL OR ST_IsEmpty(NEW.{c}))
+  BEGIN DELETE FROM "{r}" WHERE id = OLD.{i}; END;
+CREATE TRIGGER "{r}_update3" AFTER UPDATE ON "{t}"
+  WHEN OLD.{i} != NEW.{i} AND (NEW.{c} NOTNULL AND NOT ST_IsEmpty(NEW.{c}))
+  BEGIN DELETE FROM "{r}" WHERE id = OLD.{i}; INSERT OR REPLACE INTO "{r}" VALUES {values}; END;
+CREATE TRIGGER "{r}_update4" AFTER UPDATE ON "{t}"
+  WHEN OLD.{i} != NEW.{i} AND (NEW.{c} ISNULL OR ST_IsEmpty(NEW.{c}))
+  BEGIN DELETE FROM "{r}" WHERE id IN (OLD.{i}, NEW.{i}); END;
+CREATE TRIGGER "{r}_delete" AFTER DELETE ON "{t}" WHEN OLD.{c} NOT NULL
+  BEGIN DELETE FROM "{r}" WHERE id = OLD.{i}; END;
+INSERT INTO gpkg_extensions VALUES ('{t}', '{c}', 'gpkg_rtree_index',
+  'http://www.geopackage.org/spec120/#extension_rtree', 'write-only');
+"""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+class GeoPackageStore(Store):
+    """A GeoPackage file holding every catalog layer; created on first open."""
+
+    def __init__(self, path: Path | str, catalog: Catalog):
+        self.path = Path(path).expanduser()
+        self.location = str(self.path)
+        self.catalog = catalog
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the store's folder: {error.strerror}") from None
+        self._initialise()
+
+    # -- connections ----------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
+                                       check_same_thread=False)
+            except sqlite3.Error as error:
+                raise StoreError(f"cannot open the store: {error}") from None
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            _register_functions(conn)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _initialise(self) -> None:
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA application_id = 1196444487")  # 'GPKG'
+            conn.execute("PRAGMA user_version = 10400")
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path.name} is not a usable SQLite file: {error}") from None
+        try:
+            for statement in _GPKG_CORE.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO gpkg_spatial_ref_sys VALUES "
+                "('Undefined cartesian SRS', -1, 'NONE', -1, 'undefined', NULL), "
+                "('Undefined geographic SRS', 0, 'NONE', 0, 'undefined', NULL), "
+                "('WGS 84 geodetic', 4326, 'EPSG', 4326, ?, 'longitude/latitude, WGS 84')",
+                (_WGS84_WKT,),
+            )
+            conn.execute("INSERT OR IGNORE INTO gs_meta VALUES ('schema_version', ?)",
+                         (_SCHEMA_VERSION,))
+            for layer in self.catalog.layers.values():
+                self._ensure_table(conn, layer)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _ensure_table(self, conn: sqlite3.Connection, layer: Layer) -> None:
+        exists = conn.execute(
+            "SELECT 1 FROM gpkg_contents WHERE table_name = ?", (layer.id,)
+        ).fetchone()
+        columns = ", ".join(
+            f'"{spec.name}" {_SQL_TYPES.get(spec.type, "TEXT")}'
+            for spec in layer.properties.values() if spec.name != "id"
+        )
+        gtype = "POINT" if layer.geometry == "Point" else "MULTIPOLYGON"
+        if not exists:
+            conn.execute(
+                f'CREATE TABLE "{layer.id}" (fid INTEGER PRIMARY KEY AUTOINCREMENT, '
+                f'geom {gtype}, "id" TEXT NOT NULL UNIQUE, {columns}, extra TEXT, '
+                f"revision INTEGER NOT NULL DEFAULT 1)"
+            )
+            conn.execute(
+                "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, "
+                "srs_id) VALUES (?, 'features', ?, ?, ?)",
+                (layer.id, layer.id, f"{layer.zh} / {layer.en}", _SRS_ID),
+            )
+            conn.execute(
+                "INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', ?, ?, 0, 0)",
+                (layer.id, gtype, _SRS_ID),
+            )
+            for statement in _rtree_sql(layer.id).split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT OR IGNORE INTO gs_layer_state VALUES (?, 0)", (layer.id,))
+            return
+        # A property added to the catalog after the store was created: add its column.
+        present = {row["name"] for row in conn.execute(f'PRAGMA table_info("{layer.id}")')}
+        for spec in layer.properties.values():
+            if spec.name not in present:
+                conn.execute(f'ALTER TABLE "{layer.id}" ADD COLUMN "{spec.name}" '
+                             f'{_SQL_TYPES.get(spec.type, "TEXT")}')
+
+    # -- row mapping ----------------------------------------------------------
+
+    def _row_to_feature(self, layer: Layer, row: sqlite3.Row) -> StoredFeature:
+        props: dict[str, Any] = {"id": row["id"]}
+        for spec in layer.properties.values():
+            if spec.name == "id":
+                continue
+            props[spec.name] = _decode(spec, row[spec.name])
+        if row["extra"]:
+            props.update(orjson.loads(row["extra"]))
+        return StoredFeature(layer_id=layer.id, id=row["id"], properties=props,
+                             geometry=_from_blob(row["geom"]), revision=row["revision"])
+
+    def _feature_values(self, layer: Layer, feature: ValidFeature) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for name, value in feature.properties.items():
+            spec = layer.properties.get(name)
+            if spec is None:
+                extra[name] = value
+            elif name != "id":
+                values[name] = _encode(spec, value)
+        geometry = feature.geometry
+        if layer.geometry == "Polygon" and isinstance(geometry, Polygon):
+            geometry = MultiPolygon([geometry])
+        values["geom"] = _to_blob(geometry)
+        values["extra"] = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra \
+            else None
+        return values
+
+    # -- reads ----------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        conn = self._conn()
+        return all(
+            conn.execute(f'SELECT 1 FROM "{layer_id}" LIMIT 1').fetchone() is None
+            for layer_id in self.catalog.layers
+        )
+
+    def layer_version(self, layer_id: str) -> int:
+        self.catalog.layer(layer_id)
+        row = self._conn().execute(
+            "SELECT version FROM gs_layer_state WHERE layer_id = ?", (layer_id,)
+        ).fetchone()
+        return int(row["version"]) if row else 0
+
+    def count(self, layer_id: str) -> int:
+        layer = self.catalog.layer(layer_id)
+        return int(self._conn().execute(f'SELECT count(*) FROM "{layer.id}"').fetchone()[0])
+
+    def get(self, layer_id: str, feature_id: str) -> StoredFeature:
+        layer = self.catalog.layer(layer_id)
+        row = self._conn().execute(
+            f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,)
+        ).fetchone()
+        if row is None:
+            raise FeatureNotFound(layer_id, feature_id)
+        return self._row_to_feature(layer, row)
+
+    def all_features(self, layer_id: str) -> list[StoredFeature]:
+        layer = self.catalog.layer(layer_id)
+        rows = self._conn().execute(f'SELECT * FROM "{layer.id}" ORDER BY "id"').fetchall()
+        return [self._row_to_feature(layer, row) for row in rows]
+
+    def query(
+        self,
+        layer_id: str,
+        *,
+        bbox: BBox | None = None,
+        filters: dict[str, Sequence[str]] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Page:
+        layer = self.catalog.layer(layer_id)
+        where: list[str] = []
+        params: list[Any] = []
+        source = f'"{layer.id}" AS f'
+        if bbox is not None:
+            west, south, east, north = bbox
+            source += f' JOIN "rtree_{layer.id}_geom" AS r ON r.id = f.fid'
+            where.append("r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ?")
+            params += [west, east, south, north]
+        for name, accepted in (filters or {}).items():
+            clause, values = _filter_clause(layer, name, accepted)
+            where.append(clause)
+            params += values
+        sql_where = f" WHERE {' AND '.join(where)}" if where else ""
+        conn = self._conn()
+        rows = conn.execute(
+            f'SELECT f.* FROM {source}{sql_where} ORDER BY f."id" LIMIT ? OFFSET ?',
+            [*params, limit, offset],
+        ).fetchall()
+        features = [self._row_to_feature(layer, row) for row in rows]
+        if bbox is not None and layer.geometry != "Point":
+            # The R-tree matches envelopes; polygons must really intersect the box.
+            box = shapely.box(*bbox)
+            features = [f for f in features if f.geometry.intersects(box)]
+        matched = conn.execute(f"SELECT count(*) FROM {source}{sql_where}", params).fetchone()[0]
+        if bbox is not None and layer.geometry != "Point":
+            all_rows = conn.execute(f"SELECT f.geom FROM {source}{sql_where}", params).fetchall()
+            box = shapely.box(*bbox)
+            matched = sum(1 for row in all_rows if _from_blob(row["geom"]).intersects(box))
+        return Page(features=features, number_matched=int(matched))
+
+    def audit_records(self, feature_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM gs_audit"
+        params: tuple[Any, ...] = ()
+        if feature_id is not None:
+            sql += " WHERE feature_id = ?"
+            params = (feature_id,)
+        return [dict(row) for row in self._conn().execute(sql + " ORDER BY seq", params)]
+
+    # -- writes ---------------------------------------------------------------
+
+    def write(
+        self,
+        layer_id: str,
+        features: Iterable[ValidFeature],
+        *,
+        actor: str,
+        action: str = "upsert",
+        replace: bool = False,
+    ) -> WriteResult:
+        layer = self.catalog.layer(layer_id)
+        result = WriteResult()
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            seen: set[str] = set()
+            for feature in features:
+                if feature.id in seen:
+                    raise InvalidParameter("id", f"feature id {feature.id!r} appears twice")
+                seen.add(feature.id)
+                self._upsert(conn, layer, feature, actor, action, result)
+            if replace:
+                for row in conn.execute(f'SELECT * FROM "{layer.id}"').fetchall():
+                    if row["id"] not in seen:
+                        before = self._row_to_feature(layer, row)
+                        conn.execute(f'DELETE FROM "{layer.id}" WHERE fid = ?', (row["fid"],))
+                        self._audit(conn, actor, "delete", before, None)
+                        result.deleted.append(row["id"])
+            if result.changed:
+                conn.execute(
+                    "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = ?",
+                    (layer.id,),
+                )
+                self._update_extent(conn, layer)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _upsert(self, conn: sqlite3.Connection, layer: Layer, feature: ValidFeature,
+                actor: str, action: str, result: WriteResult) -> None:
+        row = conn.execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature.id,)).fetchone()
+        values = self._feature_values(layer, feature)
+        if row is None:
+            names = ", ".join(f'"{n}"' for n in ["id", *values])
+            marks = ", ".join("?" for _ in range(len(values) + 1))
+            conn.execute(f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
+                         [feature.id, *values.values()])
+            after = self.get_with(conn, layer, feature.id)
+            self._audit(conn, actor, "insert" if action == "upsert" else action, None, after)
+            result.inserted.append(feature.id)
+            return
+        before = self._row_to_feature(layer, row)
+        if before.properties == _normalised(layer, feature.properties) and \
+                before.geometry.equals_exact(_as_stored_geometry(layer, feature.geometry), 0):
+            result.unchanged.append(feature.id)
+            return
+        assignments = ", ".join(f'"{n}" = ?' for n in values)
+        conn.execute(
+            f'UPDATE "{layer.id}" SET {assignments}, revision = revision + 1 WHERE fid = ?',
+            [*values.values(), row["fid"]],
+        )
+        after = self.get_with(conn, layer, feature.id)
+        self._audit(conn, actor, "update" if action == "upsert" else action, before, after)
+        result.updated.append(feature.id)
+
+    def get_with(self, conn: sqlite3.Connection, layer: Layer, feature_id: str) -> StoredFeature:
+        row = conn.execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,)).fetchone()
+        return self._row_to_feature(layer, row)
+
+    def _audit(self, conn: sqlite3.Connection, actor: str, action: str,
+               before: StoredFeature | None, after: StoredFeature | None) -> None:
+        subject = after or before
+        assert subject is not None
+        town = subject.properties.get("town_code") if subject.layer_id != "towns" else subject.id
+        conn.execute(
+            "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, town_code, before, "
+            "after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_now(), actor, action, subject.layer_id, subject.id, town,
+             _feature_json(before), _feature_json(after)),
+        )
+
+    def _update_extent(self, conn: sqlite3.Connection, layer: Layer) -> None:
+        row = conn.execute(
+            f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_geom"'
+        ).fetchone()
+        conn.execute(
+            "UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ?, "
+            "last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE table_name = ?",
+            (*tuple(row), layer.id),
+        )
+
+
+def _feature_json(feature: StoredFeature | None) -> str | None:
+    if feature is None:
+        return None
+    return orjson.dumps({
+        "type": "Feature", "id": feature.id, "properties": feature.properties,
+        "geometry": shapely.geometry.mapping(feature.geometry),
+    }).decode()
+
+
+def _encode(spec: PropertySpec, value: Any) -> Any:
+    if value is None:
+        return None
+    if spec.type == "list":
+        return orjson.dumps(list(value)).decode()
+    if spec.type == "boolean":
+        return 1 if value else 0
+    return value
+
+
+def _decode(spec: PropertySpec, value: Any) -> Any:
+    if spec.type == "list":
+        return orjson.loads(value) if value else []
+    if spec.type == "boolean":
+        return None if value is None else bool(value)
+    return value
+
+
+def _normalised(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
+    """Properties in the order and shape ``_row_to_feature`` returns them."""
+    out: dict[str, Any] = {"id": props.get("id")}
+    for spec in layer.properties.values():
+        if spec.name != "id":
+            value = props.get(spec.name)
+            out[spec.name] = ([] if value is None else list(value)) if spec.type == "list" \
+                else value
+    out.update({k: v for k, v in props.items() if k not in layer.properties})
+    return out
+
+
+def _as_stored_geometry(layer: Layer, geometry: BaseGeometry) -> BaseGeometry:
+    if layer.geometry == "Polygon" and isinstance(geometry, Polygon):
+        return MultiPolygon([geometry])
+    return geometry
+
+
+def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[str, list[Any]]:
+    spec = layer.properties.get(name)
+    if spec is None or spec.type not in _FILTERABLE:
+        raise InvalidParameter(name, f"layer {layer.id} cannot be filtered by {name!r}")
+    column = "f.\"id\"" if name == "id" else f'f."{name}"'
+    values: list[Any] = list(accepted)
+    if spec.type == "boolean":
+        values = [1 if str(v).lower() in {"true", "1", "yes"} else 0 for v in accepted]
+    marks = ", ".join("?" for _ in values)
+    if spec.type == "list":
+        return (f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value IN ({marks}))", values)
+    return f"{column} IN ({marks})", values
