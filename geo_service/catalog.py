@@ -137,8 +137,8 @@ class Catalog:
         """Check ``feature`` (a GeoJSON Feature dict) against its layer.
 
         ``town_codes``, when given, are the codes of the towns in the store:
-        a facility's ``town_code`` must be one of them. Returns the normalised feature, or raises ``InvalidFeature`` naming
-        every bad field. Unknown properties are kept (an office's extra
+        a facility's ``town_code`` must be one of them. Returns the normalised
+        feature, or raises ``InvalidFeature`` naming every bad field. Unknown properties are kept (an office's extra
         spreadsheet columns), provided they are plain JSON values.
         """
         layer = self.layer(layer_id)

@@ -82,6 +82,10 @@ class Store(ABC):
         """Number of (live) features in a layer."""
 
     @abstractmethod
+    def extent(self, layer_id: str) -> BBox | None:
+        """The bounding box of a layer's features, or None when it is empty."""
+
+    @abstractmethod
     def get(self, layer_id: str, feature_id: str) -> StoredFeature:
         """One feature, or ``FeatureNotFound``."""
 
@@ -103,6 +107,19 @@ class Store(ABC):
         """Every live feature of a layer, ordered by id (for snapshots and exports)."""
 
     @abstractmethod
+    def write_layers(
+        self,
+        batches: dict[str, Iterable[ValidFeature]],
+        *,
+        actor: str,
+        action: str = "upsert",
+        replace: bool = False,
+    ) -> dict[str, WriteResult]:
+        """Insert or update features of several layers by id in ONE transaction,
+        with an audit record per change: either everything lands or nothing.
+        Unchanged features are left alone (re-running a write is idempotent).
+        ``replace`` also deletes each named layer's features that were not given."""
+
     def write(
         self,
         layer_id: str,
@@ -112,8 +129,10 @@ class Store(ABC):
         action: str = "upsert",
         replace: bool = False,
     ) -> WriteResult:
-        """Insert or update features by id in one transaction, with an audit record
-        per change. ``replace`` also deletes the layer's features not given."""
+        """``write_layers`` for a single layer."""
+        return self.write_layers(
+            {layer_id: features}, actor=actor, action=action, replace=replace
+        )[layer_id]
 
     @abstractmethod
     def close(self) -> None:

@@ -310,6 +310,13 @@ class GeoPackageStore(Store):
         layer = self.catalog.layer(layer_id)
         return int(self._conn().execute(f'SELECT count(*) FROM "{layer.id}"').fetchone()[0])
 
+    def extent(self, layer_id: str) -> BBox | None:
+        layer = self.catalog.layer(layer_id)
+        row = self._conn().execute(
+            f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_geom"'
+        ).fetchone()
+        return None if row[0] is None else (row[0], row[1], row[2], row[3])
+
     def get(self, layer_id: str, feature_id: str) -> StoredFeature:
         layer = self.catalog.layer(layer_id)
         row = self._conn().execute(
@@ -374,44 +381,45 @@ class GeoPackageStore(Store):
 
     # -- writes ---------------------------------------------------------------
 
-    def write(
+    def write_layers(
         self,
-        layer_id: str,
-        features: Iterable[ValidFeature],
+        batches: dict[str, Iterable[ValidFeature]],
         *,
         actor: str,
         action: str = "upsert",
         replace: bool = False,
-    ) -> WriteResult:
-        layer = self.catalog.layer(layer_id)
-        result = WriteResult()
+    ) -> dict[str, WriteResult]:
+        layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
+        results = {layer_id: WriteResult() for layer_id in batches}
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            seen: set[str] = set()
-            for feature in features:
-                if feature.id in seen:
-                    raise InvalidParameter("id", f"feature id {feature.id!r} appears twice")
-                seen.add(feature.id)
-                self._upsert(conn, layer, feature, actor, action, result)
-            if replace:
-                for row in conn.execute(f'SELECT * FROM "{layer.id}"').fetchall():
-                    if row["id"] not in seen:
-                        before = self._row_to_feature(layer, row)
-                        conn.execute(f'DELETE FROM "{layer.id}" WHERE fid = ?', (row["fid"],))
-                        self._audit(conn, actor, "delete", before, None)
-                        result.deleted.append(row["id"])
-            if result.changed:
-                conn.execute(
-                    "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = ?",
-                    (layer.id,),
-                )
-                self._update_extent(conn, layer)
+            for layer_id, features in batches.items():
+                layer, result = layers[layer_id], results[layer_id]
+                seen: set[str] = set()
+                for feature in features:
+                    if feature.id in seen:
+                        raise InvalidParameter("id", f"feature id {feature.id!r} appears twice")
+                    seen.add(feature.id)
+                    self._upsert(conn, layer, feature, actor, action, result)
+                if replace:
+                    for row in conn.execute(f'SELECT * FROM "{layer.id}"').fetchall():
+                        if row["id"] not in seen:
+                            before = self._row_to_feature(layer, row)
+                            conn.execute(f'DELETE FROM "{layer.id}" WHERE fid = ?', (row["fid"],))
+                            self._audit(conn, actor, "delete", before, None)
+                            result.deleted.append(row["id"])
+                if result.changed:
+                    conn.execute(
+                        "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = ?",
+                        (layer.id,),
+                    )
+                    self._update_extent(conn, layer)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return result
+        return results
 
     def _upsert(self, conn: sqlite3.Connection, layer: Layer, feature: ValidFeature,
                 actor: str, action: str, result: WriteResult) -> None:

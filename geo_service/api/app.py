@@ -1,0 +1,56 @@
+"""The FastAPI application factory: settings -> catalog -> store -> routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from geo_service.api import ogc
+from geo_service.api.problems import install_problem_handlers
+from geo_service.catalog import load_catalog
+from geo_service.seeding import seed_store
+from geo_service.settings import Settings
+from geo_service.store import open_store
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("geo_service.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. The store is opened (and seeded from ``layers/`` when it is
+    new) at startup, not at import, so tests and workers each get their own."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        catalog = load_catalog(settings.layers_dir)
+        store = open_store(settings.store, catalog)
+        if store.is_empty():
+            results = seed_store(store, catalog)
+            log.info("seeded a new store at %s with %d features", store.location,
+                     sum(len(r.inserted) for r in results.values()))
+        app.state.catalog = catalog
+        app.state.store = store
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(
+        title="张店区拥军服务资源地图服务 · Zhangdian support-resource map service",
+        description="OGC API - Features for the veterans' support resources of 张店区 "
+                    "(Zibo, Shandong): service stations, green channels, medical support, "
+                    "memorials, defence-education sites, towns and the district outline. "
+                    "Coordinates are WGS-84 (lon/lat) unless `crs=gcj02|bd09` is asked for. "
+                    "Errors are RFC 9457 problem+json.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.include_router(ogc.router)
+    return app

@@ -1,0 +1,283 @@
+"""OGC API - Features Part 1 (Core, GeoJSON, HTML, OpenAPI 3.0) over the store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from geo_service.api import html
+from geo_service.api.media import MediaType
+from geo_service.api.params import output_crs, parse_bbox, wants_html
+from geo_service.catalog import Catalog, Layer
+from geo_service.crs import CoordinateSystem
+from geo_service.errors import InvalidParameter
+from geo_service.geojson import feature_collection, feature_to_geojson
+from geo_service.store import Store
+
+__all__ = ["MAX_LIMIT", "router"]
+
+router = APIRouter()
+
+MAX_LIMIT = 10_000
+MAX_OFFSET = 10_000_000
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+]
+# Property types that can be filtered with ?name=value (comma = any of).
+_FILTER_TYPES = {"id", "string", "kind", "enum", "town_code", "boolean", "integer", "list", "date"}
+_ITEMS_PARAMS = {"bbox", "bbox-crs", "limit", "offset", "crs", "f"}
+
+FormatParam = Annotated[str | None, Query(
+    description="Response format: `json` (default for API clients) or `html`")]
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def get_catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+CollectionId = Annotated[str, Path(description="Layer id, e.g. `green_channels`")]
+
+
+def _base(request: Request) -> str:
+    public = request.app.state.settings.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
+def _json(body: Any, media_type: str = MediaType.json, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), media_type=media_type, headers=headers)
+
+
+def _link(href: str, rel: str, media: str, title: str) -> dict[str, str]:
+    return {"href": href, "rel": rel, "type": media, "title": title}
+
+
+@router.get("/", summary="Landing page", tags=["OGC API - Features"])
+def landing(request: Request, f: FormatParam = None) -> Response:
+    base = _base(request)
+    body = {
+        "title": "张店区拥军服务资源地图服务",
+        "description": "Zhangdian support-resource map service: veterans' service stations, "
+                       "green channels, medical support, memorials and defence-education sites "
+                       "of 张店区 (Zibo, Shandong) as OGC API - Features.",
+        "links": [
+            _link(f"{base}/?f=json", "self", MediaType.json, "This document"),
+            _link(f"{base}/?f=html", "alternate", "text/html", "This document as HTML"),
+            _link(f"{base}/openapi.json", "service-desc", MediaType.openapi, "OpenAPI definition"),
+            _link(f"{base}/docs", "service-doc", "text/html", "API documentation"),
+            _link(f"{base}/conformance", "conformance", MediaType.json, "Conformance classes"),
+            _link(f"{base}/collections", "data", MediaType.json, "Collections"),
+        ],
+    }
+    if wants_html(request, f):
+        return html.page(body["title"], html.landing(body))
+    return _json(body)
+
+
+@router.get("/conformance", summary="Conformance classes", tags=["OGC API - Features"])
+def conformance(request: Request, f: FormatParam = None) -> Response:
+    body = {"conformsTo": CONFORMANCE}
+    if wants_html(request, f):
+        return html.page("Conformance", html.json_block(body))
+    return _json(body)
+
+
+def _collection_body(request: Request, store: Store, layer: Layer) -> dict[str, Any]:
+    base = _base(request)
+    extent = store.extent(layer.id)
+    body: dict[str, Any] = {
+        "id": layer.id,
+        "title": layer.zh,
+        "description": layer.en,
+        "itemType": "feature",
+        "crs": [CRS84],
+        "storageCrs": CRS84,
+        "geometryType": layer.geometry,
+        "kinds": {key: {"zh": label.zh, "en": label.en} for key, label in layer.kinds.items()},
+        "numberOfFeatures": store.count(layer.id),
+        "links": [
+            _link(f"{base}/collections/{layer.id}", "self", MediaType.json, layer.zh),
+            _link(f"{base}/collections/{layer.id}/items", "items", MediaType.geojson,
+                  f"{layer.zh} (GeoJSON)"),
+            _link(f"{base}/collections/{layer.id}/items?f=html", "items", "text/html",
+                  f"{layer.zh} (HTML)"),
+        ],
+    }
+    if extent is not None:
+        body["extent"] = {"spatial": {"bbox": [list(extent)], "crs": CRS84}}
+    return body
+
+
+@router.get("/collections", summary="The layers", tags=["OGC API - Features"])
+def collections(request: Request, store: StoreDep, catalog: CatalogDep,
+                f: FormatParam = None) -> Response:
+    base = _base(request)
+    body = {
+        "links": [_link(f"{base}/collections", "self", MediaType.json, "Collections")],
+        "collections": [_collection_body(request, store, layer)
+                        for layer in catalog.layers.values()],
+    }
+    if wants_html(request, f):
+        return html.page("图层 Collections", html.collections(body))
+    return _json(body)
+
+
+@router.get("/collections/{collection_id}", summary="One layer", tags=["OGC API - Features"])
+def collection(request: Request, collection_id: CollectionId, store: StoreDep,
+               catalog: CatalogDep, f: FormatParam = None) -> Response:
+    layer = catalog.layer(collection_id)
+    body = _collection_body(request, store, layer)
+    if wants_html(request, f):
+        return html.page(layer.zh, html.collections({"collections": [body]}))
+    return _json(body)
+
+
+def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[str, list[str]]:
+    """Every query parameter that is not a standard one must name a filterable
+    property; values are comma-separated alternatives, checked against the catalog."""
+    filters: dict[str, list[str]] = {}
+    for name in request.query_params:
+        if name in _ITEMS_PARAMS:
+            continue
+        spec = layer.properties.get(name)
+        if spec is None or spec.type not in _FILTER_TYPES:
+            allowed = sorted(_ITEMS_PARAMS | {n for n, s in layer.properties.items()
+                                              if s.type in _FILTER_TYPES})
+            raise InvalidParameter(name, f"unknown parameter for collection {layer.id}; "
+                                         f"known: {', '.join(allowed)}")
+        values = [v.strip() for raw in request.query_params.getlist(name)
+                  for v in raw.split(",") if v.strip()]
+        if not values:
+            raise InvalidParameter(name, "needs a value")
+        if spec.type == "kind":
+            allowed_values = set(layer.kinds)
+        elif spec.type in {"enum", "list"}:
+            allowed_values = set(catalog.values[spec.values or ""])
+        elif spec.type == "boolean":
+            allowed_values = {"true", "false"}
+        else:
+            allowed_values = set()
+        if spec.type == "town_code":
+            bad = [v for v in values if not (len(v) == 9 and v.isdigit())]
+            if bad:
+                raise InvalidParameter(name, f"{bad[0]!r} is not a 9-digit town code")
+        if spec.type == "integer":
+            bad = [v for v in values if not v.isdigit()]
+            if bad:
+                raise InvalidParameter(name, f"{bad[0]!r} is not a whole number")
+        if allowed_values:
+            bad = [v for v in values if v not in allowed_values]
+            if bad:
+                raise InvalidParameter(name, f"unknown value {bad[0]!r}; allowed: "
+                                             + ", ".join(sorted(allowed_values)))
+        filters[name] = values
+    return filters
+
+
+@router.get(
+    "/collections/{collection_id}/items",
+    summary="Features of a layer",
+    description="GeoJSON features ordered by id. Besides the parameters below, any "
+                "filterable property of the layer may be given as `name=value[,value...]` "
+                "(e.g. `sample=false`, `position_quality=address`, `services=free_admission`); "
+                "unknown parameters are rejected with 400.",
+    tags=["OGC API - Features"],
+    response_class=Response,
+    responses={200: {"content": {MediaType.geojson.value: {}}}},
+)
+def items(
+    request: Request,
+    collection_id: CollectionId,
+    store: StoreDep,
+    catalog: CatalogDep,
+    crs: Annotated[CoordinateSystem, Depends(output_crs)],
+    bbox: Annotated[str | None, Query(
+        description="west,south,east,north in degrees (WGS-84 unless `bbox-crs` says "
+                    "otherwise); features intersecting the box",
+        examples=["118.0,36.78,118.1,36.83"])] = None,
+    bbox_crs: Annotated[str | None, Query(
+        alias="bbox-crs", description="Coordinate system of `bbox`: wgs84 (default), gcj02, bd09"
+    )] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT,
+                                description=f"Page size, 1..{MAX_LIMIT}")] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET,
+                                 description="Number of features to skip")] = 0,
+    kind: Annotated[str | None, Query(
+        description="Kinds to keep, comma-separated (see the collection's `kinds`)")] = None,
+    town_code: Annotated[str | None, Query(
+        description="9-digit town codes to keep, comma-separated")] = None,
+    status: Annotated[str | None, Query(
+        description="Statuses to keep: open, planned, suspended")] = None,
+    f: FormatParam = None,
+) -> Response:
+    layer = catalog.layer(collection_id)
+    box = parse_bbox(bbox, CoordinateSystem.parse(bbox_crs, "bbox-crs"))
+    filters = _property_filters(request, layer, catalog)
+    page = store.query(layer.id, bbox=box, filters=filters, limit=limit, offset=offset)
+    base = f"{_base(request)}/collections/{layer.id}/items"
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in {"offset", "f"}]
+
+    def href(new_offset: int) -> str:
+        return f"{base}?{urlencode([*params, ('offset', str(new_offset))])}"
+
+    links = [_link(href(offset), "self", MediaType.geojson, "This page"),
+             _link(f"{_base(request)}/collections/{layer.id}", "collection", MediaType.json,
+                   layer.zh)]
+    if offset + len(page.features) < page.number_matched:
+        links.append(_link(href(offset + limit), "next", MediaType.geojson, "Next page"))
+    if offset > 0:
+        links.append(_link(href(max(0, offset - limit)), "prev", MediaType.geojson,
+                           "Previous page"))
+    body = feature_collection(
+        page.features, crs,
+        numberMatched=page.number_matched, numberReturned=len(page.features), links=links,
+    )
+    if wants_html(request, f):
+        return html.page(f"{layer.zh} ({page.number_matched})", html.items(layer, body))
+    return _json(body, MediaType.geojson)
+
+
+@router.get(
+    "/collections/{collection_id}/items/{feature_id}",
+    summary="One feature",
+    tags=["OGC API - Features"],
+    response_class=Response,
+    responses={200: {"content": {MediaType.geojson.value: {}}}},
+)
+def item(
+    request: Request,
+    collection_id: CollectionId,
+    feature_id: Annotated[str, Path(description="The feature's id")],
+    store: StoreDep,
+    catalog: CatalogDep,
+    crs: Annotated[CoordinateSystem, Depends(output_crs)],
+    f: FormatParam = None,
+) -> Response:
+    layer = catalog.layer(collection_id)
+    feature = store.get(layer.id, feature_id)
+    base = _base(request)
+    body = feature_to_geojson(feature, crs)
+    if crs != CoordinateSystem.wgs84:
+        body["coordinate_system"] = crs.value
+    body["links"] = [
+        _link(f"{base}/collections/{layer.id}/items/{feature.id}", "self", MediaType.geojson,
+              "This feature"),
+        _link(f"{base}/collections/{layer.id}", "collection", MediaType.json, layer.zh),
+    ]
+    if wants_html(request, f):
+        return html.page(str(feature.properties.get("name", feature.id)),
+                         html.items(layer, {"features": [body]}))
+    return _json(body, MediaType.geojson, headers={"ETag": feature.etag})

@@ -1,0 +1,98 @@
+"""Query parameters parsed and checked once, raising domain errors with the parameter's name."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import Query, Request
+
+from geo_service.crs import CoordinateSystem, convert
+from geo_service.errors import InvalidParameter
+from geo_service.store import BBox
+
+__all__ = ["OutputCrs", "parse_bbox", "parse_number", "wants_html"]
+
+
+def parse_number(name: str, raw: str) -> float:
+    """A finite float, or ``InvalidParameter`` naming ``name``."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidParameter(name, f"{raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise InvalidParameter(name, f"{raw!r} is not a finite number")
+    return value
+
+
+def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wgs84
+               ) -> BBox | None:
+    """``west,south,east,north`` (a 6-number 3D box drops its heights) in WGS-84.
+
+    Longitudes must lie within ±180 and latitudes within ±90; a box whose west
+    edge is east of its east edge, or south above north, is rejected: no site
+    of this service crosses the antimeridian.
+    """
+    if raw is None:
+        return None
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) not in (4, 6):
+        raise InvalidParameter("bbox", "needs 4 numbers: west,south,east,north")
+    numbers = [parse_number("bbox", p) for p in parts]
+    if len(numbers) == 6:
+        numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
+    west, south, east, north = numbers
+    if not (-180 <= west <= 180 and -180 <= east <= 180):
+        raise InvalidParameter("bbox", "longitudes must lie within -180..180")
+    if not (-90 <= south <= 90 and -90 <= north <= 90):
+        raise InvalidParameter("bbox", "latitudes must lie within -90..90")
+    if west > east:
+        raise InvalidParameter("bbox", f"west ({west}) is east of east ({east})")
+    if south > north:
+        raise InvalidParameter("bbox", f"south ({south}) is north of north ({north})")
+    if bbox_crs != CoordinateSystem.wgs84:
+        lons, lats = convert([west, east, west, east], [south, south, north, north],
+                             bbox_crs, CoordinateSystem.wgs84)
+        west, east = float(min(lons)), float(max(lons))
+        south, north = float(min(lats)), float(max(lats))
+    return (west, south, east, north)
+
+
+def output_crs(
+    crs: Annotated[str | None, Query(
+        description="Coordinate system of the output: `wgs84` (default, RFC 7946), "
+                    "`gcj02` (Amap, Tencent, WeChat) or `bd09` (Baidu)",
+        examples=["gcj02"])] = None,
+) -> CoordinateSystem:
+    return CoordinateSystem.parse(crs, "crs")
+
+
+OutputCrs = Annotated[CoordinateSystem, "output coordinate system"]
+
+
+def wants_html(request: Request, f: str | None) -> bool:
+    """``?f=html`` or ``?f=json`` decide; otherwise HTML only when the client
+    prefers ``text/html`` over JSON (browsers do; OGC clients do not)."""
+    if f is not None:
+        key = f.lower()
+        if key == "html":
+            return True
+        if key in {"json", "geojson"}:
+            return False
+        raise InvalidParameter("f", f"unknown format {f!r}; use json or html")
+    accept = request.headers.get("accept", "")
+    best_html = best_json = 0.0
+    for part in accept.split(","):
+        fields = [x.strip() for x in part.split(";")]
+        media, q = fields[0].lower(), 1.0
+        for param in fields[1:]:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if media == "text/html":
+            best_html = max(best_html, q)
+        elif media in {"application/json", "application/geo+json"}:
+            best_json = max(best_json, q)
+    return best_html > 0 and best_html > best_json

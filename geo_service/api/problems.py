@@ -1,0 +1,102 @@
+"""RFC 9457 problem details: the one table from domain error to HTTP status."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from geo_service.api.media import MediaType
+from geo_service.errors import (
+    CatalogError,
+    GeoServiceError,
+    InvalidFeature,
+    InvalidParameter,
+    NotFound,
+    StoreError,
+)
+
+__all__ = ["ERROR_STATUS", "install_problem_handlers", "problem_response"]
+
+log = logging.getLogger("geo_service.api")
+
+#: The one table: domain error class -> HTTP status. Looked up along the MRO,
+#: so a subclass (CollectionNotFound) inherits its parent's status (404).
+ERROR_STATUS: dict[type[GeoServiceError], int] = {
+    InvalidParameter: 400,
+    InvalidFeature: 400,
+    NotFound: 404,
+    StoreError: 503,
+    CatalogError: 500,
+}
+
+
+def status_for(error: GeoServiceError) -> int:
+    for cls in type(error).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+def problem_response(status: int, detail: str, *, title: str | None = None,
+                     instance: str | None = None, **extra: object) -> Response:
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(orjson.dumps(body), status_code=status, media_type=MediaType.problem)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the handlers once; every error leaves as problem+json."""
+
+    @app.exception_handler(GeoServiceError)
+    async def _domain(request: Request, error: GeoServiceError) -> Response:
+        status = status_for(error)
+        if status >= 500:
+            log.error("%s on %s: %s", type(error).__name__, request.url.path, error.detail)
+        extra: dict[str, object] = {}
+        if isinstance(error, InvalidParameter):
+            extra["parameter"] = error.parameter
+        if isinstance(error, InvalidFeature):
+            extra["errors"] = [{"field": p.field, "message": p.message} for p in error.problems]
+        return problem_response(status, error.detail, title=error.title,
+                                instance=request.url.path, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> Response:
+        messages = []
+        parameters = []
+        for item in error.errors():
+            location = [str(part) for part in item.get("loc", ()) if part not in ("query", "path")]
+            name = ".".join(location) or "request"
+            parameters.append(name)
+            messages.append(f"{name}: {item.get('msg', 'invalid value')}")
+        return problem_response(400, "; ".join(messages), title="Invalid parameter",
+                                instance=request.url.path,
+                                parameter=parameters[0] if parameters else None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> Response:
+        detail = error.detail if isinstance(error.detail, str) else HTTPStatus(
+            error.status_code).phrase
+        if error.status_code == 404 and detail == "Not Found":
+            detail = f"no resource at {request.url.path}"
+        return problem_response(error.status_code, detail, instance=request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> Response:
+        # Details go to the log; the client sees a safe message only.
+        log.exception("unexpected error on %s", request.url.path)
+        return problem_response(500, "an unexpected error occurred; it has been logged",
+                                instance=request.url.path)

@@ -1,0 +1,56 @@
+"""Stored features to RFC 7946 GeoJSON, in WGS-84 or converted to GCJ-02 / BD-09."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry import mapping
+
+from geo_service.crs import CoordinateSystem, convert
+from geo_service.store import StoredFeature
+
+__all__ = ["feature_collection", "feature_to_geojson"]
+
+# 1e-7 degrees is about 1 cm: more digits are noise, fewer lose survey quality.
+_DIGITS = 7
+
+
+def _converted_geometries(features: Sequence[StoredFeature], crs: CoordinateSystem) -> list:
+    geometries = np.array([f.geometry for f in features], dtype=object)
+    if crs != CoordinateSystem.wgs84 and len(geometries):
+
+        def _to_target(xy: np.ndarray) -> np.ndarray:
+            lon, lat = convert(xy[:, 0], xy[:, 1], CoordinateSystem.wgs84, crs)
+            return np.round(np.column_stack([lon, lat]), _DIGITS)
+
+        geometries = shapely.transform(geometries, _to_target)
+    return list(geometries)
+
+
+def feature_to_geojson(feature: StoredFeature, crs: CoordinateSystem = CoordinateSystem.wgs84,
+                       geometry: Any = None) -> dict[str, Any]:
+    if geometry is None:
+        geometry = _converted_geometries([feature], crs)[0]
+    return {"type": "Feature", "id": feature.id, "geometry": mapping(geometry),
+            "properties": feature.properties}
+
+
+def feature_collection(features: Sequence[StoredFeature],
+                       crs: CoordinateSystem = CoordinateSystem.wgs84,
+                       **members: Any) -> dict[str, Any]:
+    """A FeatureCollection; ``members`` are added at the top level (numberMatched,
+    links...). A non-WGS-84 answer says so in ``coordinate_system``, because
+    RFC 7946 readers otherwise assume WGS-84."""
+    geometries = _converted_geometries(features, crs)
+    collection: dict[str, Any] = {
+        "type": "FeatureCollection",
+        "features": [feature_to_geojson(f, crs, g) for f, g in zip(features, geometries,
+                                                                       strict=True)],
+    }
+    if crs != CoordinateSystem.wgs84:
+        collection["coordinate_system"] = crs.value
+    collection.update(members)
+    return collection

@@ -1,0 +1,40 @@
+"""Service settings: one object, read from ``GEO_SERVICE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from geo_service.catalog import default_layers_dir
+
+__all__ = ["Settings", "default_store_path"]
+
+
+def default_store_path() -> Path:
+    """``zhangdian.gpkg`` under the user's data directory (never inside the package)."""
+    return Path(user_data_dir("geo-service", appauthor=False)) / "zhangdian.gpkg"
+
+
+class Settings(BaseSettings):
+    """Built where it is needed (app factory, CLI), never at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="GEO_SERVICE_", extra="ignore")
+
+    store: str = Field(
+        default_factory=lambda: str(default_store_path()),
+        description="Embedded store file path, or a postgresql:// URL",
+    )
+    layers_dir: Path = Field(
+        default_factory=default_layers_dir,
+        description="Folder with catalog.toml and the sample layers that seed a new store",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = Field(
+        default="", description="Public base URL used in links when behind a proxy"
+    )
+    max_items_limit: int = Field(default=10_000, ge=1)
+    default_items_limit: int = Field(default=100, ge=1)
