@@ -52,8 +52,20 @@ _PHONE_PATTERN = re.compile(
     r"|\d{5}|[48]00[- ]?\d{3}[- ]?\d{4})(?:(?:-|转)\d{1,5})?$"
 )
 _POLYGON_TYPES = {"Polygon", "MultiPolygon"}
-_TYPES = {"string", "text", "id", "kind", "town_code", "phone", "opening_hours",
-          "enum", "list", "boolean", "integer", "date"}
+_TYPES = {
+    "string",
+    "text",
+    "id",
+    "kind",
+    "town_code",
+    "phone",
+    "opening_hours",
+    "enum",
+    "list",
+    "boolean",
+    "integer",
+    "date",
+}
 
 
 def default_layers_dir() -> Path:
@@ -132,14 +144,16 @@ class Catalog:
 
     # -- validation -------------------------------------------------------
 
-    def validate_feature(self, layer_id: str, feature: Any,
-                         town_codes: set[str] | frozenset[str] | None = None) -> ValidFeature:
+    def validate_feature(
+        self, layer_id: str, feature: Any, town_codes: set[str] | frozenset[str] | None = None
+    ) -> ValidFeature:
         """Check ``feature`` (a GeoJSON Feature dict) against its layer.
 
         ``town_codes``, when given, are the codes of the towns in the store:
         a facility's ``town_code`` must be one of them. Returns the normalised
-        feature, or raises ``InvalidFeature`` naming every bad field. Unknown properties are kept (an office's extra
-        spreadsheet columns), provided they are plain JSON values.
+        feature, or raises ``InvalidFeature`` naming every bad field. Unknown
+        properties are kept (an office's extra spreadsheet columns), provided
+        they are plain JSON values.
         """
         layer = self.layer(layer_id)
         problems: list[FieldProblem] = []
@@ -173,23 +187,40 @@ class Catalog:
             else:
                 clean[name] = value
         feature_id = clean.get("id")
-        if feature.get("id") not in (None, "") and feature_id is not None and (
-            str(feature["id"]) != str(feature_id)
+        if (
+            feature.get("id") not in (None, "")
+            and feature_id is not None
+            and (str(feature["id"]) != str(feature_id))
         ):
             problems.append(FieldProblem("id", "the feature id and properties.id differ"))
         if problems:
             raise InvalidFeature(str(feature_id) if feature_id else None, problems)
         return ValidFeature(id=str(feature_id), properties=clean, geometry=geometry)
 
-    def _check_value(self, layer: Layer, spec: PropertySpec, value: Any,
-                     problems: list[FieldProblem], town_codes: Any) -> Any:
+    def _check_value(
+        self,
+        layer: Layer,
+        spec: PropertySpec,
+        value: Any,
+        problems: list[FieldProblem],
+        town_codes: Any,
+    ) -> Any:
         name, kind = spec.name, spec.type
 
         def bad(message: str) -> None:
             problems.append(FieldProblem(name, message))
 
-        if kind in {"string", "text", "id", "phone", "opening_hours", "kind", "enum",
-                    "town_code", "date"}:
+        if kind in {
+            "string",
+            "text",
+            "id",
+            "phone",
+            "opening_hours",
+            "kind",
+            "enum",
+            "town_code",
+            "date",
+        }:
             if isinstance(value, bool) or not isinstance(value, str | int):
                 bad("must be text")
                 return None
@@ -204,17 +235,22 @@ class Catalog:
             return value
         if kind == "id":
             if not _ID_PATTERN.match(value):
-                bad("must be 1-128 letters, digits, '.', '_' or '-', starting with a letter "
-                    "or digit")
+                bad(
+                    "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter "
+                    "or digit"
+                )
             return value
         if kind == "kind":
             if value not in layer.kinds:
-                bad(f"unknown kind {value!r} for layer {layer.id}; allowed: "
-                    + ", ".join(layer.kinds))
+                bad(
+                    f"unknown kind {value!r} for layer {layer.id}; allowed: "
+                    + ", ".join(layer.kinds)
+                )
             return value
         if kind == "town_code":
-            if not (len(value) == 9 and value.isdigit()
-                    and value.startswith(self.town_code_prefix)):
+            if not (
+                len(value) == 9 and value.isdigit() and value.startswith(self.town_code_prefix)
+            ):
                 bad(f"must be a 9-digit town code starting with {self.town_code_prefix}")
             elif town_codes and value not in town_codes and layer.is_facility:
                 bad(f"unknown town code {value}")
@@ -244,8 +280,10 @@ class Catalog:
                 return []
             unknown = [v for v in items if v not in allowed]
             if unknown:
-                bad(f"unknown value(s) {', '.join(map(repr, unknown))}; allowed: "
-                    + ", ".join(allowed))
+                bad(
+                    f"unknown value(s) {', '.join(map(repr, unknown))}; allowed: "
+                    + ", ".join(allowed)
+                )
             if spec.required and not items:
                 bad("needs at least one value")
             return list(dict.fromkeys(items))
@@ -280,17 +318,21 @@ def _is_plain_json(value: Any) -> bool:
     return value is None or isinstance(value, str | int | bool)
 
 
-def _check_geometry(layer: Layer, geometry: Any,
-                    problems: list[FieldProblem]) -> BaseGeometry | None:
+def _check_geometry(
+    layer: Layer, geometry: Any, problems: list[FieldProblem]
+) -> BaseGeometry | None:
     if not isinstance(geometry, dict):
         problems.append(FieldProblem("geometry", "is required"))
         return None
     gtype = geometry.get("type")
     allowed = {"Point"} if layer.geometry == "Point" else _POLYGON_TYPES
     if gtype not in allowed:
-        problems.append(FieldProblem(
-            "geometry", f"must be {' or '.join(sorted(allowed))} for layer {layer.id}, "
-                        f"got {gtype!r}"))
+        problems.append(
+            FieldProblem(
+                "geometry",
+                f"must be {' or '.join(sorted(allowed))} for layer {layer.id}, got {gtype!r}",
+            )
+        )
         return None
     try:
         geom = shape(geometry)
@@ -307,13 +349,18 @@ def _check_geometry(layer: Layer, geometry: Any,
     lon_ok = ((coords[:, 0] >= -180) & (coords[:, 0] <= 180)).all()
     lat_ok = ((coords[:, 1] >= -90) & (coords[:, 1] <= 90)).all()
     if not (lon_ok and lat_ok):
-        problems.append(FieldProblem(
-            "geometry", "coordinates out of range: longitude must be within ±180 and "
-                        "latitude within ±90 (WGS-84, lon/lat order)"))
+        problems.append(
+            FieldProblem(
+                "geometry",
+                "coordinates out of range: longitude must be within ±180 and "
+                "latitude within ±90 (WGS-84, lon/lat order)",
+            )
+        )
         return None
     if gtype in _POLYGON_TYPES and not geom.is_valid:
-        problems.append(FieldProblem(
-            "geometry", f"invalid polygon: {shapely.is_valid_reason(geom)}"))
+        problems.append(
+            FieldProblem("geometry", f"invalid polygon: {shapely.is_valid_reason(geom)}")
+        )
         return None
     if shapely.has_z(geom):
         geom = shapely.force_2d(geom)
@@ -358,15 +405,24 @@ def _parse_catalog(raw: dict[str, Any], directory: Path) -> Catalog:
         if entry["id"] in layers:
             raise CatalogError(f"layer {entry['id']} is defined twice")
         layers[entry["id"]] = Layer(
-            id=entry["id"], zh=entry["zh"], en=entry["en"], geometry=entry["geometry"],
-            schema=entry["schema"], file=entry["file"], kinds=_labels(entry["kinds"]),
+            id=entry["id"],
+            zh=entry["zh"],
+            en=entry["en"],
+            geometry=entry["geometry"],
+            schema=entry["schema"],
+            file=entry["file"],
+            kinds=_labels(entry["kinds"]),
             properties=props,
         )
     district = raw["district"]
     return Catalog(
-        district_code=district["code"], district_zh=district["name_zh"],
-        district_en=district["name_en"], town_code_prefix=district["town_code_prefix"],
-        values=values, layers=layers, directory=directory,
+        district_code=district["code"],
+        district_zh=district["name_zh"],
+        district_en=district["name_en"],
+        town_code_prefix=district["town_code_prefix"],
+        values=values,
+        layers=layers,
+        directory=directory,
     )
 
 
@@ -375,5 +431,11 @@ def _spec(name: str, spec: dict[str, Any], values: dict[str, Any]) -> PropertySp
         raise CatalogError(f"property {name}: unknown type {spec['type']!r}")
     if spec["type"] in {"enum", "list"} and spec.get("values") not in values:
         raise CatalogError(f"property {name}: values must name a [values.*] table")
-    return PropertySpec(name=name, type=spec["type"], required=bool(spec.get("required")),
-                        zh=spec["zh"], en=spec["en"], values=spec.get("values"))
+    return PropertySpec(
+        name=name,
+        type=spec["type"],
+        required=bool(spec.get("required")),
+        zh=spec["zh"],
+        en=spec["en"],
+        values=spec.get("values"),
+    )

@@ -21,14 +21,22 @@ from geo_service.seeding import seed_store
 from geo_service.settings import Settings
 from geo_service.store import Store, open_store
 
-app = typer.Typer(help="Zhangdian support-resource map service (张店区拥军服务资源地图服务).",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Zhangdian support-resource map service (张店区拥军服务资源地图服务).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 errors = Console(stderr=True)
 
-StoreOption = Annotated[str | None, typer.Option(
-    "--store", help="Store file or postgresql:// URL (default: $GEO_SERVICE_STORE, or "
-                    "zhangdian.gpkg in the user data folder)")]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store file or postgresql:// URL (default: $GEO_SERVICE_STORE, or "
+        "zhangdian.gpkg in the user data folder)",
+    ),
+]
 
 
 def _settings(store: str | None) -> Settings:
@@ -75,8 +83,13 @@ def serve(
             console.print(f"store: {opened.location}")
     except GeoServiceError as error:
         _fail(error)
-    uvicorn.run("geo_service.api.app:create_app", factory=True,
-                host=host or settings.host, port=port or settings.port, workers=workers)
+    uvicorn.run(
+        "geo_service.api.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+    )
 
 
 @app.command()
@@ -98,8 +111,13 @@ def layers(store: StoreOption = None) -> None:
                     counts[kind] = counts.get(kind, 0) + 1
                 samples = sum(1 for f in features if f.properties.get("sample"))
                 kinds = "\n".join(f"{k} {n}" for k, n in sorted(counts.items()))
-                table.add_row(layer.id, layer.zh, str(len(features)),
-                              str(samples) if layer.is_facility else "-", kinds)
+                table.add_row(
+                    layer.id,
+                    layer.zh,
+                    str(len(features)),
+                    str(samples) if layer.is_facility else "-",
+                    kinds,
+                )
             console.print(table)
     except GeoServiceError as error:
         _fail(error)
@@ -109,17 +127,18 @@ def layers(store: StoreOption = None) -> None:
 def export(
     layer: Annotated[str, typer.Argument(help="Layer id, e.g. green_channels")],
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format")] =
-    ExportFormat.geojson,
-    crs: Annotated[CoordinateSystem, typer.Option(help="Output coordinates")] =
-    CoordinateSystem.wgs84,
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="File format")
+    ] = ExportFormat.geojson,
+    crs: Annotated[
+        CoordinateSystem, typer.Option(help="Output coordinates")
+    ] = CoordinateSystem.wgs84,
     store: StoreOption = None,
 ) -> None:
     """Export one layer as GeoJSON, GeoPackage or CSV."""
     try:
         with _opened(store) as (opened, catalog):
-            written = export_layer(catalog.layer(layer), opened.all_features(layer), fmt, out,
-                                   crs)
+            written = export_layer(catalog.layer(layer), opened.all_features(layer), fmt, out, crs)
     except GeoServiceError as error:
         _fail(error)
     console.print(f"wrote {written} features of {layer} to {out}")

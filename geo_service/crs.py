@@ -70,8 +70,15 @@ class CoordinateSystem(StrEnum):
         if value is None or value == "":
             return cls.wgs84
         key = value.strip().lower().replace("-", "").replace("_", "")
-        aliases = {"wgs84": cls.wgs84, "epsg:4326": cls.wgs84, "4326": cls.wgs84,
-                   "gcj02": cls.gcj02, "amap": cls.gcj02, "bd09": cls.bd09, "baidu": cls.bd09}
+        aliases = {
+            "wgs84": cls.wgs84,
+            "epsg:4326": cls.wgs84,
+            "4326": cls.wgs84,
+            "gcj02": cls.gcj02,
+            "amap": cls.gcj02,
+            "bd09": cls.bd09,
+            "baidu": cls.bd09,
+        }
         if key not in aliases:
             raise InvalidParameter(
                 parameter, f"unknown coordinate system {value!r}; use wgs84, gcj02 or bd09"
@@ -91,8 +98,10 @@ def _unwrap(lon, lat, scalar: bool):
 
 def _inside_china(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return (
-        (lon >= _CHINA_LON[0]) & (lon <= _CHINA_LON[1])
-        & (lat >= _CHINA_LAT[0]) & (lat <= _CHINA_LAT[1])
+        (lon >= _CHINA_LON[0])
+        & (lon <= _CHINA_LON[1])
+        & (lat >= _CHINA_LAT[0])
+        & (lat <= _CHINA_LAT[1])
     )
 
 
@@ -100,13 +109,11 @@ def _gcj_offset(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """The GCJ-02 offset (degrees) to add to a WGS-84 position."""
     x = lon - 105.0
     y = lat - 35.0
-    d_lat = (-100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y
-             + 0.2 * np.sqrt(np.abs(x)))
+    d_lat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * np.sqrt(np.abs(x))
     d_lat += (20.0 * np.sin(6.0 * x * np.pi) + 20.0 * np.sin(2.0 * x * np.pi)) * 2.0 / 3.0
     d_lat += (20.0 * np.sin(y * np.pi) + 40.0 * np.sin(y / 3.0 * np.pi)) * 2.0 / 3.0
     d_lat += (160.0 * np.sin(y / 12.0 * np.pi) + 320.0 * np.sin(y * np.pi / 30.0)) * 2.0 / 3.0
-    d_lon = (300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y
-             + 0.1 * np.sqrt(np.abs(x)))
+    d_lon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * np.sqrt(np.abs(x))
     d_lon += (20.0 * np.sin(6.0 * x * np.pi) + 20.0 * np.sin(2.0 * x * np.pi)) * 2.0 / 3.0
     d_lon += (20.0 * np.sin(x * np.pi) + 40.0 * np.sin(x / 3.0 * np.pi)) * 2.0 / 3.0
     d_lon += (150.0 * np.sin(x / 12.0 * np.pi) + 300.0 * np.sin(x / 30.0 * np.pi)) * 2.0 / 3.0

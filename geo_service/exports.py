@@ -23,8 +23,9 @@ class ExportFormat(StrEnum):
     csv = "csv"
 
 
-def _frame(layer: Layer, features: Sequence[StoredFeature],
-           crs: CoordinateSystem) -> gpd.GeoDataFrame:
+def _frame(
+    layer: Layer, features: Sequence[StoredFeature], crs: CoordinateSystem
+) -> gpd.GeoDataFrame:
     rows = []
     for feature in features:
         row = {}
@@ -41,8 +42,13 @@ def _frame(layer: Layer, features: Sequence[StoredFeature],
     return frame
 
 
-def export_layer(layer: Layer, features: Sequence[StoredFeature], fmt: ExportFormat | str,
-                 out: Path, crs: CoordinateSystem = CoordinateSystem.wgs84) -> int:
+def export_layer(
+    layer: Layer,
+    features: Sequence[StoredFeature],
+    fmt: ExportFormat | str,
+    out: Path,
+    crs: CoordinateSystem = CoordinateSystem.wgs84,
+) -> int:
     """Write ``features`` of ``layer`` to ``out``; returns the number written.
 
     CSV carries ``lon``/``lat`` columns for point layers and WKT for polygons,

@@ -30,25 +30,33 @@ def _converted_geometries(features: Sequence[StoredFeature], crs: CoordinateSyst
     return list(geometries)
 
 
-def feature_to_geojson(feature: StoredFeature, crs: CoordinateSystem = CoordinateSystem.wgs84,
-                       geometry: Any = None) -> dict[str, Any]:
+def feature_to_geojson(
+    feature: StoredFeature, crs: CoordinateSystem = CoordinateSystem.wgs84, geometry: Any = None
+) -> dict[str, Any]:
     if geometry is None:
         geometry = _converted_geometries([feature], crs)[0]
-    return {"type": "Feature", "id": feature.id, "geometry": mapping(geometry),
-            "properties": feature.properties}
+    return {
+        "type": "Feature",
+        "id": feature.id,
+        "geometry": mapping(geometry),
+        "properties": feature.properties,
+    }
 
 
-def feature_collection(features: Sequence[StoredFeature],
-                       crs: CoordinateSystem = CoordinateSystem.wgs84,
-                       **members: Any) -> dict[str, Any]:
+def feature_collection(
+    features: Sequence[StoredFeature],
+    crs: CoordinateSystem = CoordinateSystem.wgs84,
+    **members: Any,
+) -> dict[str, Any]:
     """A FeatureCollection; ``members`` are added at the top level (numberMatched,
     links...). A non-WGS-84 answer says so in ``coordinate_system``, because
     RFC 7946 readers otherwise assume WGS-84."""
     geometries = _converted_geometries(features, crs)
     collection: dict[str, Any] = {
         "type": "FeatureCollection",
-        "features": [feature_to_geojson(f, crs, g) for f, g in zip(features, geometries,
-                                                                       strict=True)],
+        "features": [
+            feature_to_geojson(f, crs, g) for f, g in zip(features, geometries, strict=True)
+        ],
     }
     if crs != CoordinateSystem.wgs84:
         collection["coordinate_system"] = crs.value

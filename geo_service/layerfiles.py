@@ -21,15 +21,18 @@ def parse_feature_collection(data: bytes | str, label: str = "input") -> list[di
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        raise InvalidParameter(label, f"not valid JSON ({error.msg} at position {error.pos})")\
-            from None
+        raise InvalidParameter(
+            label, f"not valid JSON ({error.msg} at position {error.pos})"
+        ) from None
     if not isinstance(document, dict):
         raise InvalidParameter(label, "GeoJSON must be an object")
     if document.get("type") == "Feature":
         return [document]
     if document.get("type") != "FeatureCollection":
-        raise InvalidParameter(label, "expected a GeoJSON FeatureCollection or Feature, got "
-                                      f"type {document.get('type')!r}")
+        raise InvalidParameter(
+            label,
+            f"expected a GeoJSON FeatureCollection or Feature, got type {document.get('type')!r}",
+        )
     features = document.get("features")
     if not isinstance(features, list):
         raise InvalidParameter(label, "a FeatureCollection needs a 'features' array")
@@ -37,7 +40,9 @@ def parse_feature_collection(data: bytes | str, label: str = "input") -> list[di
 
 
 def read_layer_file(
-    catalog: Catalog, layer_id: str, path: Path | None = None,
+    catalog: Catalog,
+    layer_id: str,
+    path: Path | None = None,
     town_codes: set[str] | None = None,
 ) -> list[ValidFeature]:
     """Validate every feature of a GeoJSON file against ``layer_id``.

@@ -48,10 +48,17 @@ class TownIndex:
         code = self.locate(point.x, point.y)
         declared = feature.properties.get("town_code")
         if code is None:
-            raise InvalidFeature(feature.id, [FieldProblem(
-                "geometry", "lies outside every town of the district")])
+            raise InvalidFeature(
+                feature.id, [FieldProblem("geometry", "lies outside every town of the district")]
+            )
         if declared and declared != code:
-            raise InvalidFeature(feature.id, [FieldProblem(
-                "town_code", f"declared {declared} but the position lies in town {code}")])
+            raise InvalidFeature(
+                feature.id,
+                [
+                    FieldProblem(
+                        "town_code", f"declared {declared} but the position lies in town {code}"
+                    )
+                ],
+            )
         props = dict(feature.properties, town_code=code)
         return ValidFeature(id=feature.id, properties=props, geometry=feature.geometry)

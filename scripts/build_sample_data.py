@@ -72,7 +72,7 @@ def district_outline() -> MultiPolygon:
 
 
 def _round_geometry(geometry, digits: int = 6):
-    return shapely.set_precision(geometry, 10.0 ** -digits)
+    return shapely.set_precision(geometry, 10.0**-digits)
 
 
 def town_cells(outline: MultiPolygon, seats: dict[str, Point]) -> dict[str, shapely.Geometry]:
@@ -92,9 +92,16 @@ def town_cells(outline: MultiPolygon, seats: dict[str, Point]) -> dict[str, shap
 
 def build_district(outline: MultiPolygon) -> dict:
     feature = {
-        "type": "Feature", "id": "370303", "geometry": mapping(outline),
-        "properties": {"id": "370303", "name": "张店区", "kind": "district",
-                       "source": DISTRICT_SOURCE, "updated_at": UPDATED_AT},
+        "type": "Feature",
+        "id": "370303",
+        "geometry": mapping(outline),
+        "properties": {
+            "id": "370303",
+            "name": "张店区",
+            "kind": "district",
+            "source": DISTRICT_SOURCE,
+            "updated_at": UPDATED_AT,
+        },
     }
     return _collection("district", [feature])
 
@@ -103,29 +110,36 @@ def build_towns(outline: MultiPolygon) -> tuple[dict, dict[str, shapely.Geometry
     rows = list(csv.DictReader((DATA / "towns.csv").open(encoding="utf-8")))
     seats = {}
     for row in rows:
-        lon, lat = convert(float(row["seat_lon"]), float(row["seat_lat"]), row["seat_crs"],
-                           "wgs84")
+        lon, lat = convert(float(row["seat_lon"]), float(row["seat_lat"]), row["seat_crs"], "wgs84")
         seats[row["code"]] = Point(lon, lat)
     cells = town_cells(outline, seats)
     features = []
     for row in rows:
         geometry = cells[row["code"]]
-        features.append({
-            "type": "Feature", "id": row["code"], "geometry": mapping(geometry),
-            "properties": {
-                "id": row["code"], "name": row["name"], "kind": row["kind"],
-                "approximate": True,
-                "boundary_source": (
-                    "APPROXIMATE: Voronoi cell (EPSG:4548) of the town seat point, clipped to "
-                    f"the district outline; seat point: {row['seat_basis']}"),
-                "population": int(row["population"]) if row["population"] else None,
-                "population_note": row["population_note"],
-                "source": f"code and name: {TOWN_CODES_SOURCE}; population: see layers/SOURCES.md",
-                "updated_at": UPDATED_AT,
-                "seat_lon": round(seats[row["code"]].x, 6),
-                "seat_lat": round(seats[row["code"]].y, 6),
-            },
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "id": row["code"],
+                "geometry": mapping(geometry),
+                "properties": {
+                    "id": row["code"],
+                    "name": row["name"],
+                    "kind": row["kind"],
+                    "approximate": True,
+                    "boundary_source": (
+                        "APPROXIMATE: Voronoi cell (EPSG:4548) of the town seat point, clipped to "
+                        f"the district outline; seat point: {row['seat_basis']}"
+                    ),
+                    "population": int(row["population"]) if row["population"] else None,
+                    "population_note": row["population_note"],
+                    "source": f"code and name: {TOWN_CODES_SOURCE}; "
+                    "population: see layers/SOURCES.md",
+                    "updated_at": UPDATED_AT,
+                    "seat_lon": round(seats[row["code"]].x, 6),
+                    "seat_lat": round(seats[row["code"]].y, 6),
+                },
+            }
+        )
     return _collection("towns", features), cells
 
 
@@ -142,13 +156,19 @@ def build_facilities(cells: dict[str, shapely.Geometry], outline: MultiPolygon) 
             continue
         towns = [code for code, cell in cells.items() if cell.covers(point)]
         props = {
-            "id": row["id"], "name": row["name"], "kind": row["kind"],
-            "address": row["address"], "town_code": towns[0],
-            "phone": None, "opening_hours": row["opening_hours"] or None,
+            "id": row["id"],
+            "name": row["name"],
+            "kind": row["kind"],
+            "address": row["address"],
+            "town_code": towns[0],
+            "phone": None,
+            "opening_hours": row["opening_hours"] or None,
             "services": [s for s in row["services"].split(";") if s],
             "eligible": [s for s in row["eligible"].split(";") if s],
-            "status": row["status"], "responsible_unit": row["responsible_unit"] or None,
-            "source": row["source"], "updated_at": UPDATED_AT,
+            "status": row["status"],
+            "responsible_unit": row["responsible_unit"] or None,
+            "source": row["source"],
+            "updated_at": UPDATED_AT,
             "sample": row["sample"].strip().lower() == "true",
             "position_quality": row["position_quality"],
         }
@@ -165,15 +185,20 @@ def build_facilities(cells: dict[str, shapely.Geometry], outline: MultiPolygon) 
 
 
 def _collection(name: str, features: list[dict]) -> dict:
-    return {"type": "FeatureCollection", "name": name,
-            "features": sorted(features, key=lambda f: f["id"])}
+    return {
+        "type": "FeatureCollection",
+        "name": name,
+        "features": sorted(features, key=lambda f: f["id"]),
+    }
 
 
 def _dump(collection: dict) -> str:
     """One feature per line: small, diffable files."""
     lines = ",\n".join(json.dumps(f, ensure_ascii=False) for f in collection["features"])
-    return (f'{{"type": "FeatureCollection", "name": "{collection["name"]}", "features": [\n'
-            f"{lines}\n]}}\n")
+    return (
+        f'{{"type": "FeatureCollection", "name": "{collection["name"]}", "features": [\n'
+        f"{lines}\n]}}\n"
+    )
 
 
 def main() -> None:

@@ -31,8 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = open_store(settings.store, catalog)
         if store.is_empty():
             results = seed_store(store, catalog)
-            log.info("seeded a new store at %s with %d features", store.location,
-                     sum(len(r.inserted) for r in results.values()))
+            log.info(
+                "seeded a new store at %s with %d features",
+                store.location,
+                sum(len(r.inserted) for r in results.values()),
+            )
         app.state.catalog = catalog
         app.state.store = store
         try:
@@ -43,10 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="张店区拥军服务资源地图服务 · Zhangdian support-resource map service",
         description="OGC API - Features for the veterans' support resources of 张店区 "
-                    "(Zibo, Shandong): service stations, green channels, medical support, "
-                    "memorials, defence-education sites, towns and the district outline. "
-                    "Coordinates are WGS-84 (lon/lat) unless `crs=gcj02|bd09` is asked for. "
-                    "Errors are RFC 9457 problem+json.",
+        "(Zibo, Shandong): service stations, green channels, medical support, "
+        "memorials, defence-education sites, towns and the district outline. "
+        "Coordinates are WGS-84 (lon/lat) unless `crs=gcj02|bd09` is asked for. "
+        "Errors are RFC 9457 problem+json.",
         version="0.1.0",
         lifespan=lifespan,
     )

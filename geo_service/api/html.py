@@ -23,10 +23,12 @@ a{color:#0b57d0}pre{background:#f6f6f6;padding:.5rem;overflow:auto}
 
 
 def page(title: str, body: str) -> Response:
-    text = (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
-            f"<body><h1>{escape(title)}</h1>{body}</body></html>")
+    text = (
+        f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
     return Response(text, media_type=MediaType.html)
 
 
@@ -35,8 +37,11 @@ def json_block(body: Any) -> str:
 
 
 def _links(links: list[dict[str, str]]) -> str:
-    rows = "".join(f'<li><a href="{escape(link["href"])}">{escape(link["title"])}</a> '
-                   f'({escape(link["rel"])})</li>' for link in links)
+    rows = "".join(
+        f'<li><a href="{escape(link["href"])}">{escape(link["title"])}</a> '
+        f"({escape(link['rel'])})</li>"
+        for link in links
+    )
     return f"<ul>{rows}</ul>"
 
 
@@ -50,22 +55,33 @@ def collections(body: dict[str, Any]) -> str:
         f"{escape(c['description'])}</small></td><td>{c['numberOfFeatures']}</td>"
         f'<td><a href="{escape(c["links"][2]["href"])}">HTML</a> · '
         f'<a href="{escape(c["links"][1]["href"])}">GeoJSON</a></td></tr>'
-        for c in body["collections"])
-    return ("<table><tr><th>id</th><th>图层 Layer</th><th>要素数 Features</th><th></th></tr>"
-            f"{rows}</table>")
+        for c in body["collections"]
+    )
+    return (
+        "<table><tr><th>id</th><th>图层 Layer</th><th>要素数 Features</th><th></th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def items(layer: Layer, body: dict[str, Any]) -> str:
     features = body["features"]
     notice = ""
     if any(f["properties"].get("sample") for f in features):
-        notice = ('<p class="sample">示例数据：部分要素为示例（sample），位置或服务内容仅作演示，'
-                  "请勿作为实际办事依据。 Sample data: some features are illustrative.</p>")
-    names = [n for n in ("id", "name", "kind", "address", "town_code", "opening_hours",
-                         "status") if n in layer.properties]
+        notice = (
+            '<p class="sample">示例数据：部分要素为示例（sample），位置或服务内容仅作演示，'
+            "请勿作为实际办事依据。 Sample data: some features are illustrative.</p>"
+        )
+    names = [
+        n
+        for n in ("id", "name", "kind", "address", "town_code", "opening_hours", "status")
+        if n in layer.properties
+    ]
     head = "".join(f"<th>{escape(layer.properties[n].zh)}</th>" for n in names)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(f['properties'].get(n) or ''))}</td>"
-                         for n in names) + "</tr>" for f in features)
+        "<tr>"
+        + "".join(f"<td>{escape(str(f['properties'].get(n) or ''))}</td>" for n in names)
+        + "</tr>"
+        for f in features
+    )
     more = _links([link for link in body.get("links", []) if link["rel"] in ("next", "prev")])
     return f"{notice}<table><tr>{head}</tr>{rows}</table>{more}"

@@ -35,8 +35,9 @@ CONFORMANCE = [
 _FILTER_TYPES = {"id", "string", "kind", "enum", "town_code", "boolean", "integer", "list", "date"}
 _ITEMS_PARAMS = {"bbox", "bbox-crs", "limit", "offset", "crs", "f"}
 
-FormatParam = Annotated[str | None, Query(
-    description="Response format: `json` (default for API clients) or `html`")]
+FormatParam = Annotated[
+    str | None, Query(description="Response format: `json` (default for API clients) or `html`")
+]
 
 
 def get_store(request: Request) -> Store:
@@ -71,8 +72,8 @@ def landing(request: Request, f: FormatParam = None) -> Response:
     body = {
         "title": "张店区拥军服务资源地图服务",
         "description": "Zhangdian support-resource map service: veterans' service stations, "
-                       "green channels, medical support, memorials and defence-education sites "
-                       "of 张店区 (Zibo, Shandong) as OGC API - Features.",
+        "green channels, medical support, memorials and defence-education sites "
+        "of 张店区 (Zibo, Shandong) as OGC API - Features.",
         "links": [
             _link(f"{base}/?f=json", "self", MediaType.json, "This document"),
             _link(f"{base}/?f=html", "alternate", "text/html", "This document as HTML"),
@@ -110,10 +111,18 @@ def _collection_body(request: Request, store: Store, layer: Layer) -> dict[str, 
         "numberOfFeatures": store.count(layer.id),
         "links": [
             _link(f"{base}/collections/{layer.id}", "self", MediaType.json, layer.zh),
-            _link(f"{base}/collections/{layer.id}/items", "items", MediaType.geojson,
-                  f"{layer.zh} (GeoJSON)"),
-            _link(f"{base}/collections/{layer.id}/items?f=html", "items", "text/html",
-                  f"{layer.zh} (HTML)"),
+            _link(
+                f"{base}/collections/{layer.id}/items",
+                "items",
+                MediaType.geojson,
+                f"{layer.zh} (GeoJSON)",
+            ),
+            _link(
+                f"{base}/collections/{layer.id}/items?f=html",
+                "items",
+                "text/html",
+                f"{layer.zh} (HTML)",
+            ),
         ],
     }
     if extent is not None:
@@ -122,13 +131,15 @@ def _collection_body(request: Request, store: Store, layer: Layer) -> dict[str, 
 
 
 @router.get("/collections", summary="The layers", tags=["OGC API - Features"])
-def collections(request: Request, store: StoreDep, catalog: CatalogDep,
-                f: FormatParam = None) -> Response:
+def collections(
+    request: Request, store: StoreDep, catalog: CatalogDep, f: FormatParam = None
+) -> Response:
     base = _base(request)
     body = {
         "links": [_link(f"{base}/collections", "self", MediaType.json, "Collections")],
-        "collections": [_collection_body(request, store, layer)
-                        for layer in catalog.layers.values()],
+        "collections": [
+            _collection_body(request, store, layer) for layer in catalog.layers.values()
+        ],
     }
     if wants_html(request, f):
         return html.page("图层 Collections", html.collections(body))
@@ -136,8 +147,13 @@ def collections(request: Request, store: StoreDep, catalog: CatalogDep,
 
 
 @router.get("/collections/{collection_id}", summary="One layer", tags=["OGC API - Features"])
-def collection(request: Request, collection_id: CollectionId, store: StoreDep,
-               catalog: CatalogDep, f: FormatParam = None) -> Response:
+def collection(
+    request: Request,
+    collection_id: CollectionId,
+    store: StoreDep,
+    catalog: CatalogDep,
+    f: FormatParam = None,
+) -> Response:
     layer = catalog.layer(collection_id)
     body = _collection_body(request, store, layer)
     if wants_html(request, f):
@@ -154,12 +170,18 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
             continue
         spec = layer.properties.get(name)
         if spec is None or spec.type not in _FILTER_TYPES:
-            allowed = sorted(_ITEMS_PARAMS | {n for n, s in layer.properties.items()
-                                              if s.type in _FILTER_TYPES})
-            raise InvalidParameter(name, f"unknown parameter for collection {layer.id}; "
-                                         f"known: {', '.join(allowed)}")
-        values = [v.strip() for raw in request.query_params.getlist(name)
-                  for v in raw.split(",") if v.strip()]
+            allowed = sorted(
+                _ITEMS_PARAMS | {n for n, s in layer.properties.items() if s.type in _FILTER_TYPES}
+            )
+            raise InvalidParameter(
+                name, f"unknown parameter for collection {layer.id}; known: {', '.join(allowed)}"
+            )
+        values = [
+            v.strip()
+            for raw in request.query_params.getlist(name)
+            for v in raw.split(",")
+            if v.strip()
+        ]
         if not values:
             raise InvalidParameter(name, "needs a value")
         if spec.type == "kind":
@@ -181,8 +203,9 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
         if allowed_values:
             bad = [v for v in values if v not in allowed_values]
             if bad:
-                raise InvalidParameter(name, f"unknown value {bad[0]!r}; allowed: "
-                                             + ", ".join(sorted(allowed_values)))
+                raise InvalidParameter(
+                    name, f"unknown value {bad[0]!r}; allowed: " + ", ".join(sorted(allowed_values))
+                )
         filters[name] = values
     return filters
 
@@ -191,9 +214,9 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
     "/collections/{collection_id}/items",
     summary="Features of a layer",
     description="GeoJSON features ordered by id. Besides the parameters below, any "
-                "filterable property of the layer may be given as `name=value[,value...]` "
-                "(e.g. `sample=false`, `position_quality=address`, `services=free_admission`); "
-                "unknown parameters are rejected with 400.",
+    "filterable property of the layer may be given as `name=value[,value...]` "
+    "(e.g. `sample=false`, `position_quality=address`, `services=free_admission`); "
+    "unknown parameters are rejected with 400.",
     tags=["OGC API - Features"],
     response_class=Response,
     responses={200: {"content": {MediaType.geojson.value: {}}}},
@@ -204,23 +227,37 @@ def items(
     store: StoreDep,
     catalog: CatalogDep,
     crs: Annotated[CoordinateSystem, Depends(output_crs)],
-    bbox: Annotated[str | None, Query(
-        description="west,south,east,north in degrees (WGS-84 unless `bbox-crs` says "
-                    "otherwise); features intersecting the box",
-        examples=["118.0,36.78,118.1,36.83"])] = None,
-    bbox_crs: Annotated[str | None, Query(
-        alias="bbox-crs", description="Coordinate system of `bbox`: wgs84 (default), gcj02, bd09"
-    )] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT,
-                                description=f"Page size, 1..{MAX_LIMIT}")] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET,
-                                 description="Number of features to skip")] = 0,
-    kind: Annotated[str | None, Query(
-        description="Kinds to keep, comma-separated (see the collection's `kinds`)")] = None,
-    town_code: Annotated[str | None, Query(
-        description="9-digit town codes to keep, comma-separated")] = None,
-    status: Annotated[str | None, Query(
-        description="Statuses to keep: open, planned, suspended")] = None,
+    bbox: Annotated[
+        str | None,
+        Query(
+            description="west,south,east,north in degrees (WGS-84 unless `bbox-crs` says "
+            "otherwise); features intersecting the box",
+            examples=["118.0,36.78,118.1,36.83"],
+        ),
+    ] = None,
+    bbox_crs: Annotated[
+        str | None,
+        Query(
+            alias="bbox-crs",
+            description="Coordinate system of `bbox`: wgs84 (default), gcj02, bd09",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1..{MAX_LIMIT}")
+    ] = 100,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="Number of features to skip")
+    ] = 0,
+    kind: Annotated[
+        str | None,
+        Query(description="Kinds to keep, comma-separated (see the collection's `kinds`)"),
+    ] = None,
+    town_code: Annotated[
+        str | None, Query(description="9-digit town codes to keep, comma-separated")
+    ] = None,
+    status: Annotated[
+        str | None, Query(description="Statuses to keep: open, planned, suspended")
+    ] = None,
     f: FormatParam = None,
 ) -> Response:
     layer = catalog.layer(collection_id)
@@ -233,17 +270,22 @@ def items(
     def href(new_offset: int) -> str:
         return f"{base}?{urlencode([*params, ('offset', str(new_offset))])}"
 
-    links = [_link(href(offset), "self", MediaType.geojson, "This page"),
-             _link(f"{_base(request)}/collections/{layer.id}", "collection", MediaType.json,
-                   layer.zh)]
+    links = [
+        _link(href(offset), "self", MediaType.geojson, "This page"),
+        _link(f"{_base(request)}/collections/{layer.id}", "collection", MediaType.json, layer.zh),
+    ]
     if offset + len(page.features) < page.number_matched:
         links.append(_link(href(offset + limit), "next", MediaType.geojson, "Next page"))
     if offset > 0:
-        links.append(_link(href(max(0, offset - limit)), "prev", MediaType.geojson,
-                           "Previous page"))
+        links.append(
+            _link(href(max(0, offset - limit)), "prev", MediaType.geojson, "Previous page")
+        )
     body = feature_collection(
-        page.features, crs,
-        numberMatched=page.number_matched, numberReturned=len(page.features), links=links,
+        page.features,
+        crs,
+        numberMatched=page.number_matched,
+        numberReturned=len(page.features),
+        links=links,
     )
     if wants_html(request, f):
         return html.page(f"{layer.zh} ({page.number_matched})", html.items(layer, body))
@@ -273,11 +315,16 @@ def item(
     if crs != CoordinateSystem.wgs84:
         body["coordinate_system"] = crs.value
     body["links"] = [
-        _link(f"{base}/collections/{layer.id}/items/{feature.id}", "self", MediaType.geojson,
-              "This feature"),
+        _link(
+            f"{base}/collections/{layer.id}/items/{feature.id}",
+            "self",
+            MediaType.geojson,
+            "This feature",
+        ),
         _link(f"{base}/collections/{layer.id}", "collection", MediaType.json, layer.zh),
     ]
     if wants_html(request, f):
-        return html.page(str(feature.properties.get("name", feature.id)),
-                         html.items(layer, {"features": [body]}))
+        return html.page(
+            str(feature.properties.get("name", feature.id)), html.items(layer, {"features": [body]})
+        )
     return _json(body, MediaType.geojson, headers={"ETag": feature.etag})

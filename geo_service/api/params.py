@@ -25,8 +25,7 @@ def parse_number(name: str, raw: str) -> float:
     return value
 
 
-def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wgs84
-               ) -> BBox | None:
+def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wgs84) -> BBox | None:
     """``west,south,east,north`` (a 6-number 3D box drops its heights) in WGS-84.
 
     Longitudes must lie within ±180 and latitudes within ±90; a box whose west
@@ -51,18 +50,23 @@ def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wg
     if south > north:
         raise InvalidParameter("bbox", f"south ({south}) is north of north ({north})")
     if bbox_crs != CoordinateSystem.wgs84:
-        lons, lats = convert([west, east, west, east], [south, south, north, north],
-                             bbox_crs, CoordinateSystem.wgs84)
+        lons, lats = convert(
+            [west, east, west, east], [south, south, north, north], bbox_crs, CoordinateSystem.wgs84
+        )
         west, east = float(min(lons)), float(max(lons))
         south, north = float(min(lats)), float(max(lats))
     return (west, south, east, north)
 
 
 def output_crs(
-    crs: Annotated[str | None, Query(
-        description="Coordinate system of the output: `wgs84` (default, RFC 7946), "
-                    "`gcj02` (Amap, Tencent, WeChat) or `bd09` (Baidu)",
-        examples=["gcj02"])] = None,
+    crs: Annotated[
+        str | None,
+        Query(
+            description="Coordinate system of the output: `wgs84` (default, RFC 7946), "
+            "`gcj02` (Amap, Tencent, WeChat) or `bd09` (Baidu)",
+            examples=["gcj02"],
+        ),
+    ] = None,
 ) -> CoordinateSystem:
     return CoordinateSystem.parse(crs, "crs")
 

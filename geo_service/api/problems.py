@@ -43,8 +43,14 @@ def status_for(error: GeoServiceError) -> int:
     return 500
 
 
-def problem_response(status: int, detail: str, *, title: str | None = None,
-                     instance: str | None = None, **extra: object) -> Response:
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    instance: str | None = None,
+    **extra: object,
+) -> Response:
     body: dict[str, object] = {
         "type": "about:blank",
         "title": title or HTTPStatus(status).phrase,
@@ -70,8 +76,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             extra["parameter"] = error.parameter
         if isinstance(error, InvalidFeature):
             extra["errors"] = [{"field": p.field, "message": p.message} for p in error.problems]
-        return problem_response(status, error.detail, title=error.title,
-                                instance=request.url.path, **extra)
+        return problem_response(
+            status, error.detail, title=error.title, instance=request.url.path, **extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> Response:
@@ -82,14 +89,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             name = ".".join(location) or "request"
             parameters.append(name)
             messages.append(f"{name}: {item.get('msg', 'invalid value')}")
-        return problem_response(400, "; ".join(messages), title="Invalid parameter",
-                                instance=request.url.path,
-                                parameter=parameters[0] if parameters else None)
+        return problem_response(
+            400,
+            "; ".join(messages),
+            title="Invalid parameter",
+            instance=request.url.path,
+            parameter=parameters[0] if parameters else None,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> Response:
-        detail = error.detail if isinstance(error.detail, str) else HTTPStatus(
-            error.status_code).phrase
+        detail = (
+            error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+        )
         if error.status_code == 404 and detail == "Not Found":
             detail = f"no resource at {request.url.path}"
         return problem_response(error.status_code, detail, instance=request.url.path)
@@ -98,5 +110,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception) -> Response:
         # Details go to the log; the client sees a safe message only.
         log.exception("unexpected error on %s", request.url.path)
-        return problem_response(500, "an unexpected error occurred; it has been logged",
-                                instance=request.url.path)
+        return problem_response(
+            500, "an unexpected error occurred; it has been logged", instance=request.url.path
+        )

@@ -130,9 +130,9 @@ class Store(ABC):
         replace: bool = False,
     ) -> WriteResult:
         """``write_layers`` for a single layer."""
-        return self.write_layers(
-            {layer_id: features}, actor=actor, action=action, replace=replace
-        )[layer_id]
+        return self.write_layers({layer_id: features}, actor=actor, action=action, replace=replace)[
+            layer_id
+        ]
 
     @abstractmethod
     def close(self) -> None:

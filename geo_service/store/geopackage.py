@@ -92,7 +92,7 @@ _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 def _from_blob(blob: bytes) -> BaseGeometry:
     flags = blob[3]
     envelope = _ENVELOPE_BYTES[(flags >> 1) & 0b111]
-    return shapely.from_wkb(bytes(blob[8 + envelope:]))
+    return shapely.from_wkb(bytes(blob[8 + envelope :]))
 
 
 def _blob_bounds(blob: bytes | None) -> tuple[float, float, float, float] | None:
@@ -109,6 +109,7 @@ def _register_functions(conn: sqlite3.Connection) -> None:
         def fn(blob):
             bounds = _blob_bounds(blob)
             return None if bounds is None else bounds[i]
+
         return fn
 
     conn.create_function("ST_MinX", 1, pick(0), deterministic=True)
@@ -174,8 +175,9 @@ class GeoPackageStore(Store):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
-                                       check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=30.0, check_same_thread=False
+                )
             except sqlite3.Error as error:
                 raise StoreError(f"cannot open the store: {error}") from None
             conn.row_factory = sqlite3.Row
@@ -215,8 +217,9 @@ class GeoPackageStore(Store):
                 "('WGS 84 geodetic', 4326, 'EPSG', 4326, ?, 'longitude/latitude, WGS 84')",
                 (_WGS84_WKT,),
             )
-            conn.execute("INSERT OR IGNORE INTO gs_meta VALUES ('schema_version', ?)",
-                         (_SCHEMA_VERSION,))
+            conn.execute(
+                "INSERT OR IGNORE INTO gs_meta VALUES ('schema_version', ?)", (_SCHEMA_VERSION,)
+            )
             for layer in self.catalog.layers.values():
                 self._ensure_table(conn, layer)
             conn.execute("COMMIT")
@@ -230,7 +233,8 @@ class GeoPackageStore(Store):
         ).fetchone()
         columns = ", ".join(
             f'"{spec.name}" {_SQL_TYPES.get(spec.type, "TEXT")}'
-            for spec in layer.properties.values() if spec.name != "id"
+            for spec in layer.properties.values()
+            if spec.name != "id"
         )
         gtype = "POINT" if layer.geometry == "Point" else "MULTIPOLYGON"
         if not exists:
@@ -257,8 +261,10 @@ class GeoPackageStore(Store):
         present = {row["name"] for row in conn.execute(f'PRAGMA table_info("{layer.id}")')}
         for spec in layer.properties.values():
             if spec.name not in present:
-                conn.execute(f'ALTER TABLE "{layer.id}" ADD COLUMN "{spec.name}" '
-                             f'{_SQL_TYPES.get(spec.type, "TEXT")}')
+                conn.execute(
+                    f'ALTER TABLE "{layer.id}" ADD COLUMN "{spec.name}" '
+                    f"{_SQL_TYPES.get(spec.type, 'TEXT')}"
+                )
 
     # -- row mapping ----------------------------------------------------------
 
@@ -270,8 +276,13 @@ class GeoPackageStore(Store):
             props[spec.name] = _decode(spec, row[spec.name])
         if row["extra"]:
             props.update(orjson.loads(row["extra"]))
-        return StoredFeature(layer_id=layer.id, id=row["id"], properties=props,
-                             geometry=_from_blob(row["geom"]), revision=row["revision"])
+        return StoredFeature(
+            layer_id=layer.id,
+            id=row["id"],
+            properties=props,
+            geometry=_from_blob(row["geom"]),
+            revision=row["revision"],
+        )
 
     def _feature_values(self, layer: Layer, feature: ValidFeature) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -286,8 +297,9 @@ class GeoPackageStore(Store):
         if layer.geometry == "Polygon" and isinstance(geometry, Polygon):
             geometry = MultiPolygon([geometry])
         values["geom"] = _to_blob(geometry)
-        values["extra"] = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra \
-            else None
+        values["extra"] = (
+            orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
+        )
         return values
 
     # -- reads ----------------------------------------------------------------
@@ -301,9 +313,11 @@ class GeoPackageStore(Store):
 
     def layer_version(self, layer_id: str) -> int:
         self.catalog.layer(layer_id)
-        row = self._conn().execute(
-            "SELECT version FROM gs_layer_state WHERE layer_id = ?", (layer_id,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT version FROM gs_layer_state WHERE layer_id = ?", (layer_id,))
+            .fetchone()
+        )
         return int(row["version"]) if row else 0
 
     def count(self, layer_id: str) -> int:
@@ -312,16 +326,22 @@ class GeoPackageStore(Store):
 
     def extent(self, layer_id: str) -> BBox | None:
         layer = self.catalog.layer(layer_id)
-        row = self._conn().execute(
-            f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_geom"'
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_geom"'
+            )
+            .fetchone()
+        )
         return None if row[0] is None else (row[0], row[1], row[2], row[3])
 
     def get(self, layer_id: str, feature_id: str) -> StoredFeature:
         layer = self.catalog.layer(layer_id)
-        row = self._conn().execute(
-            f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,))
+            .fetchone()
+        )
         if row is None:
             raise FeatureNotFound(layer_id, feature_id)
         return self._row_to_feature(layer, row)
@@ -421,22 +441,32 @@ class GeoPackageStore(Store):
             raise
         return results
 
-    def _upsert(self, conn: sqlite3.Connection, layer: Layer, feature: ValidFeature,
-                actor: str, action: str, result: WriteResult) -> None:
+    def _upsert(
+        self,
+        conn: sqlite3.Connection,
+        layer: Layer,
+        feature: ValidFeature,
+        actor: str,
+        action: str,
+        result: WriteResult,
+    ) -> None:
         row = conn.execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature.id,)).fetchone()
         values = self._feature_values(layer, feature)
         if row is None:
             names = ", ".join(f'"{n}"' for n in ["id", *values])
             marks = ", ".join("?" for _ in range(len(values) + 1))
-            conn.execute(f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
-                         [feature.id, *values.values()])
+            conn.execute(
+                f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
+                [feature.id, *values.values()],
+            )
             after = self.get_with(conn, layer, feature.id)
             self._audit(conn, actor, "insert" if action == "upsert" else action, None, after)
             result.inserted.append(feature.id)
             return
         before = self._row_to_feature(layer, row)
-        if before.properties == _normalised(layer, feature.properties) and \
-                before.geometry.equals_exact(_as_stored_geometry(layer, feature.geometry), 0):
+        if before.properties == _normalised(
+            layer, feature.properties
+        ) and before.geometry.equals_exact(_as_stored_geometry(layer, feature.geometry), 0):
             result.unchanged.append(feature.id)
             return
         assignments = ", ".join(f'"{n}" = ?' for n in values)
@@ -452,16 +482,30 @@ class GeoPackageStore(Store):
         row = conn.execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,)).fetchone()
         return self._row_to_feature(layer, row)
 
-    def _audit(self, conn: sqlite3.Connection, actor: str, action: str,
-               before: StoredFeature | None, after: StoredFeature | None) -> None:
+    def _audit(
+        self,
+        conn: sqlite3.Connection,
+        actor: str,
+        action: str,
+        before: StoredFeature | None,
+        after: StoredFeature | None,
+    ) -> None:
         subject = after or before
         assert subject is not None
         town = subject.properties.get("town_code") if subject.layer_id != "towns" else subject.id
         conn.execute(
             "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, town_code, before, "
             "after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (_now(), actor, action, subject.layer_id, subject.id, town,
-             _feature_json(before), _feature_json(after)),
+            (
+                _now(),
+                actor,
+                action,
+                subject.layer_id,
+                subject.id,
+                town,
+                _feature_json(before),
+                _feature_json(after),
+            ),
         )
 
     def _update_extent(self, conn: sqlite3.Connection, layer: Layer) -> None:
@@ -478,10 +522,14 @@ class GeoPackageStore(Store):
 def _feature_json(feature: StoredFeature | None) -> str | None:
     if feature is None:
         return None
-    return orjson.dumps({
-        "type": "Feature", "id": feature.id, "properties": feature.properties,
-        "geometry": shapely.geometry.mapping(feature.geometry),
-    }).decode()
+    return orjson.dumps(
+        {
+            "type": "Feature",
+            "id": feature.id,
+            "properties": feature.properties,
+            "geometry": shapely.geometry.mapping(feature.geometry),
+        }
+    ).decode()
 
 
 def _encode(spec: PropertySpec, value: Any) -> Any:
@@ -508,8 +556,9 @@ def _normalised(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
     for spec in layer.properties.values():
         if spec.name != "id":
             value = props.get(spec.name)
-            out[spec.name] = ([] if value is None else list(value)) if spec.type == "list" \
-                else value
+            out[spec.name] = (
+                ([] if value is None else list(value)) if spec.type == "list" else value
+            )
     out.update({k: v for k, v in props.items() if k not in layer.properties})
     return out
 
@@ -524,7 +573,7 @@ def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[st
     spec = layer.properties.get(name)
     if spec is None or spec.type not in _FILTERABLE:
         raise InvalidParameter(name, f"layer {layer.id} cannot be filtered by {name!r}")
-    column = "f.\"id\"" if name == "id" else f'f."{name}"'
+    column = 'f."id"' if name == "id" else f'f."{name}"'
     values: list[Any] = list(accepted)
     if spec.type == "boolean":
         values = [1 if str(v).lower() in {"true", "1", "yes"} else 0 for v in accepted]
