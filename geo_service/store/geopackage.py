@@ -178,12 +178,14 @@ class GeoPackageStore(Store):
                 conn = sqlite3.connect(
                     self.path, isolation_level=None, timeout=30.0, check_same_thread=False
                 )
-            except sqlite3.Error as error:
-                raise StoreError(f"cannot open the store: {error}") from None
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA busy_timeout = 30000")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.DatabaseError as error:
+                raise StoreError(
+                    f"{self.path.name} is not a usable SQLite file: {error}"
+                ) from None
             _register_functions(conn)
             self._local.conn = conn
             with self._lock:

@@ -1,0 +1,103 @@
+"""Shared fixtures: the shipped catalog, a freshly seeded store, an app client, a live server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from geo_service.api import create_app
+from geo_service.catalog import Catalog, load_catalog
+from geo_service.seeding import seed_store
+from geo_service.settings import Settings
+from geo_service.store import Store, open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@pytest.fixture
+def empty_store(tmp_path: Path, catalog: Catalog) -> Iterator[Store]:
+    store = open_store(tmp_path / "store.gpkg", catalog)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def store(empty_store: Store, catalog: Catalog) -> Store:
+    seed_store(empty_store, catalog)
+    return empty_store
+
+
+@pytest.fixture(scope="module")
+def seeded_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded store file shared (read-only) by a module's API tests."""
+    path = tmp_path_factory.mktemp("store") / "zhangdian.gpkg"
+    catalog = load_catalog()
+    store = open_store(path, catalog)
+    seed_store(store, catalog)
+    store.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(seeded_path: Path) -> Iterator[TestClient]:
+    app = create_app(Settings(store=str(seeded_path)))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``geo-service serve`` as a real uvicorn process on a free loopback port,
+    on a new store that the server seeds itself, as a user's first run does."""
+    port = free_port()
+    store = tmp_path_factory.mktemp("live") / "live.gpkg"
+    env = dict(os.environ, GEO_SERVICE_STORE=str(store))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                output = process.stdout.read().decode() if process.stdout else ""
+                raise RuntimeError(f"server exited early:\n{output}")
+            try:
+                if httpx.get(f"{base}/conformance", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start within 60 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,68 @@
+"""The geo-service command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pyogrio
+import pytest
+
+
+def run(*args, store, check=True):
+    return subprocess.run(
+        [sys.executable, "-m", "geo_service.cli", *args, "--store", str(store)],
+        capture_output=True,
+        text=True,
+        check=check,
+        env={"COLUMNS": "120", "PATH": ""},
+    )
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return tmp_path / "cli.gpkg"
+
+
+def test_layers_seeds_a_new_store_and_counts_by_kind(store_path):
+    output = run("layers", store=store_path).stdout
+    assert store_path.exists()
+    for text in ("stations", "服务站点", "green_channels", "town_station 13", "towns"):
+        assert text in output
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "gpkg", "csv"])
+def test_export_writes_every_feature(store_path, tmp_path, fmt):
+    out = tmp_path / f"green.{fmt}"
+    run("export", "green_channels", "--format", fmt, "--out", str(out), store=store_path)
+    if fmt == "geojson":
+        body = json.loads(out.read_text(encoding="utf-8"))
+        assert len(body["features"]) == 29
+    elif fmt == "gpkg":
+        frame = pyogrio.read_dataframe(out)
+        assert len(frame) == 29 and frame.crs.to_epsg() == 4326
+    else:
+        rows = list(csv.DictReader(out.open(encoding="utf-8-sig")))
+        assert len(rows) == 29
+        assert {"id", "name", "lon", "lat", "window"} <= set(rows[0])
+        assert all(117.9 < float(r["lon"]) < 118.25 for r in rows)
+
+
+def test_export_in_gcj02_moves_points_east(store_path, tmp_path):
+    plain, shifted = tmp_path / "w.geojson", tmp_path / "g.geojson"
+    run("export", "stations", "-o", str(plain), store=store_path)
+    run("export", "stations", "-o", str(shifted), "--crs", "gcj02", store=store_path)
+    a = json.loads(plain.read_text())["features"][0]["geometry"]["coordinates"]
+    b = json.loads(shifted.read_text())["features"][0]["geometry"]["coordinates"]
+    assert 0.005 < b[0] - a[0] < 0.007
+
+
+def test_unknown_layer_is_a_clear_error_not_a_traceback(store_path, tmp_path):
+    result = run(
+        "export", "spaceports", "-o", str(tmp_path / "x.json"), store=store_path, check=False
+    )
+    assert result.returncode == 2
+    assert "no collection 'spaceports'" in result.stderr
+    assert "Traceback" not in result.stderr

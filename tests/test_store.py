@@ -1,0 +1,131 @@
+"""The embedded GeoPackage store: seeding, transactions, queries, and GDAL's view of the file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pyogrio
+import pytest
+import shapely
+
+from geo_service.catalog import ValidFeature
+from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
+from geo_service.seeding import seed_store
+from geo_service.store import open_store
+
+
+def _feature(store, feature_id="gc-new-window", **changes):
+    base = store.get("green_channels", "gc-bank-abc-chengdong")
+    props = dict(base.properties, id=feature_id, **changes)
+    return ValidFeature(id=feature_id, properties=props, geometry=base.geometry)
+
+
+def test_seeding_loads_every_layer_file(store, catalog):
+    for layer in catalog.layers.values():
+        assert store.count(layer.id) > 0, layer.id
+    assert store.count("towns") == 13
+
+
+def test_reseeding_is_idempotent(store, catalog):
+    versions = {layer_id: store.layer_version(layer_id) for layer_id in catalog.layers}
+    results = seed_store(store, catalog)
+    assert all(r.changed == 0 for r in results.values())
+    assert versions == {layer_id: store.layer_version(layer_id) for layer_id in catalog.layers}
+
+
+def test_a_write_that_fails_half_way_leaves_nothing(store):
+    before = store.count("green_channels")
+    good = _feature(store, "gc-first-of-two")
+    with pytest.raises(InvalidParameter, match="appears twice"):
+        store.write("green_channels", [good, good], actor="test")
+    assert store.count("green_channels") == before
+    with pytest.raises(FeatureNotFound):
+        store.get("green_channels", "gc-first-of-two")
+
+
+def test_update_bumps_revision_version_and_audit(store):
+    version = store.layer_version("green_channels")
+    original = store.get("green_channels", "gc-bank-abc-chengdong")
+    changed = _feature(store, "gc-bank-abc-chengdong", window="5号窗口")
+    result = store.write("green_channels", [changed], actor="editor:test")
+    assert result.updated == ["gc-bank-abc-chengdong"]
+    stored = store.get("green_channels", "gc-bank-abc-chengdong")
+    assert stored.properties["window"] == "5号窗口"
+    assert stored.revision == original.revision + 1
+    assert stored.etag != original.etag
+    assert store.layer_version("green_channels") == version + 1
+    audit = store.audit_records("gc-bank-abc-chengdong")[-1]
+    assert audit["actor"] == "editor:test" and audit["action"] == "update"
+    assert '"window":"5号窗口"' in audit["after"] and "5号窗口" not in audit["before"]
+
+
+def test_store_survives_reopening(tmp_path, catalog):
+    path = tmp_path / "reopen.gpkg"
+    first = open_store(path, catalog)
+    seed_store(first, catalog)
+    count = first.count("stations")
+    first.close()
+    again = open_store(path, catalog)
+    assert again.count("stations") == count
+    assert not again.is_empty()
+    again.close()
+
+
+def test_bbox_and_filters_match_a_brute_force_scan(store):
+    box = (118.02, 36.78, 118.08, 36.83)
+    everything = store.all_features("green_channels")
+    expected = sorted(
+        f.id
+        for f in everything
+        if shapely.box(*box).intersects(f.geometry) and f.properties["kind"] in {"hospital", "bank"}
+    )
+    page = store.query(
+        "green_channels", bbox=box, filters={"kind": ["hospital", "bank"]}, limit=1000
+    )
+    assert [f.id for f in page.features] == expected
+    assert page.number_matched == len(expected) > 0
+
+
+def test_polygon_bbox_uses_true_intersection(store):
+    # A box in the south-west corner, outside the district's envelope-sharing towns' shapes
+    page = store.query("towns", bbox=(117.93, 36.90, 117.935, 36.905), limit=100)
+    box = shapely.box(117.93, 36.90, 117.935, 36.905)
+    expected = sorted(f.id for f in store.all_features("towns") if f.geometry.intersects(box))
+    assert [f.id for f in page.features] == expected
+    assert page.number_matched == len(expected)
+
+
+def test_list_property_filter_matches_any_listed_value(store):
+    page = store.query("green_channels", filters={"services": ["free_admission"]}, limit=1000)
+    assert page.features
+    assert all("free_admission" in f.properties["services"] for f in page.features)
+
+
+def test_paging_is_stable_and_complete(store):
+    ids = [f.id for f in store.all_features("medical")]
+    pages = [store.query("medical", limit=7, offset=o) for o in range(0, len(ids), 7)]
+    assert [f.id for p in pages for f in p.features] == ids
+    assert {p.number_matched for p in pages} == {len(ids)}
+
+
+def test_the_store_is_a_geopackage_gdal_reads(store, catalog):
+    store.close()
+    path = store.location
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    layers = {name for name, _geometry in pyogrio.list_layers(path)}
+    assert set(catalog.layers) <= layers
+    frame = pyogrio.read_dataframe(path, layer="stations")
+    assert len(frame) == 25 and frame.crs.to_epsg() == 4326
+    # GDAL uses our R-tree for its own bbox reads too
+    subset = pyogrio.read_dataframe(path, layer="stations", bbox=(118.02, 36.78, 118.08, 36.83))
+    assert 0 < len(subset) < len(frame)
+
+
+def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path, catalog):
+    path = tmp_path / "notes.gpkg"
+    path.write_text("these are my notes, not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite file"):
+        open_store(path, catalog)
+    assert path.read_text().startswith("these are my notes")  # never overwritten
