@@ -12,10 +12,12 @@ Inputs, all written by this project except the outline:
   sources gave them (mostly GCJ-02), with provenance per row.
 
 Town polygons: no open township boundaries exist, so each town gets the
-Voronoi cell of its seat point, computed in metres (EPSG:4548) and clipped to
-the district outline. The cells tile the outline with no gap or overlap; they
-are marked ``approximate`` and are replaced by official polygons keyed by the
-same 9-digit codes through ``geo-service import FILE --layer towns``.
+Voronoi cells of its seat point and of the places a source puts in that town
+(``scripts/data/town_anchors.csv``: a park "in 四宝山街道", 太平村 of 四宝山),
+computed in metres (EPSG:4548), merged, and clipped to the district outline.
+The cells tile the outline with no gap or overlap; they are marked
+``approximate`` and official polygons keyed by the same 9-digit codes can
+replace them (``geo-service import FILE --layer towns``, planned).
 
 The script fails if any facility falls outside the district or breaks the
 catalog schema; every facility's ``town_code`` is the town cell containing it.
@@ -75,19 +77,31 @@ def _round_geometry(geometry, digits: int = 6):
     return shapely.set_precision(geometry, 10.0**-digits)
 
 
-def town_cells(outline: MultiPolygon, seats: dict[str, Point]) -> dict[str, shapely.Geometry]:
-    """Voronoi cells of the seats computed in metres, clipped to the outline in degrees
-    (clipping in degrees keeps the outline's own vertices and edges exactly)."""
+def town_cells(
+    outline: MultiPolygon, seeds: list[tuple[str, Point]]
+) -> dict[str, shapely.Geometry]:
+    """Voronoi cells of the seed points computed in metres, merged per town and
+    clipped to the outline in degrees (clipping in degrees keeps the outline's own
+    vertices and edges exactly)."""
     outline_m = _reproject(outline, _TO_METRIC)
-    seats_m = {code: _reproject(p, _TO_METRIC) for code, p in seats.items()}
+    seeds_m = [(code, _reproject(p, _TO_METRIC)) for code, p in seeds]
     cells = shapely.voronoi_polygons(
-        shapely.MultiPoint(list(seats_m.values())), extend_to=outline_m.buffer(5000)
+        shapely.MultiPoint([p for _, p in seeds_m]), extend_to=outline_m.buffer(5000)
     )
-    result: dict[str, shapely.Geometry] = {}
-    for code, seat in seats_m.items():
-        cell = next(c for c in cells.geoms if c.contains(seat))
-        result[code] = _reproject(cell, _TO_WGS84).intersection(outline)
-    return result
+    parts: dict[str, list] = {}
+    for code, seed in seeds_m:
+        cell = next(c for c in cells.geoms if c.contains(seed))
+        parts.setdefault(code, []).append(_reproject(cell, _TO_WGS84))
+    return {code: shapely.union_all(cells).intersection(outline) for code, cells in parts.items()}
+
+
+def _boundary_note(seat_basis: str, anchor_places: list[str]) -> str:
+    anchors = f" and of places sources put in this town ({'、'.join(anchor_places)})"
+    return (
+        "APPROXIMATE: merged Voronoi cells (EPSG:4548) of the town seat point"
+        + (anchors if anchor_places else "")
+        + f", clipped to the district outline; seat point: {seat_basis}"
+    )
 
 
 def build_district(outline: MultiPolygon) -> dict:
@@ -112,7 +126,16 @@ def build_towns(outline: MultiPolygon) -> tuple[dict, dict[str, shapely.Geometry
     for row in rows:
         lon, lat = convert(float(row["seat_lon"]), float(row["seat_lat"]), row["seat_crs"], "wgs84")
         seats[row["code"]] = Point(lon, lat)
-    cells = town_cells(outline, seats)
+    # Places that a source puts in a named town pull that town's cell over them.
+    anchors = []
+    for row in csv.DictReader((DATA / "town_anchors.csv").open(encoding="utf-8")):
+        lon, lat = convert(float(row["lon"]), float(row["lat"]), row["crs"], "wgs84")
+        anchors.append((row["code"], Point(lon, lat), row["place"]))
+    cells = town_cells(outline, [*seats.items(), *((c, p) for c, p, _ in anchors)])
+    for code, point, place in anchors:
+        if not cells[code].covers(point):
+            raise SystemExit(f"anchor {place} does not fall in town {code}")
+    anchored = {code: [place for c, _, place in anchors if c == code] for code in seats}
     features = []
     for row in rows:
         geometry = cells[row["code"]]
@@ -126,10 +149,7 @@ def build_towns(outline: MultiPolygon) -> tuple[dict, dict[str, shapely.Geometry
                     "name": row["name"],
                     "kind": row["kind"],
                     "approximate": True,
-                    "boundary_source": (
-                        "APPROXIMATE: Voronoi cell (EPSG:4548) of the town seat point, clipped to "
-                        f"the district outline; seat point: {row['seat_basis']}"
-                    ),
+                    "boundary_source": _boundary_note(row["seat_basis"], anchored[row["code"]]),
                     "population": int(row["population"]) if row["population"] else None,
                     "population_note": row["population_note"],
                     "source": f"code and name: {TOWN_CODES_SOURCE}; "
