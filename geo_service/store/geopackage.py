@@ -183,9 +183,7 @@ class GeoPackageStore(Store):
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
             except sqlite3.DatabaseError as error:
-                raise StoreError(
-                    f"{self.path.name} is not a usable SQLite file: {error}"
-                ) from None
+                raise StoreError(f"{self.path.name} is not a usable SQLite file: {error}") from None
             _register_functions(conn)
             self._local.conn = conn
             with self._lock:
