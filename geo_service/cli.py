@@ -144,6 +144,85 @@ def export(
     console.print(f"wrote {written} features of {layer} to {out}")
 
 
+@app.command()
+def nearest(
+    lon: Annotated[str, typer.Option(help="Longitude (WGS-84 unless --crs)")],
+    lat: Annotated[str, typer.Option(help="Latitude (WGS-84 unless --crs)")],
+    k: Annotated[str, typer.Option("-k", "--k", help="Number of sites (1..100)")] = "5",
+    layers: Annotated[str | None, typer.Option(help="Facility layers, comma-separated")] = None,
+    kind: Annotated[str | None, typer.Option(help="Kinds, comma-separated")] = None,
+    services: Annotated[str | None, typer.Option(help="Services all required")] = None,
+    eligible: Annotated[str | None, typer.Option(help="Beneficiary type served")] = None,
+    open_now: Annotated[bool, typer.Option("--open-now", help="Only sites open now")] = False,
+    open_at: Annotated[str | None, typer.Option(help="Only sites open at ISO date-time")] = None,
+    max_distance: Annotated[str | None, typer.Option(help="Metres")] = None,
+    crs: Annotated[str | None, typer.Option(help="wgs84, gcj02 or bd09")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print GeoJSON")] = False,
+    store: StoreOption = None,
+) -> None:
+    """The nearest sites that serve a resident, nearest first."""
+    import orjson
+
+    from geo_service.api.nearest import nearest_answer, parse_nearest_query
+    from geo_service.nearest import SiteIndexCache
+
+    given = {
+        "lon": lon,
+        "lat": lat,
+        "k": k,
+        "layers": layers,
+        "kind": kind,
+        "services": services,
+        "eligible": eligible,
+        "open_at": open_at,
+        "open_now": "true" if open_now else None,
+        "max_distance": max_distance,
+        "crs": crs,
+    }
+    params = {name: value for name, value in given.items() if value is not None}
+    try:
+        with _opened(store) as (opened, catalog):
+            query = parse_nearest_query(params, catalog)
+            body = nearest_answer(query, SiteIndexCache(opened))
+    except GeoServiceError as error:
+        _fail(error)
+    if as_json:
+        sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = Table(
+        title=f"最近的服务点 nearest to {lon}, {lat}",
+        caption=f"步行时间 walk time: {body['walking_assumption']}",
+    )
+    for column in (
+        "#",
+        "名称 name",
+        "类型 kind",
+        "距离 distance",
+        "步行 walk",
+        "营业 open now",
+        "电话 phone",
+    ):
+        table.add_column(column)
+    kinds = {
+        key: label.zh for layer in catalog.facility_layers for key, label in layer.kinds.items()
+    }
+    for number, feature in enumerate(body["features"], start=1):
+        props = feature["properties"]
+        state = {True: "营业中 open", False: "休息 closed", None: "未知 unknown"}[props["open_now"]]
+        table.add_row(
+            str(number),
+            props["name"],
+            kinds.get(props["kind"], props["kind"]),
+            f"{props['distance_m']:.0f} m",
+            f"{props['walk_minutes']:.0f} min",
+            state,
+            props.get("phone") or "-",
+        )
+    console.print(table)
+    if not body["features"]:
+        console.print("没有符合条件的服务点 no site matches")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="geo-service")
 

@@ -12,7 +12,7 @@ answer is exact, whatever the filters exclude.
 Example
 -------
 >>> from shapely.geometry import Point
->>> from geo_service.store import StoredFeature
+>>> from geo_service.store import Store, StoredFeature
 >>> def site(i, lon):
 ...     props = {"id": i, "name": i, "kind": "bank", "status": "open", "services": [],
 ...              "eligible": ["veteran"], "opening_hours": None}
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,7 +41,7 @@ import opening_hours
 from scipy.spatial import cKDTree
 
 from geo_service.crs import GEOD, CoordinateSystem, convert
-from geo_service.store import StoredFeature
+from geo_service.store import Store, StoredFeature
 
 __all__ = [
     "DETOUR_FACTOR",
@@ -50,6 +51,7 @@ __all__ = [
     "NearestResult",
     "OpenState",
     "SiteIndex",
+    "SiteIndexCache",
     "navigation_links",
     "nearest_sites",
     "walking_assumption",
@@ -296,3 +298,27 @@ def navigation_links(feature: StoredFeature) -> dict[str, str]:
             f"{g_lon:.6f};title:{name}&referer=zhangdian-geo-service"
         ),
     }
+
+
+class SiteIndexCache:
+    """A ``SiteIndex`` per facility layer, rebuilt only when the store says the
+    layer changed (its version counter moves on any write, from any process)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._indexes: dict[str, SiteIndex] = {}
+        self._lock = threading.Lock()
+
+    def get(self, layer_ids: Iterable[str]) -> list[SiteIndex]:
+        result = []
+        for layer_id in layer_ids:
+            version = self.store.layer_version(layer_id)
+            index = self._indexes.get(layer_id)
+            if index is None or index.version != version:
+                with self._lock:
+                    index = self._indexes.get(layer_id)
+                    if index is None or index.version != version:
+                        index = SiteIndex(layer_id, self.store.all_features(layer_id), version)
+                        self._indexes[layer_id] = index
+            result.append(index)
+        return result

@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from geo_service.api import ogc
+from geo_service.api import nearest, ogc
 from geo_service.api.problems import install_problem_handlers
 from geo_service.catalog import load_catalog
+from geo_service.nearest import SiteIndexCache
 from geo_service.seeding import seed_store
 from geo_service.settings import Settings
 from geo_service.store import open_store
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         app.state.catalog = catalog
         app.state.store = store
+        app.state.site_indexes = SiteIndexCache(store)
         try:
             yield
         finally:
@@ -56,4 +58,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_problem_handlers(app)
     app.include_router(ogc.router)
+    app.include_router(nearest.router)
     return app

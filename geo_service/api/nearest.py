@@ -1,0 +1,271 @@
+"""``GET /nearest``: the nearest sites that serve a resident, as GeoJSON, nearest first."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from geo_service.api.media import MediaType
+from geo_service.api.params import parse_number
+from geo_service.catalog import Catalog
+from geo_service.crs import CoordinateSystem, convert
+from geo_service.errors import InvalidParameter
+from geo_service.nearest import (
+    LOCAL_TIME,
+    NearestFilters,
+    NearestResult,
+    OpenState,
+    SiteIndexCache,
+    navigation_links,
+    nearest_sites,
+    walking_assumption,
+)
+
+__all__ = ["NearestQuery", "nearest_answer", "parse_nearest_query", "router"]
+
+router = APIRouter()
+
+MAX_K = 100
+#: Beyond 1,000 km a "nearest service" answer is no longer a resident's question.
+MAX_DISTANCE_M = 1_000_000.0
+_PARAMS = {
+    "lon",
+    "lat",
+    "k",
+    "layers",
+    "kind",
+    "services",
+    "eligible",
+    "open_now",
+    "open_at",
+    "status",
+    "max_distance",
+    "crs",
+}
+
+
+@dataclass(frozen=True)
+class NearestQuery:
+    lon: float  # WGS-84
+    lat: float
+    k: int
+    layers: list[str]
+    filters: NearestFilters
+    crs: CoordinateSystem
+    given: dict[str, Any]  # the parameters as understood, echoed back
+
+
+def _split(raw: str | None) -> list[str]:
+    return [v.strip() for v in (raw or "").split(",") if v.strip()]
+
+
+def _parse_open_at(raw: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(raw.strip().replace(" ", "T"))
+    except ValueError:
+        raise InvalidParameter(
+            "open_at", f"{raw!r} is not an ISO date-time such as 2026-12-01T09:30"
+        ) from None
+    return moment.replace(tzinfo=LOCAL_TIME) if moment.tzinfo is None else moment
+
+
+def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuery:
+    """Check every parameter; raise ``InvalidParameter`` naming the first bad one."""
+    for name in params:
+        if name not in _PARAMS:
+            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(_PARAMS)))
+    crs = CoordinateSystem.parse(params.get("crs"), "crs")
+    for name in ("lon", "lat"):
+        if params.get(name) in (None, ""):
+            raise InvalidParameter(name, "is required")
+    lon = parse_number("lon", params["lon"])
+    lat = parse_number("lat", params["lat"])
+    if not -180 <= lon <= 180:
+        raise InvalidParameter("lon", f"longitude {lon} is outside -180..180")
+    if not -90 <= lat <= 90:
+        raise InvalidParameter("lat", f"latitude {lat} is outside -90..90")
+    wgs_lon, wgs_lat = convert(lon, lat, crs, CoordinateSystem.wgs84)
+
+    raw_k = params.get("k", "5")
+    if not raw_k.strip().isdigit() or not 1 <= int(raw_k) <= MAX_K:
+        raise InvalidParameter("k", f"must be a whole number from 1 to {MAX_K}, got {raw_k!r}")
+    k = int(raw_k)
+
+    facility = {layer.id: layer for layer in catalog.facility_layers}
+    layers = _split(params.get("layers")) or list(facility)
+    for layer_id in layers:
+        if layer_id not in facility:
+            raise InvalidParameter(
+                "layers", f"unknown facility layer {layer_id!r}; known: " + ", ".join(facility)
+            )
+    kinds = _split(params.get("kind"))
+    known_kinds = {kind for layer_id in layers for kind in facility[layer_id].kinds}
+    for kind in kinds:
+        if kind not in known_kinds:
+            raise InvalidParameter(
+                "kind",
+                f"unknown kind {kind!r} for layers "
+                f"{', '.join(layers)}; known: {', '.join(sorted(known_kinds))}",
+            )
+    services = _split(params.get("services"))
+    for service in services:
+        if service not in catalog.values["services"]:
+            raise InvalidParameter(
+                "services",
+                f"unknown service {service!r}; known: " + ", ".join(catalog.values["services"]),
+            )
+    eligible = params.get("eligible") or None
+    if eligible is not None and eligible not in catalog.values["eligible"]:
+        raise InvalidParameter(
+            "eligible",
+            f"unknown beneficiary type {eligible!r}; known: "
+            + ", ".join(catalog.values["eligible"]),
+        )
+    statuses = _split(params.get("status")) or ["open"]
+    for status in statuses:
+        if status not in catalog.values["status"]:
+            raise InvalidParameter(
+                "status",
+                f"unknown status {status!r}; known: " + ", ".join(catalog.values["status"]),
+            )
+    open_at = None
+    if params.get("open_at"):
+        open_at = _parse_open_at(params["open_at"])
+    raw_open_now = (params.get("open_now") or "").lower()
+    if raw_open_now not in {"", "true", "false", "1", "0"}:
+        raise InvalidParameter("open_now", f"must be true or false, got {params['open_now']!r}")
+    if raw_open_now in {"true", "1"}:
+        if open_at is not None:
+            raise InvalidParameter("open_now", "give either open_now or open_at, not both")
+        open_at = dt.datetime.now(LOCAL_TIME)
+    max_distance = None
+    if params.get("max_distance") not in (None, ""):
+        max_distance = parse_number("max_distance", params["max_distance"])
+        if not 0 < max_distance <= MAX_DISTANCE_M:
+            raise InvalidParameter(
+                "max_distance",
+                f"must be more than 0 and at most "
+                f"{MAX_DISTANCE_M:.0f} metres, got {max_distance:g}",
+            )
+    filters = NearestFilters(
+        kinds=frozenset(kinds) or None,
+        services=frozenset(services),
+        eligible=eligible,
+        open_at=open_at,
+        statuses=frozenset(statuses),
+        max_distance=max_distance,
+    )
+    given = {
+        "point": [lon, lat],
+        "crs": crs.value,
+        "k": k,
+        "layers": layers,
+        "kind": kinds or None,
+        "services": services or None,
+        "eligible": eligible,
+        "open_at": open_at.isoformat(timespec="minutes") if open_at else None,
+        "status": statuses,
+        "max_distance": max_distance,
+    }
+    return NearestQuery(
+        lon=wgs_lon, lat=wgs_lat, k=k, layers=layers, filters=filters, crs=crs, given=given
+    )
+
+
+def _result_feature(result: NearestResult, crs: CoordinateSystem) -> dict[str, Any]:
+    feature = result.feature
+    lon, lat = convert(feature.geometry.x, feature.geometry.y, CoordinateSystem.wgs84, crs)
+    state = result.open_state
+    return {
+        "type": "Feature",
+        "id": feature.id,
+        "geometry": {"type": "Point", "coordinates": [round(lon, 7), round(lat, 7)]},
+        "properties": {
+            **feature.properties,
+            "layer": feature.layer_id,
+            "distance_m": round(result.distance_m, 1),
+            "bearing_deg": round(result.bearing_deg, 1),
+            "walk_minutes": round(result.walk_minutes, 1),
+            "open_now": None if state == OpenState.unknown else state == OpenState.open,
+            "hours_known": state != OpenState.unknown,
+            "navigation": navigation_links(feature),
+        },
+    }
+
+
+def nearest_answer(query: NearestQuery, cache: SiteIndexCache) -> dict[str, Any]:
+    """The whole answer as a GeoJSON FeatureCollection (pure: no HTTP here)."""
+    results = nearest_sites(cache.get(query.layers), query.lon, query.lat, query.k, query.filters)
+    body: dict[str, Any] = {
+        "type": "FeatureCollection",
+        "query": query.given,
+        "walking_assumption": walking_assumption(),
+        "distance": "geodesic on the WGS-84 ellipsoid, metres",
+        "numberReturned": len(results),
+        "features": [_result_feature(r, query.crs) for r in results],
+    }
+    if query.crs != CoordinateSystem.wgs84:
+        body["coordinate_system"] = query.crs.value
+    return body
+
+
+@router.get(
+    "/nearest",
+    summary="Nearest sites that serve a resident",
+    description="The true k nearest sites (geodesic distance on WGS-84, ties by id) among "
+    "those passing every filter, nearest first, each with distance, bearing, a "
+    "walking estimate, its open-now state and navigation links for Amap, Baidu "
+    "and Tencent maps. Unknown parameters are rejected.",
+    tags=["Nearest"],
+    response_class=Response,
+    responses={200: {"content": {MediaType.geojson.value: {}}}},
+)
+async def nearest(
+    request: Request,
+    lon: Annotated[str, Query(description="Longitude of the resident (degrees, -180..180)")],
+    lat: Annotated[str, Query(description="Latitude of the resident (degrees, -90..90)")],
+    k: Annotated[str, Query(description=f"Number of sites, 1..{MAX_K} (default 5)")] = "5",
+    layers: Annotated[
+        str | None, Query(description="Facility layers to search, comma-separated (default: all)")
+    ] = None,
+    kind: Annotated[str | None, Query(description="Kinds to keep, comma-separated")] = None,
+    services: Annotated[
+        str | None, Query(description="Services the site must ALL offer, comma-separated")
+    ] = None,
+    eligible: Annotated[
+        str | None,
+        Query(
+            description="Beneficiary type the site must serve: active_duty, military_family, "
+            "veteran, martyr_family, other_entitled"
+        ),
+    ] = None,
+    open_now: Annotated[
+        str | None,
+        Query(description="true: only sites open now (Asia/Shanghai); unknown hours are left out"),
+    ] = None,
+    open_at: Annotated[
+        str | None,
+        Query(description="Only sites open at this ISO date-time (local time if no offset)"),
+    ] = None,
+    status: Annotated[
+        str | None, Query(description="Statuses to keep, comma-separated (default: open)")
+    ] = None,
+    max_distance: Annotated[
+        str | None,
+        Query(description=f"Only sites within this many metres (0 < d <= {MAX_DISTANCE_M:.0f})"),
+    ] = None,
+    crs: Annotated[
+        str | None,
+        Query(description="Coordinate system of lon/lat AND of the output: wgs84, gcj02, bd09"),
+    ] = None,
+) -> Response:
+    # The parameters are read from the query string as given (strings), so
+    # "nan", "1e999" or "ten" get our own clear 400 rather than a coercion.
+    query = parse_nearest_query(dict(request.query_params), request.app.state.catalog)
+    body = nearest_answer(query, request.app.state.site_indexes)
+    return Response(orjson.dumps(body), media_type=MediaType.geojson)
