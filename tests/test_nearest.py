@@ -1,0 +1,217 @@
+"""Nearest-service queries: answers known by construction, and agreement with brute force."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from shapely.geometry import Point
+
+from geo_service.crs import GEOD
+from geo_service.nearest import (
+    LOCAL_TIME,
+    NearestFilters,
+    OpenState,
+    SiteIndex,
+    SiteIndexCache,
+    navigation_links,
+    nearest_sites,
+)
+from geo_service.store import StoredFeature
+
+# A resident at 人民公园 (WGS-84, converted from the Amap point of the park).
+PARK = (118.042742, 36.810131)
+MONDAY_10AM = dt.datetime(2026, 11, 30, 10, 0, tzinfo=LOCAL_TIME)
+SUNDAY_10AM = dt.datetime(2026, 11, 29, 10, 0, tzinfo=LOCAL_TIME)
+
+
+def site(site_id, lon, lat, kind="bank", **props):
+    base = {
+        "id": site_id,
+        "name": site_id,
+        "kind": kind,
+        "status": "open",
+        "services": ["priority_queue"],
+        "eligible": ["veteran", "military_family"],
+        "opening_hours": "Mo-Fr 09:00-17:00",
+    }
+    base.update(props)
+    return StoredFeature("green_channels", site_id, base, Point(lon, lat))
+
+
+def east_of(origin, metres):
+    lon, lat, _ = GEOD.fwd(origin[0], origin[1], 90, metres)
+    return lon, lat
+
+
+def north_of(origin, metres):
+    lon, lat, _ = GEOD.fwd(origin[0], origin[1], 0, metres)
+    return lon, lat
+
+
+@pytest.fixture
+def banks():
+    return SiteIndex(
+        "green_channels",
+        [
+            site("bank-300e", *east_of(PARK, 300)),
+            site("bank-500n", *north_of(PARK, 500)),
+            site("bank-800e", *east_of(PARK, 800)),
+            site("bank-1200e", *east_of(PARK, 1200), eligible=["active_duty"]),
+            site("hosp-100e", *east_of(PARK, 100), kind="hospital", opening_hours="24/7"),
+        ],
+        version=1,
+    )
+
+
+def ids(results):
+    return [r.feature.id for r in results]
+
+
+def test_a_resident_at_the_park_gets_three_banks_nearest_first(banks):
+    results = nearest_sites([banks], *PARK, k=3, filters=NearestFilters(kinds=frozenset({"bank"})))
+    assert ids(results) == ["bank-300e", "bank-500n", "bank-800e"]
+    assert [round(r.distance_m, 3) for r in results] == [300.0, 500.0, 800.0]
+    assert results[0].bearing_deg == pytest.approx(90, abs=0.01)
+    assert results[1].bearing_deg == pytest.approx(0, abs=0.01)
+    # 300 m x 1.3 / 75 m per minute
+    assert results[0].walk_minutes == pytest.approx(5.2)
+
+
+def test_filters_that_exclude_the_nearest_still_return_k(banks):
+    results = nearest_sites([banks], *PARK, k=1, filters=NearestFilters(eligible="active_duty"))
+    assert ids(results) == ["bank-1200e"]
+
+
+def test_services_must_all_be_offered(banks):
+    wanted = NearestFilters(services=frozenset({"priority_queue", "free_admission"}))
+    assert nearest_sites([banks], *PARK, k=5, filters=wanted) == []
+
+
+def test_ties_are_broken_by_id():
+    index = SiteIndex(
+        "green_channels",
+        [
+            site("b", *east_of(PARK, 400)),
+            site("a", *north_of(PARK, 400)),
+            site("c", *east_of(PARK, 400)),
+        ],
+        version=1,
+    )
+    assert ids(nearest_sites([index], *PARK, k=3)) == ["a", "b", "c"]
+
+
+def test_a_site_exactly_at_the_point_is_zero_metres_away(banks):
+    results = nearest_sites(
+        [banks], *east_of(PARK, 300), k=1, filters=NearestFilters(kinds=frozenset({"bank"}))
+    )
+    assert ids(results) == ["bank-300e"]
+    assert results[0].distance_m == pytest.approx(0, abs=1e-6)
+
+
+def test_max_distance_with_no_hit_is_an_empty_answer(banks):
+    assert nearest_sites([banks], *PARK, k=3, filters=NearestFilters(max_distance=50)) == []
+    within = nearest_sites([banks], *PARK, k=10, filters=NearestFilters(max_distance=500))
+    assert ids(within) == ["hosp-100e", "bank-300e", "bank-500n"]
+
+
+def test_a_point_far_outside_the_district_still_gets_the_nearest(banks):
+    beijing = (116.404, 39.915)
+    results = nearest_sites([banks], *beijing, k=2)
+    assert len(results) == 2
+    expected = sorted(
+        (GEOD.inv(*beijing, f.geometry.x, f.geometry.y)[2], f.id) for f in banks.features
+    )[:2]
+    assert [(round(r.distance_m, 3), r.feature.id) for r in results] == [
+        (round(d, 3), i) for d, i in expected
+    ]
+
+
+def test_open_at_uses_the_opening_hours(banks):
+    monday = nearest_sites([banks], *PARK, k=2, filters=NearestFilters(open_at=MONDAY_10AM))
+    assert ids(monday) == ["hosp-100e", "bank-300e"]
+    sunday = nearest_sites([banks], *PARK, k=2, filters=NearestFilters(open_at=SUNDAY_10AM))
+    assert ids(sunday) == ["hosp-100e"]  # only the 24/7 hospital is open on Sunday
+    states = nearest_sites([banks], *PARK, k=2, now=SUNDAY_10AM)
+    assert [r.open_state for r in states] == [OpenState.open, OpenState.closed]
+
+
+def test_unknown_hours_are_reported_and_left_out_when_open_is_asked():
+    index = SiteIndex("green_channels", [site("no-hours", *PARK, opening_hours=None)], version=1)
+    assert nearest_sites([index], *PARK, k=1)[0].open_state == OpenState.unknown
+    assert nearest_sites([index], *PARK, k=1, filters=NearestFilters(open_at=MONDAY_10AM)) == []
+
+
+def test_status_defaults_to_open_only():
+    index = SiteIndex("green_channels", [site("planned", *PARK, status="planned")], version=1)
+    assert nearest_sites([index], *PARK, k=1) == []
+    planned = NearestFilters(statuses=frozenset({"planned"}))
+    assert ids(nearest_sites([index], *PARK, k=1, filters=planned)) == ["planned"]
+
+
+def test_an_empty_layer_answers_nothing():
+    assert nearest_sites([SiteIndex("medical", [], version=0)], *PARK, k=3) == []
+
+
+def test_navigation_links_carry_each_apps_coordinates(banks):
+    feature = banks.features[0]
+    links = navigation_links(feature)
+    assert "coordinate=gaode" in links["amap"]
+    assert "coord_type=bd09ll" in links["baidu"]
+    # Amap wants GCJ-02: about 0.006 degrees east of the WGS-84 position
+    amap_lon = float(links["amap"].split("position=")[1].split(",")[0])
+    assert 0.005 < amap_lon - feature.geometry.x < 0.007
+
+
+# -- agreement with brute force on the shipped data -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped(seeded_path, catalog):
+    from geo_service.store import open_store
+
+    store = open_store(seeded_path, catalog)
+    cache = SiteIndexCache(store)
+    indexes = cache.get([layer.id for layer in catalog.facility_layers])
+    yield indexes
+    store.close()
+
+
+def brute_force(indexes, lon, lat, k, filters):
+    rows = []
+    for index in indexes:
+        for row, feature in enumerate(index.features):
+            if filters.kinds and feature.properties["kind"] not in filters.kinds:
+                continue
+            if not index._passes(row, filters):
+                continue
+            distance = GEOD.inv(lon, lat, feature.geometry.x, feature.geometry.y)[2]
+            if filters.max_distance is None or distance <= filters.max_distance:
+                rows.append((distance, feature.id))
+    return sorted(rows)[:k]
+
+
+FILTER_CASES = [
+    NearestFilters(),
+    NearestFilters(kinds=frozenset({"bank", "hospital", "partner_pharmacy"})),
+    NearestFilters(eligible="martyr_family"),
+    NearestFilters(services=frozenset({"priority_queue"})),
+    NearestFilters(open_at=SUNDAY_10AM),
+    NearestFilters(statuses=frozenset({"open", "planned", "suspended"}), max_distance=3000),
+]
+
+
+@pytest.mark.parametrize("filters", FILTER_CASES)
+def test_agrees_with_brute_force_over_random_points(shipped, filters):
+    rng = np.random.default_rng(20261129)
+    lons = rng.uniform(117.85, 118.30, 400)
+    lats = rng.uniform(36.65, 36.98, 400)
+    for lon, lat in zip(lons, lats, strict=True):
+        k = int(rng.integers(1, 12))
+        got = [
+            (round(r.distance_m, 6), r.feature.id)
+            for r in nearest_sites(shipped, lon, lat, k, filters)
+        ]
+        expected = [(round(d, 6), i) for d, i in brute_force(shipped, lon, lat, k, filters)]
+        assert got == expected, (lon, lat, k)
