@@ -114,6 +114,8 @@ class NearestResult:
     distance_m: float
     bearing_deg: float
     open_state: OpenState
+    gcj02: tuple[float, float] | None = None
+    bd09: tuple[float, float] | None = None
 
     @property
     def walk_minutes(self) -> float:
@@ -151,6 +153,21 @@ class SiteIndex:
         # Without a kind filter one tree over the whole layer answers fastest.
         self._layer_tree = _KindTree(cKDTree(xyz), np.arange(len(self.features)))
         self._hours = [None] * len(self.features)
+        # Filter columns, so a candidate batch is checked with numpy, not per dict.
+        self._status = np.array([str(f.properties.get("status")) for f in self.features])
+        self._services = [frozenset(f.properties.get("services") or ()) for f in self.features]
+        self._eligible = [frozenset(f.properties.get("eligible") or ()) for f in self.features]
+        # Positions in the systems navigation apps expect, converted once per build.
+        self.gcj02 = (
+            np.column_stack(convert(self.lon, self.lat, "wgs84", "gcj02"))
+            if self.features
+            else np.empty((0, 2))
+        )
+        self.bd09 = (
+            np.column_stack(convert(self.lon, self.lat, "wgs84", "bd09"))
+            if self.features
+            else np.empty((0, 2))
+        )
 
     def __len__(self) -> int:
         return len(self.features)
@@ -181,16 +198,22 @@ class SiteIndex:
         return OpenState.unknown
 
     def _passes(self, row: int, filters: NearestFilters) -> bool:
-        props = self.features[row].properties
-        if filters.statuses and props.get("status") not in filters.statuses:
+        if filters.statuses and self._status[row] not in filters.statuses:
             return False
-        if filters.services and not filters.services <= set(props.get("services") or ()):
+        if filters.services and not filters.services <= self._services[row]:
             return False
-        if filters.eligible and filters.eligible not in (props.get("eligible") or ()):
+        if filters.eligible and filters.eligible not in self._eligible[row]:
             return False
         return not (
             filters.open_at is not None and self.open_state(row, filters.open_at) != OpenState.open
         )
+
+    def _passing(self, rows: np.ndarray, filters: NearestFilters) -> np.ndarray:
+        """The rows that pass; the default question (open sites) is one numpy test."""
+        plain = not filters.services and filters.eligible is None and filters.open_at is None
+        if plain and filters.statuses == frozenset({"open"}):
+            return rows[self._status[rows] == "open"]
+        return rows[np.array([self._passes(int(row), filters) for row in rows], dtype=bool)]
 
     def nearest_in_kind(
         self,
@@ -216,10 +239,8 @@ class SiteIndex:
             chords, local = chords[valid][fetched:], local[valid][fetched:]
             if len(local) == 0:
                 break
-            rows = entry.rows[local]
-            passing = [i for i, row in enumerate(rows) if self._passes(int(row), filters)]
-            if passing:
-                sel = rows[passing]
+            sel = self._passing(entry.rows[local], filters)
+            if len(sel):
                 az, _back, dist = GEOD.inv(
                     np.full(len(sel), lon), np.full(len(sel), lat), self.lon[sel], self.lat[sel]
                 )
@@ -276,13 +297,18 @@ def nearest_sites(
     ]
 
 
-def navigation_links(feature: StoredFeature) -> dict[str, str]:
+def navigation_links(
+    feature: StoredFeature,
+    gcj02: tuple[float, float] | None = None,
+    bd09: tuple[float, float] | None = None,
+) -> dict[str, str]:
     """Links that open each Chinese map app at the site, in the coordinates it
-    expects: GCJ-02 for Amap and Tencent, BD-09 for Baidu."""
+    expects: GCJ-02 for Amap and Tencent, BD-09 for Baidu (pass them when
+    already converted)."""
     lon, lat = feature.geometry.x, feature.geometry.y
     name = quote(str(feature.properties.get("name") or feature.id))
-    g_lon, g_lat = convert(lon, lat, CoordinateSystem.wgs84, CoordinateSystem.gcj02)
-    b_lon, b_lat = convert(lon, lat, CoordinateSystem.wgs84, CoordinateSystem.bd09)
+    g_lon, g_lat = gcj02 or convert(lon, lat, CoordinateSystem.wgs84, CoordinateSystem.gcj02)
+    b_lon, b_lat = bd09 or convert(lon, lat, CoordinateSystem.wgs84, CoordinateSystem.bd09)
     return {
         "amap": (
             f"https://uri.amap.com/marker?position={g_lon:.6f},{g_lat:.6f}&name={name}"
@@ -311,8 +337,9 @@ class SiteIndexCache:
 
     def get(self, layer_ids: Iterable[str]) -> list[SiteIndex]:
         result = []
+        versions = self.store.layer_versions()
         for layer_id in layer_ids:
-            version = self.store.layer_version(layer_id)
+            version = versions.get(layer_id, 0)
             index = self._indexes.get(layer_id)
             if index is None or index.version != version:
                 with self._lock:

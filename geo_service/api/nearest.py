@@ -179,7 +179,14 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
 
 def _result_feature(result: NearestResult, crs: CoordinateSystem) -> dict[str, Any]:
     feature = result.feature
-    lon, lat = convert(feature.geometry.x, feature.geometry.y, CoordinateSystem.wgs84, crs)
+    if crs == CoordinateSystem.wgs84:
+        lon, lat = feature.geometry.x, feature.geometry.y
+    elif crs == CoordinateSystem.gcj02 and result.gcj02:
+        lon, lat = result.gcj02
+    elif result.bd09:
+        lon, lat = result.bd09
+    else:
+        lon, lat = convert(feature.geometry.x, feature.geometry.y, CoordinateSystem.wgs84, crs)
     state = result.open_state
     return {
         "type": "Feature",
@@ -193,7 +200,7 @@ def _result_feature(result: NearestResult, crs: CoordinateSystem) -> dict[str, A
             "walk_minutes": round(result.walk_minutes, 1),
             "open_now": None if state == OpenState.unknown else state == OpenState.open,
             "hours_known": state != OpenState.unknown,
-            "navigation": navigation_links(feature),
+            "navigation": navigation_links(feature, result.gcj02, result.bd09),
         },
     }
 

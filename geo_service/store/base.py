@@ -77,6 +77,10 @@ class Store(ABC):
     def layer_version(self, layer_id: str) -> int:
         """A number that changes whenever ``layer_id`` changes, in any process."""
 
+    def layer_versions(self) -> dict[str, int]:
+        """``layer_version`` of every layer (backends answer in one round trip)."""
+        return {layer_id: self.layer_version(layer_id) for layer_id in self.catalog.layers}
+
     @abstractmethod
     def count(self, layer_id: str) -> int:
         """Number of (live) features in a layer."""

@@ -320,6 +320,10 @@ class GeoPackageStore(Store):
         )
         return int(row["version"]) if row else 0
 
+    def layer_versions(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT layer_id, version FROM gs_layer_state").fetchall()
+        return {row["layer_id"]: int(row["version"]) for row in rows}
+
     def count(self, layer_id: str) -> int:
         layer = self.catalog.layer(layer_id)
         return int(self._conn().execute(f'SELECT count(*) FROM "{layer.id}"').fetchone()[0])
