@@ -52,10 +52,19 @@ def synthetic_sites(n: int, box, seed: int = 7) -> list[StoredFeature]:
     lat = rng.uniform(box[1], box[3], n)
     kinds = np.array(["town_station", "community_station", "support_post"])[rng.integers(0, 3, n)]
     return [
-        StoredFeature("stations", f"s{i:07d}", {
-            "id": f"s{i:07d}", "kind": str(kinds[i]), "status": "open",
-            "services": ["policy_consultation"], "eligible": ["veteran"],
-            "opening_hours": None}, Point(lon[i], lat[i]))
+        StoredFeature(
+            "stations",
+            f"s{i:07d}",
+            {
+                "id": f"s{i:07d}",
+                "kind": str(kinds[i]),
+                "status": "open",
+                "services": ["policy_consultation"],
+                "eligible": ["veteran"],
+                "opening_hours": None,
+            },
+            Point(lon[i], lat[i]),
+        )
         for i in range(n)
     ]
 
@@ -99,11 +108,14 @@ def exact_check(index: SiteIndex, queries, rng) -> int:
         kth = np.partition(d, k - 1)[k - 1]
         # Sphere vs ellipsoid differ by < 0.6 %: shortlist within 2 % of the k-th.
         shortlist = np.flatnonzero(d <= kth * 1.02 + 1.0)
-        geo = GEOD.inv(np.full(len(shortlist), lon), np.full(len(shortlist), lat),
-                       index.lon[shortlist], index.lat[shortlist])[2]
+        geo = GEOD.inv(
+            np.full(len(shortlist), lon),
+            np.full(len(shortlist), lat),
+            index.lon[shortlist],
+            index.lat[shortlist],
+        )[2]
         expected = sorted(zip(np.round(geo, 6), ids[shortlist], strict=True))[:k]
-        got = [(round(r.distance_m, 6), r.feature.id)
-               for r in nearest_sites([index], lon, lat, k)]
+        got = [(round(r.distance_m, 6), r.feature.id) for r in nearest_sites([index], lon, lat, k)]
         wrong += got != [(float(d_), str(i)) for d_, i in expected]
     return wrong
 
@@ -115,8 +127,9 @@ def bench_size(n: int, queries: int, exact_queries: int) -> dict:
     index = SiteIndex("stations", features, version=1)
     build_s = time.perf_counter() - t0
     rng = np.random.default_rng(n)
-    points = list(zip(rng.uniform(box[0], box[2], queries), rng.uniform(box[1], box[3], queries),
-                      strict=True))
+    points = list(
+        zip(rng.uniform(box[0], box[2], queries), rng.uniform(box[1], box[3], queries), strict=True)
+    )
     tree = cKDTree(_ecef(index.lon, index.lat))
 
     def bare(lon, lat):
@@ -124,8 +137,9 @@ def bench_size(n: int, queries: int, exact_queries: int) -> dict:
 
     row = {"n": n, "build_s": build_s}
     row["ckdtree"] = percentiles(time_each(bare, points))
-    row["nearest_sites"] = percentiles(time_each(lambda lo, la: nearest_sites([index], lo, la, K),
-                                                 points))
+    row["nearest_sites"] = percentiles(
+        time_each(lambda lo, la: nearest_sites([index], lo, la, K), points)
+    )
     scan = haversine_scan(index.lon, index.lat)
     few = points[: max(20, queries // (1 if n <= 1000 else 20 if n <= 100_000 else 100))]
     row["brute_haversine"] = percentiles(time_each(scan, few))
@@ -140,7 +154,7 @@ def bench_size(n: int, queries: int, exact_queries: int) -> dict:
             gpd.sjoin_nearest(query, sites, distance_col="d")
 
         row["sjoin_nearest_k1"] = percentiles(time_each(sjoin, few[:20]))
-    except Exception as error:  # noqa: BLE001 - a peer that fails is reported, not fatal
+    except Exception as error:  # a peer that fails is reported, not fatal
         row["sjoin_nearest_k1"] = (float("nan"), float("nan"))
         print(f"  sjoin_nearest failed: {error}")
     t0 = time.perf_counter()
@@ -148,8 +162,13 @@ def bench_size(n: int, queries: int, exact_queries: int) -> dict:
     for lon, lat in batch:
         nearest_sites([index], lon, lat, K)
     row["batch_qps"] = len(batch) / (time.perf_counter() - t0)
-    exact_points = list(zip(rng.uniform(box[0], box[2], exact_queries),
-                            rng.uniform(box[1], box[3], exact_queries), strict=True))
+    exact_points = list(
+        zip(
+            rng.uniform(box[0], box[2], exact_queries),
+            rng.uniform(box[1], box[3], exact_queries),
+            strict=True,
+        )
+    )
     t0 = time.perf_counter()
     row["wrong"] = exact_check(index, exact_points, rng)
     row["exact_queries"] = exact_queries
@@ -159,7 +178,7 @@ def bench_size(n: int, queries: int, exact_queries: int) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     print("\nin-process, k=5 (microseconds; ratio = p50 / bare cKDTree p50)")
-    header = (f"{'sites':>9} {'method':<18} {'p50 µs':>10} {'p99 µs':>10} {'ratio':>8}")
+    header = f"{'sites':>9} {'method':<18} {'p50 µs':>10} {'p99 µs':>10} {'ratio':>8}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -167,9 +186,11 @@ def print_table(rows: list[dict]) -> None:
         for method in ("ckdtree", "nearest_sites", "brute_haversine", "sjoin_nearest_k1"):
             p50, p99 = row[method]
             print(f"{row['n']:>9,} {method:<18} {p50:>10.1f} {p99:>10.1f} {p50 / floor:>8.2f}")
-        print(f"{'':>9} batch throughput {row['batch_qps']:,.0f} queries/s; index build "
-              f"{row['build_s']:.2f} s; exact: {row['exact_queries'] - row['wrong']:,}/"
-              f"{row['exact_queries']:,} agree with brute force ({row['exact_s']:.0f} s)")
+        print(
+            f"{'':>9} batch throughput {row['batch_qps']:,.0f} queries/s; index build "
+            f"{row['build_s']:.2f} s; exact: {row['exact_queries'] - row['wrong']:,}/"
+            f"{row['exact_queries']:,} agree with brute force ({row['exact_s']:.0f} s)"
+        )
 
 
 def free_port() -> int:
@@ -185,11 +206,26 @@ def bench_http(seconds: int) -> None:
         return
     port = free_port()
     folder = tempfile.mkdtemp()
-    env = dict(os.environ, GEO_SERVICE_STORE=str(Path(folder) / "bench.gpkg"),
-               GEO_SERVICE_BENCH_TRIVIAL="1")
+    env = dict(
+        os.environ,
+        GEO_SERVICE_STORE=str(Path(folder) / "bench.gpkg"),
+        GEO_SERVICE_BENCH_TRIVIAL="1",
+    )
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "bench.http_app:create_bench_app",
-         "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.http_app:create_bench_app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -200,15 +236,24 @@ def bench_http(seconds: int) -> None:
                 time.sleep(0.2)
         time.sleep(1.0)
         results = {}
-        for name, path in (("trivial", "/bench/trivial"),
-                           ("nearest", "/nearest?lon=118.05&lat=36.80&k=5")):
+        for name, path in (
+            ("trivial", "/bench/trivial"),
+            ("nearest", "/nearest?lon=118.05&lat=36.80&k=5"),
+        ):
             subprocess.run([wrk, "-t1", "-c16", "-d2s", base + path], capture_output=True)
-            out = subprocess.run([wrk, "-t2", "-c32", f"-d{seconds}s", "--latency", base + path],
-                                 capture_output=True, text=True).stdout
-            rps = float(next(line.split()[1] for line in out.splitlines()
-                             if line.startswith("Requests/sec")))
-            p99 = next(line.split()[1] for line in out.splitlines()
-                       if line.strip().startswith("99%"))
+            out = subprocess.run(
+                [wrk, "-t2", "-c32", f"-d{seconds}s", "--latency", base + path],
+                capture_output=True,
+                text=True,
+            ).stdout
+            rps = float(
+                next(
+                    line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")
+                )
+            )
+            p99 = next(
+                line.split()[1] for line in out.splitlines() if line.strip().startswith("99%")
+            )
             errors = [line for line in out.splitlines() if "Non-2xx" in line or "errors" in line]
             results[name] = (rps, p99, errors)
         print(f"\nHTTP over loopback (wrk -t2 -c32 -d{seconds}s, one uvicorn worker)")
