@@ -36,6 +36,7 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.errors import CatalogError, CollectionNotFound, FieldProblem, InvalidFeature
 
 __all__ = [
+    "FILTERABLE_TYPES",
     "Catalog",
     "Layer",
     "PropertySpec",
@@ -52,6 +53,10 @@ _PHONE_PATTERN = re.compile(
     r"|\d{5}|[48]00[- ]?\d{3}[- ]?\d{4})(?:(?:-|转)\d{1,5})?$"
 )
 _POLYGON_TYPES = {"Polygon", "MultiPolygon"}
+#: Property types that ``?name=value`` filters may use (store and API alike).
+FILTERABLE_TYPES = frozenset(
+    {"id", "string", "kind", "enum", "town_code", "boolean", "integer", "list", "date"}
+)
 _TYPES = {
     "string",
     "text",
@@ -104,8 +109,10 @@ class Layer:
     def is_facility(self) -> bool:
         return self.geometry == "Point"
 
-    def title(self, lang: str = "zh") -> str:
-        return self.zh if lang == "zh" else self.en
+    @cached_property
+    def filterable(self) -> frozenset[str]:
+        """Names of the properties a query may filter on."""
+        return frozenset(n for n, s in self.properties.items() if s.type in FILTERABLE_TYPES)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import orjson
 
 from geo_service.catalog import Layer
@@ -33,7 +34,9 @@ def _frame(
             # Lists become "a;b" text: GeoPackage and CSV have no list type.
             row[name] = ";".join(value) if isinstance(value, list) else value
         rows.append(row)
-    geometries = [convert_geometry(f.geometry, CoordinateSystem.wgs84, crs) for f in features]
+    geometries = convert_geometry(
+        np.array([f.geometry for f in features], dtype=object), CoordinateSystem.wgs84, crs
+    )
     columns = list(dict.fromkeys([*layer.properties, *(k for r in rows for k in r)]))
     frame = gpd.GeoDataFrame(rows, columns=columns, geometry=geometries, crs="EPSG:4326")
     for name, spec in layer.properties.items():

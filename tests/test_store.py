@@ -95,6 +95,21 @@ def test_polygon_bbox_uses_true_intersection(store):
     assert page.number_matched == len(expected)
 
 
+def test_polygon_bbox_pages_agree_with_the_count(store):
+    # Envelopes match more towns than the box really touches: pages must hold
+    # only true matches, and walking the pages must give numberMatched in all.
+    box = (118.0, 36.78, 118.06, 36.82)
+    everything = store.query("towns", bbox=box, limit=100)
+    pages = [
+        store.query("towns", bbox=box, limit=2, offset=o)
+        for o in range(0, everything.number_matched, 2)
+    ]
+    assert [f.id for p in pages for f in p.features] == [f.id for f in everything.features]
+    assert all(
+        len(p.features) == min(2, everything.number_matched - 2 * i) for i, p in enumerate(pages)
+    )
+
+
 def test_list_property_filter_matches_any_listed_value(store):
     page = store.query("green_channels", filters={"services": ["free_admission"]}, limit=1000)
     assert page.features

@@ -31,8 +31,6 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
 ]
-# Property types that can be filtered with ?name=value (comma = any of).
-_FILTER_TYPES = {"id", "string", "kind", "enum", "town_code", "boolean", "integer", "list", "date"}
 _ITEMS_PARAMS = {"bbox", "bbox-crs", "limit", "offset", "crs", "f"}
 
 FormatParam = Annotated[
@@ -169,10 +167,8 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
         if name in _ITEMS_PARAMS:
             continue
         spec = layer.properties.get(name)
-        if spec is None or spec.type not in _FILTER_TYPES:
-            allowed = sorted(
-                _ITEMS_PARAMS | {n for n, s in layer.properties.items() if s.type in _FILTER_TYPES}
-            )
+        if spec is None or name not in layer.filterable:
+            allowed = sorted(_ITEMS_PARAMS | layer.filterable)
             raise InvalidParameter(
                 name, f"unknown parameter for collection {layer.id}; known: {', '.join(allowed)}"
             )

@@ -11,7 +11,7 @@ from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
 from geo_service.store import BBox
 
-__all__ = ["OutputCrs", "parse_bbox", "parse_number", "wants_html"]
+__all__ = ["output_crs", "parse_bbox", "parse_number", "wants_html"]
 
 
 def parse_number(name: str, raw: str) -> float:
@@ -69,9 +69,6 @@ def output_crs(
     ] = None,
 ) -> CoordinateSystem:
     return CoordinateSystem.parse(crs, "crs")
-
-
-OutputCrs = Annotated[CoordinateSystem, "output coordinate system"]
 
 
 def wants_html(request: Request, f: str | None) -> bool:

@@ -71,7 +71,6 @@ CREATE INDEX IF NOT EXISTS gs_audit_feature ON gs_audit (layer_id, feature_id);
 """
 
 _SQL_TYPES = {"boolean": "BOOLEAN", "integer": "INTEGER", "date": "DATE"}
-_FILTERABLE = {"id", "string", "kind", "enum", "town_code", "boolean", "integer", "list", "date"}
 
 
 # -- GeoPackage geometry blobs (GPKG spec 2.1.3) ------------------------------
@@ -293,10 +292,7 @@ class GeoPackageStore(Store):
                 extra[name] = value
             elif name != "id":
                 values[name] = _encode(spec, value)
-        geometry = feature.geometry
-        if layer.geometry == "Polygon" and isinstance(geometry, Polygon):
-            geometry = MultiPolygon([geometry])
-        values["geom"] = _to_blob(geometry)
+        values["geom"] = _to_blob(_as_stored_geometry(layer, feature.geometry))
         values["extra"] = (
             orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
         )
@@ -379,20 +375,21 @@ class GeoPackageStore(Store):
             params += values
         sql_where = f" WHERE {' AND '.join(where)}" if where else ""
         conn = self._conn()
-        rows = conn.execute(
-            f'SELECT f.* FROM {source}{sql_where} ORDER BY f."id" LIMIT ? OFFSET ?',
-            [*params, limit, offset],
-        ).fetchall()
-        features = [self._row_to_feature(layer, row) for row in rows]
+        select = f'SELECT f.* FROM {source}{sql_where} ORDER BY f."id"'
         if bbox is not None and layer.geometry != "Point":
-            # The R-tree matches envelopes; polygons must really intersect the box.
+            # The R-tree matches envelopes; a polygon must really intersect the box,
+            # and that test has to come before paging so pages and counts agree.
             box = shapely.box(*bbox)
-            features = [f for f in features if f.geometry.intersects(box)]
+            rows = [
+                row
+                for row in conn.execute(select, params)
+                if _from_blob(row["geom"]).intersects(box)
+            ]
+            features = [self._row_to_feature(layer, row) for row in rows[offset : offset + limit]]
+            return Page(features=features, number_matched=len(rows))
+        rows = conn.execute(f"{select} LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
         matched = conn.execute(f"SELECT count(*) FROM {source}{sql_where}", params).fetchone()[0]
-        if bbox is not None and layer.geometry != "Point":
-            all_rows = conn.execute(f"SELECT f.geom FROM {source}{sql_where}", params).fetchall()
-            box = shapely.box(*bbox)
-            matched = sum(1 for row in all_rows if _from_blob(row["geom"]).intersects(box))
+        features = [self._row_to_feature(layer, row) for row in rows]
         return Page(features=features, number_matched=int(matched))
 
     def audit_records(self, feature_id: str | None = None) -> list[dict[str, Any]]:
@@ -463,7 +460,7 @@ class GeoPackageStore(Store):
                 f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
                 [feature.id, *values.values()],
             )
-            after = self.get_with(conn, layer, feature.id)
+            after = self.get(layer.id, feature.id)
             self._audit(conn, actor, "insert" if action == "upsert" else action, None, after)
             result.inserted.append(feature.id)
             return
@@ -478,13 +475,9 @@ class GeoPackageStore(Store):
             f'UPDATE "{layer.id}" SET {assignments}, revision = revision + 1 WHERE fid = ?',
             [*values.values(), row["fid"]],
         )
-        after = self.get_with(conn, layer, feature.id)
+        after = self.get(layer.id, feature.id)
         self._audit(conn, actor, "update" if action == "upsert" else action, before, after)
         result.updated.append(feature.id)
-
-    def get_with(self, conn: sqlite3.Connection, layer: Layer, feature_id: str) -> StoredFeature:
-        row = conn.execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,)).fetchone()
-        return self._row_to_feature(layer, row)
 
     def _audit(
         self,
@@ -575,7 +568,7 @@ def _as_stored_geometry(layer: Layer, geometry: BaseGeometry) -> BaseGeometry:
 
 def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[str, list[Any]]:
     spec = layer.properties.get(name)
-    if spec is None or spec.type not in _FILTERABLE:
+    if spec is None or name not in layer.filterable:
         raise InvalidParameter(name, f"layer {layer.id} cannot be filtered by {name!r}")
     column = 'f."id"' if name == "id" else f'f."{name}"'
     values: list[Any] = list(accepted)
