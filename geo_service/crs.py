@@ -144,7 +144,8 @@ def gcj02_to_wgs84(lon, lat):
         e_lon, e_lat = g_lon - f_lon, g_lat - f_lat
         w_lon = w_lon + e_lon
         w_lat = w_lat + e_lat
-        if np.nanmax(np.abs(np.concatenate([np.ravel(e_lon), np.ravel(e_lat)]))) < 1e-10:
+        # Done when no coordinate moved by 1e-10 degrees (NaN and empty input included).
+        if not (np.any(np.abs(e_lon) >= 1e-10) or np.any(np.abs(e_lat) >= 1e-10)):
             break
     return _unwrap(w_lon, w_lat, scalar)
 

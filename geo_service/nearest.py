@@ -114,8 +114,16 @@ class NearestResult:
     distance_m: float
     bearing_deg: float
     open_state: OpenState
-    gcj02: tuple[float, float] | None = None
-    bd09: tuple[float, float] | None = None
+    gcj02: tuple[float, float]
+    bd09: tuple[float, float]
+
+    def position(self, crs: CoordinateSystem) -> tuple[float, float]:
+        """The site's lon/lat in ``crs`` (converted once, when the index was built)."""
+        if crs == CoordinateSystem.gcj02:
+            return self.gcj02
+        if crs == CoordinateSystem.bd09:
+            return self.bd09
+        return self.feature.geometry.x, self.feature.geometry.y
 
     @property
     def walk_minutes(self) -> float:
@@ -144,7 +152,7 @@ class SiteIndex:
         self.features = list(self.features)
         self.lon = np.array([f.geometry.x for f in self.features], dtype="float64")
         self.lat = np.array([f.geometry.y for f in self.features], dtype="float64")
-        xyz = _ecef(self.lon, self.lat) if self.features else np.empty((0, 3))
+        xyz = _ecef(self.lon, self.lat)
         kinds = np.array([str(f.properties.get("kind")) for f in self.features])
         self._trees = {}
         for kind in sorted(set(kinds.tolist())):
@@ -158,16 +166,8 @@ class SiteIndex:
         self._services = [frozenset(f.properties.get("services") or ()) for f in self.features]
         self._eligible = [frozenset(f.properties.get("eligible") or ()) for f in self.features]
         # Positions in the systems navigation apps expect, converted once per build.
-        self.gcj02 = (
-            np.column_stack(convert(self.lon, self.lat, "wgs84", "gcj02"))
-            if self.features
-            else np.empty((0, 2))
-        )
-        self.bd09 = (
-            np.column_stack(convert(self.lon, self.lat, "wgs84", "bd09"))
-            if self.features
-            else np.empty((0, 2))
-        )
+        self.gcj02 = np.column_stack(convert(self.lon, self.lat, "wgs84", "gcj02"))
+        self.bd09 = np.column_stack(convert(self.lon, self.lat, "wgs84", "bd09"))
 
     def __len__(self) -> int:
         return len(self.features)
@@ -190,7 +190,7 @@ class SiteIndex:
         if parsed is False:
             return OpenState.unknown
         local = when.astimezone(LOCAL_TIME).replace(tzinfo=None)
-        state = parsed.state(local)[0] if hasattr(parsed, "state") else None
+        state = parsed.state(local)[0]
         if state == opening_hours.State.OPEN:
             return OpenState.open
         if state == opening_hours.State.CLOSED:
@@ -292,6 +292,8 @@ def nearest_sites(
             distance_m=distance,
             bearing_deg=float(np.mod(azimuth, 360.0)),
             open_state=index.open_state(row, moment),
+            gcj02=(float(index.gcj02[row, 0]), float(index.gcj02[row, 1])),
+            bd09=(float(index.bd09[row, 0]), float(index.bd09[row, 1])),
         )
         for distance, _id, index, row, azimuth in chosen
     ]

@@ -93,3 +93,11 @@ def test_parse_rejects_unknown_names():
 def test_metric_crs_is_gauss_kruger_117_in_zibo_and_utm_elsewhere():
     assert crs.metric_crs((117.9, 36.7, 118.2, 36.9)).to_epsg() == 4548
     assert crs.metric_crs((120.0, 36.0, 120.5, 36.5)).to_epsg() == 32651
+
+
+@pytest.mark.parametrize("target", [CoordinateSystem.gcj02, CoordinateSystem.bd09])
+def test_empty_arrays_convert_to_empty_arrays(target):
+    empty = np.array([], dtype="float64")
+    for source, dest in ((CoordinateSystem.wgs84, target), (target, CoordinateSystem.wgs84)):
+        lon, lat = crs.convert(empty, empty, source, dest)
+        assert lon.shape == lat.shape == (0,)

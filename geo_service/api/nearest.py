@@ -179,14 +179,7 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
 
 def _result_feature(result: NearestResult, crs: CoordinateSystem) -> dict[str, Any]:
     feature = result.feature
-    if crs == CoordinateSystem.wgs84:
-        lon, lat = feature.geometry.x, feature.geometry.y
-    elif crs == CoordinateSystem.gcj02 and result.gcj02:
-        lon, lat = result.gcj02
-    elif result.bd09:
-        lon, lat = result.bd09
-    else:
-        lon, lat = convert(feature.geometry.x, feature.geometry.y, CoordinateSystem.wgs84, crs)
+    lon, lat = result.position(crs)
     state = result.open_state
     return {
         "type": "Feature",
