@@ -163,7 +163,7 @@ def nearest(
     """The nearest sites that serve a resident, nearest first."""
     import orjson
 
-    from geo_service.api.nearest import nearest_answer, parse_nearest_query
+    from geo_service.api.nearest import nearest_geojson, parse_nearest_query
     from geo_service.nearest import SiteIndexCache
 
     given = {
@@ -183,7 +183,7 @@ def nearest(
     try:
         with _opened(store) as (opened, catalog):
             query = parse_nearest_query(params, catalog)
-            body = nearest_answer(query, SiteIndexCache(opened))
+            body = orjson.loads(nearest_geojson(query, SiteIndexCache(opened)))
     except GeoServiceError as error:
         _fail(error)
     if as_json:

@@ -1,13 +1,13 @@
 """Nearest-service queries: the true k nearest sites that serve a resident, nearest first.
 
-Pure functions over store snapshots; no web code. Each facility layer is held
-as a ``SiteIndex``: positions as earth-centred (ECEF) metres in one KD-tree per
-kind, plus the columns the filters read. A query walks the trees in
-increasing straight-line (chord) distance and measures candidates on the
-WGS-84 ellipsoid. A chord is never longer than the geodesic between the same
-two points, so once the k-th best geodesic distance found is shorter than the
-chord of every site not yet measured, no unmeasured site can beat it: the
-answer is exact, whatever the filters exclude.
+Pure functions over store snapshots; no web code. The facility layers are held
+as one ``SiteIndex``: positions as earth-centred (ECEF) metres in KD-trees
+(all sites, each layer, each layer's kinds), plus the columns the filters read.
+A query walks a tree in increasing straight-line (chord) distance and measures
+candidates on the WGS-84 ellipsoid. A chord is never longer than the geodesic
+between the same two points, so once the k-th best geodesic distance found is
+shorter than the next chord, no unmeasured site can beat it: the answer is
+exact, whatever the filters exclude.
 
 Example
 -------
@@ -17,19 +17,23 @@ Example
 ...     props = {"id": i, "name": i, "kind": "bank", "status": "open", "services": [],
 ...              "eligible": ["veteran"], "opening_hours": None}
 ...     return StoredFeature("green_channels", i, props, Point(lon, 36.8))
->>> index = SiteIndex("green_channels", [site("b", 118.01), site("a", 117.99)], version=1)
->>> [r.feature.id for r in nearest_sites([index], 118.0, 36.8, k=2)]  # a tie: id decides
+>>> index = SiteIndex([site("b", 118.01), site("a", 117.99)])
+>>> [r.feature.id for r in nearest_sites(index, 118.0, 36.8, k=2)]  # a tie: id decides
 ['a', 'b']
->>> nearest_sites([index], 118.0, 36.8, k=2, filters=NearestFilters(max_distance=100))
+>>> nearest_sites(index, 118.0, 36.8, k=2, filters=NearestFilters(max_distance=100))
 []
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import functools
 import heapq
+import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -88,6 +92,18 @@ def _ecef(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     )
 
 
+def ecef_point(lon: float, lat: float) -> tuple[float, float, float]:
+    """``_ecef`` for one point: plain floats, as numpy costs ~30 µs per tiny call."""
+    lam, phi = math.radians(lon), math.radians(lat)
+    sin_phi, cos_phi = math.sin(phi), math.cos(phi)
+    n = _A / math.sqrt(1.0 - _E2 * sin_phi * sin_phi)
+    return (
+        n * cos_phi * math.cos(lam),
+        n * cos_phi * math.sin(lam),
+        n * (1.0 - _E2) * sin_phi,
+    )
+
+
 class OpenState(StrEnum):
     open = "open"
     closed = "closed"
@@ -107,18 +123,41 @@ class NearestFilters:
     statuses: frozenset[str] = frozenset({"open"})
     max_distance: float | None = None
 
+    @functools.cached_property
+    def open_at_local(self) -> dt.datetime | None:
+        """``open_at`` as naive China Standard Time, as the hours are written."""
+        if self.open_at is None:
+            return None
+        return self.open_at.astimezone(LOCAL_TIME).replace(tzinfo=None)
 
-@dataclass(frozen=True)
+
+@dataclass(slots=True)  # not frozen: frozen __init__ costs µs per result
 class NearestResult:
     feature: StoredFeature
     distance_m: float
     bearing_deg: float
     open_state: OpenState
-    gcj02: tuple[float, float]
-    bd09: tuple[float, float]
+    index: SiteIndex = field(repr=False, compare=False)
+    row: int = field(repr=False, compare=False)
+
+    @property
+    def gcj02(self) -> tuple[float, float]:
+        """The site's position in GCJ-02 (converted once, when the index was built)."""
+        lon, lat = self.index._gcj02[self.row]
+        return lon, lat
+
+    @property
+    def bd09(self) -> tuple[float, float]:
+        lon, lat = self.index._bd09[self.row]
+        return lon, lat
+
+    @property
+    def navigation(self) -> dict[str, str]:
+        """Links opening Amap, Baidu and Tencent maps at the site (built on demand)."""
+        return self.index.navigation(self.row)
 
     def position(self, crs: CoordinateSystem) -> tuple[float, float]:
-        """The site's lon/lat in ``crs`` (converted once, when the index was built)."""
+        """The site's lon/lat in ``crs``."""
         if crs == CoordinateSystem.gcj02:
             return self.gcj02
         if crs == CoordinateSystem.bd09:
@@ -130,66 +169,115 @@ class NearestResult:
         return self.distance_m * DETOUR_FACTOR / (WALKING_SPEED_KMH * 1000.0 / 60.0)
 
 
-@dataclass
-class _KindTree:
-    tree: cKDTree
-    rows: np.ndarray  # index into the SiteIndex columns
+#: Chords are computed from earth-centred coordinates of ~6.4e6 m, so they
+#: carry rounding of a few 1e-9 m; comparisons with geodesics allow this much.
+CHORD_MARGIN_M = 1e-6
+#: Below this many sites, sorting every chord with numpy beats a KD-tree
+#: query, whose fixed cost (~30 µs) is the same for 90 sites or a million.
+SMALL_GROUP = 256
 
 
-@dataclass
+class _Tree:
+    """The sites of one group (all, a layer, a layer's kind) nearest-first
+    from a point: a KD-tree, or a plain sort for small groups."""
+
+    def __init__(self, xyz: np.ndarray, rows: list[int]):
+        self.rows = rows  # index into the SiteIndex columns, per position here
+        self.n = len(rows)
+        self.small = self.n <= SMALL_GROUP
+        self._xyz = xyz if self.small else None
+        self._tree = None if self.small else cKDTree(xyz)
+
+    def nearest(
+        self, origin: tuple[float, float, float], want: int, bound: float
+    ) -> tuple[list[float], list[int]]:
+        """Chord lengths and positions of the ``want`` sites nearest to
+        ``origin`` (all of them for a small group), nearest first; past
+        ``bound`` a KD-tree pads with ``inf``, a small group stops."""
+        if self._tree is None:
+            squared = ((self._xyz - origin) ** 2).sum(axis=1)
+            order = np.argsort(squared, kind="stable")
+            chords = np.sqrt(squared[order])
+            keep = chords <= bound
+            return chords[keep].tolist(), order[keep].tolist()
+        chords, positions = self._tree.query(origin, k=want, distance_upper_bound=bound)
+        if want == 1:
+            return [float(chords)], [int(positions)]
+        return chords.tolist(), positions.tolist()
+
+
+#: A tree key: (layer or None for every layer, kind or None for every kind).
+_TreeKey = tuple[str | None, str | None]
+
+
 class SiteIndex:
-    """One facility layer, indexed for nearest queries; rebuilt when its version changes."""
+    """The facility sites of one or more layers, indexed for nearest queries.
 
-    layer_id: str
-    features: Sequence[StoredFeature]
-    version: int
-    lon: np.ndarray = field(init=False)
-    lat: np.ndarray = field(init=False)
-    _trees: dict[str, _KindTree] = field(init=False)
-    _hours: list[Any] = field(init=False)
+    One KD-tree over every site answers the common question (all layers, any
+    kind) with a single query; a tree per layer and per (layer, kind) answers
+    narrower ones without wading through sites the question excludes. Filter
+    columns are plain Python lists: a query touches a handful of rows, where
+    numpy's per-call overhead would dominate.
+    """
 
-    def __post_init__(self) -> None:
-        self.features = list(self.features)
-        self.lon = np.array([f.geometry.x for f in self.features], dtype="float64")
-        self.lat = np.array([f.geometry.y for f in self.features], dtype="float64")
-        xyz = _ecef(self.lon, self.lat)
-        kinds = np.array([str(f.properties.get("kind")) for f in self.features])
-        self._trees = {}
-        for kind in sorted(set(kinds.tolist())):
-            rows = np.flatnonzero(kinds == kind)
-            self._trees[kind] = _KindTree(cKDTree(xyz[rows]), rows)
-        # Without a kind filter one tree over the whole layer answers fastest.
-        self._layer_tree = _KindTree(cKDTree(xyz), np.arange(len(self.features)))
-        self._hours = [None] * len(self.features)
-        # Filter columns, so a candidate batch is checked with numpy, not per dict.
-        self._status = np.array([str(f.properties.get("status")) for f in self.features])
+    def __init__(self, features: Iterable[StoredFeature], versions: dict[str, int] | None = None):
+        self.features = list(features)
+        self.versions = dict(versions or {})
+        lon = np.array([f.geometry.x for f in self.features], dtype="float64")
+        lat = np.array([f.geometry.y for f in self.features], dtype="float64")
+        self._lon, self._lat = lon.tolist(), lat.tolist()
+        self._status = [f.properties.get("status") for f in self.features]
         self._services = [frozenset(f.properties.get("services") or ()) for f in self.features]
         self._eligible = [frozenset(f.properties.get("eligible") or ()) for f in self.features]
+        self._ids = [f.id for f in self.features]
+        self._hours: list[Any] = [None] * len(self.features)
         # Positions in the systems navigation apps expect, converted once per build.
-        self.gcj02 = np.column_stack(convert(self.lon, self.lat, "wgs84", "gcj02"))
-        self.bd09 = np.column_stack(convert(self.lon, self.lat, "wgs84", "bd09"))
+        self._gcj02 = np.column_stack(convert(lon, lat, "wgs84", "gcj02")).tolist()
+        self._bd09 = np.column_stack(convert(lon, lat, "wgs84", "bd09")).tolist()
+        self._navigation: dict[int, dict[str, str]] = {}
+        #: Derived data that consumers (the API's serialized fragments) keep
+        #: with this snapshot of the sites; it goes when the index is rebuilt.
+        self.memo: dict[Any, Any] = {}
+
+        groups: dict[_TreeKey, list[int]] = defaultdict(list)
+        for row, feature in enumerate(self.features):
+            kind = str(feature.properties.get("kind"))
+            groups[(None, None)].append(row)
+            groups[(feature.layer_id, None)].append(row)
+            groups[(feature.layer_id, kind)].append(row)
+        xyz = _ecef(lon, lat)
+        self._trees: dict[_TreeKey, _Tree] = {}
+        built: dict[tuple[int, int], _Tree] = {}
+        for key, rows in groups.items():
+            # Groups are nested or disjoint, so first row and size identify a
+            # set: a layer with one kind, or an index of one layer, shares a tree.
+            signature = (rows[0], len(rows))
+            if signature not in built:
+                built[signature] = _Tree(xyz[rows], rows)
+            self._trees[key] = built[signature]
+        self.layers = sorted({layer for layer, _ in groups if layer is not None})
 
     def __len__(self) -> int:
         return len(self.features)
 
-    @property
-    def kinds(self) -> list[str]:
-        return list(self._trees)
+    def kinds(self, layer_id: str) -> list[str]:
+        return sorted(kind for layer, kind in self._trees if layer == layer_id and kind)
 
     def open_state(self, row: int, when: dt.datetime) -> OpenState:
-        expression = self.features[row].properties.get("opening_hours")
-        if not expression:
-            return OpenState.unknown
+        """Open, closed or unknown at ``when`` (aware), by the site's hours."""
+        return self._open_state_local(row, when.astimezone(LOCAL_TIME).replace(tzinfo=None))
+
+    def _open_state_local(self, row: int, local: dt.datetime) -> OpenState:
         parsed = self._hours[row]
         if parsed is None:
+            expression = self.features[row].properties.get("opening_hours")
             try:
-                parsed = opening_hours.OpeningHours(expression)
+                parsed = opening_hours.OpeningHours(expression) if expression else False
             except (SyntaxError, ValueError):
                 parsed = False
             self._hours[row] = parsed
         if parsed is False:
             return OpenState.unknown
-        local = when.astimezone(LOCAL_TIME).replace(tzinfo=None)
         state = parsed.state(local)[0]
         if state == opening_hours.State.OPEN:
             return OpenState.open
@@ -197,106 +285,132 @@ class SiteIndex:
             return OpenState.closed
         return OpenState.unknown
 
-    def _passes(self, row: int, filters: NearestFilters) -> bool:
+    def passes(self, row: int, filters: NearestFilters) -> bool:
+        """Whether a site passes the filters other than layer, kind and distance
+        (those are answered by the choice of tree and by the search)."""
         if filters.statuses and self._status[row] not in filters.statuses:
             return False
         if filters.services and not filters.services <= self._services[row]:
             return False
         if filters.eligible and filters.eligible not in self._eligible[row]:
             return False
-        return not (
-            filters.open_at is not None and self.open_state(row, filters.open_at) != OpenState.open
+        return (
+            filters.open_at is None
+            or self._open_state_local(row, filters.open_at_local) == OpenState.open
         )
 
-    def _passing(self, rows: np.ndarray, filters: NearestFilters) -> np.ndarray:
-        """The rows that pass; the default question (open sites) is one numpy test."""
-        plain = not filters.services and filters.eligible is None and filters.open_at is None
-        if plain and filters.statuses == frozenset({"open"}):
-            return rows[self._status[rows] == "open"]
-        return rows[np.array([self._passes(int(row), filters) for row in rows], dtype=bool)]
+    def navigation(self, row: int) -> dict[str, str]:
+        links = self._navigation.get(row)
+        if links is None:
+            links = navigation_links(
+                self.features[row], tuple(self._gcj02[row]), tuple(self._bd09[row])
+            )
+            self._navigation[row] = links
+        return links
 
-    def nearest_in_kind(
+    def trees_for(self, layers: Iterable[str] | None, kinds: Iterable[str] | None) -> list[_Tree]:
+        """The fewest trees holding exactly the sites of ``layers`` × ``kinds``."""
+        asked = None if layers is None else set(layers)
+        wanted = self.layers if asked is None else [x for x in self.layers if x in asked]
+        if kinds is None:
+            keys: list[_TreeKey] = (
+                [(None, None)] if wanted == self.layers else [(layer, None) for layer in wanted]
+            )
+        else:
+            keys = [(layer, kind) for layer in wanted for kind in sorted(kinds)]
+        return [self._trees[key] for key in keys if key in self._trees]
+
+    def search(
         self,
-        kind: str | None,
-        origin: np.ndarray,
+        tree: _Tree,
+        origin: tuple[float, float, float],
         lon: float,
         lat: float,
         k: int,
         filters: NearestFilters,
     ) -> list[tuple[float, str, int, float]]:
-        """Exact k nearest passing sites of one kind (None: any kind), as
-        (distance, id, row, azimuth)."""
-        entry = self._layer_tree if kind is None else self._trees[kind]
-        n = len(entry.rows)
-        bound = np.inf if filters.max_distance is None else filters.max_distance * (1 + 1e-9)
+        """Exact k nearest passing sites in one tree, as (distance, id, row, azimuth).
+
+        Candidates come from the tree in increasing chord length and are
+        measured on the ellipsoid one by one; the search stops once the k-th
+        best geodesic is shorter than the next chord, since no site further
+        down the list can be nearer than its chord.
+        """
+        n = tree.n
+        limit = filters.max_distance
+        bound = math.inf if limit is None else limit + CHORD_MARGIN_M
         best: list[tuple[float, str, int, float]] = []
-        fetched = 0
-        want = min(n, max(2 * k, 8))
-        while fetched < n:
-            chords, local = entry.tree.query(origin, k=want, distance_upper_bound=bound)
-            chords, local = np.atleast_1d(chords), np.atleast_1d(local)
-            valid = np.isfinite(chords)
-            chords, local = chords[valid][fetched:], local[valid][fetched:]
-            if len(local) == 0:
-                break
-            sel = self._passing(entry.rows[local], filters)
-            if len(sel):
-                az, _back, dist = GEOD.inv(
-                    np.full(len(sel), lon), np.full(len(sel), lat), self.lon[sel], self.lat[sel]
-                )
-                for row, d, a in zip(sel, np.atleast_1d(dist), np.atleast_1d(az), strict=True):
-                    if filters.max_distance is None or d <= filters.max_distance:
-                        best.append((float(d), self.features[row].id, int(row), float(a)))
-                best = sorted(best)[:k]
-            fetched += len(local)
-            exhausted = fetched >= n or valid.sum() < want
-            # Unmeasured sites lie at least the last chord away; geodesic >= chord.
-            if exhausted or (len(best) == k and best[-1][0] < chords[-1]):
-                break
+        # Sites at the same chord may come back in another order when the tree
+        # is asked for more, so later rounds skip what was seen, not a prefix.
+        seen: set[int] = set()
+        rows, passes, inv, inf = tree.rows, self.passes, GEOD.inv, math.inf  # hot loop
+        # One more than asked usually proves the k-th; a small group is sorted whole.
+        want = n if tree.small else min(n, k + 1)
+        while True:
+            chords, positions = tree.nearest(origin, want, bound)
+            for chord, position in zip(chords, positions, strict=True):
+                if chord == inf:  # the tree holds nothing more within the bound
+                    return best
+                # The margin covers rounding in the ECEF chord (~1e-8 m), so
+                # sites tied with the k-th are still measured and ranked by id.
+                if len(best) == k and best[-1][0] < chord - CHORD_MARGIN_M:
+                    return best
+                if position in seen:
+                    continue
+                seen.add(position)
+                row = rows[position]
+                if not passes(row, filters):
+                    continue
+                azimuth, _back, distance = inv(lon, lat, self._lon[row], self._lat[row])
+                if limit is not None and distance > limit:
+                    continue
+                bisect.insort(best, (distance, self._ids[row], row, azimuth))
+                del best[k:]
+            if want >= n:
+                return best
             want = min(n, want * 4)
-        return best
+
+    def result(
+        self, row: int, distance: float, azimuth: float, local: dt.datetime
+    ) -> NearestResult:
+        """A found site, with its open state at ``local`` (naive China time)."""
+        return NearestResult(
+            feature=self.features[row],
+            distance_m=distance,
+            bearing_deg=azimuth % 360.0,
+            open_state=self._open_state_local(row, local),
+            index=self,
+            row=row,
+        )
 
 
 def nearest_sites(
-    indexes: Iterable[SiteIndex],
+    index: SiteIndex,
     lon: float,
     lat: float,
     k: int = 5,
+    layers: Iterable[str] | None = None,
     filters: NearestFilters | None = None,
     now: dt.datetime | None = None,
 ) -> list[NearestResult]:
-    """The ``k`` nearest sites over ``indexes`` that pass ``filters``, nearest
-    first, ties broken by id. ``now`` (aware) is the time the open-now state
-    of each result is reported for (default: the current time)."""
+    """The ``k`` nearest sites of ``layers`` (default: every layer in the
+    index) that pass ``filters``, nearest first, ties broken by id. ``now``
+    (aware) is the time the open-now state of each result is reported for
+    (default: the current time)."""
     filters = filters or NearestFilters()
-    origin = _ecef(np.array([lon]), np.array([lat]))[0]
-    candidates: list[tuple[float, str, SiteIndex, int, float]] = []
-    for index in indexes:
-        kinds: list[str | None] = (
-            [None]
-            if filters.kinds is None
-            else [kind for kind in index.kinds if kind in filters.kinds]
+    lon, lat = float(lon), float(lat)  # numpy scalars would slow every geodesic call
+    origin = ecef_point(lon, lat)
+    trees = index.trees_for(layers, filters.kinds)
+    if len(trees) == 1:
+        chosen = index.search(trees[0], origin, lon, lat, k, filters)
+    else:
+        chosen = heapq.nsmallest(
+            k,
+            (c for tree in trees for c in index.search(tree, origin, lon, lat, k, filters)),
         )
-        if not len(index):
-            continue
-        for kind in kinds:
-            for distance, site_id, row, azimuth in index.nearest_in_kind(
-                kind, origin, lon, lat, k, filters
-            ):
-                candidates.append((distance, site_id, index, row, azimuth))
-    chosen = heapq.nsmallest(k, candidates, key=lambda c: (c[0], c[1]))
     moment = filters.open_at or now or dt.datetime.now(LOCAL_TIME)
-    return [
-        NearestResult(
-            feature=index.features[row],
-            distance_m=distance,
-            bearing_deg=float(np.mod(azimuth, 360.0)),
-            open_state=index.open_state(row, moment),
-            gcj02=(float(index.gcj02[row, 0]), float(index.gcj02[row, 1])),
-            bd09=(float(index.bd09[row, 0]), float(index.bd09[row, 1])),
-        )
-        for distance, _id, index, row, azimuth in chosen
-    ]
+    local = moment.astimezone(LOCAL_TIME).replace(tzinfo=None)
+    return [index.result(row, distance, azimuth, local) for distance, _id, row, azimuth in chosen]
 
 
 def navigation_links(
@@ -329,25 +443,33 @@ def navigation_links(
 
 
 class SiteIndexCache:
-    """A ``SiteIndex`` per facility layer, rebuilt only when the store says the
-    layer changed (its version counter moves on any write, from any process)."""
+    """One ``SiteIndex`` over the facility layers, rebuilt only when the store
+    says one of them changed (a layer's version moves on any write, from any
+    process)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, layer_ids: Iterable[str] | None = None):
         self.store = store
-        self._indexes: dict[str, SiteIndex] = {}
+        self.layer_ids = (
+            list(layer_ids)
+            if layer_ids is not None
+            else [layer.id for layer in store.catalog.facility_layers]
+        )
+        self._index: SiteIndex | None = None
         self._lock = threading.Lock()
 
-    def get(self, layer_ids: Iterable[str]) -> list[SiteIndex]:
-        result = []
-        versions = self.store.layer_versions()
-        for layer_id in layer_ids:
-            version = versions.get(layer_id, 0)
-            index = self._indexes.get(layer_id)
-            if index is None or index.version != version:
-                with self._lock:
-                    index = self._indexes.get(layer_id)
-                    if index is None or index.version != version:
-                        index = SiteIndex(layer_id, self.store.all_features(layer_id), version)
-                        self._indexes[layer_id] = index
-            result.append(index)
-        return result
+    def get(self) -> SiteIndex:
+        all_versions = self.store.layer_versions()
+        versions = {layer_id: all_versions.get(layer_id, 0) for layer_id in self.layer_ids}
+        index = self._index
+        if index is None or index.versions != versions:
+            with self._lock:
+                index = self._index
+                if index is None or index.versions != versions:
+                    features = [
+                        feature
+                        for layer_id in self.layer_ids
+                        for feature in self.store.all_features(layer_id)
+                    ]
+                    index = SiteIndex(features, versions)
+                    self._index = index
+        return index

@@ -53,7 +53,6 @@ def north_of(origin, metres):
 @pytest.fixture
 def banks():
     return SiteIndex(
-        "green_channels",
         [
             site("bank-300e", *east_of(PARK, 300)),
             site("bank-500n", *north_of(PARK, 500)),
@@ -61,7 +60,6 @@ def banks():
             site("bank-1200e", *east_of(PARK, 1200), eligible=["active_duty"]),
             site("hosp-100e", *east_of(PARK, 100), kind="hospital", opening_hours="24/7"),
         ],
-        version=1,
     )
 
 
@@ -70,7 +68,7 @@ def ids(results):
 
 
 def test_a_resident_at_the_park_gets_three_banks_nearest_first(banks):
-    results = nearest_sites([banks], *PARK, k=3, filters=NearestFilters(kinds=frozenset({"bank"})))
+    results = nearest_sites(banks, *PARK, k=3, filters=NearestFilters(kinds=frozenset({"bank"})))
     assert ids(results) == ["bank-300e", "bank-500n", "bank-800e"]
     assert [round(r.distance_m, 3) for r in results] == [300.0, 500.0, 800.0]
     assert results[0].bearing_deg == pytest.approx(90, abs=0.01)
@@ -80,45 +78,43 @@ def test_a_resident_at_the_park_gets_three_banks_nearest_first(banks):
 
 
 def test_filters_that_exclude_the_nearest_still_return_k(banks):
-    results = nearest_sites([banks], *PARK, k=1, filters=NearestFilters(eligible="active_duty"))
+    results = nearest_sites(banks, *PARK, k=1, filters=NearestFilters(eligible="active_duty"))
     assert ids(results) == ["bank-1200e"]
 
 
 def test_services_must_all_be_offered(banks):
     wanted = NearestFilters(services=frozenset({"priority_queue", "free_admission"}))
-    assert nearest_sites([banks], *PARK, k=5, filters=wanted) == []
+    assert nearest_sites(banks, *PARK, k=5, filters=wanted) == []
 
 
 def test_ties_are_broken_by_id():
     index = SiteIndex(
-        "green_channels",
         [
             site("b", *east_of(PARK, 400)),
             site("a", *north_of(PARK, 400)),
             site("c", *east_of(PARK, 400)),
         ],
-        version=1,
     )
-    assert ids(nearest_sites([index], *PARK, k=3)) == ["a", "b", "c"]
+    assert ids(nearest_sites(index, *PARK, k=3)) == ["a", "b", "c"]
 
 
 def test_a_site_exactly_at_the_point_is_zero_metres_away(banks):
     results = nearest_sites(
-        [banks], *east_of(PARK, 300), k=1, filters=NearestFilters(kinds=frozenset({"bank"}))
+        banks, *east_of(PARK, 300), k=1, filters=NearestFilters(kinds=frozenset({"bank"}))
     )
     assert ids(results) == ["bank-300e"]
     assert results[0].distance_m == pytest.approx(0, abs=1e-6)
 
 
 def test_max_distance_with_no_hit_is_an_empty_answer(banks):
-    assert nearest_sites([banks], *PARK, k=3, filters=NearestFilters(max_distance=50)) == []
-    within = nearest_sites([banks], *PARK, k=10, filters=NearestFilters(max_distance=500))
+    assert nearest_sites(banks, *PARK, k=3, filters=NearestFilters(max_distance=50)) == []
+    within = nearest_sites(banks, *PARK, k=10, filters=NearestFilters(max_distance=500))
     assert ids(within) == ["hosp-100e", "bank-300e", "bank-500n"]
 
 
 def test_a_point_far_outside_the_district_still_gets_the_nearest(banks):
     beijing = (116.404, 39.915)
-    results = nearest_sites([banks], *beijing, k=2)
+    results = nearest_sites(banks, *beijing, k=2)
     assert len(results) == 2
     expected = sorted(
         (GEOD.inv(*beijing, f.geometry.x, f.geometry.y)[2], f.id) for f in banks.features
@@ -129,29 +125,29 @@ def test_a_point_far_outside_the_district_still_gets_the_nearest(banks):
 
 
 def test_open_at_uses_the_opening_hours(banks):
-    monday = nearest_sites([banks], *PARK, k=2, filters=NearestFilters(open_at=MONDAY_10AM))
+    monday = nearest_sites(banks, *PARK, k=2, filters=NearestFilters(open_at=MONDAY_10AM))
     assert ids(monday) == ["hosp-100e", "bank-300e"]
-    sunday = nearest_sites([banks], *PARK, k=2, filters=NearestFilters(open_at=SUNDAY_10AM))
+    sunday = nearest_sites(banks, *PARK, k=2, filters=NearestFilters(open_at=SUNDAY_10AM))
     assert ids(sunday) == ["hosp-100e"]  # only the 24/7 hospital is open on Sunday
-    states = nearest_sites([banks], *PARK, k=2, now=SUNDAY_10AM)
+    states = nearest_sites(banks, *PARK, k=2, now=SUNDAY_10AM)
     assert [r.open_state for r in states] == [OpenState.open, OpenState.closed]
 
 
 def test_unknown_hours_are_reported_and_left_out_when_open_is_asked():
-    index = SiteIndex("green_channels", [site("no-hours", *PARK, opening_hours=None)], version=1)
-    assert nearest_sites([index], *PARK, k=1)[0].open_state == OpenState.unknown
-    assert nearest_sites([index], *PARK, k=1, filters=NearestFilters(open_at=MONDAY_10AM)) == []
+    index = SiteIndex([site("no-hours", *PARK, opening_hours=None)])
+    assert nearest_sites(index, *PARK, k=1)[0].open_state == OpenState.unknown
+    assert nearest_sites(index, *PARK, k=1, filters=NearestFilters(open_at=MONDAY_10AM)) == []
 
 
 def test_status_defaults_to_open_only():
-    index = SiteIndex("green_channels", [site("planned", *PARK, status="planned")], version=1)
-    assert nearest_sites([index], *PARK, k=1) == []
+    index = SiteIndex([site("planned", *PARK, status="planned")])
+    assert nearest_sites(index, *PARK, k=1) == []
     planned = NearestFilters(statuses=frozenset({"planned"}))
-    assert ids(nearest_sites([index], *PARK, k=1, filters=planned)) == ["planned"]
+    assert ids(nearest_sites(index, *PARK, k=1, filters=planned)) == ["planned"]
 
 
 def test_an_empty_layer_answers_nothing():
-    assert nearest_sites([SiteIndex("medical", [], version=0)], *PARK, k=3) == []
+    assert nearest_sites(SiteIndex([]), *PARK, k=3) == []
 
 
 def test_navigation_links_carry_each_apps_coordinates(banks):
@@ -167,28 +163,35 @@ def test_navigation_links_carry_each_apps_coordinates(banks):
 # -- agreement with brute force on the shipped data -----------------------------------
 
 
-@pytest.fixture(scope="module")
-def shipped(seeded_path, catalog):
+@pytest.fixture(scope="module", params=["sorted", "kd-tree"])
+def shipped(request, seeded_path, catalog):
+    """The shipped sites, indexed both ways: small groups are sorted whole;
+    with the threshold at 0 every group goes through a KD-tree."""
+    import geo_service.nearest
     from geo_service.store import open_store
 
     store = open_store(seeded_path, catalog)
-    cache = SiteIndexCache(store)
-    indexes = cache.get([layer.id for layer in catalog.facility_layers])
-    yield indexes
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "kd-tree":
+            patch.setattr(geo_service.nearest, "SMALL_GROUP", 0)
+        index = SiteIndexCache(store).get()
+    assert all(tree.small == (request.param == "sorted") for tree in index._trees.values())
+    yield index
     store.close()
 
 
-def brute_force(indexes, lon, lat, k, filters):
+def brute_force(index, lon, lat, k, filters, layers=None):
     rows = []
-    for index in indexes:
-        for row, feature in enumerate(index.features):
-            if filters.kinds and feature.properties["kind"] not in filters.kinds:
-                continue
-            if not index._passes(row, filters):
-                continue
-            distance = GEOD.inv(lon, lat, feature.geometry.x, feature.geometry.y)[2]
-            if filters.max_distance is None or distance <= filters.max_distance:
-                rows.append((distance, feature.id))
+    for row, feature in enumerate(index.features):
+        if layers is not None and feature.layer_id not in layers:
+            continue
+        if filters.kinds and feature.properties["kind"] not in filters.kinds:
+            continue
+        if not index.passes(row, filters):
+            continue
+        distance = GEOD.inv(lon, lat, feature.geometry.x, feature.geometry.y)[2]
+        if filters.max_distance is None or distance <= filters.max_distance:
+            rows.append((distance, feature.id))
     return sorted(rows)[:k]
 
 
@@ -211,7 +214,80 @@ def test_agrees_with_brute_force_over_random_points(shipped, filters):
         k = int(rng.integers(1, 12))
         got = [
             (round(r.distance_m, 6), r.feature.id)
-            for r in nearest_sites(shipped, lon, lat, k, filters)
+            for r in nearest_sites(shipped, lon, lat, k, filters=filters)
         ]
         expected = [(round(d, 6), i) for d, i in brute_force(shipped, lon, lat, k, filters)]
         assert got == expected, (lon, lat, k)
+
+
+LAYER_CASES = [
+    (["green_channels"], NearestFilters()),
+    (["medical", "stations"], NearestFilters()),
+    (["green_channels", "medical"], NearestFilters(kinds=frozenset({"bank", "hospital"}))),
+    (["stations"], NearestFilters(kinds=frozenset({"support_post"}), eligible="veteran")),
+]
+
+
+@pytest.mark.parametrize(("layers", "filters"), LAYER_CASES)
+def test_layer_subsets_agree_with_brute_force(shipped, layers, filters):
+    rng = np.random.default_rng(7)
+    for lon, lat in zip(
+        rng.uniform(117.85, 118.30, 200), rng.uniform(36.65, 36.98, 200), strict=True
+    ):
+        k = int(rng.integers(1, 8))
+        got = [
+            (round(r.distance_m, 6), r.feature.id)
+            for r in nearest_sites(shipped, lon, lat, k, layers, filters)
+        ]
+        expected = brute_force(shipped, lon, lat, k, filters, layers)
+        assert got == [(round(d, 6), i) for d, i in expected], (lon, lat, k)
+        assert {r.feature.layer_id for r in nearest_sites(shipped, lon, lat, k, layers)} <= set(
+            layers
+        )
+
+
+def test_one_answer_mixes_layers(shipped):
+    mixed = nearest_sites(shipped, *PARK, k=30)
+    assert len({r.feature.layer_id for r in mixed}) >= 3
+    assert [r.distance_m for r in mixed] == sorted(r.distance_m for r in mixed)
+
+
+def test_the_cache_rebuilds_when_the_store_changes(store, catalog):
+    cache = SiteIndexCache(store)
+    before = cache.get()
+    assert cache.get() is before  # nothing changed: the same index
+    nearest = nearest_sites(before, *PARK, k=1)[0].feature
+    moved = catalog.validate_feature(
+        nearest.layer_id,
+        {
+            "type": "Feature",
+            "properties": {**nearest.properties, "status": "suspended"},
+            "geometry": {"type": "Point", "coordinates": [nearest.geometry.x, nearest.geometry.y]},
+        },
+    )
+    store.write(nearest.layer_id, [moved], actor="test")
+    after = cache.get()
+    assert after is not before
+    assert nearest_sites(after, *PARK, k=1)[0].feature.id != nearest.id
+
+
+def test_co_located_sites_in_a_large_tree_are_each_found_once(monkeypatch):
+    """Sites sharing a position come back from a KD-tree in any order between
+    rounds of the search; none may be lost or repeated."""
+    rng = np.random.default_rng(11)
+    sites = []
+    for i, (lon, lat) in enumerate(
+        zip(rng.uniform(118.0, 118.1, 400), rng.uniform(36.75, 36.85, 400), strict=True)
+    ):
+        for copy in range(3):  # three sites at each position
+            sites.append(site(f"s{i:03d}-{copy}", lon, lat, status="open" if copy else "planned"))
+    index = SiteIndex(sites)
+    assert not index._trees[(None, None)].small
+    for lon, lat in zip(rng.uniform(118.0, 118.1, 50), rng.uniform(36.75, 36.85, 50), strict=True):
+        for k in (1, 4, 9, 40):
+            got = [
+                (round(r.distance_m, 6), r.feature.id) for r in nearest_sites(index, lon, lat, k)
+            ]
+            expected = brute_force(index, lon, lat, k, NearestFilters())
+            assert got == [(round(d, 6), i) for d, i in expected]
+            assert len({i for _, i in got}) == len(got) == k

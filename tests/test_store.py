@@ -144,3 +144,27 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path, catalog):
     with pytest.raises(StoreError, match="not a usable SQLite file"):
         open_store(path, catalog)
     assert path.read_text().startswith("these are my notes")  # never overwritten
+
+
+def test_layer_versions_see_writes_from_here_and_from_another_process(store, catalog):
+    import subprocess
+    import sys
+
+    before = store.layer_versions()
+    assert store.layer_versions() == before  # memoised read: same answer
+    store.write("green_channels", [_feature(store, "gc-from-here")], actor="test")
+    assert store.layer_versions()["green_channels"] == before["green_channels"] + 1
+    # Another process writes through its own connection (as a second worker would).
+    script = (
+        "import sys; from geo_service.catalog import load_catalog; "
+        "from geo_service.store import open_store; "
+        "s = open_store(sys.argv[1], load_catalog()); "
+        "f = s.get('stations', s.query('stations', limit=1).features[0].id); "
+        "from geo_service.catalog import ValidFeature; "
+        "p = dict(f.properties, name=f.properties['name'] + '（改）'); "
+        "s.write('stations', [ValidFeature(f.id, p, f.geometry)], actor='other')"
+    )
+    subprocess.run([sys.executable, "-c", script, store.location], check=True)
+    after = store.layer_versions()
+    assert after["stations"] == before["stations"] + 1
+    assert after["green_channels"] == before["green_channels"] + 1

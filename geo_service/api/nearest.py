@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from geo_service.api.media import MediaType
@@ -21,31 +21,35 @@ from geo_service.nearest import (
     NearestResult,
     OpenState,
     SiteIndexCache,
-    navigation_links,
     nearest_sites,
     walking_assumption,
 )
 
-__all__ = ["NearestQuery", "nearest_answer", "parse_nearest_query", "router"]
+__all__ = ["NearestQuery", "nearest_geojson", "parse_nearest_query", "router"]
 
 router = APIRouter()
 
 MAX_K = 100
 #: Beyond 1,000 km a "nearest service" answer is no longer a resident's question.
 MAX_DISTANCE_M = 1_000_000.0
-_PARAMS = {
-    "lon",
-    "lat",
-    "k",
-    "layers",
-    "kind",
-    "services",
-    "eligible",
-    "open_now",
-    "open_at",
-    "status",
-    "max_distance",
-    "crs",
+#: The parameters as documented in OpenAPI. They are not declared as FastAPI
+#: arguments: the handler reads the raw query string, so "nan", "1e999" or
+#: "ten" get our own clear 400, and the per-request validation layer (which
+#: costs more than the query itself) is skipped.
+_PARAMETER_DOCS = {
+    "lon": "Longitude of the resident (degrees, -180..180)",
+    "lat": "Latitude of the resident (degrees, -90..90)",
+    "k": f"Number of sites, 1..{MAX_K} (default 5)",
+    "layers": "Facility layers to search, comma-separated (default: all)",
+    "kind": "Kinds to keep, comma-separated",
+    "services": "Services the site must ALL offer, comma-separated",
+    "eligible": "Beneficiary type the site must serve: active_duty, military_family, "
+    "veteran, martyr_family, other_entitled",
+    "open_now": "true: only sites open now (Asia/Shanghai); unknown hours are left out",
+    "open_at": "Only sites open at this ISO date-time (local time if no offset)",
+    "status": "Statuses to keep, comma-separated (default: open)",
+    "max_distance": f"Only sites within this many metres (0 < d <= {MAX_DISTANCE_M:.0f})",
+    "crs": "Coordinate system of lon/lat AND of the output: wgs84, gcj02, bd09",
 }
 
 
@@ -77,8 +81,8 @@ def _parse_open_at(raw: str) -> dt.datetime:
 def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuery:
     """Check every parameter; raise ``InvalidParameter`` naming the first bad one."""
     for name in params:
-        if name not in _PARAMS:
-            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(_PARAMS)))
+        if name not in _PARAMETER_DOCS:
+            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(_PARAMETER_DOCS))
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
     for name in ("lon", "lat"):
         if params.get(name) in (None, ""):
@@ -177,41 +181,72 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
     )
 
 
-def _result_feature(result: NearestResult, crs: CoordinateSystem) -> dict[str, Any]:
-    feature = result.feature
-    lon, lat = result.position(crs)
+#: Serialized site fragments kept per index; past this many, start again
+#: (a national index is queried in a small region at a time).
+_FRAGMENT_MEMO_LIMIT = 50_000
+
+
+def _site_fragment(result: NearestResult, crs: CoordinateSystem) -> bytes:
+    """The part of a result feature that does not depend on the query: the
+    feature up to and including its stored properties, layer and navigation
+    links, left open for the per-query fields. Serialized once per site and
+    coordinate system and kept with the index it was built from."""
+    memo = result.index.memo
+    key = ("nearest-fragment", result.row, crs)
+    fragment = memo.get(key)
+    if fragment is None:
+        feature = result.feature
+        lon, lat = result.position(crs)
+        whole = orjson.dumps(
+            {
+                "type": "Feature",
+                "id": feature.id,
+                "geometry": {"type": "Point", "coordinates": [round(lon, 7), round(lat, 7)]},
+                "properties": {
+                    **feature.properties,
+                    "layer": feature.layer_id,
+                    "navigation": result.navigation,
+                },
+            }
+        )
+        fragment = whole[:-2]  # drop the closing "}}" of properties and feature
+        if len(memo) >= _FRAGMENT_MEMO_LIMIT:
+            memo.clear()
+        memo[key] = fragment
+    return fragment
+
+
+def _result_feature(result: NearestResult, crs: CoordinateSystem) -> bytes:
     state = result.open_state
-    return {
-        "type": "Feature",
-        "id": feature.id,
-        "geometry": {"type": "Point", "coordinates": [round(lon, 7), round(lat, 7)]},
-        "properties": {
-            **feature.properties,
-            "layer": feature.layer_id,
+    per_query = orjson.dumps(
+        {
             "distance_m": round(result.distance_m, 1),
             "bearing_deg": round(result.bearing_deg, 1),
             "walk_minutes": round(result.walk_minutes, 1),
             "open_now": None if state == OpenState.unknown else state == OpenState.open,
             "hours_known": state != OpenState.unknown,
-            "navigation": navigation_links(feature, result.gcj02, result.bd09),
-        },
-    }
+        }
+    )
+    return b"".join((_site_fragment(result, crs), b",", per_query[1:], b"}"))
 
 
-def nearest_answer(query: NearestQuery, cache: SiteIndexCache) -> dict[str, Any]:
-    """The whole answer as a GeoJSON FeatureCollection (pure: no HTTP here)."""
-    results = nearest_sites(cache.get(query.layers), query.lon, query.lat, query.k, query.filters)
-    body: dict[str, Any] = {
+def nearest_geojson(query: NearestQuery, cache: SiteIndexCache) -> bytes:
+    """The whole answer as GeoJSON FeatureCollection bytes (pure: no HTTP here).
+
+    Assembled from per-site fragments: serializing every site's properties
+    and links again on each request costs more than finding the sites."""
+    results = nearest_sites(cache.get(), query.lon, query.lat, query.k, query.layers, query.filters)
+    head: dict[str, Any] = {
         "type": "FeatureCollection",
         "query": query.given,
         "walking_assumption": walking_assumption(),
         "distance": "geodesic on the WGS-84 ellipsoid, metres",
         "numberReturned": len(results),
-        "features": [_result_feature(r, query.crs) for r in results],
     }
     if query.crs != CoordinateSystem.wgs84:
-        body["coordinate_system"] = query.crs.value
-    return body
+        head["coordinate_system"] = query.crs.value
+    features = b",".join(_result_feature(r, query.crs) for r in results)
+    return b"".join((orjson.dumps(head)[:-1], b',"features":[', features, b"]}"))
 
 
 @router.get(
@@ -224,48 +259,20 @@ def nearest_answer(query: NearestQuery, cache: SiteIndexCache) -> dict[str, Any]
     tags=["Nearest"],
     response_class=Response,
     responses={200: {"content": {MediaType.geojson.value: {}}}},
+    openapi_extra={
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": name in {"lon", "lat"},
+                "description": text,
+                "schema": {"type": "string"},
+            }
+            for name, text in _PARAMETER_DOCS.items()
+        ]
+    },
 )
-async def nearest(
-    request: Request,
-    lon: Annotated[str, Query(description="Longitude of the resident (degrees, -180..180)")],
-    lat: Annotated[str, Query(description="Latitude of the resident (degrees, -90..90)")],
-    k: Annotated[str, Query(description=f"Number of sites, 1..{MAX_K} (default 5)")] = "5",
-    layers: Annotated[
-        str | None, Query(description="Facility layers to search, comma-separated (default: all)")
-    ] = None,
-    kind: Annotated[str | None, Query(description="Kinds to keep, comma-separated")] = None,
-    services: Annotated[
-        str | None, Query(description="Services the site must ALL offer, comma-separated")
-    ] = None,
-    eligible: Annotated[
-        str | None,
-        Query(
-            description="Beneficiary type the site must serve: active_duty, military_family, "
-            "veteran, martyr_family, other_entitled"
-        ),
-    ] = None,
-    open_now: Annotated[
-        str | None,
-        Query(description="true: only sites open now (Asia/Shanghai); unknown hours are left out"),
-    ] = None,
-    open_at: Annotated[
-        str | None,
-        Query(description="Only sites open at this ISO date-time (local time if no offset)"),
-    ] = None,
-    status: Annotated[
-        str | None, Query(description="Statuses to keep, comma-separated (default: open)")
-    ] = None,
-    max_distance: Annotated[
-        str | None,
-        Query(description=f"Only sites within this many metres (0 < d <= {MAX_DISTANCE_M:.0f})"),
-    ] = None,
-    crs: Annotated[
-        str | None,
-        Query(description="Coordinate system of lon/lat AND of the output: wgs84, gcj02, bd09"),
-    ] = None,
-) -> Response:
-    # The parameters are read from the query string as given (strings), so
-    # "nan", "1e999" or "ten" get our own clear 400 rather than a coercion.
+async def nearest(request: Request) -> Response:
     query = parse_nearest_query(dict(request.query_params), request.app.state.catalog)
-    body = nearest_answer(query, request.app.state.site_indexes)
-    return Response(orjson.dumps(body), media_type=MediaType.geojson)
+    body = nearest_geojson(query, request.app.state.site_indexes)
+    return Response(body, media_type=MediaType.geojson)

@@ -162,6 +162,7 @@ class GeoPackageStore(Store):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._writes = 0  # commits through this object: part of the layer_versions memo
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -317,8 +318,17 @@ class GeoPackageStore(Store):
         return int(row["version"]) if row else 0
 
     def layer_versions(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT layer_id, version FROM gs_layer_state").fetchall()
-        return {row["layer_id"]: int(row["version"]) for row in rows}
+        # Asked on every nearest query, so the table is read only when SQLite's
+        # data_version (moves when another connection commits) or this
+        # store's own write count says something may have changed.
+        conn = self._conn()
+        stamp = (conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+        memo = getattr(self._local, "versions", None)
+        if memo is None or memo[0] != stamp:
+            rows = conn.execute("SELECT layer_id, version FROM gs_layer_state").fetchall()
+            memo = (stamp, {row["layer_id"]: int(row["version"]) for row in rows})
+            self._local.versions = memo
+        return dict(memo[1])
 
     def count(self, layer_id: str) -> int:
         layer = self.catalog.layer(layer_id)
@@ -440,6 +450,9 @@ class GeoPackageStore(Store):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            with self._lock:
+                self._writes += 1
         return results
 
     def _upsert(
