@@ -20,6 +20,7 @@ from geo_service.exports import ExportFormat, export_layer
 from geo_service.seeding import seed_store
 from geo_service.settings import Settings
 from geo_service.store import Store, open_store
+from geo_service.web.page import Tiles
 
 app = typer.Typer(
     help="Zhangdian support-resource map service (张店区拥军服务资源地图服务).",
@@ -142,6 +143,37 @@ def export(
     except GeoServiceError as error:
         _fail(error)
     console.print(f"wrote {written} features of {layer} to {out}")
+
+
+@app.command("map")
+def web_map(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write")],
+    tiles: Annotated[
+        Tiles | None, typer.Option(help="Basemap tiles (default: $GEO_SERVICE_TILES, or none)")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Write the web map as one standalone HTML file that opens from disk with
+    no server: every layer, script and style inlined; nearest computed in the page."""
+    from geo_service.nearest import SiteIndexCache
+    from geo_service.web.page import build_page, page_data
+    from geo_service.web.style import load_style
+
+    settings = _settings(store)
+    tiles = tiles or settings.tiles
+    try:
+        with _opened(store) as (opened, catalog):
+            style = load_style(settings.style_file, catalog)
+            data = page_data(catalog, opened, SiteIndexCache(opened).get(), tiles)
+            html = build_page(
+                catalog, style, tiles=tiles, tianditu_key=settings.tianditu_key, data=data
+            )
+    except GeoServiceError as error:
+        _fail(error)
+    out.write_text(html, encoding="utf-8")
+    sites = sum(len(data["layers"][layer.id]["features"]) for layer in catalog.facility_layers)
+    size = len(html.encode()) / 1024
+    console.print(f"wrote {out} ({size:.0f} KiB, {sites} sites, tiles {tiles})")
 
 
 @app.command()

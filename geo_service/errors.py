@@ -20,6 +20,7 @@ __all__ = [
     "InvalidParameter",
     "NotFound",
     "StoreError",
+    "StyleError",
 ]
 
 
@@ -95,6 +96,12 @@ class CatalogError(GeoServiceError, ValueError):
     """The layer catalog file itself is malformed."""
 
     title = "Invalid layer catalog"
+
+
+class StyleError(GeoServiceError, ValueError):
+    """The map style file (``maps/style.toml``) is malformed or names unknown layers."""
+
+    title = "Invalid map style"
 
 
 class StoreError(GeoServiceError, RuntimeError):

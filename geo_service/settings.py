@@ -9,6 +9,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geo_service.catalog import default_layers_dir
+from geo_service.web.page import Tiles
+from geo_service.web.style import default_style_file
 
 __all__ = ["Settings", "default_store_path"]
 
@@ -38,3 +40,13 @@ class Settings(BaseSettings):
     )
     max_items_limit: int = Field(default=10_000, ge=1)
     default_items_limit: int = Field(default=100, ge=1)
+    style_file: Path = Field(
+        default_factory=default_style_file,
+        description="Map style (colours, glyphs, title, view) that office staff edit",
+    )
+    tiles: Tiles = Field(
+        default=Tiles.none,
+        description="Basemap tiles: none (offline, drawn from the boundaries), osm, "
+        "tianditu (needs tianditu_key) or amap (GCJ-02: the map shifts everything)",
+    )
+    tianditu_key: str | None = Field(default=None, description="Key for tianditu tiles")

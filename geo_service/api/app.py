@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from geo_service.api import nearest, ogc
+from geo_service.api import nearest, ogc, webmap
 from geo_service.api.problems import install_problem_handlers
 from geo_service.catalog import load_catalog
 from geo_service.nearest import SiteIndexCache
 from geo_service.seeding import seed_store
 from geo_service.settings import Settings
 from geo_service.store import open_store
+from geo_service.web.page import build_page
+from geo_service.web.style import load_style
 
 __all__ = ["create_app"]
 
@@ -37,6 +39,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 store.location,
                 sum(len(r.inserted) for r in results.values()),
             )
+        # Built once: the page is the same for every resident; data comes by API.
+        style = load_style(settings.style_file, catalog)
+        app.state.map_page = build_page(
+            catalog, style, tiles=settings.tiles, tianditu_key=settings.tianditu_key
+        )
         app.state.catalog = catalog
         app.state.store = store
         app.state.site_indexes = SiteIndexCache(store)
@@ -59,4 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(ogc.router)
     app.include_router(nearest.router)
+    app.include_router(webmap.router)
+    webmap.mount_static(app)
     return app

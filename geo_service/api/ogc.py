@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 
 from geo_service.api import html
 from geo_service.api.media import MediaType
@@ -79,9 +79,13 @@ def landing(request: Request, f: FormatParam = None) -> Response:
             _link(f"{base}/docs", "service-doc", "text/html", "API documentation"),
             _link(f"{base}/conformance", "conformance", MediaType.json, "Conformance classes"),
             _link(f"{base}/collections", "data", MediaType.json, "Collections"),
+            _link(f"{base}/map", "related", "text/html", "Web map 地图"),
         ],
     }
     if wants_html(request, f):
+        # A browser opening the service gets the web map; ?f=html the API's front page.
+        if f is None:
+            return HTMLResponse(request.app.state.map_page)
         return html.page(body["title"], html.landing(body))
     return _json(body)
 

@@ -19,6 +19,7 @@ from geo_service.errors import (
     InvalidParameter,
     NotFound,
     StoreError,
+    StyleError,
 )
 
 __all__ = ["ERROR_STATUS", "install_problem_handlers", "problem_response"]
@@ -33,6 +34,7 @@ ERROR_STATUS: dict[type[GeoServiceError], int] = {
     NotFound: 404,
     StoreError: 503,
     CatalogError: 500,
+    StyleError: 500,
 }
 
 

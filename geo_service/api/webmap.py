@@ -1,0 +1,51 @@
+"""The resident web map: the page, its static files, and the open-now states it shows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from geo_service.api.media import MediaType
+from geo_service.nearest import LOCAL_TIME
+from geo_service.web.assets import ASSET_DIRS
+from geo_service.web.page import open_states
+
+__all__ = ["mount_static", "router"]
+
+router = APIRouter()
+
+
+@router.get(
+    "/map",
+    summary="The web map (张店区拥军服务资源地图)",
+    tags=["Web map"],
+    response_class=HTMLResponse,
+)
+def web_map(request: Request) -> HTMLResponse:
+    return HTMLResponse(request.app.state.map_page)
+
+
+@router.get(
+    "/open-state",
+    summary="Open, closed or unknown now, for every facility site",
+    description="Evaluated from each site's `opening_hours` in Asia/Shanghai time; "
+    "keys are `layer/id`. The web map's open-now badges come from here.",
+    tags=["Web map"],
+    response_class=Response,
+    responses={200: {"content": {MediaType.json.value: {}}}},
+)
+def open_state(request: Request) -> Response:
+    now = dt.datetime.now(LOCAL_TIME)
+    index = request.app.state.site_indexes.get()
+    body = {"at": now.isoformat(timespec="minutes"), "sites": open_states(index, now)}
+    return Response(orjson.dumps(body), media_type=MediaType.json)
+
+
+def mount_static(app: FastAPI) -> None:
+    """Leaflet, its clustering plugin (from installed packages) and the app's own files."""
+    for folder, directory in ASSET_DIRS.items():
+        app.mount(f"/static/{folder}", StaticFiles(directory=directory), name=f"static-{folder}")

@@ -1,0 +1,1 @@
+"""The resident web map: style, assets and the page built with folium."""

@@ -1,0 +1,190 @@
+"""The resident web map page, built with folium.
+
+folium draws the Leaflet map, its tile layer and the page skeleton; the
+project's ``static/app.js`` adds everything a resident uses (layers fetched as
+GeoJSON, clustering, popups, search, locate, the nearest panel). Two forms:
+
+- **served** (``/`` and ``/map``): scripts linked under ``static/``, layer data
+  fetched from the API, nearest answered by ``/nearest``;
+- **standalone** (``geo-service map --out``): scripts, styles and layer data
+  inlined in one file that opens from disk with no server; nearest is then
+  computed in the page (straight line on a sphere, stated as such).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+import folium
+import orjson
+from branca.element import Element, MacroElement
+from jinja2 import Template
+
+from geo_service.catalog import Catalog
+from geo_service.crs import CoordinateSystem
+from geo_service.errors import InvalidParameter
+from geo_service.geojson import feature_collection
+from geo_service.nearest import DETOUR_FACTOR, LOCAL_TIME, WALKING_SPEED_KMH, SiteIndex
+from geo_service.store import Store
+from geo_service.web.assets import SCRIPTS, STYLESHEETS
+from geo_service.web.style import MapStyle
+
+__all__ = ["Tiles", "build_page", "page_data"]
+
+
+class Tiles(StrEnum):
+    """Basemap tiles. ``none`` draws the district and towns as the basemap and
+    makes no request beyond the service; the others are online options."""
+
+    none = "none"
+    osm = "osm"
+    tianditu = "tianditu"
+    amap = "amap"
+
+    @property
+    def crs(self) -> CoordinateSystem:
+        """Coordinates the tiles are drawn in: Amap's are GCJ-02, so everything
+        drawn on them must be shifted too, or it sits ~500 m off."""
+        return CoordinateSystem.gcj02 if self == Tiles.amap else CoordinateSystem.wgs84
+
+
+def _add_tiles(fmap: folium.Map, tiles: Tiles, tianditu_key: str | None) -> None:
+    if tiles == Tiles.osm:
+        folium.TileLayer(
+            "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+            attr="© OpenStreetMap contributors",
+            name="OpenStreetMap",
+            max_zoom=19,
+        ).add_to(fmap)
+    elif tiles == Tiles.tianditu:
+        if not tianditu_key:
+            raise InvalidParameter(
+                "tiles", "tianditu tiles need a key: set GEO_SERVICE_TIANDITU_KEY"
+            )
+        for layer in ("vec", "cva"):  # streets, then Chinese labels on top
+            folium.TileLayer(
+                f"https://t{{s}}.tianditu.gov.cn/{layer}_w/wmts?SERVICE=WMTS&REQUEST=GetTile"
+                f"&VERSION=1.0.0&LAYER={layer}&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles"
+                f"&TILEMATRIX={{z}}&TILEROW={{y}}&TILECOL={{x}}&tk={tianditu_key}",
+                attr="© 天地图 Tianditu",
+                name=f"天地图 {layer}",
+                subdomains="01234567",
+                max_zoom=18,
+            ).add_to(fmap)
+    elif tiles == Tiles.amap:
+        folium.TileLayer(
+            "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1"
+            "&style=8&x={x}&y={y}&z={z}",
+            attr="© 高德地图 AutoNavi",
+            name="高德地图",
+            subdomains="1234",
+            max_zoom=18,
+        ).add_to(fmap)
+
+
+class _App(MacroElement):
+    """Starts the page script once folium has created the map."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        GeoServiceMap.start({{ this._parent.get_name() }},
+            JSON.parse(document.getElementById("gs-config").textContent),
+            {{ "JSON.parse(document.getElementById('gs-data').textContent)"
+               if this.embedded else "null" }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, embedded: bool):
+        super().__init__()
+        self._name = "GeoServiceApp"
+        self.embedded = embedded
+
+
+def _json_script(element_id: str, value: Any) -> str:
+    # "</" cannot end the script early once escaped; JSON stays valid.
+    text = orjson.dumps(value).decode().replace("</", "<\\/")
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+def build_page(
+    catalog: Catalog,
+    style: MapStyle,
+    *,
+    tiles: Tiles = Tiles.none,
+    tianditu_key: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> str:
+    """The page as HTML. With ``data`` (from ``page_data``) it is standalone:
+    every script, stylesheet and layer is inlined; without, it is served."""
+    standalone = data is not None
+    lon, lat = style.center
+    fmap = folium.Map(
+        location=[lat, lon],
+        zoom_start=style.zoom,
+        tiles=None,
+        control_scale=True,
+        zoom_control=False,  # the page adds it where the top bar does not cover it
+    )
+    # folium's defaults point at CDNs (jQuery, Bootstrap, Font Awesome...);
+    # the page needs none of them, and Leaflet comes from an installed package.
+    fmap.default_js, fmap.default_css = [], []
+    _add_tiles(fmap, tiles, tianditu_key)
+    root = fmap.get_root()
+    root.title = style.title_zh
+    # No favicon request: browsers would otherwise ask for /favicon.ico.
+    root.header.add_child(Element('<link rel="icon" href="data:,">'))
+    for sheet in STYLESHEETS:
+        root.header.add_child(
+            Element(f"<style>{sheet.text()}</style>")
+            if standalone
+            else Element(f'<link rel="stylesheet" href="{sheet.url}">')
+        )
+    for script in SCRIPTS:
+        root.header.add_child(
+            Element(f"<script>{script.text()}</script>")
+            if standalone
+            else Element(f'<script src="{script.url}"></script>')
+        )
+    config = style.config(catalog) | {
+        "mode": "standalone" if standalone else "served",
+        "tiles": tiles.value,
+        "crs": tiles.crs.value,
+        "walking": {"detour": DETOUR_FACTOR, "speedKmh": WALKING_SPEED_KMH},
+        "district": {"zh": catalog.district_zh, "en": catalog.district_en},
+    }
+    root.html.add_child(Element(_json_script("gs-config", config)))
+    if standalone:
+        root.html.add_child(Element(_json_script("gs-data", data)))
+    fmap.add_child(_App(embedded=standalone))
+    html = root.render()
+    return html.replace("<html>", '<html lang="zh-CN">', 1)
+
+
+def page_data(
+    catalog: Catalog, store: Store, index: SiteIndex, tiles: Tiles = Tiles.none
+) -> dict[str, Any]:
+    """Everything a standalone page embeds: every layer (in the tiles'
+    coordinate system) and each site's open state when it was exported."""
+    crs = tiles.crs
+    now = dt.datetime.now(LOCAL_TIME)
+    layers = {
+        layer.id: feature_collection(list(store.all_features(layer.id)), crs)
+        for layer in catalog.layers.values()
+    }
+    return {
+        "layers": layers,
+        "exportedAt": now.isoformat(timespec="minutes"),
+        "openState": open_states(index, now),
+    }
+
+
+def open_states(index: SiteIndex, when: dt.datetime) -> dict[str, str]:
+    """``layer/id`` -> open, closed or unknown at ``when``, for every site."""
+    return {
+        f"{feature.layer_id}/{feature.id}": index.open_state(row, when).value
+        for row, feature in enumerate(index.features)
+    }

@@ -1,0 +1,728 @@
+/* Zhangdian support-resource web map: the page script.
+ *
+ * Started by the folium page with the Leaflet map, a config (labels from the
+ * layer catalog, looks from maps/style.toml) and, for the standalone file,
+ * the embedded data. Served, it fetches every layer as GeoJSON from the API
+ * and asks /nearest; standalone, it uses the embedded layers and computes
+ * nearest in the page. No request ever leaves the service (or the file),
+ * except map tiles when tiles are configured.
+ */
+(function () {
+  "use strict";
+
+  var TEXT = {
+    zh: {
+      language: "EN",
+      languageTitle: "Switch to English",
+      sample: "示例数据：本图所示站点均为示例，名称、位置和信息仅供演示，不代表真实服务点。",
+      nearestTab: "最近服务",
+      layersTab: "图层与图例",
+      collapse: "收起",
+      expand: "展开",
+      search: "按名称搜索",
+      searchPlaceholder: "输入名称，如：银行、驿站",
+      noMatch: "没有找到名称相符的地点",
+      locate: "定位我",
+      pickHint: "点击地图选择位置，或点“定位我”。",
+      layer: "图层",
+      allLayers: "全部图层",
+      kind: "类型",
+      allKinds: "全部类型",
+      openNow: "只看正在开放",
+      openNowOffline: "离线文件无法判断实时开放状态",
+      here: "您选择的位置",
+      loading: "正在查询……",
+      noResult: "附近没有符合条件的地点",
+      failed: "查询失败：",
+      located: "已定位",
+      locateFailed: "无法获取位置：",
+      walk: "步行约 {m} 分钟",
+      walkNote: "步行时间按直线距离 × {d} ÷ {s} 公里/小时估算。",
+      offlineNote: "离线文件：距离为球面直线距离，在本页计算。",
+      open: "开放中",
+      closed: "已关闭",
+      unknown: "开放时间未知",
+      asOfExport: "（导出时）",
+      district: "区界",
+      towns: "镇街界",
+      navigate: "导航",
+      amap: "高德地图",
+      baidu: "百度地图",
+      tencent: "腾讯地图",
+      sampleTag: "示例",
+      loadFailed: "图层加载失败：",
+      sites: "个"
+    },
+    en: {
+      language: "中文",
+      languageTitle: "切换到中文",
+      sample: "Sample data: every site on this map is an example; names, positions and details are for demonstration and are not real service points.",
+      nearestTab: "Nearest",
+      layersTab: "Layers & legend",
+      collapse: "Hide",
+      expand: "Show",
+      search: "Search by name",
+      searchPlaceholder: "Type a name, e.g. 银行 (bank)",
+      noMatch: "No place with that name",
+      locate: "Locate me",
+      pickHint: "Tap the map to choose a point, or use “Locate me”.",
+      layer: "Layer",
+      allLayers: "All layers",
+      kind: "Kind",
+      allKinds: "All kinds",
+      openNow: "Open now only",
+      openNowOffline: "The offline file cannot tell what is open now",
+      here: "Your chosen point",
+      loading: "Searching…",
+      noResult: "No matching place nearby",
+      failed: "Search failed: ",
+      located: "Located",
+      locateFailed: "Could not get your position: ",
+      walk: "about {m} min walk",
+      walkNote: "Walking time: straight-line distance × {d} ÷ {s} km/h.",
+      offlineNote: "Offline file: straight-line distances on a sphere, computed in this page.",
+      open: "Open",
+      closed: "Closed",
+      unknown: "Hours unknown",
+      asOfExport: " (at export)",
+      district: "District boundary",
+      towns: "Town boundaries",
+      navigate: "Navigate",
+      amap: "Amap",
+      baidu: "Baidu Maps",
+      tencent: "Tencent Maps",
+      sampleTag: "sample",
+      loadFailed: "Could not load layer: ",
+      sites: ""
+    }
+  };
+
+  // -- coordinate systems: the same published formulas as geo_service/crs.py --
+  var GCJ_A = 6378245.0;
+  var GCJ_EE = 0.00669342162296594323;
+  var BD_PI = Math.PI * 3000.0 / 180.0;
+
+  function insideChina(lon, lat) {
+    return lon >= 72.004 && lon <= 137.8347 && lat >= 0.8293 && lat <= 55.8271;
+  }
+
+  function wgs84ToGcj02(lon, lat) {
+    if (!insideChina(lon, lat)) return [lon, lat];
+    var x = lon - 105.0, y = lat - 35.0, PI = Math.PI;
+    var dLat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * Math.sqrt(Math.abs(x));
+    dLat += (20.0 * Math.sin(6.0 * x * PI) + 20.0 * Math.sin(2.0 * x * PI)) * 2.0 / 3.0;
+    dLat += (20.0 * Math.sin(y * PI) + 40.0 * Math.sin(y / 3.0 * PI)) * 2.0 / 3.0;
+    dLat += (160.0 * Math.sin(y / 12.0 * PI) + 320.0 * Math.sin(y * PI / 30.0)) * 2.0 / 3.0;
+    var dLon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * Math.sqrt(Math.abs(x));
+    dLon += (20.0 * Math.sin(6.0 * x * PI) + 20.0 * Math.sin(2.0 * x * PI)) * 2.0 / 3.0;
+    dLon += (20.0 * Math.sin(x * PI) + 40.0 * Math.sin(x / 3.0 * PI)) * 2.0 / 3.0;
+    dLon += (150.0 * Math.sin(x / 12.0 * PI) + 300.0 * Math.sin(x / 30.0 * PI)) * 2.0 / 3.0;
+    var radLat = lat / 180.0 * PI;
+    var magic = 1.0 - GCJ_EE * Math.pow(Math.sin(radLat), 2);
+    var sqrtMagic = Math.sqrt(magic);
+    dLat = (dLat * 180.0) / ((GCJ_A * (1.0 - GCJ_EE)) / (magic * sqrtMagic) * PI);
+    dLon = (dLon * 180.0) / (GCJ_A / sqrtMagic * Math.cos(radLat) * PI);
+    return [lon + dLon, lat + dLat];
+  }
+
+  function gcj02ToBd09(lon, lat) {
+    var z = Math.sqrt(lon * lon + lat * lat) + 0.00002 * Math.sin(lat * BD_PI);
+    var theta = Math.atan2(lat, lon) + 0.000003 * Math.cos(lon * BD_PI);
+    return [z * Math.cos(theta) + 0.0065, z * Math.sin(theta) + 0.006];
+  }
+
+  // Straight-line distance on a sphere, for the offline file only.
+  function sphericalMetres(lat1, lon1, lat2, lon2) {
+    var r = Math.PI / 180, R = 6371008.8;
+    var a = Math.pow(Math.sin((lat2 - lat1) * r / 2), 2) +
+      Math.cos(lat1 * r) * Math.cos(lat2 * r) * Math.pow(Math.sin((lon2 - lon1) * r / 2), 2);
+    return 2 * R * Math.asin(Math.sqrt(a));
+  }
+
+  function escapeHtml(value) {
+    return String(value == null ? "" : value).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) {
+      if (key === "text") node.textContent = attrs[key];
+      else if (key === "html") node.innerHTML = attrs[key];
+      else if (key.slice(0, 2) === "on") node.addEventListener(key.slice(2), attrs[key]);
+      else node.setAttribute(key, attrs[key]);
+    });
+    (children || []).forEach(function (child) { if (child) node.appendChild(child); });
+    return node;
+  }
+
+  function formatDistance(metres) {
+    return metres < 1000 ? Math.round(metres) + " m" : (metres / 1000).toFixed(1) + " km";
+  }
+
+  function App(map, config, embedded) {
+    this.map = map;
+    this.config = config;
+    this.embedded = embedded;
+    this.lang = (window.localStorage && localStorage.getItem("gs-lang")) || "zh";
+    this.layers = {};       // layer id -> {config, cluster, markers: [], visible, hiddenKinds}
+    this.sites = [];        // every facility feature, with its layer and marker
+    this.openState = {};    // "layer/id" -> open | closed | unknown
+    this.point = null;      // L.LatLng chosen by the resident
+    this.sampleShown = false;
+    this.nearestLayer = L.layerGroup().addTo(map);
+    this.ready = null;
+  }
+
+  App.prototype.t = function (key, values) {
+    var text = TEXT[this.lang][key];
+    Object.keys(values || {}).forEach(function (name) { text = text.replace("{" + name + "}", values[name]); });
+    return text;
+  };
+
+  App.prototype.label = function (entry) {
+    return entry ? entry[this.lang] || entry.zh : "";
+  };
+
+  App.prototype.kindConfig = function (layerId, kindId) {
+    var layer = this.layers[layerId].config;
+    for (var i = 0; i < layer.kinds.length; i++) if (layer.kinds[i].id === kindId) return layer.kinds[i];
+    return { id: kindId, zh: kindId, en: kindId, colour: layer.colour, glyph: layer.glyph };
+  };
+
+  App.prototype.start = function () {
+    var self = this;
+    // Clustering needs a zoom range; with no tile layer the map has none of its own.
+    this.map.setMinZoom(8);
+    this.map.setMaxZoom(19);
+    L.control.zoom({ position: "topright" }).addTo(this.map);
+    if (this.config.tiles === "none") {
+      this.map.getContainer().style.background = this.config.boundaries.water;
+    }
+    this.config.layers.forEach(function (layer) {
+      self.layers[layer.id] = {
+        config: layer,
+        markers: [],
+        visible: true,
+        hiddenKinds: {},
+        cluster: L.markerClusterGroup({
+          showCoverageOnHover: false,
+          maxClusterRadius: 45,
+          chunkedLoading: true,
+          iconCreateFunction: function (cluster) {
+            return L.divIcon({
+              className: "gs-cluster",
+              html: '<span style="background:' + layer.colour + '">' + cluster.getChildCount() + "</span>",
+              iconSize: [44, 44]
+            });
+          }
+        })
+      };
+    });
+    this.buildUi();
+    window.addEventListener("resize", function () { self.layoutTop(); });
+    this.map.on("click", function (event) { self.setPoint(event.latlng, false); });
+    this.ready = this.load().then(function () {
+      document.body.setAttribute("data-gs-ready", "1");
+    }, function (error) {
+      console.error(error);
+      self.showError(self.t("loadFailed") + (error && error.message || error));
+      document.body.setAttribute("data-gs-ready", "error");
+    });
+    return this;
+  };
+
+  // -- data ------------------------------------------------------------------
+
+  App.prototype.fetchJson = function (url) {
+    return fetch(url, { headers: { Accept: "application/geo+json, application/json" } }).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) throw new Error(body.detail || body.title || response.statusText);
+        return body;
+      });
+    });
+  };
+
+  App.prototype.fetchLayer = function (layerId) {
+    // Follows the OGC "next" links, so a layer larger than one page still loads whole.
+    var self = this, features = [];
+    function page(url) {
+      return self.fetchJson(url).then(function (body) {
+        features = features.concat(body.features);
+        var next = (body.links || []).filter(function (link) { return link.rel === "next"; })[0];
+        return next ? page(next.href) : { type: "FeatureCollection", features: features };
+      });
+    }
+    return page("collections/" + layerId + "/items?limit=10000&crs=" + this.config.crs);
+  };
+
+  App.prototype.load = function () {
+    var self = this;
+    var ids = ["district", "towns"].concat(this.config.layers.map(function (l) { return l.id; }));
+    var got = this.embedded
+      ? Promise.resolve(ids.map(function (id) { return self.embedded.layers[id] || { features: [] }; }))
+      : Promise.all(ids.map(function (id) { return self.fetchLayer(id); }));
+    var states = this.embedded ? Promise.resolve(this.embedded.openState) : this.fetchOpenState();
+    return Promise.all([got, states]).then(function (results) {
+      var collections = results[0];
+      self.openState = results[1] || {};
+      self.drawBoundaries(collections[0], collections[1]);
+      self.config.layers.forEach(function (layer, i) { self.addSites(layer.id, collections[i + 2]); });
+      self.renderLegend();
+      self.updateSampleNotice();
+      if (!self.embedded) {
+        // Open-now badges follow the clock while the page stays open.
+        window.setInterval(function () { self.fetchOpenState().then(function (s) { self.openState = s; }); }, 300000);
+      }
+    });
+  };
+
+  App.prototype.fetchOpenState = function () {
+    return this.fetchJson("open-state").then(function (body) { return body.sites; });
+  };
+
+  App.prototype.drawBoundaries = function (district, towns) {
+    var colours = this.config.boundaries, noTiles = this.config.tiles === "none";
+    L.geoJSON(district, {
+      interactive: false,
+      style: {
+        color: colours.district, weight: 3, fill: noTiles, fillColor: colours.land, fillOpacity: 1
+      }
+    }).addTo(this.map);
+    L.geoJSON(towns, {
+      interactive: false,
+      style: { color: colours.town, weight: 1.5, dashArray: "5 4", fill: false },
+      onEachFeature: function (feature, layer) {
+        layer.bindTooltip(escapeHtml(feature.properties.name), {
+          permanent: true, direction: "center", className: "gs-town-label", interactive: false
+        });
+      }
+    }).addTo(this.map);
+  };
+
+  App.prototype.addSites = function (layerId, collection) {
+    var self = this, entry = this.layers[layerId];
+    collection.features.forEach(function (feature) {
+      if (!feature.geometry || feature.geometry.type !== "Point") return;
+      var props = feature.properties, kind = self.kindConfig(layerId, props.kind);
+      var lonlat = feature.geometry.coordinates;
+      var marker = L.marker([lonlat[1], lonlat[0]], {
+        title: props.name,
+        alt: props.name,
+        icon: L.divIcon({
+          className: "gs-marker",
+          html: '<span data-layer="' + layerId + '" data-id="' + escapeHtml(feature.id) +
+            '" style="background:' + kind.colour + '">' + escapeHtml(kind.glyph) + "</span>",
+          iconSize: [44, 44],
+          iconAnchor: [22, 22],
+          popupAnchor: [0, -16]
+        })
+      });
+      var site = { layer: layerId, feature: feature, marker: marker };
+      marker.bindPopup(function () { return self.popupHtml(site); }, { maxWidth: 300, autoPanPaddingTopLeft: [10, 60] });
+      entry.markers.push(marker);
+      self.sites.push(site);
+      if (props.sample) self.sampleShown = true;
+    });
+    entry.cluster.addLayers(entry.markers);
+    entry.cluster.addTo(this.map);
+  };
+
+  // -- popups ----------------------------------------------------------------
+
+  App.prototype.openBadge = function (site) {
+    var state = this.openState[site.layer + "/" + site.feature.id] || "unknown";
+    var suffix = this.embedded && state !== "unknown" ? this.t("asOfExport") : "";
+    return '<span class="gs-badge gs-' + state + '">' + this.t(state) + suffix + "</span>";
+  };
+
+  App.prototype.navigationLinks = function (site) {
+    var c = site.feature.geometry.coordinates;
+    var gcj = this.config.crs === "gcj02" ? c : wgs84ToGcj02(c[0], c[1]);
+    var bd = gcj02ToBd09(gcj[0], gcj[1]);
+    var name = encodeURIComponent(site.feature.properties.name || site.feature.id);
+    return {
+      amap: "https://uri.amap.com/marker?position=" + gcj[0].toFixed(6) + "," + gcj[1].toFixed(6) +
+        "&name=" + name + "&coordinate=gaode&callnative=1",
+      baidu: "https://api.map.baidu.com/marker?location=" + bd[1].toFixed(6) + "," + bd[0].toFixed(6) +
+        "&title=" + name + "&content=" + name + "&output=html&coord_type=bd09ll&src=zhangdian.geo-service",
+      tencent: "https://apis.map.qq.com/uri/v1/marker?marker=coord:" + gcj[1].toFixed(6) + "," +
+        gcj[0].toFixed(6) + ";title:" + name + "&referer=zhangdian-geo-service"
+    };
+  };
+
+  App.prototype.popupHtml = function (site) {
+    var self = this, p = site.feature.properties, values = this.config.values, names = this.config.properties;
+    var layer = this.layers[site.layer].config, kind = this.kindConfig(site.layer, p.kind);
+    function row(name, html) {
+      return html ? "<dt>" + escapeHtml(self.label(names[name])) + "</dt><dd>" + html + "</dd>" : "";
+    }
+    function list(name, key) {
+      return (p[name] || []).map(function (v) { return escapeHtml(self.label(values[key][v]) || v); }).join("、");
+    }
+    var phone = p.phone ? '<a href="tel:' + escapeHtml(String(p.phone).replace(/[^0-9+]/g, "")) + '">' + escapeHtml(p.phone) + "</a>" : "";
+    var hours = (p.opening_hours ? escapeHtml(p.opening_hours) + " " : "") + this.openBadge(site);
+    var links = this.navigationLinks(site);
+    return '<div class="gs-popup" lang="' + (this.lang === "zh" ? "zh-CN" : "en") + '">' +
+      "<h3>" + escapeHtml(p.name) + (p.sample ? ' <span class="gs-badge gs-sample-tag">' + this.t("sampleTag") + "</span>" : "") + "</h3>" +
+      '<div class="gs-meta">' + escapeHtml(this.label(layer)) + " · " + escapeHtml(this.label(kind)) + "</div><dl>" +
+      row("address", escapeHtml(p.address)) +
+      row("phone", phone) +
+      row("opening_hours", hours) +
+      row("window", escapeHtml(p.window)) +
+      row("services", list("services", "services")) +
+      row("eligible", list("eligible", "eligible")) +
+      row("responsible_unit", escapeHtml(p.responsible_unit)) +
+      (p.status && p.status !== "open" ? row("status", escapeHtml(this.label(values.status[p.status]))) : "") +
+      "</dl><div class=\"gs-nav\" aria-label=\"" + this.t("navigate") + "\">" +
+      ["amap", "baidu", "tencent"].map(function (app) {
+        return '<a target="_blank" rel="noopener" data-app="' + app + '" href="' + escapeHtml(links[app]) + '">' + self.t(app) + "</a>";
+      }).join("") + "</div></div>";
+  };
+
+  // -- the panel -------------------------------------------------------------
+
+  App.prototype.buildUi = function () {
+    var self = this, container = this.map.getContainer().parentNode || document.body;
+    this.ui = {};
+    this.ui.title = el("h1");
+    this.ui.language = el("button", { "class": "gs-button", type: "button", id: "gs-language", onclick: function () { self.setLanguage(self.lang === "zh" ? "en" : "zh"); } });
+    this.ui.bar = el("div", { "class": "gs-bar" }, [this.ui.title, this.ui.language]);
+    this.ui.sample = el("div", { "class": "gs-sample", id: "gs-sample", role: "note", hidden: "" });
+    this.ui.top = el("div", { "class": "gs-top" }, [this.ui.bar, this.ui.sample]);
+
+    this.ui.toggle = el("button", { "class": "gs-button", type: "button", id: "gs-toggle", "aria-expanded": "true", onclick: function () { self.togglePanel(); } });
+    this.ui.locate = el("button", { "class": "gs-button gs-primary", type: "button", id: "gs-locate", onclick: function () { self.locate(); } });
+    var handle = el("div", { "class": "gs-handle" }, [this.ui.locate, this.ui.toggle]);
+
+    this.ui.searchLabel = el("h2");
+    this.ui.search = el("input", { type: "search", id: "gs-search", autocomplete: "off", oninput: function () { self.search(self.ui.search.value); } });
+    this.ui.matches = el("ul", { "class": "gs-list", id: "gs-matches" });
+    var searchSection = el("section", { "class": "gs-section" }, [this.ui.searchLabel, el("div", { "class": "gs-row" }, [this.ui.search]), this.ui.matches]);
+
+    this.ui.nearestLabel = el("h2");
+    this.ui.hint = el("p", { "class": "gs-hint" });
+    this.ui.layerSelect = el("select", { id: "gs-nearest-layer", onchange: function () { self.fillKindSelect(); self.runNearest(); } });
+    this.ui.kindSelect = el("select", { id: "gs-nearest-kind", onchange: function () { self.runNearest(); } });
+    this.ui.openNow = el("input", { type: "checkbox", id: "gs-open-now", onchange: function () { self.runNearest(); } });
+    this.ui.openNowText = el("span");
+    if (this.embedded) this.ui.openNow.disabled = true;
+    this.ui.status = el("p", { "class": "gs-hint", id: "gs-status", "aria-live": "polite" });
+    this.ui.results = el("ol", { "class": "gs-list", id: "gs-nearest" });
+    this.ui.note = el("p", { "class": "gs-hint" });
+    var nearestSection = el("section", { "class": "gs-section", id: "gs-nearest-section" }, [
+      this.ui.nearestLabel, this.ui.hint,
+      el("div", { "class": "gs-row" }, [this.ui.layerSelect, this.ui.kindSelect]),
+      el("label", { "class": "gs-check" }, [this.ui.openNow, this.ui.openNowText]),
+      this.ui.status, this.ui.results, this.ui.note
+    ]);
+
+    this.ui.legendLabel = el("h2");
+    this.ui.legend = el("div", { id: "gs-legend" });
+    var legendSection = el("section", { "class": "gs-section" }, [this.ui.legendLabel, this.ui.legend]);
+
+    this.ui.panel = el("div", { "class": "gs-panel", id: "gs-panel" }, [handle, nearestSection, searchSection, legendSection]);
+    // Taps and scrolls in the panel must not reach the map underneath.
+    L.DomEvent.disableClickPropagation(this.ui.panel);
+    L.DomEvent.disableScrollPropagation(this.ui.panel);
+    L.DomEvent.disableClickPropagation(this.ui.top);
+    [this.ui.top, this.ui.panel].forEach(function (node) { container.appendChild(node); });
+    this.renderTexts();
+  };
+
+  App.prototype.renderTexts = function () {
+    var t = this.t.bind(this);
+    document.documentElement.lang = this.lang === "zh" ? "zh-CN" : "en";
+    this.ui.title.textContent = this.label(this.config.title);
+    document.title = this.label(this.config.title);
+    this.ui.language.textContent = t("language");
+    this.ui.language.title = t("languageTitle");
+    this.ui.sample.textContent = t("sample");
+    this.layoutTop();
+    this.ui.toggle.textContent = this.ui.panel && this.ui.panel.classList.contains("gs-collapsed") ? t("expand") : t("collapse");
+    this.ui.locate.textContent = t("locate");
+    this.ui.searchLabel.textContent = t("search");
+    this.ui.search.placeholder = t("searchPlaceholder");
+    this.ui.search.setAttribute("aria-label", t("search"));
+    this.ui.nearestLabel.textContent = t("nearestTab");
+    this.ui.hint.textContent = t("pickHint");
+    this.ui.openNowText.textContent = this.embedded ? t("openNowOffline") : t("openNow");
+    this.ui.legendLabel.textContent = t("layersTab");
+    this.ui.note.textContent = t("walkNote", { d: this.config.walking.detour, s: this.config.walking.speedKmh }) +
+      (this.embedded ? " " + t("offlineNote") : "");
+    this.fillLayerSelect();
+    this.renderLegend();
+    if (this.lastResults) this.renderResults(this.lastResults);
+  };
+
+  App.prototype.setLanguage = function (lang) {
+    this.lang = lang;
+    try { localStorage.setItem("gs-lang", lang); } catch (e) { /* private mode: fine */ }
+    this.renderTexts();
+    this.map.closePopup();
+  };
+
+  App.prototype.togglePanel = function () {
+    var collapsed = this.ui.panel.classList.toggle("gs-collapsed");
+    this.ui.toggle.setAttribute("aria-expanded", collapsed ? "false" : "true");
+    this.ui.toggle.textContent = this.t(collapsed ? "expand" : "collapse");
+  };
+
+  App.prototype.updateSampleNotice = function () {
+    if (this.sampleShown) this.ui.sample.removeAttribute("hidden");
+    else this.ui.sample.setAttribute("hidden", "");
+    this.layoutTop();
+  };
+
+  // Map controls and the desktop panel start below the title bar and notice.
+  App.prototype.layoutTop = function () {
+    document.documentElement.style.setProperty("--gs-top", this.ui.top.offsetHeight + "px");
+  };
+
+  // The part of the map the panel covers, so fitted views stay visible.
+  App.prototype.viewPadding = function () {
+    var panel = this.ui.panel.getBoundingClientRect(), map = this.map.getContainer().getBoundingClientRect();
+    var top = this.ui.top.offsetHeight + 10;
+    if (panel.width < map.width * 0.8) return { paddingTopLeft: [panel.right - map.left + 10, top], paddingBottomRight: [10, 10] };
+    return { paddingTopLeft: [10, top], paddingBottomRight: [10, map.bottom - panel.top + 10] };
+  };
+
+  App.prototype.fillLayerSelect = function () {
+    var self = this, select = this.ui.layerSelect, current = select.value;
+    select.innerHTML = "";
+    select.appendChild(el("option", { value: "", text: this.t("allLayers") }));
+    this.config.layers.forEach(function (layer) {
+      select.appendChild(el("option", { value: layer.id, text: self.label(layer) }));
+    });
+    select.value = current;
+    select.setAttribute("aria-label", this.t("layer"));
+    this.fillKindSelect();
+  };
+
+  App.prototype.fillKindSelect = function () {
+    var self = this, select = this.ui.kindSelect, current = select.value, layerId = this.ui.layerSelect.value;
+    select.innerHTML = "";
+    select.appendChild(el("option", { value: "", text: this.t("allKinds") }));
+    this.config.layers.forEach(function (layer) {
+      if (layerId && layer.id !== layerId) return;
+      layer.kinds.forEach(function (kind) {
+        select.appendChild(el("option", { value: kind.id, text: self.label(kind) }));
+      });
+    });
+    select.value = Array.prototype.some.call(select.options, function (o) { return o.value === current; }) ? current : "";
+    select.setAttribute("aria-label", this.t("kind"));
+  };
+
+  // -- legend and layer toggles -----------------------------------------------
+
+  App.prototype.renderLegend = function () {
+    if (!this.ui || !this.ui.legend) return;
+    var self = this, legend = this.ui.legend, counts = {};
+    this.sites.forEach(function (s) {
+      var key = s.layer + "/" + s.feature.properties.kind;
+      counts[key] = (counts[key] || 0) + 1;
+    });
+    legend.innerHTML = "";
+    this.config.layers.forEach(function (layer) {
+      var entry = self.layers[layer.id];
+      var box = el("input", { type: "checkbox", "data-layer": layer.id, onchange: function (e) { self.setLayerVisible(layer.id, e.target.checked); } });
+      box.checked = entry.visible;
+      legend.appendChild(el("label", { "class": "gs-check gs-layer-toggle" }, [
+        box,
+        el("span", { "class": "gs-swatch", style: "background:" + layer.colour, text: layer.glyph }),
+        el("span", { text: self.label(layer) }),
+        el("span", { "class": "gs-count", text: String(entry.markers.length) + self.t("sites") })
+      ]));
+      var kinds = el("div", { "class": "gs-legend-kinds" });
+      layer.kinds.forEach(function (kind) {
+        var count = counts[layer.id + "/" + kind.id] || 0;
+        if (!count) return;
+        var kindBox = el("input", { type: "checkbox", "data-layer": layer.id, "data-kind": kind.id, onchange: function (e) { self.setKindVisible(layer.id, kind.id, e.target.checked); } });
+        kindBox.checked = !entry.hiddenKinds[kind.id];
+        kinds.appendChild(el("label", { "class": "gs-check" }, [
+          kindBox,
+          el("span", { "class": "gs-swatch", style: "background:" + kind.colour, text: kind.glyph }),
+          el("span", { text: self.label(kind) }),
+          el("span", { "class": "gs-count", text: String(count) })
+        ]));
+      });
+      legend.appendChild(kinds);
+    });
+    var b = this.config.boundaries;
+    legend.appendChild(el("div", { "class": "gs-row" }, [el("span", { "class": "gs-line-swatch", style: "border-color:" + b.district }), el("span", { text: this.t("district") })]));
+    legend.appendChild(el("div", { "class": "gs-row" }, [el("span", { "class": "gs-line-swatch", style: "border-top-style:dashed;border-color:" + b.town }), el("span", { text: this.t("towns") })]));
+  };
+
+  App.prototype.setLayerVisible = function (layerId, visible) {
+    var entry = this.layers[layerId];
+    entry.visible = visible;
+    if (visible) entry.cluster.addTo(this.map);
+    else this.map.removeLayer(entry.cluster);
+  };
+
+  App.prototype.setKindVisible = function (layerId, kindId, visible) {
+    var entry = this.layers[layerId];
+    var markers = this.sites.filter(function (s) { return s.layer === layerId && s.feature.properties.kind === kindId; })
+      .map(function (s) { return s.marker; });
+    if (visible) { delete entry.hiddenKinds[kindId]; entry.cluster.addLayers(markers); }
+    else { entry.hiddenKinds[kindId] = true; entry.cluster.removeLayers(markers); }
+  };
+
+  // -- search ----------------------------------------------------------------
+
+  App.prototype.search = function (text) {
+    var self = this, query = text.trim().toLowerCase(), list = this.ui.matches;
+    list.innerHTML = "";
+    if (!query) return;
+    var found = this.sites.filter(function (s) {
+      return String(s.feature.properties.name || "").toLowerCase().indexOf(query) >= 0;
+    }).slice(0, 8);
+    if (!found.length) { list.appendChild(el("li", { "class": "gs-hint", text: this.t("noMatch") })); return; }
+    found.forEach(function (site) {
+      var kind = self.kindConfig(site.layer, site.feature.properties.kind);
+      list.appendChild(el("li", {}, [el("button", { type: "button", onclick: function () { self.focus(site); } }, [
+        el("span", { "class": "gs-swatch", style: "background:" + kind.colour, text: kind.glyph }),
+        el("span", {}, [el("span", { text: site.feature.properties.name }), el("span", { "class": "gs-meta", text: self.label(kind) + " · " + (site.feature.properties.address || "") })])
+      ])]));
+    });
+  };
+
+  App.prototype.focus = function (site) {
+    var entry = this.layers[site.layer];
+    if (!entry.visible) { this.setLayerVisible(site.layer, true); this.renderLegend(); }
+    if (entry.hiddenKinds[site.feature.properties.kind]) { this.setKindVisible(site.layer, site.feature.properties.kind, true); this.renderLegend(); }
+    entry.cluster.zoomToShowLayer(site.marker, function () { site.marker.openPopup(); });
+  };
+
+  // -- the resident's point and the nearest sites --------------------------------
+
+  App.prototype.locate = function () {
+    var self = this;
+    if (!navigator.geolocation) { this.showError(this.t("locateFailed") + "geolocation"); return; }
+    navigator.geolocation.getCurrentPosition(function (position) {
+      var lon = position.coords.longitude, lat = position.coords.latitude;
+      // Browsers report WGS-84; a GCJ-02 basemap needs the shifted position.
+      if (self.config.crs === "gcj02") { var g = wgs84ToGcj02(lon, lat); lon = g[0]; lat = g[1]; }
+      self.setPoint(L.latLng(lat, lon), true);
+    }, function (error) {
+      self.showError(self.t("locateFailed") + error.message);
+    }, { enableHighAccuracy: true, timeout: 15000, maximumAge: 60000 });
+  };
+
+  App.prototype.setPoint = function (latlng, pan) {
+    this.point = latlng;
+    if (pan) this.map.setView(latlng, Math.max(this.map.getZoom(), 14));
+    this.runNearest();
+  };
+
+  App.prototype.showError = function (message) {
+    this.ui.status.className = "gs-error";
+    this.ui.status.textContent = message;
+  };
+
+  App.prototype.nearestFilters = function () {
+    return {
+      layer: this.ui.layerSelect.value,
+      kind: this.ui.kindSelect.value,
+      openNow: this.ui.openNow.checked && !this.embedded
+    };
+  };
+
+  App.prototype.runNearest = function () {
+    if (!this.point) return Promise.resolve([]);
+    var self = this, filters = this.nearestFilters(), k = this.config.nearestK, ticket = {};
+    this.ticket = ticket;
+    this.ui.status.className = "gs-hint";
+    this.ui.status.textContent = this.t("loading");
+    var answer;
+    if (this.embedded) {
+      answer = Promise.resolve(this.nearestOffline(filters, k));
+    } else {
+      var params = ["lon=" + this.point.lng.toFixed(6), "lat=" + this.point.lat.toFixed(6), "k=" + k, "crs=" + this.config.crs];
+      if (filters.layer) params.push("layers=" + encodeURIComponent(filters.layer));
+      if (filters.kind) params.push("kind=" + encodeURIComponent(filters.kind));
+      if (filters.openNow) params.push("open_now=true");
+      answer = this.fetchJson("nearest?" + params.join("&")).then(function (body) {
+        return body.features.map(function (f) {
+          return { site: self.findSite(f.properties.layer, f.id), distance: f.properties.distance_m, walk: f.properties.walk_minutes, feature: f };
+        });
+      });
+    }
+    return answer.then(function (results) {
+      if (self.ticket !== ticket) return results; // a newer question was asked meanwhile
+      self.lastResults = results;
+      self.renderResults(results);
+      return results;
+    }, function (error) {
+      if (self.ticket === ticket) self.showError(self.t("failed") + error.message);
+      return [];
+    });
+  };
+
+  App.prototype.findSite = function (layerId, id) {
+    for (var i = 0; i < this.sites.length; i++) {
+      if (this.sites[i].layer === layerId && String(this.sites[i].feature.id) === String(id)) return this.sites[i];
+    }
+    return null;
+  };
+
+  App.prototype.nearestOffline = function (filters, k) {
+    var self = this, p = this.point, w = this.config.walking;
+    return this.sites.filter(function (s) {
+      var props = s.feature.properties;
+      return (!filters.layer || s.layer === filters.layer) && (!filters.kind || props.kind === filters.kind) &&
+        (props.status || "open") === "open";
+    }).map(function (s) {
+      var c = s.feature.geometry.coordinates, d = sphericalMetres(p.lat, p.lng, c[1], c[0]);
+      return { site: s, distance: d, walk: d * w.detour / (w.speedKmh * 1000 / 60) };
+    }).sort(function (a, b) {
+      return a.distance - b.distance || String(a.site.feature.id).localeCompare(String(b.site.feature.id));
+    }).slice(0, k).map(function (r) { r.feature = r.site.feature; return r; }).filter(function () { return self.point === p; });
+  };
+
+  App.prototype.renderResults = function (results) {
+    var self = this, list = this.ui.results, p = this.point;
+    list.innerHTML = "";
+    this.nearestLayer.clearLayers();
+    L.marker(p, {
+      icon: L.divIcon({ className: "gs-here", html: "<span></span>", iconSize: [44, 44], iconAnchor: [22, 22] }),
+      title: this.t("here"), interactive: false, keyboard: false
+    }).addTo(this.nearestLayer);
+    this.ui.status.className = "gs-hint";
+    this.ui.status.textContent = results.length ? "" : this.t("noResult");
+    var bounds = L.latLngBounds([p]);
+    results.forEach(function (result, i) {
+      var f = result.feature, props = f.properties, layerId = result.site ? result.site.layer : props.layer;
+      var kind = self.kindConfig(layerId, props.kind);
+      var target = L.latLng(f.geometry.coordinates[1], f.geometry.coordinates[0]);
+      bounds.extend(target);
+      L.polyline([p, target], { color: kind.colour, weight: 3, dashArray: "6 6", opacity: 0.85, interactive: false }).addTo(self.nearestLayer);
+      var badge = result.site ? self.openBadge(result.site) : "";
+      var button = el("button", { type: "button", "data-id": f.id, "data-layer": layerId, onclick: function () { if (result.site) self.focus(result.site); } }, [
+        el("span", { "class": "gs-num", text: String(i + 1) }),
+        el("span", {}, [
+          el("span", { "class": "gs-name", text: props.name }),
+          el("span", { "class": "gs-meta", html: escapeHtml(self.label(kind)) + " · " + formatDistance(result.distance) + " · " +
+            escapeHtml(self.t("walk", { m: Math.max(1, Math.round(result.walk)) })) + " " + badge })
+        ])
+      ]);
+      list.appendChild(el("li", {}, [button]));
+    });
+    if (results.length) {
+      var padding = this.viewPadding();
+      padding.maxZoom = 16;
+      this.map.fitBounds(bounds.pad(0.1), padding);
+    }
+  };
+
+  window.GeoServiceMap = {
+    start: function (map, config, embedded) {
+      var app = new App(map, config, embedded).start();
+      window.gsApp = app; // for the browser tests and the curious
+      return app;
+    },
+    wgs84ToGcj02: wgs84ToGcj02,
+    gcj02ToBd09: gcj02ToBd09
+  };
+})();

@@ -1,0 +1,199 @@
+"""The map style office staff edit (``maps/style.toml``), checked against the catalog.
+
+The catalog says what layers and kinds exist and what they are called; the
+style says how they look. A style naming a layer or kind the catalog does not
+know, or a colour that is not a colour, is refused with every problem named,
+so a typo never silently drops a layer from the map.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geo_service.catalog import Catalog
+from geo_service.errors import StyleError
+
+__all__ = ["KindStyle", "MapStyle", "default_style_file", "load_style"]
+
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def default_style_file() -> Path:
+    """``maps/style.toml`` shipped beside the package source."""
+    return Path(__file__).resolve().parent.parent.parent / "maps" / "style.toml"
+
+
+@dataclass(frozen=True)
+class KindStyle:
+    colour: str
+    glyph: str
+
+
+@dataclass(frozen=True)
+class MapStyle:
+    title_zh: str
+    title_en: str
+    center: tuple[float, float]  # lon, lat (WGS-84)
+    zoom: int
+    nearest_k: int
+    district_colour: str
+    town_colour: str
+    land_colour: str
+    water_colour: str
+    #: layer id -> kind id -> look; every kind of every facility layer is present.
+    kinds: dict[str, dict[str, KindStyle]]
+    #: layer id -> the layer's own look (legend swatch).
+    layers: dict[str, KindStyle]
+
+    def config(self, catalog: Catalog) -> dict[str, Any]:
+        """What the page script needs: labels from the catalog, looks from here."""
+        return {
+            "title": {"zh": self.title_zh, "en": self.title_en},
+            "center": list(self.center),
+            "zoom": self.zoom,
+            "nearestK": self.nearest_k,
+            "boundaries": {
+                "district": self.district_colour,
+                "town": self.town_colour,
+                "land": self.land_colour,
+                "water": self.water_colour,
+            },
+            "layers": [
+                {
+                    "id": layer.id,
+                    "zh": layer.zh,
+                    "en": layer.en,
+                    "colour": self.layers[layer.id].colour,
+                    "glyph": self.layers[layer.id].glyph,
+                    "kinds": [
+                        {
+                            "id": kind_id,
+                            "zh": label.zh,
+                            "en": label.en,
+                            "colour": self.kinds[layer.id][kind_id].colour,
+                            "glyph": self.kinds[layer.id][kind_id].glyph,
+                        }
+                        for kind_id, label in layer.kinds.items()
+                    ],
+                }
+                for layer in catalog.facility_layers
+            ],
+            "values": {
+                name: {key: {"zh": label.zh, "en": label.en} for key, label in values.items()}
+                for name, values in catalog.values.items()
+            },
+            "properties": {
+                name: {"zh": spec.zh, "en": spec.en}
+                for layer in catalog.facility_layers
+                for name, spec in layer.properties.items()
+            },
+        }
+
+
+def _look(raw: Any, where: str, default: KindStyle | None, problems: list[str]) -> KindStyle:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a table with colour and glyph")
+        return default or KindStyle("#000000", "?")
+    colour = raw.get("colour", default.colour if default else None)
+    glyph = raw.get("glyph", default.glyph if default else None)
+    if not isinstance(colour, str) or not _COLOUR.match(colour):
+        problems.append(f"{where}.colour: {colour!r} is not a colour like #c0392b")
+        colour = "#000000"
+    if not isinstance(glyph, str) or len(glyph) != 1:
+        problems.append(f"{where}.glyph: {glyph!r} must be exactly one character")
+        glyph = "?"
+    unknown = set(raw) - {"colour", "glyph", "kinds"}
+    if unknown:
+        problems.append(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    return KindStyle(colour, glyph)
+
+
+def load_style(path: Path | str, catalog: Catalog) -> MapStyle:
+    """Read and check a style file; ``StyleError`` lists every problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StyleError(f"map style file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StyleError(f"{path.name} is not valid TOML: {error}") from None
+    problems: list[str] = []
+    view = raw.get("map", {})
+    bounds = raw.get("boundaries", {})
+    center = view.get("center", [118.05, 36.80])
+    if (
+        not isinstance(center, list)
+        or len(center) != 2
+        or not all(isinstance(v, int | float) for v in center)
+        or not (-180 <= center[0] <= 180 and -90 <= center[1] <= 90)
+    ):
+        problems.append(f"map.center: {center!r} is not [longitude, latitude]")
+        center = [118.05, 36.80]
+    zoom, nearest_k = view.get("zoom", 12), view.get("nearest_k", 5)
+    if not isinstance(zoom, int) or not 1 <= zoom <= 19:
+        problems.append(f"map.zoom: {zoom!r} must be a whole number from 1 to 19")
+        zoom = 12
+    if not isinstance(nearest_k, int) or not 1 <= nearest_k <= 20:
+        problems.append(f"map.nearest_k: {nearest_k!r} must be a whole number from 1 to 20")
+        nearest_k = 5
+    colours = {}
+    for key, fallback in (
+        ("district_colour", "#8b1a1a"),
+        ("town_colour", "#6b7280"),
+        ("land_colour", "#f5f1e8"),
+        ("water_colour", "#dbe7f0"),
+    ):
+        value = bounds.get(key, fallback)
+        if not isinstance(value, str) or not _COLOUR.match(value):
+            problems.append(f"boundaries.{key}: {value!r} is not a colour like #c0392b")
+            value = fallback
+        colours[key] = value
+
+    raw_layers = raw.get("layers", {})
+    facility = {layer.id: layer for layer in catalog.facility_layers}
+    for layer_id in raw_layers:
+        if layer_id not in facility:
+            problems.append(
+                f"layers.{layer_id}: no such facility layer in the catalog "
+                f"(known: {', '.join(facility)})"
+            )
+    layers: dict[str, KindStyle] = {}
+    kinds: dict[str, dict[str, KindStyle]] = {}
+    for layer_id, layer in facility.items():
+        if layer_id not in raw_layers:
+            problems.append(f"layers.{layer_id}: missing (every facility layer needs a look)")
+        entry = raw_layers.get(layer_id, {"colour": "#555555", "glyph": "●"})
+        look = _look(entry, f"layers.{layer_id}", None, problems)
+        layers[layer_id] = look
+        raw_kinds = entry.get("kinds", {}) if isinstance(entry, dict) else {}
+        for kind_id in raw_kinds:
+            if kind_id not in layer.kinds:
+                problems.append(
+                    f"layers.{layer_id}.kinds.{kind_id}: no such kind "
+                    f"(known: {', '.join(layer.kinds)})"
+                )
+        kinds[layer_id] = {
+            kind_id: _look(
+                raw_kinds.get(kind_id, {}), f"layers.{layer_id}.kinds.{kind_id}", look, problems
+            )
+            for kind_id in layer.kinds
+        }
+    if problems:
+        raise StyleError(f"{path.name}: " + "; ".join(problems))
+    return MapStyle(
+        title_zh=str(view.get("title_zh", "张店区拥军服务资源地图")),
+        title_en=str(view.get("title_en", "Zhangdian military support resources map")),
+        center=(float(center[0]), float(center[1])),
+        zoom=zoom,
+        nearest_k=nearest_k,
+        district_colour=colours["district_colour"],
+        town_colour=colours["town_colour"],
+        land_colour=colours["land_colour"],
+        water_colour=colours["water_colour"],
+        kinds=kinds,
+        layers=layers,
+    )
