@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -65,13 +66,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def running_server(folder: Path, **env_extra: str) -> Iterator[str]:
     """``geo-service serve`` as a real uvicorn process on a free loopback port,
     on a new store that the server seeds itself, as a user's first run does."""
     port = free_port()
-    store = tmp_path_factory.mktemp("live") / "live.gpkg"
-    env = dict(os.environ, GEO_SERVICE_STORE=str(store))
+    env = dict(os.environ, GEO_SERVICE_STORE=str(folder / "live.gpkg"), **env_extra)
     process = subprocess.Popen(
         [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port)],
         env=env,
@@ -101,3 +101,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_server(tmp_path_factory.mktemp("live")) as base:
+        yield base

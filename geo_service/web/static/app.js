@@ -213,7 +213,7 @@
           iconCreateFunction: function (cluster) {
             return L.divIcon({
               className: "gs-cluster",
-              html: '<span style="background:' + layer.colour + '">' + cluster.getChildCount() + "</span>",
+              html: '<span data-layer="' + layer.id + '" style="background:' + layer.colour + '">' + cluster.getChildCount() + "</span>",
               iconSize: [44, 44]
             });
           }
@@ -698,6 +698,11 @@
       var target = L.latLng(f.geometry.coordinates[1], f.geometry.coordinates[0]);
       bounds.extend(target);
       L.polyline([p, target], { color: kind.colour, weight: 3, dashArray: "6 6", opacity: 0.85, interactive: false }).addTo(self.nearestLayer);
+      // The list's number beside the site, so list and map are read together.
+      L.marker(target, {
+        icon: L.divIcon({ className: "gs-result-num", html: "<span>" + (i + 1) + "</span>", iconSize: [22, 22], iconAnchor: [-8, 30] }),
+        interactive: false, keyboard: false, zIndexOffset: 1000
+      }).addTo(self.nearestLayer);
       var badge = result.site ? self.openBadge(result.site) : "";
       var button = el("button", { type: "button", "data-id": f.id, "data-layer": layerId, onclick: function () { if (result.site) self.focus(result.site); } }, [
         el("span", { "class": "gs-num", text: String(i + 1) }),

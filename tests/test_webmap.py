@@ -1,0 +1,135 @@
+"""The web map without a browser: the style file, the page's assets, its routes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from geo_service.errors import StyleError
+from geo_service.web.page import Tiles, build_page
+from geo_service.web.style import default_style_file, load_style
+
+# Attributes that make a browser fetch something when the page loads.
+_FETCHING = re.compile(r'<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)="([^"]+)"', re.I)
+
+
+@pytest.fixture(scope="module")
+def style(catalog):
+    return load_style(default_style_file(), catalog)
+
+
+def test_the_shipped_style_covers_every_facility_layer_and_kind(style, catalog):
+    for layer in catalog.facility_layers:
+        assert set(style.kinds[layer.id]) == set(layer.kinds)
+    config = style.config(catalog)
+    assert [layer["id"] for layer in config["layers"]] == [
+        layer.id for layer in catalog.facility_layers
+    ]
+    pharmacy = next(k for k in config["layers"][2]["kinds"] if k["id"] == "partner_pharmacy")
+    assert pharmacy == {
+        "id": "partner_pharmacy",
+        "zh": "拥军药店",
+        "en": "Partner pharmacy",
+        "colour": "#1f6fb2",  # the layer's colour, inherited
+        "glyph": "药",  # the kind's own glyph
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("#1e8449", "green"), "is not a colour"),
+        (('glyph = "银"', 'glyph = "银行"'), "exactly one character"),
+        (("[layers.memorials]", "[layers.memorial]"), "no such facility layer"),
+        (("hospital = {", "hospitel = {"), "no such kind"),
+        (("zoom = 12", "zoom = 40"), "map.zoom"),
+        (("[map]", "[map"), "not valid TOML"),
+    ],
+)
+def test_a_broken_style_is_refused_with_the_reason(tmp_path, catalog, edit, message):
+    text = default_style_file().read_text(encoding="utf-8")
+    assert edit[0] in text
+    broken = tmp_path / "style.toml"
+    broken.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    with pytest.raises(StyleError, match=message):
+        load_style(broken, catalog)
+
+
+def test_a_missing_layer_style_is_named(tmp_path, catalog):
+    text = default_style_file().read_text(encoding="utf-8")
+    cut = text[: text.index("[layers.education]")]
+    broken = tmp_path / "style.toml"
+    broken.write_text(cut, encoding="utf-8")
+    with pytest.raises(StyleError, match=r"layers\.education: missing"):
+        load_style(broken, catalog)
+
+
+def test_the_served_page_fetches_only_from_the_service(catalog, style):
+    html = build_page(catalog, style)
+    fetched = _FETCHING.findall(html)
+    assert fetched, "the page links its scripts"
+    outside = [url for url in fetched if re.match(r"^(https?:)?//", url)]
+    assert outside == []
+    assert "static/leaflet/leaflet.js" in fetched
+    assert "static/markercluster/leaflet.markercluster.js" in fetched
+    assert 'lang="zh-CN"' in html
+
+
+def test_the_standalone_page_inlines_everything(catalog, style):
+    data = {"layers": {}, "exportedAt": "2026-11-29T10:00+08:00", "openState": {}}
+    html = build_page(catalog, style, data=data)
+    assert _FETCHING.findall(html) == ["data:,"]  # only the empty favicon
+    assert "L.MarkerClusterGroup" in html and "GeoServiceMap" in html
+    assert 'id="gs-data"' in html
+
+
+def test_data_cannot_close_the_script_that_holds_it(catalog, style):
+    data = {"layers": {"x": {"name": "</script><script>alert(1)</script>"}}, "openState": {}}
+    html = build_page(catalog, style, data=data)
+    assert "</script><script>alert(1)" not in html
+
+
+def test_tianditu_without_a_key_is_a_clear_error(catalog, style):
+    with pytest.raises(Exception, match="GEO_SERVICE_TIANDITU_KEY"):
+        build_page(catalog, style, tiles=Tiles.tianditu)
+
+
+def test_a_browser_at_the_root_gets_the_map_and_api_clients_get_json(client):
+    page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.status_code == 200 and "GeoServiceMap.start" in page.text
+    assert client.get("/map").text == page.text
+    landing = client.get("/?f=html")
+    assert "GeoServiceMap" not in landing.text and "collections" in landing.text
+    body = client.get("/", headers={"Accept": "application/json"}).json()
+    assert {
+        "href": "http://testserver/map",
+        "rel": "related",
+        "type": "text/html",
+        "title": "Web map 地图",
+    } in body["links"]
+
+
+def test_leaflet_and_the_app_are_served_from_installed_files(client):
+    for path in (
+        "/static/leaflet/leaflet.js",
+        "/static/leaflet/leaflet.css",
+        "/static/markercluster/leaflet.markercluster.js",
+        "/static/app/app.js",
+        "/static/app/app.css",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert len(response.content) > 1000, path
+    assert client.get("/static/app/../../../pyproject.toml").status_code == 404
+
+
+def test_open_state_answers_for_every_site(client, catalog):
+    body = client.get("/open-state").json()
+    total = sum(
+        client.get(f"/collections/{layer.id}/items", params={"limit": 1}).json()["numberMatched"]
+        for layer in catalog.facility_layers
+    )
+    assert len(body["sites"]) == total
+    assert set(body["sites"].values()) <= {"open", "closed", "unknown"}
+    assert "unknown" in body["sites"].values()  # sites without hours say so
