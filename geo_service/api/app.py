@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 
 from geo_service.api import nearest, ogc, webmap
 from geo_service.api.problems import install_problem_handlers
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # GeoJSON shrinks about tenfold: what a phone on a slow line needs most.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     install_problem_handlers(app)
     app.include_router(ogc.router)
     app.include_router(nearest.router)
