@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -84,10 +85,15 @@ def test_the_standalone_page_inlines_everything(catalog, style):
     assert 'id="gs-data"' in html
 
 
-def test_data_cannot_close_the_script_that_holds_it(catalog, style):
-    data = {"layers": {"x": {"name": "</script><script>alert(1)</script>"}}, "openState": {}}
+@pytest.mark.parametrize(
+    "name", ["</script><script>alert(1)</script>", "<!--<script>x", "a & b > c", "\\</"]
+)
+def test_data_cannot_change_how_the_page_reads_its_script(catalog, style, name):
+    data = {"layers": {"x": {"name": name}}, "openState": {}}
     html = build_page(catalog, style, data=data)
-    assert "</script><script>alert(1)" not in html
+    block = re.search(r'<script type="application/json" id="gs-data">(.*?)</script>', html, re.S)
+    assert "<" not in block.group(1) and ">" not in block.group(1)
+    assert json.loads(block.group(1)) == data  # what JSON.parse will see
 
 
 def test_tianditu_without_a_key_is_a_clear_error(catalog, style):
@@ -101,7 +107,10 @@ def test_a_browser_at_the_root_gets_the_map_and_api_clients_get_json(client):
     assert client.get("/map").text == page.text
     landing = client.get("/?f=html")
     assert "GeoServiceMap" not in landing.text and "collections" in landing.text
-    body = client.get("/", headers={"Accept": "application/json"}).json()
+    assert "Accept" in page.headers["vary"].split(", ")
+    answer = client.get("/", headers={"Accept": "application/json"})
+    assert "Accept" in answer.headers["vary"].split(", ")
+    body = answer.json()
     assert {
         "href": "http://testserver/map",
         "rel": "related",

@@ -85,9 +85,11 @@ def landing(request: Request, f: FormatParam = None) -> Response:
     if wants_html(request, f):
         # A browser opening the service gets the web map; ?f=html the API's front page.
         if f is None:
-            return HTMLResponse(request.app.state.map_page)
+            return HTMLResponse(request.app.state.map_page, headers={"Vary": "Accept"})
         return html.page(body["title"], html.landing(body))
-    return _json(body)
+    response = _json(body)
+    response.headers["Vary"] = "Accept"  # the same URL answers browsers with the map
+    return response
 
 
 @router.get("/conformance", summary="Conformance classes", tags=["OGC API - Features"])

@@ -105,8 +105,16 @@ class _App(MacroElement):
 
 
 def _json_script(element_id: str, value: Any) -> str:
-    # "</" cannot end the script early once escaped; JSON stays valid.
-    text = orjson.dumps(value).decode().replace("</", "<\\/")
+    # With <, > and & as JSON escapes, no text in the data ("</script>", or
+    # "<!--<script>", which would swallow the real end tag) can change how the
+    # HTML parser reads the block; JSON.parse gets the same value back.
+    text = (
+        orjson.dumps(value)
+        .decode()
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 

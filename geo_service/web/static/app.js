@@ -161,11 +161,21 @@
     return metres < 1000 ? Math.round(metres) + " m" : (metres / 1000).toFixed(1) + " km";
   }
 
+  // Storage may be blocked (privacy settings) or hold anything: never fatal.
+  function storedLanguage() {
+    try {
+      var lang = window.localStorage.getItem("gs-lang");
+      return lang === "en" ? "en" : "zh";
+    } catch (e) {
+      return "zh";
+    }
+  }
+
   function App(map, config, embedded) {
     this.map = map;
     this.config = config;
     this.embedded = embedded;
-    this.lang = (window.localStorage && localStorage.getItem("gs-lang")) || "zh";
+    this.lang = storedLanguage();
     this.layers = {};       // layer id -> {config, cluster, markers: [], visible, hiddenKinds}
     this.sites = [];        // every facility feature, with its layer and marker
     this.openState = {};    // "layer/id" -> open | closed | unknown
@@ -251,7 +261,11 @@
       return self.fetchJson(url).then(function (body) {
         features = features.concat(body.features);
         var next = (body.links || []).filter(function (link) { return link.rel === "next"; })[0];
-        return next ? page(next.href) : { type: "FeatureCollection", features: features };
+        // Only the query of the "next" link is used: its absolute URL may name
+        // another scheme or host when the service sits behind a proxy.
+        return next
+          ? page("collections/" + layerId + "/items" + new URL(next.href, document.baseURI).search)
+          : { type: "FeatureCollection", features: features };
       });
     }
     return page("collections/" + layerId + "/items?limit=10000&crs=" + this.config.crs);
@@ -273,7 +287,9 @@
       self.updateSampleNotice();
       if (!self.embedded) {
         // Open-now badges follow the clock while the page stays open.
-        window.setInterval(function () { self.fetchOpenState().then(function (s) { self.openState = s; }); }, 300000);
+        window.setInterval(function () {
+          self.fetchOpenState().then(function (s) { self.openState = s; }, function () { /* keep the last known */ });
+        }, 300000);
       }
     });
   };
@@ -333,7 +349,11 @@
 
   App.prototype.openBadge = function (site) {
     var state = this.openState[site.layer + "/" + site.feature.id] || "unknown";
-    var suffix = this.embedded && state !== "unknown" ? this.t("asOfExport") : "";
+    return this.stateBadge(state, this.embedded);
+  };
+
+  App.prototype.stateBadge = function (state, atExport) {
+    var suffix = atExport && state !== "unknown" ? this.t("asOfExport") : "";
     return '<span class="gs-badge gs-' + state + '">' + this.t(state) + suffix + "</span>";
   };
 
@@ -453,7 +473,8 @@
       (this.embedded ? " " + t("offlineNote") : "");
     this.fillLayerSelect();
     this.renderLegend();
-    if (this.lastResults) this.renderResults(this.lastResults);
+    if (this.ui.search.value) this.search(this.ui.search.value);
+    if (this.lastResults && this.lastResults.point === this.point) this.renderResults(this.lastResults);
   };
 
   App.prototype.setLanguage = function (lang) {
@@ -645,17 +666,26 @@
       if (filters.openNow) params.push("open_now=true");
       answer = this.fetchJson("nearest?" + params.join("&")).then(function (body) {
         return body.features.map(function (f) {
-          return { site: self.findSite(f.properties.layer, f.id), distance: f.properties.distance_m, walk: f.properties.walk_minutes, feature: f };
+          var state = f.properties.open_now === true ? "open" : f.properties.open_now === false ? "closed" : "unknown";
+          return { site: self.findSite(f.properties.layer, f.id), distance: f.properties.distance_m, walk: f.properties.walk_minutes, feature: f, state: state };
         });
       });
     }
+    var point = this.point;
     return answer.then(function (results) {
       if (self.ticket !== ticket) return results; // a newer question was asked meanwhile
+      results.point = point;
       self.lastResults = results;
       self.renderResults(results);
       return results;
     }, function (error) {
-      if (self.ticket === ticket) self.showError(self.t("failed") + error.message);
+      if (self.ticket === ticket) {
+        // Answers for an earlier point must not stay drawn from this one.
+        self.lastResults = null;
+        self.nearestLayer.clearLayers();
+        self.ui.results.innerHTML = "";
+        self.showError(self.t("failed") + error.message);
+      }
       return [];
     });
   };
@@ -677,12 +707,13 @@
       var c = s.feature.geometry.coordinates, d = sphericalMetres(p.lat, p.lng, c[1], c[0]);
       return { site: s, distance: d, walk: d * w.detour / (w.speedKmh * 1000 / 60) };
     }).sort(function (a, b) {
-      return a.distance - b.distance || String(a.site.feature.id).localeCompare(String(b.site.feature.id));
+      var ia = String(a.site.feature.id), ib = String(b.site.feature.id);
+      return a.distance - b.distance || (ia < ib ? -1 : ia > ib ? 1 : 0); // ids by code point, as the service
     }).slice(0, k).map(function (r) { r.feature = r.site.feature; return r; }).filter(function () { return self.point === p; });
   };
 
   App.prototype.renderResults = function (results) {
-    var self = this, list = this.ui.results, p = this.point;
+    var self = this, list = this.ui.results, p = results.point || this.point;
     list.innerHTML = "";
     this.nearestLayer.clearLayers();
     L.marker(p, {
@@ -703,7 +734,8 @@
         icon: L.divIcon({ className: "gs-result-num", html: "<span>" + (i + 1) + "</span>", iconSize: [22, 22], iconAnchor: [-8, 30] }),
         interactive: false, keyboard: false, zIndexOffset: 1000
       }).addTo(self.nearestLayer);
-      var badge = result.site ? self.openBadge(result.site) : "";
+      // Served answers carry their own open state, evaluated with the query.
+      var badge = result.state ? self.stateBadge(result.state, false) : result.site ? self.openBadge(result.site) : "";
       var button = el("button", { type: "button", "data-id": f.id, "data-layer": layerId, onclick: function () { if (result.site) self.focus(result.site); } }, [
         el("span", { "class": "gs-num", text: String(i + 1) }),
         el("span", {}, [
