@@ -74,8 +74,13 @@ def _is_local(url: str) -> bool:
 def open_map(browser) -> Iterator:
     contexts = []
 
-    def opener(url: str, width: int = 1280, height: int = 800) -> Watched:
-        context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
+    def opener(url: str, width: int = 1280, height: int = 800, position=None) -> Watched:
+        context = browser.new_context(
+            viewport={"width": width, "height": height},
+            locale="zh-CN",
+            geolocation=position and {"longitude": position[0], "latitude": position[1]},
+            permissions=["geolocation"] if position else [],
+        )
         contexts.append(context)
         watched = Watched(context.new_page())
 
@@ -307,6 +312,14 @@ def test_a_failed_nearest_question_clears_the_previous_answer(live_server, open_
     assert watched.page.locator("#gs-nearest li").count() == 0
 
 
+def test_locate_me_asks_nearest_from_the_browsers_position(live_server, open_map):
+    watched = open_map(live_server + "/", 360, 740, position=PARK)
+    watched.page.click("#gs-locate")
+    watched.page.wait_for_selector("#gs-nearest li")
+    assert watched.js("[gsApp.point.lng, gsApp.point.lat]") == pytest.approx(list(PARK))
+    assert _panel_ids(watched) == _nearest_ids(live_server, *PARK)
+
+
 def test_english_is_one_tap_away(live_server, open_map):
     watched = open_map(live_server + "/")
     watched.page.click("#gs-language")
@@ -366,7 +379,7 @@ def test_phone_and_desktop_screenshots(live_server, open_map):
 
 def test_amap_tiles_draw_every_point_at_its_gcj02_position(tmp_path, open_map):
     with running_server(tmp_path, GEO_SERVICE_TILES="amap") as base:
-        watched = open_map(base + "/")
+        watched = open_map(base + "/", position=PARK)
         # Tiles are the one allowed outside request, and only to Amap's tile host.
         assert watched.outside, "the Amap tile layer asked for no tiles"
         assert {urlparse(u).hostname.split(".", 1)[1] for u in watched.outside} == {
@@ -383,8 +396,14 @@ def test_amap_tiles_draw_every_point_at_its_gcj02_position(tmp_path, open_map):
         expected = convert(lon, lat, "wgs84", "gcj02")
         assert drawn == pytest.approx(list(expected), abs=1e-7)
         assert abs(drawn[0] - lon) > 0.003  # really shifted, about 500 m east
-        towns = watched.js("gsApp.config.crs")
-        assert towns == "gcj02"
+        assert watched.js("gsApp.config.crs") == "gcj02"
+        # The browser reports WGS-84; on Amap tiles the point is shifted before asking.
+        watched.page.click("#gs-locate")
+        watched.page.wait_for_selector("#gs-nearest li")
+        point = watched.js("[gsApp.point.lng, gsApp.point.lat]")
+        assert point == pytest.approx(list(convert(*PARK, "wgs84", "gcj02")), abs=1e-9)
+        first = watched.page.locator("#gs-nearest li button").first.get_attribute("data-id")
+        assert first == _nearest_ids(base, *PARK)[0].split("/", 1)[1]
 
 
 def test_the_standalone_file_works_from_disk_with_no_server(tmp_path, live_server, open_map):
