@@ -145,6 +145,62 @@ def export(
     console.print(f"wrote {written} features of {layer} to {out}")
 
 
+@app.command("import")
+def import_file(
+    file: Annotated[Path, typer.Argument(help="CSV, XLSX, GeoJSON, GeoPackage or Shapefile")],
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Target layer, e.g. stations")],
+    crs: Annotated[
+        CoordinateSystem | None,
+        typer.Option(help="Coordinates in the file (default: from column names, else wgs84)"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and report; write nothing")
+    ] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Load the valid rows even if others have errors")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the row report to FILE.csv or FILE.xlsx")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Import a town office's file: every row checked and reported, all or nothing."""
+    from rich.progress import track
+
+    from geo_service.import_report import print_report, write_report
+    from geo_service.importing import ImportRefused, apply_import, plan_import
+
+    def progress(rows):
+        rows = list(rows)
+        return track(rows, description="checking rows", console=errors) if len(rows) > 300 else rows
+
+    actor = f"import:{os.environ.get('USER') or 'cli'}"
+    try:
+        with _opened(store) as (opened, catalog):
+            plan = plan_import(
+                file, layer, catalog, opened, crs=crs, actor=actor, progress=progress
+            )
+            print_report(plan, console)
+            if report is not None:
+                write_report(plan, report)
+                console.print(f"report written to {report}")
+            if dry_run:
+                console.print("[bold]dry run[/]: nothing written")
+                raise typer.Exit(1 if plan.errors else 0)
+            try:
+                results = apply_import(plan, opened, skip_invalid=skip_invalid, actor=actor)
+            except ImportRefused as refused:
+                errors.print(f"[bold red]refused:[/] {refused.detail}")
+                raise typer.Exit(1) from None
+    except GeoServiceError as error:
+        _fail(error)
+    for layer_id, result in results.items():
+        console.print(
+            f"{layer_id}: {len(result.inserted)} inserted, {len(result.updated)} updated, "
+            f"{len(result.unchanged)} unchanged"
+        )
+
+
 @app.command("map")
 def web_map(
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write")],

@@ -1,0 +1,538 @@
+"""Import a town office's file into a layer: map its columns, convert its
+coordinates, check every row, and report row by row.
+
+Planning (``plan_import``) reads and checks everything and writes nothing;
+``apply_import`` writes the valid features in one transaction, and refuses
+when any row has an error unless asked to skip those rows. Re-importing the
+same file changes nothing: rows match stored features by id, or by name and
+position when the file has no ids, and a row whose content is unchanged keeps
+its stored date and source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import tomllib
+import unicodedata
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from geo_service.catalog import Catalog, Layer, ValidFeature
+from geo_service.crs import GEOD, CoordinateSystem, convert
+from geo_service.errors import InvalidFeature, InvalidParameter
+from geo_service.store import Store, WriteResult
+from geo_service.tables import SourceRow, SourceTable, read_table
+from geo_service.towns import TownIndex
+
+__all__ = [
+    "ImportPlan",
+    "ImportRefused",
+    "RowReport",
+    "RowStatus",
+    "apply_import",
+    "normalise_header",
+    "plan_import",
+]
+
+#: Two rows with the same normalised name closer than this are probably one site.
+DUPLICATE_DISTANCE_M = 50.0
+#: GCJ-02 declared as WGS-84 puts points about this far east of their address.
+GCJ_SHIFT_HINT_M = (300.0, 800.0)
+
+
+class RowStatus(StrEnum):
+    ok = "OK"
+    warning = "warning"
+    error = "error"
+
+
+@dataclass
+class RowReport:
+    line: int
+    status: RowStatus = RowStatus.ok
+    id: str | None = None
+    name: str | None = None
+    action: str = ""  # insert, update, unchanged; empty when not written
+    reasons: list[str] = field(default_factory=list)
+
+    def warn(self, reason: str) -> None:
+        self.reasons.append(reason)
+        if self.status == RowStatus.ok:
+            self.status = RowStatus.warning
+
+    def fail(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self.status = RowStatus.error
+
+
+@dataclass
+class ImportPlan:
+    layer_id: str
+    source: str
+    crs: CoordinateSystem | None  # None for polygon files (they carry their own CRS)
+    rows: list[RowReport]
+    features: dict[int, ValidFeature]  # line -> feature, for rows without errors
+    notes: list[str] = field(default_factory=list)  # about the whole file
+    extra_batches: dict[str, list[ValidFeature]] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[RowReport]:
+        return [r for r in self.rows if r.status == RowStatus.error]
+
+    def counts(self) -> dict[str, int]:
+        out = {status.value: 0 for status in RowStatus}
+        for row in self.rows:
+            out[row.status.value] += 1
+        return out
+
+
+class ImportRefused(InvalidParameter):
+    """The file has rows with errors and skipping them was not asked for."""
+
+    def __init__(self, plan: ImportPlan):
+        super().__init__(
+            "file",
+            f"{len(plan.errors)} of {len(plan.rows)} rows have errors; nothing was written "
+            "(fix them, or import with --skip-invalid to load only the valid rows)",
+        )
+        self.plan = plan
+
+
+# -- names -------------------------------------------------------------------------
+
+
+def normalise_header(text: str) -> str:
+    """Case, width, spaces and bracketed notes do not matter in a header."""
+    text = unicodedata.normalize("NFKC", str(text)).lower()
+    text = re.sub(r"\(.*?\)|\[.*?\]", "", text)
+    return re.sub(r"[\s_\-:：]+", "", text)
+
+
+def normalise_name(text: str) -> str:
+    """For duplicate checks: width, case, spaces and punctuation ignored."""
+    text = unicodedata.normalize("NFKC", str(text)).lower()
+    return re.sub(r"[\s\W_]+", "", text)
+
+
+def load_header_aliases(path: Path) -> dict[str, str]:
+    """Normalised header -> property, from ``layers/import_headers.toml``."""
+    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    aliases: dict[str, str] = {}
+    for prop, names in table.items():
+        for name in [prop, *names]:
+            aliases[normalise_header(name)] = prop
+    return aliases
+
+
+def _crs_hint(header: str) -> CoordinateSystem | None:
+    text = unicodedata.normalize("NFKC", header).lower()
+    if "高德" in text or "gcj" in text or "腾讯" in text:
+        return CoordinateSystem.gcj02
+    if "百度" in text or "bd09" in text:
+        return CoordinateSystem.bd09
+    return None
+
+
+# -- values ------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # Excel stores phone numbers and codes as numbers
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    text = str(value).strip()
+    return text or None
+
+
+def _number(value: Any) -> float | None:
+    """A coordinate as written: 118.05, "118.05", "118.05°", full-width digits."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = unicodedata.normalize("NFKC", str(value)).strip().rstrip("°").strip()
+    return float(text)  # ValueError for anything else
+
+
+def _split(value: Any) -> list[str]:
+    return [v.strip() for v in re.split(r"[;,；，、/|]", str(value)) if v.strip()]
+
+
+def _lookup(labels: dict[str, Any], value: str) -> str | None:
+    """A key from its key, Chinese label or English label (any case)."""
+    wanted = normalise_name(value)
+    for key, label in labels.items():
+        # "汽车站/公交枢纽" answers to either of its parts too.
+        names = [key, label.zh, label.en, *label.zh.split("/"), *label.en.split("/")]
+        if wanted in {normalise_name(name) for name in names}:
+            return key
+    return None
+
+
+# -- planning ------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    catalog: Catalog
+    layer: Layer
+    store: Store
+    crs: CoordinateSystem
+    actor: str
+    today: str
+    source: str
+    towns: TownIndex
+    town_names: dict[str, str]  # normalised name (and short name) -> code
+    approximate_towns: bool
+    stored: dict[str, Any]  # id -> StoredFeature of the layer
+
+
+def _town_context(store: Store) -> tuple[TownIndex, dict[str, str], bool]:
+    towns = store.all_features("towns")
+    index = TownIndex((town.id, town.geometry) for town in towns)
+    names: dict[str, str] = {}
+    for town in towns:
+        name = str(town.properties.get("name") or "")
+        names[normalise_name(name)] = town.id
+        short = re.sub(r"(街道|街道办事处|镇)$", "", name)
+        names[normalise_name(short)] = town.id
+        names[town.id] = town.id
+    approximate = any(town.properties.get("approximate") for town in towns)
+    return index, names, approximate
+
+
+def _feature_id(layer: Layer, name: str, lon: float, lat: float) -> str:
+    """A stable id for a row without one: the same name at the same place
+    (to ~1 m) gets the same id on every import."""
+    digest = hashlib.sha1(f"{normalise_name(name)}|{lon:.5f}|{lat:.5f}".encode()).hexdigest()
+    return f"{layer.id}-{digest[:10]}"
+
+
+def _row_properties(
+    row: SourceRow, mapping: dict[str, str], ctx: _Context, report: RowReport
+) -> tuple[dict[str, Any], tuple[float, float] | None]:
+    """The row as catalog properties (extras kept) and its WGS-84 position."""
+    props: dict[str, Any] = {}
+    given: dict[str, Any] = {}
+    for header, value in row.values.items():
+        prop = mapping.get(header)
+        if prop is None:
+            text = _text(value)
+            if text is not None:
+                props[header] = text  # an office's own column: kept as is
+        elif value not in (None, ""):
+            given[prop] = value
+
+    name = _text(given.get("name"))
+    report.name = name
+    if not name:
+        report.fail("missing name (名称)")
+
+    position = None
+    if row.point is not None:
+        position = convert(row.point[0], row.point[1], ctx.crs, CoordinateSystem.wgs84)
+    elif given.get("lon") is not None or given.get("lat") is not None:
+        try:
+            lon, lat = _number(given.get("lon")), _number(given.get("lat"))
+        except (TypeError, ValueError):
+            report.fail(
+                f"unparseable coordinates: 经度 {given.get('lon')!r}, 纬度 {given.get('lat')!r}"
+            )
+        else:
+            if lon is None or lat is None:
+                report.fail("only one of 经度/纬度 is given")
+            elif 70 <= lat <= 140 and 0 <= lon <= 60:  # China's longitudes as latitude
+                report.fail(f"coordinates look swapped (经度 {lon}, 纬度 {lat})")
+            elif not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                report.fail(f"coordinates out of range: {lon}, {lat}")
+            else:
+                position = convert(lon, lat, ctx.crs, CoordinateSystem.wgs84)
+    else:
+        report.fail("no coordinates (经度/纬度)")
+
+    if position is not None:
+        lon, lat = float(position[0]), float(position[1])
+        position = (lon, lat)
+        code = ctx.towns.locate(lon, lat)
+        declared = _text(given.get("town"))
+        declared_code = ctx.town_names.get(normalise_name(declared)) if declared else None
+        if declared and declared_code is None:
+            report.fail(f"unknown town {declared!r}")
+        if code is None:
+            report.fail(f"outside the district ({lon:.5f}, {lat:.5f} in WGS-84)")
+        elif declared_code and declared_code != code:
+            if ctx.approximate_towns:
+                report.warn(
+                    f"town mismatch: declared {declared} ({declared_code}) but the position "
+                    f"falls in {code} by the approximate boundaries; kept the declared town"
+                )
+                code = declared_code
+            else:
+                report.fail(
+                    f"town mismatch: declared {declared} ({declared_code}) but the position "
+                    f"lies in {code}"
+                )
+        props["town_code"] = code
+
+    kind = _text(given.get("kind"))
+    if kind:
+        key = _lookup(ctx.layer.kinds, kind)
+        if key is None:
+            report.fail(
+                f"unknown kind {kind!r}; known: "
+                + "、".join(label.zh for label in ctx.layer.kinds.values())
+            )
+        props["kind"] = key or kind
+    else:
+        report.fail("missing kind (类型)")
+
+    for prop, values_name in (("services", "services"), ("eligible", "eligible")):
+        raw = given.get(prop)
+        if raw is None:
+            continue
+        keys = []
+        for item in _split(raw):
+            key = _lookup(ctx.catalog.values[values_name], item)
+            if key is None:
+                report.fail(f"unknown {prop} value {item!r}")
+            else:
+                keys.append(key)
+        props[prop] = keys
+    if "eligible" not in props:
+        props["eligible"] = list(ctx.catalog.values["eligible"])
+    status = _text(given.get("status"))
+    props["status"] = (
+        (_lookup(ctx.catalog.values["status"], status) or status) if status else "open"
+    )
+    quality = _text(given.get("position_quality"))
+    props["position_quality"] = (
+        (_lookup(ctx.catalog.values["position_quality"], quality) or quality)
+        if quality
+        else "surveyed"
+    )
+    phone = given.get("phone")
+    if isinstance(phone, int | float) and not isinstance(phone, bool):
+        digits = _text(phone) or ""
+        # Excel turned "0533…" into a number and dropped the 0 of the area code.
+        if digits.isdigit() and 9 <= len(digits) <= 11 and not digits.startswith("1"):
+            given["phone"] = "0" + digits
+            report.warn(f"phone {digits} was stored as a number; restored the leading 0")
+    for prop in ("address", "phone", "opening_hours", "responsible_unit", "window"):
+        text = _text(given.get(prop))
+        if text is not None:
+            props[prop] = text
+    if "window" in props and "window" not in ctx.layer.properties:
+        report.warn("a window (窗口) is only kept for green channels; kept as an extra column")
+    props["name"] = name
+    props["source"] = _text(given.get("source")) or ctx.source
+    props["updated_at"] = ctx.today
+    props["sample"] = False
+    row_id = _text(given.get("id"))
+    if row_id:
+        props["id"] = row_id
+    return props, position
+
+
+def _match_stored(
+    ctx: _Context, name: str | None, position: tuple[float, float] | None
+) -> str | None:
+    """The id of a stored site with the same normalised name within 50 m."""
+    if not name or position is None:
+        return None
+    wanted = normalise_name(name)
+    for feature in ctx.stored.values():
+        if normalise_name(feature.properties.get("name") or "") != wanted:
+            continue
+        distance = GEOD.inv(position[0], position[1], feature.geometry.x, feature.geometry.y)[2]
+        if distance <= DUPLICATE_DISTANCE_M:
+            return feature.id
+    return None
+
+
+def _keep_unchanged_dates(ctx: _Context, feature: ValidFeature) -> ValidFeature:
+    """A row identical to what is stored keeps the stored date and source, so
+    re-importing a file is a no-op."""
+    stored = ctx.stored.get(feature.id)
+    if stored is None:
+        return feature
+    volatile = {"updated_at", "source"}
+    same = {k: v for k, v in feature.properties.items() if k not in volatile} == {
+        k: v for k, v in stored.properties.items() if k not in volatile
+    } and feature.geometry.equals_exact(stored.geometry, 1e-9)
+    if not same:
+        return feature
+    props = dict(
+        feature.properties,
+        updated_at=stored.properties["updated_at"],
+        source=stored.properties["source"],
+    )
+    return ValidFeature(feature.id, props, feature.geometry)
+
+
+def _check_duplicates(
+    rows: list[RowReport], features: dict[int, ValidFeature], ctx: _Context
+) -> None:
+    by_name: dict[str, list[tuple[int, ValidFeature]]] = defaultdict(list)
+    by_address: dict[str, list[int]] = defaultdict(list)
+    for line, feature in features.items():
+        by_name[normalise_name(feature.properties["name"])].append((line, feature))
+        address = feature.properties.get("address")
+        if address:
+            by_address[normalise_name(address)].append(line)
+    report_of = {r.line: r for r in rows}
+    for group in by_name.values():
+        for i, (line, feature) in enumerate(group):
+            for other_line, other in group[:i]:
+                if other.id == feature.id:
+                    continue
+                d = GEOD.inv(
+                    feature.geometry.x, feature.geometry.y, other.geometry.x, other.geometry.y
+                )[2]
+                if d <= DUPLICATE_DISTANCE_M:
+                    report_of[line].warn(
+                        f"probable duplicate of line {other_line} (same name, {d:.0f} m apart)"
+                    )
+    for lines in by_address.values():
+        for line in lines[1:]:
+            if features[line].id != features[lines[0]].id:
+                report_of[line].warn(f"probable duplicate of line {lines[0]} (same address)")
+    stored_names: dict[str, list[Any]] = defaultdict(list)
+    stored_addresses: dict[str, list[str]] = defaultdict(list)
+    for stored in ctx.stored.values():
+        stored_names[normalise_name(stored.properties.get("name") or "")].append(stored)
+        if stored.properties.get("address"):
+            stored_addresses[normalise_name(stored.properties["address"])].append(stored.id)
+    for line, feature in features.items():
+        for stored in stored_names.get(normalise_name(feature.properties["name"]), []):
+            if stored.id == feature.id:
+                continue
+            d = GEOD.inv(
+                feature.geometry.x, feature.geometry.y, stored.geometry.x, stored.geometry.y
+            )[2]
+            if d <= DUPLICATE_DISTANCE_M:
+                report_of[line].warn(f"probable duplicate of stored site {stored.id} ({d:.0f} m)")
+        address = feature.properties.get("address")
+        for stored_id in stored_addresses.get(normalise_name(address or ""), []):
+            if stored_id != feature.id:
+                report_of[line].warn(
+                    f"probable duplicate of stored site {stored_id} (same address)"
+                )
+
+
+def plan_import(
+    path: Path,
+    layer_id: str,
+    catalog: Catalog,
+    store: Store,
+    *,
+    crs: CoordinateSystem | None = None,
+    actor: str = "import",
+    today: dt.date | None = None,
+    progress: Callable[[Iterable[SourceRow]], Iterable[SourceRow]] | None = None,
+) -> ImportPlan:
+    """Read and check ``path`` for ``layer_id``; nothing is written."""
+    layer = catalog.layer(layer_id)
+    if not layer.is_facility:
+        if layer.id == "towns":
+            from geo_service.town_import import plan_towns_import
+
+            return plan_towns_import(path, catalog, store, actor=actor, today=today)
+        raise InvalidParameter("layer", f"layer {layer.id} cannot be imported from a file")
+    aliases = load_header_aliases(catalog.directory / "import_headers.toml")
+    table: SourceTable = read_table(path, set(aliases), normalise_header)
+    mapping = {
+        h: aliases[normalise_header(h)] for h in table.headers if normalise_header(h) in aliases
+    }
+    notes = [f"read {len(table.rows)} rows from {table.name}"]
+    if table.encoding:
+        notes.append(f"text encoding: {table.encoding}")
+    notes += table.notes
+    notes.append(
+        "columns: "
+        + ", ".join(
+            f"{h} → {mapping[h]}" if h in mapping else f"{h} (kept as extra)" for h in table.headers
+        )
+    )
+    hints = {_crs_hint(h) for h, prop in mapping.items() if prop in {"lon", "lat"}} - {None}
+    if crs is None:
+        crs = hints.pop() if len(hints) == 1 else CoordinateSystem.wgs84
+        notes.append(
+            f"coordinates taken as {crs.value}"
+            + (" (from the column names)" if crs != CoordinateSystem.wgs84 else "")
+        )
+    elif hints and crs not in hints:
+        notes.append(
+            f"warning: the column names suggest {', '.join(h.value for h in hints)} but "
+            f"--crs {crs.value} was given; check which is right"
+        )
+    towns, town_names, approximate = _town_context(store)
+    today_text = (today or dt.date.today()).isoformat()
+    ctx = _Context(
+        catalog=catalog,
+        layer=layer,
+        store=store,
+        crs=crs,
+        actor=actor,
+        today=today_text,
+        source=f"imported from {table.name} by {actor} on {today_text}",
+        towns=towns,
+        town_names=town_names,
+        approximate_towns=approximate,
+        stored={f.id: f for f in store.all_features(layer.id)},
+    )
+    reports: list[RowReport] = []
+    features: dict[int, ValidFeature] = {}
+    seen_ids: dict[str, int] = {}
+    rows = progress(table.rows) if progress else table.rows
+    for row in rows:
+        report = RowReport(line=row.line)
+        reports.append(report)
+        props, position = _row_properties(row, mapping, ctx, report)
+        if position is not None and "id" not in props and props.get("name"):
+            props["id"] = _match_stored(ctx, props["name"], position) or _feature_id(
+                layer, props["name"], *position
+            )
+        report.id = props.get("id")
+        if report.id in seen_ids:
+            report.fail(f"id {report.id} is already used by line {seen_ids[report.id]}")
+        elif report.id:
+            seen_ids[report.id] = row.line
+        if report.status == RowStatus.error:
+            continue
+        candidate = {
+            "type": "Feature",
+            "id": props["id"],
+            "geometry": {"type": "Point", "coordinates": list(position)},
+            "properties": props,
+        }
+        try:
+            feature = catalog.validate_feature(layer.id, candidate, town_codes=set(towns.codes))
+        except InvalidFeature as error:
+            for problem in error.problems:
+                report.fail(f"{problem.field}: {problem.message}")
+            continue
+        feature = _keep_unchanged_dates(ctx, feature)
+        report.action = "update" if feature.id in ctx.stored else "insert"
+        if report.action == "update" and feature.properties == ctx.stored[feature.id].properties:
+            report.action = "unchanged"
+        features[row.line] = feature
+    _check_duplicates(reports, features, ctx)
+    return ImportPlan(layer.id, table.name, crs, reports, features, notes)
+
+
+def apply_import(
+    plan: ImportPlan, store: Store, *, skip_invalid: bool = False, actor: str = "import"
+) -> dict[str, WriteResult]:
+    """Write the plan's valid features in one transaction (with any town
+    changes it carries); refuse if rows have errors and skipping was not asked."""
+    if plan.errors and not skip_invalid:
+        raise ImportRefused(plan)
+    batches = {plan.layer_id: list(plan.features.values()), **plan.extra_batches}
+    return store.write_layers(batches, actor=actor, action="import")
