@@ -167,6 +167,7 @@ def import_file(
     """Import a town office's file: every row checked and reported, all or nothing."""
     from rich.progress import track
 
+    from geo_service.geocoding import GeocoderCache
     from geo_service.import_report import print_report, write_report
     from geo_service.importing import ImportRefused, apply_import, plan_import
 
@@ -177,8 +178,16 @@ def import_file(
     actor = f"import:{os.environ.get('USER') or 'cli'}"
     try:
         with _opened(store) as (opened, catalog):
+            geocoder = GeocoderCache(opened, catalog.directory / "gazetteer.csv").get()
             plan = plan_import(
-                file, layer, catalog, opened, crs=crs, actor=actor, progress=progress
+                file,
+                layer,
+                catalog,
+                opened,
+                crs=crs,
+                actor=actor,
+                progress=progress,
+                geocoder=geocoder,
             )
             print_report(plan, console)
             if report is not None:
@@ -199,6 +208,49 @@ def import_file(
             f"{layer_id}: {len(result.inserted)} inserted, {len(result.updated)} updated, "
             f"{len(result.unchanged)} unchanged"
         )
+
+
+@app.command()
+def geocode(
+    address: Annotated[str, typer.Argument(help="Address or place, e.g. 张店区共青团西路54号")],
+    limit: Annotated[int, typer.Option(min=1, max=20, help="Candidates to show")] = 5,
+    store: StoreOption = None,
+) -> None:
+    """Address to positions, offline: ranked candidates with match level and confidence."""
+    from geo_service.api.geocode import geocode_address
+    from geo_service.geocoding import GeocoderCache
+
+    try:
+        with _opened(store) as (opened, catalog):
+            geocoder = GeocoderCache(opened, catalog.directory / "gazetteer.csv").get()
+            candidates = geocode_address(geocoder, address, limit)
+    except GeoServiceError as error:
+        _fail(error)
+    if not candidates:
+        errors.print(f"no candidate for {address!r} in the offline gazetteer of 张店区")
+        raise typer.Exit(1)
+    table = Table(title=f"地理编码 geocode: {address}")
+    for column in (
+        "#",
+        "经度 lon",
+        "纬度 lat",
+        "级别 level",
+        "置信度 confidence",
+        "匹配 matched",
+        "镇街 town",
+    ):
+        table.add_column(column)
+    for number, c in enumerate(candidates, start=1):
+        table.add_row(
+            str(number),
+            f"{c.lon:.6f}",
+            f"{c.lat:.6f}",
+            c.level,
+            f"{c.confidence:.2f}",
+            c.matched,
+            c.town_code or "-",
+        )
+    console.print(table)
 
 
 @app.command("map")
@@ -234,8 +286,11 @@ def web_map(
 
 @app.command()
 def nearest(
-    lon: Annotated[str, typer.Option(help="Longitude (WGS-84 unless --crs)")],
-    lat: Annotated[str, typer.Option(help="Latitude (WGS-84 unless --crs)")],
+    lon: Annotated[str | None, typer.Option(help="Longitude (WGS-84 unless --crs)")] = None,
+    lat: Annotated[str | None, typer.Option(help="Latitude (WGS-84 unless --crs)")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Instead of --lon/--lat: an address in 张店区")
+    ] = None,
     k: Annotated[str, typer.Option("-k", "--k", help="Number of sites (1..100)")] = "5",
     layers: Annotated[str | None, typer.Option(help="Facility layers, comma-separated")] = None,
     kind: Annotated[str | None, typer.Option(help="Kinds, comma-separated")] = None,
@@ -251,7 +306,8 @@ def nearest(
     """The nearest sites that serve a resident, nearest first."""
     import orjson
 
-    from geo_service.api.nearest import nearest_geojson, parse_nearest_query
+    from geo_service.api.nearest import geocoded_params, nearest_geojson, parse_nearest_query
+    from geo_service.geocoding import GeocoderCache
     from geo_service.nearest import SiteIndexCache
 
     given = {
@@ -266,19 +322,31 @@ def nearest(
         "open_now": "true" if open_now else None,
         "max_distance": max_distance,
         "crs": crs,
+        "address": address,
     }
     params = {name: value for name, value in given.items() if value is not None}
     try:
         with _opened(store) as (opened, catalog):
+            extra = None
+            if address is not None:
+                geocoder = GeocoderCache(opened, catalog.directory / "gazetteer.csv").get()
+                params, extra = geocoded_params(params, geocoder)
             query = parse_nearest_query(params, catalog)
-            body = orjson.loads(nearest_geojson(query, SiteIndexCache(opened)))
+            body = orjson.loads(nearest_geojson(query, SiteIndexCache(opened), extra))
     except GeoServiceError as error:
         _fail(error)
     if as_json:
         sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
+    where = f"{params['lon']}, {params['lat']}"
+    if extra:
+        placed = extra["geocoded"]["properties"]
+        where = (
+            f"{address} → {where} ({placed['level']}: {placed['matched']}, "
+            f"confidence {placed['confidence']})"
+        )
     table = Table(
-        title=f"最近的服务点 nearest to {lon}, {lat}",
+        title=f"最近的服务点 nearest to {where}",
         caption=f"步行时间 walk time: {body['walking_assumption']}",
     )
     for column in (

@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 from shapely import wkt
 from shapely.geometry import LineString, Point
-from shapely.ops import substring
 
 from geo_service.crs import GEOD
 from geo_service.store import Store, StoredFeature
@@ -78,7 +77,9 @@ class _Road:
     keys: list[str]  # cleaned names and aliases
     line: LineString
     orientation: str  # E-W or N-S
-    numbers: list[tuple[int, float]] = field(default_factory=list)  # (house no., distance along)
+    #: name as written (人民西路) -> (house number, distance along the road) of
+    #: known addresses: each named part numbers its houses on its own.
+    numbers: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 def load_gazetteer(path: Path) -> tuple[list[_Place], list[_Road]]:
@@ -176,13 +177,14 @@ class Geocoder:
             return
         found = self._find_road(match.group(1))
         if found:
-            road = found[0]
-            road.numbers.append((int(match.group(2)), road.line.project(Point(point.x, point.y))))
+            road, key = found
+            along = road.line.project(Point(point.x, point.y))
+            road.numbers.setdefault(key, []).append((int(match.group(2)), along))
 
     # -- candidates -----------------------------------------------------------------
 
-    def _road_part(self, road: _Road, key: str) -> LineString:
-        """The half a 西/东 (or 南/北) name points to; the whole road otherwise."""
+    def _road_part(self, road: _Road, key: str) -> tuple[float, float]:
+        """Where along the road (from, to) a 西/东 (or 南/北) name points; all of it otherwise."""
         length = road.line.length
         start, end = 0.0, length
         if road.orientation == "E-W":
@@ -195,15 +197,16 @@ class Geocoder:
                 end = length / 2
             elif key.startswith("北"):
                 start = length / 2
-        return substring(road.line, start, end)
+        return start, end
 
     def _house_number(self, road: _Road, key: str, number: int) -> tuple[Point, float, str]:
-        known = sorted(set(road.numbers))
+        known = sorted(set(road.numbers.get(key, [])))
+        start, end = self._road_part(road, key)
         if len({n for n, _ in known}) >= 2:
             numbers = np.array([n for n, _ in known], dtype=float)
             along = np.array([d for _, d in known])
             slope, intercept = np.polyfit(numbers, along, 1)
-            distance = float(np.clip(intercept + slope * number, 0, road.line.length))
+            distance = float(np.clip(intercept + slope * number, start, end))
             return (
                 road.line.interpolate(distance),
                 0.6,
@@ -211,9 +214,8 @@ class Geocoder:
             )
         if known and abs(known[0][0] - number) <= 20:
             return road.line.interpolate(known[0][1]), 0.45, f"near {road.name} {known[0][0]}号"
-        part = self._road_part(road, key)
         return (
-            part.interpolate(0.5, normalized=True),
+            road.line.interpolate((start + end) / 2),
             0.3,
             f"middle of {key} (no house numbers known)",
         )

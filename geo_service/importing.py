@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import re
+import statistics
 import tomllib
 import unicodedata
 from collections import defaultdict
@@ -60,6 +62,7 @@ class RowReport:
     name: str | None = None
     action: str = ""  # insert, update, unchanged; empty when not written
     reasons: list[str] = field(default_factory=list)
+    geocoded: bool = False  # placed from its address, not from the file's coordinates
 
     def warn(self, reason: str) -> None:
         self.reasons.append(reason)
@@ -192,6 +195,7 @@ class _Context:
     town_names: dict[str, str]  # normalised name (and short name) -> code
     approximate_towns: bool
     stored: dict[str, Any]  # id -> StoredFeature of the layer
+    geocoder: Any = None  # geo_service.geocoding.Geocoder, for rows without coordinates
 
 
 def _town_context(store: Store) -> tuple[TownIndex, dict[str, str], bool]:
@@ -254,6 +258,8 @@ def _row_properties(
                 report.fail(f"coordinates out of range: {lon}, {lat}")
             else:
                 position = convert(lon, lat, ctx.crs, CoordinateSystem.wgs84)
+    elif ctx.geocoder is not None:
+        position = _geocode_row(given, ctx, report)
     else:
         report.fail("no coordinates (经度/纬度)")
 
@@ -338,6 +344,57 @@ def _row_properties(
     if row_id:
         props["id"] = row_id
     return props, position
+
+
+def _geocode_row(given: dict[str, Any], ctx: _Context, report: RowReport):
+    """A row without coordinates is placed from its address by the offline
+    geocoder, never below street level."""
+    text = _text(given.get("address")) or _text(given.get("name"))
+    best = ctx.geocoder.geocode(text, 1) if text else []
+    if not best or best[0].level == "town":
+        level = " (only its town was recognised)" if best else ""
+        report.fail(f"no coordinates (经度/纬度), and the address could not be placed{level}")
+        return None
+    found = best[0]
+    given.setdefault("position_quality", "address")
+    report.warn(
+        f"no coordinates: placed from {text!r} by the offline geocoder "
+        f"({found.level} {found.matched!r}, confidence {found.confidence:.2f})"
+    )
+    report.geocoded = True
+    return found.lon, found.lat
+
+
+def _gcj_suspicion(plan_rows, features, ctx: _Context) -> str | None:
+    """Points consistently ~500 m east of where their addresses geocode are
+    GCJ-02 coordinates declared as WGS-84."""
+    if ctx.geocoder is None or ctx.crs != CoordinateSystem.wgs84:
+        return None
+    east, north = [], []
+    for report in plan_rows:
+        feature = features.get(report.line)
+        if feature is None or report.geocoded or not feature.properties.get("address"):
+            continue
+        best = ctx.geocoder.geocode(feature.properties["address"], 1)
+        if not best or best[0].level not in {"address", "place", "intersection"}:
+            continue
+        if best[0].confidence < 0.6:
+            continue
+        azimuth, _, distance = GEOD.inv(
+            best[0].lon, best[0].lat, feature.geometry.x, feature.geometry.y
+        )
+        east.append(distance * math.sin(math.radians(azimuth)))
+        north.append(distance * math.cos(math.radians(azimuth)))
+    if len(east) < 3:
+        return None
+    e, n = statistics.median(east), statistics.median(north)
+    if GCJ_SHIFT_HINT_M[0] <= e <= GCJ_SHIFT_HINT_M[1] and abs(n) < 300:
+        return (
+            f"warning: {len(east)} points sit a median {e:.0f} m east and {n:.0f} m north of "
+            "where their addresses geocode: the file is probably GCJ-02 (Amap) declared as "
+            "WGS-84; import with --crs gcj02"
+        )
+    return None
 
 
 def _match_stored(
@@ -436,6 +493,7 @@ def plan_import(
     actor: str = "import",
     today: dt.date | None = None,
     progress: Callable[[Iterable[SourceRow]], Iterable[SourceRow]] | None = None,
+    geocoder: Any = None,
 ) -> ImportPlan:
     """Read and check ``path`` for ``layer_id``; nothing is written."""
     layer = catalog.layer(layer_id)
@@ -486,6 +544,7 @@ def plan_import(
         town_names=town_names,
         approximate_towns=approximate,
         stored={f.id: f for f in store.all_features(layer.id)},
+        geocoder=geocoder,
     )
     reports: list[RowReport] = []
     features: dict[int, ValidFeature] = {}
@@ -524,6 +583,9 @@ def plan_import(
             report.action = "unchanged"
         features[row.line] = feature
     _check_duplicates(reports, features, ctx)
+    suspicion = _gcj_suspicion(reports, features, ctx)
+    if suspicion:
+        notes.append(suspicion)
     return ImportPlan(layer.id, table.name, crs, reports, features, notes)
 
 

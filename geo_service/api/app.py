@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
-from geo_service.api import nearest, ogc, webmap
+from geo_service.api import geocode, nearest, ogc, webmap
 from geo_service.api.problems import install_problem_handlers
 from geo_service.catalog import load_catalog
+from geo_service.geocoding import GeocoderCache
 from geo_service.nearest import SiteIndexCache
 from geo_service.seeding import seed_store
 from geo_service.settings import Settings
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.catalog = catalog
         app.state.store = store
         app.state.site_indexes = SiteIndexCache(store)
+        app.state.geocoders = GeocoderCache(store, catalog.directory / "gazetteer.csv")
         try:
             yield
         finally:
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(ogc.router)
     app.include_router(nearest.router)
+    app.include_router(geocode.router)
     app.include_router(webmap.router)
     webmap.mount_static(app)
     return app

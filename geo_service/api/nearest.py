@@ -15,6 +15,7 @@ from geo_service.api.params import parse_number
 from geo_service.catalog import Catalog
 from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
+from geo_service.geocoding import Geocoder
 from geo_service.nearest import (
     LOCAL_TIME,
     NearestFilters,
@@ -50,6 +51,8 @@ _PARAMETER_DOCS = {
     "status": "Statuses to keep, comma-separated (default: open)",
     "max_distance": f"Only sites within this many metres (0 < d <= {MAX_DISTANCE_M:.0f})",
     "crs": "Coordinate system of lon/lat AND of the output: wgs84, gcj02, bd09",
+    "address": "Instead of lon/lat: an address or place in 张店区, geocoded offline; the "
+    "answer says where it was placed and how confidently",
 }
 
 
@@ -230,7 +233,9 @@ def _result_feature(result: NearestResult, crs: CoordinateSystem) -> bytes:
     return b"".join((_site_fragment(result, crs), b",", per_query[1:], b"}"))
 
 
-def nearest_geojson(query: NearestQuery, cache: SiteIndexCache) -> bytes:
+def nearest_geojson(
+    query: NearestQuery, cache: SiteIndexCache, extra: dict[str, Any] | None = None
+) -> bytes:
     """The whole answer as GeoJSON FeatureCollection bytes (pure: no HTTP here).
 
     Assembled from per-site fragments: serializing every site's properties
@@ -245,6 +250,7 @@ def nearest_geojson(query: NearestQuery, cache: SiteIndexCache) -> bytes:
     }
     if query.crs != CoordinateSystem.wgs84:
         head["coordinate_system"] = query.crs.value
+    head.update(extra or {})
     features = b",".join(_result_feature(r, query.crs) for r in results)
     return b"".join((orjson.dumps(head)[:-1], b',"features":[', features, b"]}"))
 
@@ -273,6 +279,28 @@ def nearest_geojson(query: NearestQuery, cache: SiteIndexCache) -> bytes:
     },
 )
 async def nearest(request: Request) -> Response:
-    query = parse_nearest_query(dict(request.query_params), request.app.state.catalog)
-    body = nearest_geojson(query, request.app.state.site_indexes)
+    params = dict(request.query_params)
+    extra = None
+    if "address" in params:
+        params, extra = geocoded_params(params, request.app.state.geocoders.get())
+    query = parse_nearest_query(params, request.app.state.catalog)
+    body = nearest_geojson(query, request.app.state.site_indexes, extra)
     return Response(body, media_type=MediaType.geojson)
+
+
+def geocoded_params(params: dict[str, str], geocoder: Geocoder) -> tuple[dict[str, str], dict]:
+    """``address=`` becomes lon/lat (in the query's crs) plus what the answer
+    says about it; an address the gazetteer cannot place is a 400."""
+    from geo_service.api.geocode import candidate_feature, geocode_address
+
+    if params.get("lon") or params.get("lat"):
+        raise InvalidParameter("address", "give either address or lon/lat, not both")
+    crs = CoordinateSystem.parse(params.get("crs"), "crs")
+    candidates = geocode_address(geocoder, params.pop("address"), 1)
+    if not candidates:
+        raise InvalidParameter(
+            "address", "not found in the offline gazetteer of 张店区; give lon/lat instead"
+        )
+    placed = candidate_feature(candidates[0], crs)
+    params["lon"], params["lat"] = (str(v) for v in placed["geometry"]["coordinates"])
+    return params, {"geocoded": placed}

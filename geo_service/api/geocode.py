@@ -1,0 +1,114 @@
+"""``GET /geocode`` and ``GET /reverse``: the offline geocoder over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from geo_service.api.media import MediaType
+from geo_service.api.params import parse_number
+from geo_service.crs import CoordinateSystem, convert
+from geo_service.errors import InvalidParameter
+from geo_service.geocoding import Candidate, Geocoder
+
+__all__ = ["candidate_feature", "geocode_address", "router"]
+
+router = APIRouter()
+
+MAX_QUERY = 200
+MAX_LIMIT = 20
+
+
+def _only(params: dict[str, str], known: set[str]) -> None:
+    for name in params:
+        if name not in known:
+            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(known)))
+
+
+def geocode_address(geocoder: Geocoder, address: str | None, limit: int = 5) -> list[Candidate]:
+    """Candidates for an address, or ``InvalidParameter`` for an empty or absurd one."""
+    text = (address or "").strip()
+    if not text:
+        raise InvalidParameter("q", "give an address or place name, e.g. 张店区共青团西路54号")
+    if len(text) > MAX_QUERY:
+        raise InvalidParameter("q", f"at most {MAX_QUERY} characters")
+    return geocoder.geocode(text, limit)
+
+
+def candidate_feature(candidate: Candidate, crs: CoordinateSystem) -> dict[str, Any]:
+    lon, lat = convert(candidate.lon, candidate.lat, CoordinateSystem.wgs84, crs)
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [round(float(lon), 7), round(float(lat), 7)]},
+        "properties": {
+            "level": candidate.level,
+            "confidence": candidate.confidence,
+            "matched": candidate.matched,
+            "town_code": candidate.town_code,
+            "source": candidate.source,
+        },
+    }
+
+
+@router.get(
+    "/geocode",
+    summary="Address or place name to ranked positions (offline)",
+    description="Candidates from the project's gazetteer of 张店区, its towns and the "
+    "stored facilities, best first, each with its match level (address, place, "
+    "intersection, road, town), a confidence in 0..1 and the matched text. "
+    "Parameters: `q` (required), `limit` 1..20 (default 5), `crs` of the output.",
+    tags=["Geocoding"],
+    response_class=Response,
+    responses={200: {"content": {MediaType.geojson.value: {}}}},
+)
+def geocode(request: Request) -> Response:
+    params = dict(request.query_params)
+    _only(params, {"q", "limit", "crs"})
+    crs = CoordinateSystem.parse(params.get("crs"), "crs")
+    raw_limit = params.get("limit", "5")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise InvalidParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    geocoder = request.app.state.geocoders.get()
+    candidates = geocode_address(geocoder, params.get("q"), int(raw_limit))
+    body = {
+        "type": "FeatureCollection",
+        "query": params.get("q"),
+        "numberReturned": len(candidates),
+        "features": [candidate_feature(c, crs) for c in candidates],
+    }
+    if crs != CoordinateSystem.wgs84:
+        body["coordinate_system"] = crs.value
+    return Response(orjson.dumps(body), media_type=MediaType.geojson)
+
+
+@router.get(
+    "/reverse",
+    summary="A point's town and nearest named place (offline)",
+    description="Parameters: `lon`, `lat` (WGS-84, or `crs=gcj02|bd09`).",
+    tags=["Geocoding"],
+    response_class=Response,
+    responses={200: {"content": {MediaType.json.value: {}}}},
+)
+def reverse(request: Request) -> Response:
+    params = dict(request.query_params)
+    _only(params, {"lon", "lat", "crs"})
+    crs = CoordinateSystem.parse(params.get("crs"), "crs")
+    for name in ("lon", "lat"):
+        if not params.get(name):
+            raise InvalidParameter(name, "is required")
+    lon, lat = parse_number("lon", params["lon"]), parse_number("lat", params["lat"])
+    if not -180 <= lon <= 180:
+        raise InvalidParameter("lon", f"longitude {lon} is outside -180..180")
+    if not -90 <= lat <= 90:
+        raise InvalidParameter("lat", f"latitude {lat} is outside -90..90")
+    w_lon, w_lat = convert(lon, lat, crs, CoordinateSystem.wgs84)
+    answer = request.app.state.geocoders.get().reverse(float(w_lon), float(w_lat))
+    place = answer["nearest_place"]
+    if place is not None and crs != CoordinateSystem.wgs84:
+        p_lon, p_lat = convert(place["lon"], place["lat"], CoordinateSystem.wgs84, crs)
+        place["lon"], place["lat"] = round(float(p_lon), 7), round(float(p_lat), 7)
+    body = {"point": [lon, lat], "crs": crs.value, **answer}
+    return Response(orjson.dumps(body), media_type=MediaType.json)
