@@ -39,6 +39,12 @@ from geo_service.towns import TownIndex
 __all__ = ["Candidate", "Geocoder", "GeocoderCache", "load_gazetteer"]
 
 DISTRICT_CODE = "370303"
+#: Zhangdian's east-west roads split into 西/东 at the city's central north-south
+#: axis, where their house numbers start (人民西路 runs west from 柳泉路).
+AXIS_ROAD = "柳泉路"
+#: Without known numbers on a road: odd and even numbers face each other, a
+#: plot is ~20 m wide, so a number is ~10 m further from the start. An assumption.
+METRES_PER_NUMBER = 10.0
 _ROAD = r"[\u4e00-\u9fffA-Za-z0-9]{1,12}?(?:大道|大街|路|街|巷|线)"
 _ROAD_NUMBER = re.compile(rf"({_ROAD})(\d+)号")
 _CROSSING = re.compile(rf"({_ROAD})(?:与|和|、|-|—)({_ROAD})(?:交叉口|交汇处|路口|口)?")
@@ -69,6 +75,7 @@ class _Place:
     lon: float
     lat: float
     source: str
+    address: str = ""  # when the position is at this street address
 
 
 @dataclass
@@ -88,14 +95,16 @@ def load_gazetteer(path: Path) -> tuple[list[_Place], list[_Road]]:
         lines = (line for line in handle if not line.startswith("#"))
         for row in csv.DictReader(lines):
             source = f"gazetteer: {row['source']}"
-            if row["kind"] == "place":
+            if row["kind"] in {"place", "address"}:
                 places.append(
                     _Place(
                         row["name"],
-                        _clean(row["name"]),
+                        # a bare house number is an address, never a place name
+                        _clean(row["name"]) if row["kind"] == "place" else "",
                         float(row["lon"]),
                         float(row["lat"]),
                         source,
+                        row.get("address") or "",
                     )
                 )
             elif row["kind"] == "road":
@@ -128,6 +137,11 @@ class Geocoder:
             for t in towns
         ]
         self.addresses: dict[str, _Place] = {}
+        for place in self.places:
+            if place.address:
+                self._add_address(
+                    place.address, place.name, Point(place.lon, place.lat), place.source
+                )
         for site in facilities:
             name = str(site.properties.get("name") or "")
             source = f"{site.layer_id}/{site.id}"
@@ -137,9 +151,18 @@ class Geocoder:
                 )
             address = site.properties.get("address")
             if address and site.properties.get("position_quality") in {"surveyed", "address"}:
-                key = _clean(self._strip_admin(address))
-                self.addresses[key] = _Place(address, key, site.geometry.x, site.geometry.y, source)
-                self._learn_number(key, site.geometry)
+                self._add_address(address, address, site.geometry, source)
+
+    @classmethod
+    def _address_key(cls, text: str) -> str:
+        key = cls._strip_admin(text)
+        # "四宝山街道政通路165号": the street address is what follows the town
+        return re.sub(r"^[\u4e00-\u9fff]{2,4}?(街道|镇)(?=[\u4e00-\u9fff]+(路|街|道))", "", key)
+
+    def _add_address(self, address: str, name: str, point, source: str) -> None:
+        key = self._address_key(address)
+        self.addresses[key] = _Place(name, key, point.x, point.y, source, address)
+        self._learn_number(key, point)
 
     # -- parsing ------------------------------------------------------------------
 
@@ -188,16 +211,26 @@ class Geocoder:
         length = road.line.length
         start, end = 0.0, length
         if road.orientation == "E-W":
+            split = self._axis_along(road)
+            split = length / 2 if split is None else split
             if "西" in key and "西" not in road.keys[0]:
-                end = length / 2
+                end = split
             elif "东" in key and "东" not in road.keys[0]:
-                start = length / 2
+                start = split
         elif road.orientation == "N-S":
             if key.startswith("南") or "南" in key[len(road.keys[0]) - 1 :]:
                 end = length / 2
             elif key.startswith("北"):
                 start = length / 2
         return start, end
+
+    def _axis_along(self, road: _Road) -> float | None:
+        """Where along an east-west road the central axis crosses it."""
+        axis = self._find_road(AXIS_ROAD)
+        if axis is None or road.orientation != "E-W":
+            return None
+        x = axis[0].line.interpolate(0.5, normalized=True).x
+        return road.line.project(Point(x, road.line.coords[0][1]))
 
     def _house_number(self, road: _Road, key: str, number: int) -> tuple[Point, float, str]:
         known = sorted(set(road.numbers.get(key, [])))
@@ -214,6 +247,20 @@ class Geocoder:
             )
         if known and abs(known[0][0] - number) <= 20:
             return road.line.interpolate(known[0][1]), 0.45, f"near {road.name} {known[0][0]}号"
+        axis = self._axis_along(road)
+        west, east = (
+            "西" in key and "西" not in road.keys[0],
+            "东" in key and "东" not in road.keys[0],
+        )
+        if axis is not None and (west or east):
+            lat = road.line.coords[0][1]
+            step = number * METRES_PER_NUMBER / (111_320.0 * np.cos(np.radians(lat)))
+            along = float(np.clip(axis - step if west else axis + step, start, end))
+            return (
+                road.line.interpolate(along),
+                0.35,
+                f"{number}号 counted from {AXIS_ROAD} at ~{METRES_PER_NUMBER:.0f} m per number",
+            )
         return (
             road.line.interpolate((start + end) / 2),
             0.3,
@@ -228,7 +275,7 @@ class Geocoder:
         for code, name, point in self.town_places:
             if text in {name, re.sub(r"(街道|镇)$", "", name)}:  # just a town's name
                 return [self._candidate(point.x, point.y, "town", 0.5, name, f"towns/{code}")]
-        known = self.addresses.get(text)
+        known = self.addresses.get(self._address_key(query))
         if known:
             found.append(
                 self._candidate(known.lon, known.lat, "address", 0.95, known.name, known.source)
@@ -280,7 +327,8 @@ class Geocoder:
         if not found:
             for code, name, point in self.town_places:
                 short = re.sub(r"(街道|镇)$", "", name)
-                if name and (name in text or (len(short) >= 2 and short in text)):
+                # A two-character short name ("公园") is too common a word to trust.
+                if name and (name in text or (len(short) >= 3 and short in text)):
                     found.append(
                         self._candidate(point.x, point.y, "town", 0.2, name, f"towns/{code}")
                     )

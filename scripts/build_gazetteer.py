@@ -32,6 +32,7 @@ OUT = ROOT / "layers" / "gazetteer.csv"
 COLUMNS = [
     "kind",
     "name",
+    "address",
     "aliases",
     "category",
     "town_code",
@@ -63,6 +64,43 @@ def _place_name(raw: str) -> str | None:
     return name
 
 
+def _address(raw: str) -> str:
+    """A street address with a house number, without notes; else nothing."""
+    text = re.sub(r"\s*[(（].*?[)）]", "", raw).strip()
+    text = text.split(";")[0].strip()
+    return text if re.search(r"\d+号", text) and " " not in text else ""
+
+
+def numbered_points(raw_dir: Path) -> list[dict[str, str]]:
+    """House numbers whose position a source states inside another row's text
+    ("王舍路83号 at 118.034798,36.78726")."""
+    rows = []
+    pattern = re.compile(
+        r"([\u4e00-\u9fff]{1,8}?(?:大道|大街|路|街))(\d+)号 at (\d{3}\.\d+),\s*(\d{2}\.\d+)"
+    )
+    with (raw_dir / "zhangdian_places.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            for road, number, lon, lat in pattern.findall(row["address"]):
+                w_lon, w_lat = _wgs84(float(lon), float(lat), row["crs"] or "GCJ-02")
+                rows.append(
+                    {
+                        "kind": "address",
+                        "name": f"{road}{number}号",
+                        "address": f"{road}{number}号",
+                        "aliases": "",
+                        "category": "house_number",
+                        "town_code": row["town_code"],
+                        "lon": f"{w_lon:.6f}",
+                        "lat": f"{w_lat:.6f}",
+                        "wkt": "",
+                        "source": f"{row['source']}; stated in the text of row {row['name']!r}; "
+                        f"{row['crs']} converted to WGS-84",
+                        "confidence": row["confidence"],
+                    }
+                )
+    return rows
+
+
 def _wgs84(lon: float, lat: float, crs: str) -> tuple[float, float]:
     if crs.startswith("WGS-84"):
         return lon, lat
@@ -86,6 +124,11 @@ def places(raw_dir: Path) -> list[dict[str, str]]:
                 {
                     "kind": "place",
                     "name": name,
+                    # A proxy's (or a 2-decimal nominal) position is not at the
+                    # address, so it does not carry one.
+                    "address": ""
+                    if proxy or "nominal" in row["crs"]
+                    else _address(row["address"]),
                     "aliases": "",
                     "category": row["category"],
                     "town_code": row["town_code"],
@@ -121,6 +164,7 @@ def roads(raw_dir: Path) -> list[dict[str, str]]:
                 {
                     "kind": "road",
                     "name": main,
+                    "address": "",
                     "aliases": "|".join(aliases),
                     "category": row["orientation"],
                     "town_code": "",
@@ -140,19 +184,21 @@ def roads(raw_dir: Path) -> list[dict[str, str]]:
 
 def main() -> None:
     raw_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "raw"
-    rows = places(raw_dir) + roads(raw_dir)
+    rows = places(raw_dir) + numbered_points(raw_dir) + roads(raw_dir)
     with OUT.open("w", encoding="utf-8", newline="") as handle:
         handle.write(
             "# Offline geocoder gazetteer of 张店区, WGS-84.\n"
             "# Written by scripts/build_gazetteer.py\n"
             "# from compiled public facts (sources per row). Office staff may add rows:\n"
-            "# kind=place with lon/lat, or kind=road with a WKT LINESTRING.\n"
+            "# kind=place (with an address when the position is at it), kind=address\n"
+            "# (a house number's position) with lon/lat; kind=road with a WKT LINESTRING.\n"
         )
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     print(
         f"wrote {OUT.relative_to(ROOT)}: {sum(r['kind'] == 'place' for r in rows)} places, "
+        f"{sum(bool(r['address']) for r in rows)} with addresses, "
         f"{sum(r['kind'] == 'road' for r in rows)} roads"
     )
 
