@@ -126,9 +126,7 @@ def places(raw_dir: Path) -> list[dict[str, str]]:
                     "name": name,
                     # A proxy's (or a 2-decimal nominal) position is not at the
                     # address, so it does not carry one.
-                    "address": ""
-                    if proxy or "nominal" in row["crs"]
-                    else _address(row["address"]),
+                    "address": "" if proxy or "nominal" in row["crs"] else _address(row["address"]),
                     "aliases": "",
                     "category": row["category"],
                     "town_code": row["town_code"],
