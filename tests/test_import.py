@@ -378,6 +378,8 @@ def test_a_refused_import_exits_non_zero_and_leaves_the_store_as_it_was(tmp_path
     rows = [*_gbk_rows(), ["9", "", "银行", "", "", "x", "y", "", "", "", "", "", ""]]
     path = write_gbk_csv(tmp_path / "one_bad.csv", rows)
     before = {layer: store.count(layer) for layer in catalog.layers}
+    versions = store.layer_versions()
+    audit = store.audit_records()
     done = subprocess.run(
         [
             sys.executable,
@@ -397,6 +399,9 @@ def test_a_refused_import_exits_non_zero_and_leaves_the_store_as_it_was(tmp_path
     assert done.returncode == 1
     assert "nothing was written" in done.stderr
     assert {layer: store.count(layer) for layer in catalog.layers} == before
+    # not a row touched: no layer version moved, no audit record added
+    assert store.layer_versions() == versions
+    assert store.audit_records() == audit
 
 
 def test_official_town_boundaries_replace_the_approximate_ones(tmp_path, store, catalog):
