@@ -455,3 +455,19 @@ def test_round_trips_stay_within_half_a_metre_over_shandong():
         back = convert(*there, system, "wgs84")
         error = GEOD.inv(lon, lat, back[0], back[1])[2]
         assert error.max() < 0.5, system
+
+
+def test_a_shapefile_in_cgcs2000_with_chinese_field_names(tmp_path, store, catalog):
+    frame = gpd.GeoDataFrame(
+        {"名称": ["测试拥军药店"], "类型": ["拥军药店"], "地址": ["张店区某路2号"]},
+        geometry=[Point(*east_of(PARK, 150))],
+        crs=4490,  # CGCS2000, as Chinese survey data comes
+    )
+    path = tmp_path / "pharmacies.shp"
+    frame.to_file(path, encoding="utf-8")
+    result = plan(path, store, catalog, layer="medical")
+    assert result.errors == [], [r.reasons for r in result.rows]
+    feature = result.features[1]
+    assert feature.properties["name"] == "测试拥军药店"
+    assert feature.properties["kind"] == "partner_pharmacy"
+    assert GEOD.inv(*east_of(PARK, 150), feature.geometry.x, feature.geometry.y)[2] < 0.5
