@@ -253,6 +253,93 @@ def geocode(
     console.print(table)
 
 
+@app.command()
+def coverage(
+    radius: Annotated[str, typer.Option(help="5min, 10min, 15min or metres")] = "15min",
+    layers: Annotated[str | None, typer.Option(help="Facility layers, comma-separated")] = None,
+    kinds: Annotated[str | None, typer.Option(help="Kinds, comma-separated")] = None,
+    p: Annotated[int, typer.Option("-p", "--p", min=0, max=10, help="New sites to suggest")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the workbook (.xlsx)")] = None,
+    map_out: Annotated[Path | None, typer.Option("--map", help="Write the coverage map")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Coverage per town, compliance with the 2022 opinion, and where new sites should go."""
+    from geo_service.coverage import parse_radius
+    from geo_service.coverage_workbook import write_workbook
+    from geo_service.planning import CoveragePlanner, Question
+
+    def listed(raw: str | None) -> tuple[str, ...] | None:
+        values = tuple(v.strip() for v in (raw or "").split(",") if v.strip())
+        return values or None
+
+    try:
+        with _opened(store) as (opened, catalog):
+            question = Question(listed(layers), listed(kinds), parse_radius(radius))
+            planner = CoveragePlanner(opened, catalog)
+            report = planner.report(question)
+            recommendation = planner.recommend(question, p) if p else None
+            towns = opened.all_features("towns")
+    except GeoServiceError as error:
+        _fail(error)
+    table = Table(
+        title=f"镇街覆盖 coverage within {report['radius_m']:.0f} m walking "
+        f"({report['facilities']} facilities)",
+        caption=report["distance"],
+    )
+    for column in (
+        "镇街 town",
+        "设施",
+        "人口",
+        "覆盖人口",
+        "覆盖面积",
+        "中位距离",
+        "P90",
+        "站",
+        "驿站",
+        "教育",
+        "医疗",
+        "绿色通道",
+    ):
+        table.add_column(column, justify="right" if column not in {"镇街 town"} else "left")
+    mark = {True: "✓", False: "✗"}
+    for town in report["towns"]:
+        table.add_row(
+            town["town_name"] + ("*" if town["population_estimated"] else ""),
+            str(town["facilities"]),
+            f"{town['population']:,}",
+            f"{town['population_covered_share']:.0%}",
+            f"{town['area_covered_share']:.0%}",
+            f"{town['median_distance_m']:,.0f} m",
+            f"{town['p90_distance_m']:,.0f} m",
+            mark[town["has_station"]],
+            mark[town["has_support_post"]],
+            mark[town["has_education_site"]],
+            mark[town["has_health"]],
+            mark[town["has_green_channel"]],
+        )
+    console.print(table)
+    console.print("* population is a placeholder (no figure for that town)")
+    if recommendation:
+        console.print(
+            f"suggested {p} new sites (MCLP, {recommendation['solve_seconds']} s): covered "
+            f"{recommendation['covered_before']:,} → {recommendation['covered_after']:,} people; "
+            f"greedy {recommendation['greedy']['covered_after']:,}"
+        )
+        for number, site in enumerate(recommendation["sites"], start=1):
+            console.print(
+                f"  {number}. {site['lon']:.6f}, {site['lat']:.6f} in {site['town_name']}: "
+                f"+{site['gain']:,} people"
+            )
+    if out is not None:
+        write_workbook(out, report, recommendation)
+        console.print(f"workbook written to {out}")
+    if map_out is not None:
+        from geo_service.web.coverage_map import coverage_map
+
+        map_out.write_text(coverage_map(report, towns, recommendation), encoding="utf-8")
+        console.print(f"map written to {map_out}")
+
+
 @app.command("map")
 def web_map(
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write")],

@@ -113,7 +113,7 @@ def _to_metric(crs: pyproj.CRS):
 
 def demand_grid(towns: Sequence[StoredFeature], cell_m: float = 100.0) -> DemandGrid:
     """Each town's population spread evenly over its cells. A town without a
-    figure gets the median density of the towns with one (a placeholder,
+    figure gets the median population of the towns with one (a placeholder,
     flagged as estimated)."""
     if not towns:
         raise InvalidParameter("towns", "no town polygons in the store")
@@ -144,15 +144,16 @@ def demand_grid(towns: Sequence[StoredFeature], cell_m: float = 100.0) -> Demand
             "cells": int(inside.sum()),
             "note": town.properties.get("population_note"),
         }
-    known = [v for v in info.values() if v["population"]]
-    density = float(np.median([v["population"] / v["area_km2"] for v in known])) if known else 0.0
+    known = [v["population"] for v in info.values() if v["population"]]
+    # Towns and subdistricts are drawn to similar sizes; the approximate
+    # boundaries' areas would mislead a density-based guess.
+    typical = round(float(np.median(known))) if known else 0
     for town_info in info.values():
         if not town_info["population"]:
-            town_info["population"] = round(density * town_info["area_km2"])
+            town_info["population"] = typical
             town_info["estimated"] = True
             town_info["note"] = (
-                "no figure: placeholder = median density of the towns with figures "
-                f"({density:,.0f}/km²) × area"
+                f"no figure: placeholder = median population of the towns with figures ({typical:,})"
             )
     town = np.concatenate(town_parts)
     population = np.array(

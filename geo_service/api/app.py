@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
-from geo_service.api import geocode, nearest, ogc, webmap
+from geo_service.api import coverage, geocode, nearest, ogc, webmap
 from geo_service.api.problems import install_problem_handlers
 from geo_service.catalog import load_catalog
 from geo_service.geocoding import GeocoderCache
 from geo_service.nearest import SiteIndexCache
+from geo_service.planning import CoveragePlanner
 from geo_service.seeding import seed_store
 from geo_service.settings import Settings
 from geo_service.store import open_store
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = store
         app.state.site_indexes = SiteIndexCache(store)
         app.state.geocoders = GeocoderCache(store, catalog.directory / "gazetteer.csv")
+        app.state.planner = CoveragePlanner(store, catalog)
         try:
             yield
         finally:
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ogc.router)
     app.include_router(nearest.router)
     app.include_router(geocode.router)
+    app.include_router(coverage.router)
     app.include_router(webmap.router)
     webmap.mount_static(app)
     return app

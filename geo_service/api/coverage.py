@@ -1,0 +1,127 @@
+"""Coverage planning over HTTP: per-town table (JSON or CSV), recommended
+sites, and the coverage map. The same ``CoveragePlanner`` as the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from geo_service.api.media import MediaType
+from geo_service.coverage import parse_radius
+from geo_service.errors import InvalidParameter
+from geo_service.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS, Question
+
+__all__ = ["router", "town_rows"]
+
+router = APIRouter()
+MAX_P = 10
+
+
+def _question(params: dict[str, str], allowed: set[str]) -> Question:
+    for name in params:
+        if name not in allowed:
+            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(allowed)))
+
+    def listed(name: str) -> tuple[str, ...] | None:
+        values = tuple(v.strip() for v in (params.get(name) or "").split(",") if v.strip())
+        return values or None
+
+    return Question(listed("layers"), listed("kinds"), parse_radius(params.get("radius")))
+
+
+def _p(params: dict[str, str]) -> int:
+    raw = params.get("p", "2")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_P:
+        raise InvalidParameter("p", f"must be a whole number from 1 to {MAX_P}, got {raw!r}")
+    return int(raw)
+
+
+def town_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The per-town table as header + rows (Chinese and English headers)."""
+    header = [f"{zh} {key}" for key, zh in TOWN_COLUMNS] + [
+        f"{zh} has_{item}" for item, zh in COMPLIANCE_COLUMNS
+    ]
+    rows = [
+        [town[key] for key, _zh in TOWN_COLUMNS]
+        + [town[f"has_{item}"] for item, _ in COMPLIANCE_COLUMNS]
+        for town in report["towns"]
+    ]
+    return header, rows
+
+
+@router.get(
+    "/coverage",
+    summary="Coverage and compliance per town",
+    description="Per town: facilities, share of people and of area within `radius` "
+    "(5min, 10min, 15min or metres; walking = straight line × 1.3), people-weighted "
+    "distances to the nearest facility, and the 2022 opinion's items. Parameters: "
+    "`layers`, `kinds` (comma-separated; default every facility layer), `radius`, "
+    "`f=json|csv`.",
+    tags=["Coverage planning"],
+    response_class=Response,
+)
+def coverage(request: Request) -> Response:
+    params = dict(request.query_params)
+    fmt = params.pop("f", "json").lower()
+    if fmt not in {"json", "csv"}:
+        raise InvalidParameter("f", "must be json or csv")
+    question = _question(params, {"layers", "kinds", "radius"})
+    report = request.app.state.planner.report(question)
+    if fmt == "csv":
+        header, rows = town_rows(report)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(rows)
+        return Response(
+            buffer.getvalue().encode("utf-8-sig"),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="coverage.csv"'},
+        )
+    body = {k: v for k, v in report.items() if k not in {"uncovered", "sites"}}
+    return Response(orjson.dumps(body), media_type=MediaType.json)
+
+
+@router.get(
+    "/coverage/sites",
+    summary="Where p new sites should go (MCLP)",
+    description="The p sites covering the most people not yet within `radius` of a "
+    "facility, every existing facility kept (maximal covering location problem, "
+    "PySAL spopt + CBC), with each site's gain, coverage before and after, solve "
+    "time, and a greedy choice for comparison. Parameters: `p` 1..10, `radius`, "
+    "`layers`, `kinds`.",
+    tags=["Coverage planning"],
+    response_class=Response,
+)
+def coverage_sites(request: Request) -> Response:
+    params = dict(request.query_params)
+    p = _p(params)
+    params.pop("p", None)
+    question = _question(params, {"layers", "kinds", "radius"})
+    body = request.app.state.planner.recommend(question, p)
+    return Response(orjson.dumps(body), media_type=MediaType.json)
+
+
+@router.get(
+    "/coverage/map",
+    summary="Coverage map: covered share per town, uncovered cells, existing and suggested sites",
+    tags=["Coverage planning"],
+    response_class=HTMLResponse,
+)
+def coverage_page(request: Request) -> HTMLResponse:
+    from geo_service.web.coverage_map import coverage_map
+
+    params = dict(request.query_params)
+    p = _p(params) if "p" in params else None
+    params.pop("p", None)
+    question = _question(params, {"layers", "kinds", "radius"})
+    planner = request.app.state.planner
+    report = planner.report(question)
+    recommendation = planner.recommend(question, p) if p else None
+    towns = request.app.state.store.all_features("towns")
+    return HTMLResponse(coverage_map(report, towns, recommendation))

@@ -1,0 +1,71 @@
+"""The coverage workbook for the office (Chinese headers): per-town coverage
+and compliance, progress by responsible unit, and recommended sites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.styles import Font
+
+from geo_service.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS
+
+__all__ = ["write_workbook"]
+
+
+def _sheet(book: Workbook, title: str, header: list[str], rows: list[list[Any]], first=False):
+    sheet = book.active if first else book.create_sheet()
+    sheet.title = title
+    sheet.append(header)
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    for row in rows:
+        sheet.append(row)
+    for column in sheet.columns:
+        width = max(len(str(c.value or "")) for c in column) + 2
+        sheet.column_dimensions[column[0].column_letter].width = min(max(width, 8), 40)
+    return sheet
+
+
+def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str, Any] | None):
+    book = Workbook()
+    header = [zh for _key, zh in TOWN_COLUMNS] + [zh for _item, zh in COMPLIANCE_COLUMNS]
+    header += ["全部达标", "人口说明"]
+    rows = []
+    for town in report["towns"]:
+        row = [town[key] for key, _zh in TOWN_COLUMNS]
+        row += ["是" if town[f"has_{item}"] else "否" for item, _zh in COMPLIANCE_COLUMNS]
+        row += ["是" if town["all_met"] else "否", town["population_note"] or ""]
+        rows.append(row)
+    sheet = _sheet(book, "镇街覆盖与达标", header, rows, first=True)
+    sheet.append([])
+    sheet.append([f"覆盖半径 {report['radius_m']:.0f} 米；{report['distance']}"])
+    units = [
+        [unit, c["open"], c["planned"], c["suspended"]]
+        for unit, c in report["progress_by_unit"].items()
+    ]
+    _sheet(book, "责任单位进度", ["责任单位", "正常开放", "筹建中", "暂停服务"], units)
+    if recommendation:
+        rows = [
+            [n, "MCLP", s["lon"], s["lat"], s["town_name"], s["gain"]]
+            for n, s in enumerate(recommendation["sites"], start=1)
+        ] + [
+            [n, "贪心 greedy", s["lon"], s["lat"], s["town_name"], s["gain"]]
+            for n, s in enumerate(recommendation["greedy"]["sites"], start=1)
+        ]
+        sheet = _sheet(
+            book, "选址建议", ["序号", "方法", "经度", "纬度", "所在镇街", "新增覆盖人口"], rows
+        )
+        sheet.append([])
+        sheet.append(
+            [
+                "覆盖人口",
+                f"{recommendation['covered_before']:,} → {recommendation['covered_after']:,}"
+                f"（MCLP）；贪心 {recommendation['greedy']['covered_after']:,}",
+            ]
+        )
+        sheet.append(["求解时间（秒）", recommendation["solve_seconds"]])
+        for note in recommendation["notes"]:
+            sheet.append(["说明", note])
+    book.save(path)

@@ -1,0 +1,163 @@
+"""The coverage report the office reads, assembled once from the store, and
+the same numbers for the API, the CLI workbook and the coverage map."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geo_service import coverage as cv
+from geo_service.catalog import Catalog
+from geo_service.store import Store
+
+__all__ = ["TOWN_COLUMNS", "CoveragePlanner"]
+
+#: Per-town table columns: (key, Chinese header).
+TOWN_COLUMNS = [
+    ("town_code", "镇街代码"),
+    ("town_name", "镇街"),
+    ("facilities", "设施数"),
+    ("population", "人口"),
+    ("population_estimated", "人口为估计值"),
+    ("population_covered_share", "覆盖人口比例"),
+    ("area_covered_share", "覆盖面积比例"),
+    ("median_distance_m", "步行距离中位数(米)"),
+    ("p90_distance_m", "步行距离90分位(米)"),
+    ("max_distance_m", "最远步行距离(米)"),
+    ("uncovered_cells", "未覆盖网格数"),
+]
+COMPLIANCE_COLUMNS = [(item, zh) for item, zh, _layer, _kinds in cv.COMPLIANCE_ITEMS]
+
+
+@dataclass(frozen=True)
+class Question:
+    layers: tuple[str, ...] | None
+    kinds: tuple[str, ...] | None
+    radius_m: float
+    cell_m: float = 100.0
+
+
+class CoveragePlanner:
+    """Coverage and recommendations over the current store, cached by the
+    store's layer versions (a recommendation takes seconds)."""
+
+    def __init__(self, store: Store, catalog: Catalog, cache_size: int = 16):
+        self.store = store
+        self.catalog = catalog
+        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._size = cache_size
+        self._lock = threading.Lock()
+
+    def _cached(self, key: tuple, build):
+        key = (tuple(sorted(self.store.layer_versions().items())), *key)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = build()
+        with self._lock:
+            self._cache[key] = value
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return value
+
+    def _inputs(self, question: Question):
+        towns = self.store.all_features("towns")
+        features = {
+            layer.id: self.store.all_features(layer.id) for layer in self.catalog.facility_layers
+        }
+        sites = cv.chosen_facilities(self.catalog, features, question.layers, question.kinds)
+        grid = self._cached(
+            ("grid", question.cell_m), lambda: cv.demand_grid(towns, question.cell_m)
+        )
+        return towns, features, sites, grid
+
+    def report(self, question: Question) -> dict[str, Any]:
+        return self._cached(("report", question), lambda: self._report(question))
+
+    def _report(self, question: Question) -> dict[str, Any]:
+        towns, features, sites, grid = self._inputs(question)
+        rows = cv.coverage_by_town(sites, grid, question.radius_m)
+        every_site = [s for layer in features.values() for s in layer]
+        compliance = cv.compliance_by_town(every_site, towns)
+        table = []
+        for row in rows:
+            entry = {key: getattr(row, key) for key, _zh in TOWN_COLUMNS}
+            entry["by_kind"] = row.by_kind
+            for key in ("population_covered_share", "area_covered_share"):
+                entry[key] = round(entry[key], 4)
+            for key in ("median_distance_m", "p90_distance_m", "max_distance_m"):
+                entry[key] = round(entry[key], 1)
+            checks = compliance[row.town_code]
+            for item, _zh in COMPLIANCE_COLUMNS:
+                entry[f"has_{item}"] = checks["meets"][item]
+                entry[f"{item}_count"] = checks["counts"][item]
+            entry["all_met"] = checks["all_met"]
+            entry["population_note"] = grid.towns[row.town_code]["note"]
+            table.append(entry)
+        return {
+            "radius_m": question.radius_m,
+            "layers": list(question.layers) if question.layers else None,
+            "kinds": list(question.kinds) if question.kinds else None,
+            "cell_m": question.cell_m,
+            "facilities": len(sites),
+            "distance": cv.distance_assumption(),
+            "towns": table,
+            "progress_by_unit": cv.progress_by_unit(every_site),
+            "uncovered": {row.town_code: row.uncovered for row in rows},
+            "sites": [
+                {
+                    "layer": s.layer_id,
+                    "id": s.id,
+                    "name": s.properties.get("name"),
+                    "kind": s.properties.get("kind"),
+                    "lon": s.geometry.x,
+                    "lat": s.geometry.y,
+                }
+                for s in sites
+            ],
+        }
+
+    def recommend(self, question: Question, p: int) -> dict[str, Any]:
+        return self._cached(("sites", question, p), lambda: self._recommend(question, p))
+
+    def _recommend(self, question: Question, p: int) -> dict[str, Any]:
+        _towns, _features, sites, grid = self._inputs(question)
+        result = cv.recommend_for_district(grid, sites, question.radius_m, p)
+        total = result.total or 1.0
+        return {
+            "radius_m": question.radius_m,
+            "p": p,
+            "distance": cv.distance_assumption(),
+            "population": round(result.total),
+            "covered_before": round(result.covered_before),
+            "covered_after": round(result.covered_after),
+            "covered_share_before": round(result.covered_before / total, 4),
+            "covered_share_after": round(result.covered_after / total, 4),
+            "solve_seconds": round(result.solve_seconds, 3),
+            "candidates": result.candidates,
+            "demand_points": result.demand_points,
+            "sites": [_site(s, grid) for s in result.sites],
+            "greedy": {
+                "covered_after": round(result.greedy_covered_after),
+                "covered_share_after": round(result.greedy_covered_after / total, 4),
+                "sites": [_site(s, grid) for s in result.greedy_sites],
+            },
+            "notes": result.notes,
+        }
+
+
+def _site(site: dict[str, Any], grid: cv.DemandGrid) -> dict[str, Any]:
+    nearest_cell = int(np.argmin((grid.x - site["x"]) ** 2 + (grid.y - site["y"]) ** 2))
+    code = str(grid.town[nearest_cell])
+    return {
+        "lon": site["lon"],
+        "lat": site["lat"],
+        "town_code": code,
+        "town_name": grid.towns[code]["name"],
+        "gain": round(site["gain"]),
+    }
