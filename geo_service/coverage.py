@@ -153,7 +153,8 @@ def demand_grid(towns: Sequence[StoredFeature], cell_m: float = 100.0) -> Demand
             town_info["population"] = typical
             town_info["estimated"] = True
             town_info["note"] = (
-                f"no figure: placeholder = median population of the towns with figures ({typical:,})"
+                "no figure: placeholder = median population of the towns with figures "
+                f"({typical:,})"
             )
     town = np.concatenate(town_parts)
     population = np.array(
