@@ -156,3 +156,111 @@ def test_radius_presets_and_metres(raw, metres):
 def test_absurd_radii_are_refused(raw):
     with pytest.raises(InvalidParameter):
         cv.parse_radius(raw)
+
+
+# -- the office's question, from the API, the CLI and the map ---------------------------
+
+STATIONS = {"layers": "stations", "kinds": "town_station,support_post", "radius": "15min"}
+
+
+def test_the_api_answers_per_town_with_compliance(client):
+    body = client.get("/coverage", params=STATIONS).json()
+    assert body["radius_m"] == 1000 and "1.3" in body["distance"]
+    assert len(body["towns"]) == 13
+    row = body["towns"][0]
+    for key in (
+        "town_code",
+        "town_name",
+        "facilities",
+        "population",
+        "population_covered_share",
+        "area_covered_share",
+        "median_distance_m",
+        "p90_distance_m",
+        "max_distance_m",
+        "has_station",
+        "has_support_post",
+        "has_education_site",
+        "has_health",
+        "has_green_channel",
+    ):
+        assert key in row, key
+    assert sum(t["facilities"] for t in body["towns"]) == body["facilities"]
+    csv_text = client.get("/coverage", params={**STATIONS, "f": "csv"}).content.decode("utf-8-sig")
+    lines = csv_text.strip().splitlines()
+    assert len(lines) == 14 and "镇街代码 town_code" in lines[0]
+
+
+def test_the_api_refuses_bad_questions(client):
+    for params, parameter in (
+        ({"radius": "0"}, "radius"),
+        ({"radius": "fast"}, "radius"),
+        ({"layers": "shops"}, "layers"),
+        ({"layers": "stations", "kinds": "bank"}, "kinds"),
+        ({"f": "pdf"}, "f"),
+        ({"colour": "red"}, "colour"),
+    ):
+        answer = client.get("/coverage", params=params)
+        assert answer.status_code == 400 and answer.json()["parameter"] == parameter, params
+    for p in ("0", "11", "two"):
+        answer = client.get("/coverage/sites", params={"p": p})
+        assert answer.status_code == 400 and answer.json()["parameter"] == "p"
+
+
+def test_cli_api_and_map_agree(client, seeded_path, tmp_path):
+    import subprocess
+    import sys
+
+    from openpyxl import load_workbook
+
+    from tests.conftest import ROOT
+
+    api = client.get("/coverage", params=STATIONS).json()
+    sites = client.get("/coverage/sites", params={**STATIONS, "p": 2}).json()
+    assert sites["covered_after"] >= sites["greedy"]["covered_after"]
+    assert sites["covered_after"] > sites["covered_before"]
+    assert len(sites["sites"]) == 2 and all(s["gain"] > 0 for s in sites["sites"])
+    workbook, page = tmp_path / "coverage.xlsx", tmp_path / "coverage.html"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geo_service.cli",
+            "coverage",
+            "--radius",
+            "15min",
+            "--layers",
+            "stations",
+            "--kinds",
+            "town_station,support_post",
+            "-p",
+            "2",
+            "--out",
+            str(workbook),
+            "--map",
+            str(page),
+            "--store",
+            str(seeded_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    sheet = load_workbook(workbook)["镇街覆盖与达标"]
+    header = [c.value for c in sheet[1]]
+    share = header.index("覆盖人口比例")
+    rows = {r[0]: r for r in sheet.iter_rows(min_row=2, max_row=14, values_only=True)}
+    for town in api["towns"]:
+        assert rows[town["town_code"]][share] == town["population_covered_share"]
+    picks = load_workbook(workbook)["选址建议"]
+    mclp = [r for r in picks.iter_rows(min_row=2, values_only=True) if r[1] == "MCLP"]
+    assert [(r[2], r[3], r[5]) for r in mclp] == [
+        (s["lon"], s["lat"], s["gain"]) for s in sites["sites"]
+    ]
+    html = page.read_text(encoding="utf-8")
+    served = client.get("/coverage/map", params={**STATIONS, "p": 2}).text
+    for town in api["towns"]:
+        label = f"<b>{town['town_name']}</b><br>覆盖人口 {town['population_covered_share']:.0%}"
+        assert label in html and label in served
+    assert "建议新址 1:" in html and "建议新址 2:" in served

@@ -7,13 +7,15 @@ Nothing is fetched from a CDN: the served page links these files under
 
 from __future__ import annotations
 
+import base64
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import xstatic.pkg.leaflet as xs_leaflet
 import xstatic.pkg.leaflet_markercluster as xs_markercluster
 
-__all__ = ["APP_DIR", "ASSET_DIRS", "SCRIPTS", "STYLESHEETS", "Asset"]
+__all__ = ["APP_DIR", "ASSET_DIRS", "SCRIPTS", "STYLESHEETS", "Asset", "default_icon_script"]
 
 APP_DIR = Path(__file__).resolve().parent / "static"
 
@@ -42,6 +44,22 @@ class Asset:
     def text(self) -> str:
         return self.path.read_text(encoding="utf-8")
 
+    def inlined(self) -> str:
+        """The file's text for inlining in a page: a stylesheet's relative
+        images become data: URIs, so a page opened from disk asks for nothing."""
+        text = self.text()
+        if not self.name.endswith(".css"):
+            return text
+
+        def data_uri(match: re.Match) -> str:
+            image = self.path.parent / match.group(1)
+            if not image.is_file():
+                return match.group(0)
+            encoded = base64.b64encode(image.read_bytes()).decode()
+            return f"url(data:image/png;base64,{encoded})"
+
+        return re.sub(r"url\((images/[\w.-]+\.png)\)", data_uri, text)
+
 
 #: In load order: Leaflet before its plugin, both before the app.
 SCRIPTS = [
@@ -55,3 +73,20 @@ STYLESHEETS = [
     Asset("markercluster", "MarkerCluster.Default.css"),
     Asset("app", "app.css"),
 ]
+
+
+def default_icon_script() -> str:
+    """Leaflet's default marker images as data: URIs. folium adds a marker
+    with the default icon before giving it its own, and a page opened from
+    disk would otherwise ask for marker-icon.png next to itself."""
+    images = ASSET_DIRS["leaflet"] / "images"
+
+    def uri(name: str) -> str:
+        return "data:image/png;base64," + base64.b64encode((images / name).read_bytes()).decode()
+
+    return (
+        "<script>L.Icon.Default.imagePath = '';"
+        f"L.Icon.Default.mergeOptions({{iconUrl: '{uri('marker-icon.png')}', "
+        f"iconRetinaUrl: '{uri('marker-icon-2x.png')}', shadowUrl: '{uri('marker-shadow.png')}'}});"
+        "</script>"
+    )

@@ -14,7 +14,7 @@ from branca.element import Element
 from shapely.geometry import box, mapping
 
 from geo_service.store import StoredFeature
-from geo_service.web.assets import Asset
+from geo_service.web.assets import Asset, default_icon_script
 
 __all__ = ["coverage_map"]
 
@@ -56,8 +56,9 @@ def coverage_map(
     root = fmap.get_root()
     root.title = title
     root.header.add_child(Element('<link rel="icon" href="data:,">'))
-    root.header.add_child(Element(f"<style>{Asset('leaflet', 'leaflet.css').text()}</style>"))
-    root.header.add_child(Element(f"<script>{Asset('leaflet', 'leaflet.js').text()}</script>"))
+    root.header.add_child(Element(f"<style>{Asset('leaflet', 'leaflet.css').inlined()}</style>"))
+    root.header.add_child(Element(f"<script>{Asset('leaflet', 'leaflet.js').inlined()}</script>"))
+    root.header.add_child(Element(default_icon_script()))
     rows = {row["town_code"]: row for row in report["towns"]}
     radius = report["radius_m"]
     for town in towns:

@@ -147,13 +147,13 @@ def build_page(
     root.header.add_child(Element('<link rel="icon" href="data:,">'))
     for sheet in STYLESHEETS:
         root.header.add_child(
-            Element(f"<style>{sheet.text()}</style>")
+            Element(f"<style>{sheet.inlined()}</style>")
             if standalone
             else Element(f'<link rel="stylesheet" href="{sheet.url}">')
         )
     for script in SCRIPTS:
         root.header.add_child(
-            Element(f"<script>{script.text()}</script>")
+            Element(f"<script>{script.inlined()}</script>")
             if standalone
             else Element(f'<script src="{script.url}"></script>')
         )
