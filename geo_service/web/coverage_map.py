@@ -35,8 +35,9 @@ def _uncovered_shape(points: list[tuple[float, float]], cell_m: float) -> dict |
     if not points:
         return None
     lon, lat = np.array(points).T
-    # Cell size in degrees at this latitude (the cells are metric squares).
-    half_lat = cell_m / 2 / 111_320.0
+    # Cell size in degrees at this latitude (the cells are metric squares),
+    # a little larger so neighbouring cells overlap and merge without slivers.
+    half_lat = cell_m * 1.1 / 2 / 110_950.0
     half_lon = half_lat / np.cos(np.radians(lat.mean()))
     cells = [
         box(x - half_lon, y - half_lat, x + half_lon, y + half_lat)
@@ -153,5 +154,8 @@ def coverage_map(
       <div style="color:#555;font-size:11px">{escape(report["distance"])}</div>
     </div>"""
     root.html.add_child(Element(legend))
+    bounds = shapely.total_bounds([t.geometry for t in towns]) if towns else None
+    if bounds is not None:
+        fmap.fit_bounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]])
     html = root.render()
     return html.replace("<html>", '<html lang="zh-CN">', 1)
