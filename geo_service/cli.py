@@ -261,6 +261,13 @@ def coverage(
     p: Annotated[int, typer.Option("-p", "--p", min=0, max=10, help="New sites to suggest")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the workbook (.xlsx)")] = None,
     map_out: Annotated[Path | None, typer.Option("--map", help="Write the coverage map")] = None,
+    population: Annotated[
+        Path | None,
+        typer.Option(help="Population points or cells (人口 column) instead of town totals"),
+    ] = None,
+    candidates: Annotated[
+        Path | None, typer.Option(help="Candidate sites (经度/纬度) instead of grid cells")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Coverage per town, compliance with the 2022 opinion, and where new sites should go."""
@@ -274,7 +281,13 @@ def coverage(
 
     try:
         with _opened(store) as (opened, catalog):
-            question = Question(listed(layers), listed(kinds), parse_radius(radius))
+            question = Question(
+                listed(layers),
+                listed(kinds),
+                parse_radius(radius),
+                population_file=str(population) if population else None,
+                candidates_file=str(candidates) if candidates else None,
+            )
             planner = CoveragePlanner(opened, catalog)
             report = planner.report(question)
             recommendation = planner.recommend(question, p) if p else None

@@ -171,6 +171,77 @@ def demand_grid(towns: Sequence[StoredFeature], cell_m: float = 100.0) -> Demand
     )
 
 
+def read_points_file(
+    path, catalog: Catalog, value: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Longitudes, latitudes (WGS-84) and, when ``value`` names a property
+    (``population``), its values, from a CSV/XLSX with 经度/纬度 columns or a
+    spatial file (polygons count at their representative point). Any bad row
+    refuses the file, naming the rows."""
+    from pathlib import Path
+
+    from geo_service.importing import load_header_aliases, normalise_header
+    from geo_service.tables import read_table
+
+    aliases = load_header_aliases(catalog.directory / "import_headers.toml")
+    table = read_table(Path(path), set(aliases), normalise_header)
+    column = {
+        aliases[normalise_header(h)]: h for h in table.headers if normalise_header(h) in aliases
+    }
+    lons, lats, values, problems = [], [], [], []
+    for row in table.rows:
+        try:
+            if row.geometry is not None:
+                point = row.geometry.representative_point()
+                lon, lat = point.x, point.y
+            else:
+                lon, lat = float(row.values[column["lon"]]), float(row.values[column["lat"]])
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                raise ValueError("coordinates out of range")
+            amount = float(row.values[column[value]]) if value else 0.0
+            if value and not (math.isfinite(amount) and amount >= 0):
+                raise ValueError(f"{value} must be a number >= 0")
+        except (KeyError, TypeError, ValueError) as error:
+            missing = f"missing column {error}" if isinstance(error, KeyError) else str(error)
+            problems.append(f"line {row.line}: {missing}")
+            continue
+        lons.append(lon)
+        lats.append(lat)
+        values.append(amount)
+    if problems:
+        raise InvalidParameter(
+            "file", f"{table.name}: {len(problems)} bad rows: " + "; ".join(problems[:5])
+        )
+    if not lons:
+        raise InvalidParameter("file", f"{table.name}: no rows")
+    return np.array(lons), np.array(lats), np.array(values)
+
+
+def apply_population(
+    grid: DemandGrid, lon: np.ndarray, lat: np.ndarray, people: np.ndarray, source: str
+) -> DemandGrid:
+    """Demand from the office's own population points or cells instead of
+    town totals: each figure goes to the grid cell it falls in."""
+    forward = pyproj.Transformer.from_crs(4326, grid.crs, always_xy=True)
+    x, y = forward.transform(lon, lat)
+    distance, cell = cKDTree(np.column_stack([grid.x, grid.y])).query(np.column_stack([x, y]))
+    inside = distance <= grid.cell_m * math.sqrt(2) / 2
+    population = np.bincount(cell[inside], weights=people[inside], minlength=len(grid.x))
+    towns = {}
+    for code, info in grid.towns.items():
+        towns[code] = dict(
+            info,
+            population=round(float(population[grid.town == code].sum())),
+            estimated=False,
+            note=f"from {source}",
+        )
+    dropped = int((~inside).sum())
+    if dropped:
+        for info in towns.values():
+            info["note"] += f" ({dropped} points outside the district left out)"
+    return DemandGrid(grid.crs, grid.cell_m, grid.x, grid.y, grid.town, population, towns)
+
+
 def _site_xy(grid: DemandGrid, sites: Sequence[StoredFeature]) -> np.ndarray:
     if not sites:
         return np.empty((0, 2))

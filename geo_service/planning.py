@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,10 @@ class Question:
     kinds: tuple[str, ...] | None
     radius_m: float
     cell_m: float = 100.0
+    #: the office's population points or cells (a file), instead of town totals
+    population_file: str | None = None
+    #: the office's candidate sites (a file with 经度/纬度), instead of grid cells
+    candidates_file: str | None = None
 
 
 class CoveragePlanner:
@@ -74,6 +79,11 @@ class CoveragePlanner:
         grid = self._cached(
             ("grid", question.cell_m), lambda: cv.demand_grid(towns, question.cell_m)
         )
+        if question.population_file:
+            lon, lat, people = cv.read_points_file(
+                question.population_file, self.catalog, "population"
+            )
+            grid = cv.apply_population(grid, lon, lat, people, Path(question.population_file).name)
         return towns, features, sites, grid
 
     def report(self, question: Question) -> dict[str, Any]:
@@ -127,7 +137,11 @@ class CoveragePlanner:
 
     def _recommend(self, question: Question, p: int) -> dict[str, Any]:
         _towns, _features, sites, grid = self._inputs(question)
-        result = cv.recommend_for_district(grid, sites, question.radius_m, p)
+        candidates = None
+        if question.candidates_file:
+            lon, lat, _ = cv.read_points_file(question.candidates_file, self.catalog, None)
+            candidates = list(zip(lon.tolist(), lat.tolist(), strict=True))
+        result = cv.recommend_for_district(grid, sites, question.radius_m, p, candidates)
         total = result.total or 1.0
         return {
             "radius_m": question.radius_m,

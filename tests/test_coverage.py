@@ -264,3 +264,52 @@ def test_cli_api_and_map_agree(client, seeded_path, tmp_path):
         label = f"<b>{town['town_name']}</b><br>覆盖人口 {town['population_covered_share']:.0%}"
         assert label in html and label in served
     assert "建议新址 1:" in html and "建议新址 2:" in served
+
+
+def test_a_population_file_replaces_town_totals(tmp_path, catalog):
+    cx, cy = CENTRE
+    square = town("370303001", "方镇", wgs_box(cx - 2000, cy - 2000, cx + 2000, cy + 2000), 99_999)
+    grid = cv.demand_grid([square], cell_m=100)
+    # 1,000 people at the centre, 3,000 in a corner, one point far outside the district
+    points = [(cx, cy, 1000), (cx + 1900, cy + 1900, 3000), (cx + 50_000, cy, 500)]
+    path = tmp_path / "population.csv"
+    lines = ["经度,纬度,常住人口"]
+    for x, y, people in points:
+        lon, lat = TO_WGS.transform(x, y)
+        lines.append(f"{lon:.7f},{lat:.7f},{people}")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    lon, lat, people = cv.read_points_file(path, catalog, "population")
+    grid = cv.apply_population(grid, lon, lat, people, path.name)
+    assert grid.population.sum() == pytest.approx(4000)
+    assert grid.towns["370303001"]["population"] == 4000
+    assert "1 points outside" in grid.towns["370303001"]["note"]
+    rows = cv.coverage_by_town([site("s", cx, cy)], grid, radius_m=500, detour=1.0)
+    # people and area now differ: the centre's 1,000 of 4,000 are covered
+    assert rows[0].population_covered_share == pytest.approx(0.25)
+    assert rows[0].area_covered_share == pytest.approx(math.pi * 500**2 / 4000**2, rel=0.05)
+
+
+def test_a_bad_population_file_is_refused_with_its_rows(tmp_path, catalog):
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "经度,纬度,人口\n118.05,36.80,100\n118.05,36.80,-5\nabc,36.8,10\n", encoding="utf-8"
+    )
+    with pytest.raises(InvalidParameter, match=r"2 bad rows: line 3: .*line 4"):
+        cv.read_points_file(path, catalog, "population")
+
+
+def test_office_candidates_are_used_instead_of_grid_cells(tmp_path, store, catalog):
+    from geo_service.planning import CoveragePlanner, Question
+
+    path = tmp_path / "candidates.csv"
+    path.write_text(
+        "名称,经度,纬度\n候选甲,118.0300,36.8200\n候选乙,118.1000,36.7600\n", encoding="utf-8"
+    )
+    planner = CoveragePlanner(store, catalog)
+    question = Question(("stations",), None, 1000.0, candidates_file=str(path))
+    result = planner.recommend(question, 1)
+    assert result["candidates"] == 2
+    assert (result["sites"][0]["lon"], result["sites"][0]["lat"]) in {
+        (118.03, 36.82),
+        (118.1, 36.76),
+    }
