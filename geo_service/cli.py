@@ -353,6 +353,129 @@ def coverage(
         console.print(f"map written to {map_out}")
 
 
+print_app = typer.Typer(help="Printed maps (PDF): the atlas, one town, a resident's sheet.")
+app.add_typer(print_app, name="print")
+
+SizeOption = Annotated[str, typer.Option("--size", help="A4 or A3")]
+OrientationOption = Annotated[str, typer.Option("--orientation", help="portrait or landscape")]
+
+
+def _printing(store: str | None):
+    """Open the store and read the style, as the server does; the QR base URL too."""
+    from geo_service.web.style import load_style
+
+    settings = _settings(store)
+    base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    return settings, base_url, load_style
+
+
+@print_app.command("atlas")
+def print_atlas(
+    out: Annotated[Path, typer.Option("--out", "-o", help="PDF file to write")],
+    size: SizeOption = "A4",
+    orientation: OrientationOption = "portrait",
+    layers: Annotated[str | None, typer.Option(help="Facility layers, comma-separated")] = None,
+    store: StoreOption = None,
+) -> None:
+    """The district overview, then every town: map, numbered sites, index table, QR code."""
+    from geo_service.printing import atlas_pdf
+
+    settings, base_url, load_style = _printing(store)
+    chosen = [v for v in (layers or "").split(",") if v] or None
+    try:
+        with _opened(store) as (opened, catalog):
+            style = load_style(settings.style_file, catalog)
+            content = atlas_pdf(
+                catalog,
+                opened,
+                style,
+                base_url=base_url,
+                size=size.upper(),
+                orientation=orientation,
+                layers=chosen,
+            )
+    except GeoServiceError as error:
+        _fail(error)
+    out.write_bytes(content)
+    console.print(f"wrote {out} ({len(content) / 1024:.0f} KiB)")
+
+
+@print_app.command("town")
+def print_town(
+    code: Annotated[str, typer.Argument(help="9-digit town code, e.g. 370303002")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PDF file to write")],
+    size: SizeOption = "A4",
+    orientation: OrientationOption = "portrait",
+    store: StoreOption = None,
+) -> None:
+    """One town's pages."""
+    from geo_service.printing import town_pdf
+
+    settings, base_url, load_style = _printing(store)
+    try:
+        with _opened(store) as (opened, catalog):
+            style = load_style(settings.style_file, catalog)
+            content = town_pdf(
+                catalog,
+                opened,
+                style,
+                code,
+                base_url=base_url,
+                size=size.upper(),
+                orientation=orientation,
+            )
+    except GeoServiceError as error:
+        _fail(error)
+    out.write_bytes(content)
+    console.print(f"wrote {out} ({len(content) / 1024:.0f} KiB)")
+
+
+@print_app.command("nearest")
+def print_nearest(
+    out: Annotated[Path, typer.Option("--out", "-o", help="PDF file to write")],
+    lon: Annotated[float | None, typer.Option(help="Longitude (WGS-84)")] = None,
+    lat: Annotated[float | None, typer.Option(help="Latitude (WGS-84)")] = None,
+    address: Annotated[str | None, typer.Option(help="An address in 张店区 instead")] = None,
+    store: StoreOption = None,
+) -> None:
+    """A one-page sheet for one resident: the nearest sites of each layer, large type."""
+    from geo_service.api.geocode import geocode_address
+    from geo_service.errors import InvalidParameter
+    from geo_service.geocoding import GeocoderCache
+    from geo_service.nearest import SiteIndexCache
+    from geo_service.printing import nearest_pdf
+
+    settings, base_url, load_style = _printing(store)
+    try:
+        with _opened(store) as (opened, catalog):
+            if address:
+                geocoder = GeocoderCache(opened, catalog.directory / "gazetteer.csv").get()
+                found = geocode_address(geocoder, address, 1)
+                if not found:
+                    raise InvalidParameter("address", "not found in the offline gazetteer")
+                lon, lat = found[0].lon, found[0].lat
+                where = f"{address}（{found[0].matched}）"
+            elif lon is None or lat is None:
+                raise InvalidParameter("lon", "give --lon and --lat, or --address")
+            else:
+                where = f"{lon:.5f}, {lat:.5f}"
+            style = load_style(settings.style_file, catalog)
+            content = nearest_pdf(
+                catalog,
+                opened,
+                style,
+                SiteIndexCache(opened).get(),
+                lon,
+                lat,
+                base_url=base_url,
+                where=where,
+            )
+    except GeoServiceError as error:
+        _fail(error)
+    out.write_bytes(content)
+    console.print(f"wrote {out} ({len(content) / 1024:.0f} KiB)")
+
+
 @app.command("map")
 def web_map(
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write")],

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidFeature",
     "InvalidParameter",
     "NotFound",
+    "PrintError",
     "StoreError",
     "StyleError",
 ]
@@ -102,6 +103,12 @@ class StyleError(GeoServiceError, ValueError):
     """The map style file (``maps/style.toml``) is malformed or names unknown layers."""
 
     title = "Invalid map style"
+
+
+class PrintError(GeoServiceError, RuntimeError):
+    """A printed map cannot be made here (for example, no CJK font installed)."""
+
+    title = "Cannot print"
 
 
 class StoreError(GeoServiceError, RuntimeError):

@@ -18,6 +18,7 @@ from geo_service.errors import (
     InvalidFeature,
     InvalidParameter,
     NotFound,
+    PrintError,
     StoreError,
     StyleError,
 )
@@ -35,6 +36,7 @@ ERROR_STATUS: dict[type[GeoServiceError], int] = {
     StoreError: 503,
     CatalogError: 500,
     StyleError: 500,
+    PrintError: 503,  # e.g. no CJK font on the server: nothing the client can fix
 }
 
 

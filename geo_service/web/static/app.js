@@ -285,6 +285,9 @@
       self.config.layers.forEach(function (layer, i) { self.addSites(layer.id, collections[i + 2]); });
       self.renderLegend();
       self.updateSampleNotice();
+      // A printed map's QR code opens the page at its town: #town=370303002
+      var town = /town=(\d{9})/.exec(window.location.hash);
+      if (town && self.townLayers[town[1]]) self.map.fitBounds(self.townLayers[town[1]].getBounds());
       if (!self.embedded) {
         // Open-now badges follow the clock while the page stays open.
         window.setInterval(function () {
@@ -306,10 +309,13 @@
         color: colours.district, weight: 3, fill: noTiles, fillColor: colours.land, fillOpacity: 1
       }
     }).addTo(this.map);
+    var self = this;
+    this.townLayers = {};
     L.geoJSON(towns, {
       interactive: false,
       style: { color: colours.town, weight: 1.5, dashArray: "5 4", fill: false },
       onEachFeature: function (feature, layer) {
+        self.townLayers[feature.id] = layer;
         layer.bindTooltip(escapeHtml(feature.properties.name), {
           permanent: true, direction: "center", className: "gs-town-label", interactive: false
         });

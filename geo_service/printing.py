@@ -1,0 +1,598 @@
+"""Printed district resource maps: the atlas (an overview, then every town),
+one town, and a resident's nearest-services sheet. Vector PDF from matplotlib,
+with Noto Sans CJK embedded so the file prints the same anywhere; the same
+store and the same style file as the web map. No network.
+
+Maps are drawn in the district's metric projection (EPSG:4548), so the scale
+bar is true. Numbers on a town page are the rows of its index table; the
+labels of town names are placed by ``adjustText`` so they keep off each other
+and off the markers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen: files only
+
+import numpy as np
+import pyproj
+import shapely
+from matplotlib import font_manager
+from matplotlib import pyplot as plt
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.patches import Polygon as PolygonPatch
+
+from geo_service.catalog import Catalog
+from geo_service.crs import metric_crs
+from geo_service.errors import PrintError
+from geo_service.nearest import LOCAL_TIME, SiteIndex, nearest_sites
+from geo_service.store import Store, StoredFeature
+from geo_service.web.style import MapStyle
+
+__all__ = ["PAGE_SIZES", "PrintError", "atlas_pdf", "nearest_pdf", "town_pdf"]
+
+#: Paper in inches, portrait.
+PAGE_SIZES = {"A4": (8.27, 11.69), "A3": (11.69, 16.54)}
+FONT_FILES = [
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
+]
+FONT_FAMILY = "Noto Sans CJK SC"
+#: Layer marker shapes on paper (colour comes from the style file).
+MARKERS = ["o", "s", "^", "D", "P", "v", "h"]
+SAMPLE_NOTICE = "示例数据：图中站点为示例，名称、位置与信息仅供演示，不代表真实服务点。"
+
+
+def use_cjk_font() -> None:
+    """Register Noto Sans CJK; without it Chinese would print as boxes, so refuse."""
+    found = [path for path in FONT_FILES if Path(path).exists()]
+    if not found:
+        raise PrintError(
+            "no CJK font: install Debian's fonts-noto-cjk (Noto Sans CJK); printed maps "
+            "would otherwise show boxes instead of Chinese"
+        )
+    for path in found:
+        font_manager.fontManager.addfont(path)
+    plt.rcParams.update(
+        {
+            "font.family": FONT_FAMILY,
+            "pdf.fonttype": 42,  # embed the font itself, text stays searchable
+            "axes.unicode_minus": False,
+        }
+    )
+
+
+@dataclass
+class _Context:
+    catalog: Catalog
+    style: MapStyle
+    towns: list[StoredFeature]
+    district: list[StoredFeature]
+    sites: dict[str, list[StoredFeature]]  # layer -> open and planned sites
+    base_url: str
+    size: tuple[float, float]
+    to_metric: Any
+    sample: bool
+
+
+def _context(
+    catalog: Catalog,
+    store: Store,
+    style: MapStyle,
+    base_url: str,
+    size: str,
+    orientation: str,
+    layers: Sequence[str] | None,
+) -> _Context:
+    use_cjk_font()
+    if size not in PAGE_SIZES:
+        raise PrintError(f"paper size must be one of {', '.join(PAGE_SIZES)}")
+    width, height = PAGE_SIZES[size]
+    if orientation == "landscape":
+        width, height = height, width
+    elif orientation != "portrait":
+        raise PrintError("orientation must be portrait or landscape")
+    wanted = list(layers) if layers else [layer.id for layer in catalog.facility_layers]
+    for layer_id in wanted:
+        if layer_id not in {layer.id for layer in catalog.facility_layers}:
+            raise PrintError(f"unknown facility layer {layer_id!r}")
+    towns = sorted(store.all_features("towns"), key=lambda t: t.id)
+    district = list(store.all_features("district"))
+    bounds = shapely.total_bounds([t.geometry for t in towns + district])
+    forward = pyproj.Transformer.from_crs(4326, metric_crs(tuple(bounds)), always_xy=True)
+    sites = {
+        layer_id: [
+            s for s in store.all_features(layer_id) if s.properties.get("status") != "suspended"
+        ]
+        for layer_id in wanted
+    }
+    sample = any(s.properties.get("sample") for layer in sites.values() for s in layer)
+    return _Context(
+        catalog,
+        style,
+        towns,
+        district,
+        sites,
+        base_url.rstrip("/"),
+        (width, height),
+        lambda geometry: shapely.transform(
+            geometry, lambda xy: np.column_stack(forward.transform(xy[:, 0], xy[:, 1]))
+        ),
+        sample,
+    )
+
+
+# -- drawing pieces -------------------------------------------------------------------
+
+
+def _draw_polygon(ax, geometry, **style) -> None:
+    for part in getattr(geometry, "geoms", [geometry]):
+        ax.add_patch(PolygonPatch(np.asarray(part.exterior.coords), closed=True, **style))
+
+
+def _layer_look(ctx: _Context, layer_id: str) -> tuple[str, str]:
+    index = [layer.id for layer in ctx.catalog.facility_layers].index(layer_id)
+    return ctx.style.layers[layer_id].colour, MARKERS[index % len(MARKERS)]
+
+
+def _scale_bar(ax) -> None:
+    """A bar of a round length, about a fifth of the map's width, true in metres."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    target = (x1 - x0) / 5
+    length = max(n for n in (100, 200, 500, 1000, 2000, 5000, 10000) if n <= max(target, 100))
+    x, y = x0 + (x1 - x0) * 0.05, y0 + (y1 - y0) * 0.04
+    ax.plot([x, x + length], [y, y], color="black", linewidth=3, solid_capstyle="butt")
+    label = f"{length / 1000:g} 公里" if length >= 1000 else f"{length} 米"
+    ax.text(x + length / 2, y + (y1 - y0) * 0.012, label, ha="center", va="bottom", fontsize=8)
+
+
+def _north_arrow(ax) -> None:
+    ax.annotate(
+        "北\nN",
+        xy=(0.95, 0.95),
+        xytext=(0.95, 0.85),
+        xycoords="axes fraction",
+        ha="center",
+        va="center",
+        fontsize=9,
+        arrowprops={"arrowstyle": "-|>", "color": "black", "linewidth": 1.5},
+    )
+
+
+def _legend(fig, ctx: _Context, anchor=(0.5, 0.02)) -> None:
+    handles = []
+    for layer in ctx.catalog.facility_layers:
+        if layer.id not in ctx.sites:
+            continue
+        colour, marker = _layer_look(ctx, layer.id)
+        handles.append(
+            plt.Line2D(
+                [],
+                [],
+                marker=marker,
+                color="white",
+                markerfacecolor=colour,
+                markeredgecolor="white",
+                markersize=9,
+                label=layer.zh,
+            )
+        )
+    handles.append(plt.Line2D([], [], color=ctx.style.district_colour, linewidth=2, label="区界"))
+    handles.append(
+        plt.Line2D([], [], color=ctx.style.town_colour, linewidth=1, linestyle="--", label="镇街界")
+    )
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        bbox_to_anchor=anchor,
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
+
+
+def _footer(fig, ctx: _Context, notice_y: float = 0.955) -> None:
+    today = dt.datetime.now(LOCAL_TIME).date().isoformat()
+    text = (
+        f"制图日期 {today} · 数据来源：张店区拥军服务资源地图服务（各图层记录注明来源）"
+        "· 镇街边界为示意"
+    )
+    fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=6.5, color="#444")
+    if ctx.sample:
+        fig.text(
+            0.5,
+            notice_y,
+            SAMPLE_NOTICE,
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="#7a5b00",
+            bbox={"facecolor": "#fff3cd", "edgecolor": "#e0b000", "boxstyle": "round,pad=0.3"},
+        )
+
+
+def _qr(fig, url: str, rect) -> None:
+    import segno
+
+    matrix = np.array([list(row) for row in segno.make(url, error="m").matrix_iter(border=2)])
+    ax = fig.add_axes(rect)
+    ax.imshow(matrix, cmap="binary", interpolation="nearest")
+    ax.set_axis_off()
+    fig.text(
+        rect[0] + rect[2] / 2, rect[1] - 0.004, "扫码看在线地图", ha="center", va="top", fontsize=7
+    )
+
+
+def _town_labels(ax, ctx: _Context, avoid_xy: np.ndarray, highlight: str | None = None) -> None:
+    from adjustText import adjust_text
+
+    texts = []
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    for town in ctx.towns:
+        point = ctx.to_metric(town.geometry).representative_point()
+        if not (x0 <= point.x <= x1 and y0 <= point.y <= y1):
+            continue
+        weight = "bold" if town.id == highlight else "normal"
+        texts.append(
+            ax.text(
+                point.x,
+                point.y,
+                town.properties["name"],
+                fontsize=9,
+                weight=weight,
+                ha="center",
+                va="center",
+                color="#222",
+                bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none", "pad": 1},
+            )
+        )
+    if texts:
+        adjust_text(
+            texts,
+            x=avoid_xy[:, 0] if len(avoid_xy) else None,
+            y=avoid_xy[:, 1] if len(avoid_xy) else None,
+            ax=ax,
+            expand=(1.2, 1.3),
+            ensure_inside_axes=True,
+        )
+
+
+def _base_map(ax, ctx: _Context, focus: StoredFeature | None = None) -> None:
+    for district in ctx.district:
+        _draw_polygon(
+            ax,
+            ctx.to_metric(district.geometry),
+            facecolor=ctx.style.land_colour,
+            edgecolor=ctx.style.district_colour,
+            linewidth=2,
+            zorder=1,
+        )
+    for town in ctx.towns:
+        grey = focus is not None and town.id != focus.id
+        _draw_polygon(
+            ax,
+            ctx.to_metric(town.geometry),
+            facecolor="#e4e4e4" if grey else "none",
+            edgecolor=ctx.style.town_colour,
+            linewidth=1 if not grey else 0.6,
+            linestyle="--",
+            zorder=2,
+        )
+    if focus is not None:
+        _draw_polygon(
+            ax,
+            ctx.to_metric(focus.geometry),
+            facecolor="none",
+            edgecolor=ctx.style.district_colour,
+            linewidth=2.2,
+            zorder=3,
+        )
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _fit(ax, geometry, margin: float = 0.08) -> None:
+    x0, y0, x1, y1 = geometry.bounds
+    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+    ax.set_xlim(x0 - dx, x1 + dx)
+    ax.set_ylim(y0 - dy, y1 + dy)
+
+
+# -- pages ----------------------------------------------------------------------------------
+
+
+def _overview(pdf: PdfPages, ctx: _Context) -> None:
+    fig = plt.figure(figsize=ctx.size)
+    fig.suptitle(f"{ctx.catalog.district_zh}拥军服务资源分布图", fontsize=18, y=0.99)
+    ax = fig.add_axes([0.04, 0.1, 0.92, 0.82])
+    _base_map(ax, ctx)
+    _fit(ax, shapely.union_all([ctx.to_metric(d.geometry) for d in ctx.district]))
+    points = []
+    for layer_id, sites in ctx.sites.items():
+        colour, marker = _layer_look(ctx, layer_id)
+        xy = np.array([[p.x, p.y] for p in (ctx.to_metric(s.geometry) for s in sites)]).reshape(
+            -1, 2
+        )
+        points.append(xy)
+        ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            s=28,
+            marker=marker,
+            c=colour,
+            edgecolors="white",
+            linewidths=0.6,
+            zorder=5,
+        )
+    _town_labels(ax, ctx, np.vstack(points) if points else np.empty((0, 2)))
+    _scale_bar(ax)
+    _north_arrow(ax)
+    _legend(fig, ctx, anchor=(0.5, 0.025))
+    _footer(fig, ctx)
+    pdf.savefig(fig)
+    plt.close(fig)
+
+
+def _table_rows(ctx: _Context, town: StoredFeature) -> list[tuple[StoredFeature, str]]:
+    rows = []
+    for layer in ctx.catalog.facility_layers:
+        for site in sorted(ctx.sites.get(layer.id, []), key=lambda s: s.id):
+            if site.properties.get("town_code") == town.id:
+                rows.append((site, layer.id))
+    return rows
+
+
+def _cell(text: Any, width: int) -> str:
+    """Wrap long Chinese text by characters (it has no spaces to break at)."""
+    text = "" if text is None else str(text)
+    return "\n".join(text[i : i + width] for i in range(0, len(text), width)) or "-"
+
+
+#: One line of table text, as a fraction of the page height (7 pt type).
+TABLE_LINE = 0.0165
+
+
+def _row_cells(ctx: _Context, number: int, site: StoredFeature, layer_id: str) -> list[str]:
+    kind = ctx.catalog.layer(layer_id).kinds.get(site.properties.get("kind"))
+    return [
+        str(number),
+        _cell(site.properties.get("name"), 14),
+        _cell(kind.zh if kind else site.properties.get("kind"), 8),
+        _cell(site.properties.get("address"), 16),
+        _cell(site.properties.get("phone"), 13),
+        _cell(site.properties.get("opening_hours"), 14),
+    ]
+
+
+def _lines(cells: list[str]) -> int:
+    return max(cell.count("\n") + 1 for cell in cells)
+
+
+def _fitting(ctx: _Context, rows, start: int, height: float) -> int:
+    """How many of ``rows`` fit in a table ``height`` (page fraction) tall."""
+    used, count = TABLE_LINE * 1.3, 0  # the header row
+    for number, (site, layer_id) in enumerate(rows, start=start):
+        used += TABLE_LINE * (_lines(_row_cells(ctx, number, site, layer_id)) + 0.4)
+        if used > height:
+            break
+        count += 1
+    return max(count, 1)
+
+
+def _index_table(fig, ctx: _Context, rows, start: int, rect) -> None:
+    ax = fig.add_axes(rect)
+    ax.set_axis_off()
+    header = ["编号", "名称", "类型", "地址", "电话", "开放时间"]
+    body = [
+        _row_cells(ctx, number, site, layer_id)
+        for number, (site, layer_id) in enumerate(rows, start=start)
+    ]
+    if not body:
+        ax.text(0.5, 0.9, "本镇街暂无上图设施", ha="center", fontsize=10)
+        return
+    table = ax.table(
+        cellText=body,
+        colLabels=header,
+        loc="upper center",
+        cellLoc="left",
+        colWidths=[0.06, 0.24, 0.13, 0.27, 0.14, 0.16],
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+    line = TABLE_LINE / rect[3]  # in this axes' units
+    for (row, _col), cell in table.get_celld().items():
+        if row == 0:
+            cell.set_height(line * 1.3)
+            cell.set_facecolor("#eeeeee")
+        else:
+            cell.set_height(line * (_lines(body[row - 1]) + 0.4))
+
+
+def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
+    rows = _table_rows(ctx, town)
+    fig = plt.figure(figsize=ctx.size)
+    fig.suptitle(f"{town.properties['name']} 拥军服务资源分布图", fontsize=16, y=0.99)
+    ax = fig.add_axes([0.04, 0.46, 0.92, 0.47])
+    shape = ctx.to_metric(town.geometry)
+    _base_map(ax, ctx, focus=town)
+    _fit(ax, shape)
+    numbered = []
+    for number, (site, layer_id) in enumerate(rows, start=1):
+        colour, marker = _layer_look(ctx, layer_id)
+        point = ctx.to_metric(site.geometry)
+        ax.scatter(
+            [point.x],
+            [point.y],
+            s=90,
+            marker=marker,
+            c=colour,
+            edgecolors="white",
+            linewidths=0.8,
+            zorder=6,
+        )
+        numbered.append(
+            ax.text(
+                point.x,
+                point.y,
+                str(number),
+                fontsize=6.5,
+                color="white",
+                ha="center",
+                va="center",
+                weight="bold",
+                zorder=7,
+            )
+        )
+    avoid = np.array([[t.get_position()[0], t.get_position()[1]] for t in numbered]).reshape(-1, 2)
+    _town_labels(ax, ctx, avoid, highlight=town.id)
+    _scale_bar(ax)
+    _north_arrow(ax)
+    _legend(fig, ctx, anchor=(0.5, 0.415))
+    _qr(fig, f"{ctx.base_url}/map#town={town.id}", [0.82, 0.36, 0.12, 0.08])
+    table_rect = [0.04, 0.03, 0.76, 0.36]
+    first = rows[: _fitting(ctx, rows, 1, table_rect[3])]
+    _index_table(fig, ctx, first, 1, table_rect)
+    _footer(fig, ctx)
+    pdf.savefig(fig)
+    plt.close(fig)
+    rest = rows[len(first) :]
+    start = len(first) + 1
+    while rest:
+        rect = [0.04, 0.04, 0.92, 0.88]
+        count = _fitting(ctx, rest, start, rect[3])
+        chunk, rest = rest[:count], rest[count:]
+        fig = plt.figure(figsize=ctx.size)
+        fig.suptitle(f"{town.properties['name']} 设施一览（续）", fontsize=14, y=0.99)
+        _index_table(fig, ctx, chunk, start, rect)
+        _footer(fig, ctx)
+        pdf.savefig(fig)
+        plt.close(fig)
+        start += len(chunk)
+
+
+def _write(pages) -> bytes:
+    buffer = io.BytesIO()
+    with PdfPages(
+        buffer, metadata={"Title": "张店区拥军服务资源地图", "Creator": "geo-service"}
+    ) as pdf:
+        pages(pdf)
+    return buffer.getvalue()
+
+
+def atlas_pdf(
+    catalog, store, style, *, base_url, size="A4", orientation="portrait", layers=None
+) -> bytes:
+    """The overview page, then each town's pages (map, numbered sites, index table)."""
+    ctx = _context(catalog, store, style, base_url, size, orientation, layers)
+
+    def pages(pdf):
+        _overview(pdf, ctx)
+        for town in ctx.towns:
+            _town_pages(pdf, ctx, town)
+
+    return _write(pages)
+
+
+def town_pdf(
+    catalog, store, style, code: str, *, base_url, size="A4", orientation="portrait", layers=None
+) -> bytes:
+    ctx = _context(catalog, store, style, base_url, size, orientation, layers)
+    town = next((t for t in ctx.towns if t.id == code), None)
+    if town is None:
+        from geo_service.errors import FeatureNotFound
+
+        raise FeatureNotFound("towns", code)
+    return _write(lambda pdf: _town_pages(pdf, ctx, town))
+
+
+def nearest_pdf(
+    catalog,
+    store,
+    style,
+    index: SiteIndex,
+    lon: float,
+    lat: float,
+    *,
+    base_url,
+    where: str,
+    per_layer: int = 2,
+    size="A4",
+) -> bytes:
+    """One page for one resident, in large type: a small map and the nearest
+    sites of each layer (the same answer as the nearest-service API)."""
+    ctx = _context(catalog, store, style, base_url, size, "portrait", None)
+    answers = {
+        layer.id: nearest_sites(index, lon, lat, per_layer, [layer.id])
+        for layer in catalog.facility_layers
+    }
+
+    def page(pdf):
+        fig = plt.figure(figsize=ctx.size)
+        fig.suptitle("离您最近的拥军服务点", fontsize=22, y=0.985, weight="bold")
+        fig.text(0.5, 0.918, where, ha="center", fontsize=13)
+        ax = fig.add_axes([0.25, 0.70, 0.5, 0.2])
+        here = ctx.to_metric(shapely.Point(lon, lat))
+        _base_map(ax, ctx)
+        found = [r for results in answers.values() for r in results]
+        xs = [ctx.to_metric(r.feature.geometry).x for r in found] + [here.x]
+        ys = [ctx.to_metric(r.feature.geometry).y for r in found] + [here.y]
+        pad = max(max(xs) - min(xs), max(ys) - min(ys), 1500) * 0.15
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        for layer_id, results in answers.items():
+            colour, marker = _layer_look(ctx, layer_id)
+            for r in results:
+                p = ctx.to_metric(r.feature.geometry)
+                ax.scatter(
+                    [p.x], [p.y], s=60, marker=marker, c=colour, edgecolors="white", zorder=5
+                )
+        ax.scatter([here.x], [here.y], s=160, marker="*", c="#0b57d0", edgecolors="white", zorder=6)
+        _scale_bar(ax)
+        _north_arrow(ax)
+        y = 0.68
+        for layer in catalog.facility_layers:
+            fig.text(0.06, y, layer.zh, fontsize=14, weight="bold")
+            y -= 0.028
+            if not answers[layer.id]:
+                fig.text(0.08, y, "附近暂无", fontsize=11)
+                y -= 0.03
+            for r in answers[layer.id]:
+                props = r.feature.properties
+                fig.text(
+                    0.08,
+                    y,
+                    f"{props.get('name')}　{r.distance_m:,.0f} 米"
+                    f"（步行约 {max(1, round(r.walk_minutes))} 分钟）",
+                    fontsize=11.5,
+                )
+                y -= 0.022
+                detail = (
+                    f"地址：{props.get('address') or '-'}　电话：{props.get('phone') or '-'}"
+                    f"　开放时间：{props.get('opening_hours') or '-'}"
+                )
+                fig.text(0.10, y, detail[:70], fontsize=9, color="#333")
+                y -= 0.026
+            y -= 0.006
+        fig.text(
+            0.06,
+            0.03,
+            "距离为直线距离；步行时间按直线距离 × 1.3 ÷ 4.5 公里/小时估算。",
+            fontsize=8,
+            color="#444",
+        )
+        _footer(fig, ctx, notice_y=0.952)
+        pdf.savefig(fig)
+        plt.close(fig)
+
+    return _write(page)
