@@ -25,7 +25,7 @@ matplotlib.use("Agg")  # no screen: files only
 import numpy as np
 import pyproj
 import shapely
-from matplotlib import font_manager
+from matplotlib import font_manager, patheffects
 from matplotlib import pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.patches import Polygon as PolygonPatch
@@ -419,6 +419,40 @@ def _index_table(fig, ctx: _Context, rows, start: int, rect) -> None:
             cell.set_height(line * (_lines(body[row - 1]) + 0.4))
 
 
+def _place_numbers(ax, points: np.ndarray) -> list:
+    """Each site's number beside its marker, moved by adjustText until no two
+    numbers overlap and none covers a marker; a thin line leads back when a
+    number had to move. Number n is row n of the page's table."""
+    from adjustText import adjust_text
+
+    halo = [patheffects.withStroke(linewidth=2.5, foreground="white")]
+    texts = [
+        ax.text(
+            x,
+            y,
+            str(number),
+            fontsize=8,
+            weight="bold",
+            ha="left",
+            va="bottom",
+            zorder=8,
+            path_effects=halo,
+        )
+        for number, (x, y) in enumerate(points, start=1)
+    ]
+    if texts:
+        adjust_text(
+            texts,
+            x=points[:, 0],
+            y=points[:, 1],
+            ax=ax,
+            expand=(1.3, 1.4),
+            ensure_inside_axes=True,
+            arrowprops={"arrowstyle": "-", "color": "#555", "linewidth": 0.5},
+        )
+    return texts
+
+
 def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
     rows = _table_rows(ctx, town)
     fig = plt.figure(figsize=ctx.size)
@@ -427,34 +461,23 @@ def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
     shape = ctx.to_metric(town.geometry)
     _base_map(ax, ctx, focus=town)
     _fit(ax, shape)
-    numbered = []
-    for number, (site, layer_id) in enumerate(rows, start=1):
+    points = []
+    for site, layer_id in rows:
         colour, marker = _layer_look(ctx, layer_id)
         point = ctx.to_metric(site.geometry)
+        points.append((point.x, point.y))
         ax.scatter(
             [point.x],
             [point.y],
-            s=90,
+            s=60,
             marker=marker,
             c=colour,
             edgecolors="white",
             linewidths=0.8,
             zorder=6,
         )
-        numbered.append(
-            ax.text(
-                point.x,
-                point.y,
-                str(number),
-                fontsize=6.5,
-                color="white",
-                ha="center",
-                va="center",
-                weight="bold",
-                zorder=7,
-            )
-        )
-    avoid = np.array([[t.get_position()[0], t.get_position()[1]] for t in numbered]).reshape(-1, 2)
+    avoid = np.array(points).reshape(-1, 2)
+    ax.town_numbers = _place_numbers(ax, avoid)  # kept for the tests' overlap check
     _town_labels(ax, ctx, avoid, highlight=town.id)
     _scale_bar(ax)
     _north_arrow(ax)
