@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,11 +420,13 @@ def _index_table(fig, ctx: _Context, rows, start: int, rect) -> None:
             cell.set_height(line * (_lines(body[row - 1]) + 0.4))
 
 
-def _place_numbers(ax, points: np.ndarray) -> list:
-    """Each site's number beside its marker, moved by adjustText until no two
-    numbers overlap and none covers a marker; a thin line leads back when a
-    number had to move. Number n is row n of the page's table."""
+def _place_numbers(ax, points: np.ndarray, marker_size: float = 60.0) -> list:
+    """Each site's number beside its marker. adjustText spreads them first;
+    then a deterministic rule finishes the job: a number that still touches
+    another number or any marker walks out on a spiral until it is clear, and
+    a thin line leads back to its marker. Number n is row n of the table."""
     from adjustText import adjust_text
+    from matplotlib.transforms import Bbox
 
     halo = [patheffects.withStroke(linewidth=2.5, foreground="white")]
     texts = [
@@ -440,16 +443,35 @@ def _place_numbers(ax, points: np.ndarray) -> list:
         )
         for number, (x, y) in enumerate(points, start=1)
     ]
-    if texts:
-        adjust_text(
-            texts,
-            x=points[:, 0],
-            y=points[:, 1],
-            ax=ax,
-            expand=(1.3, 1.4),
-            ensure_inside_axes=True,
-            arrowprops={"arrowstyle": "-", "color": "#555", "linewidth": 0.5},
-        )
+    if not texts:
+        return texts
+    adjust_text(
+        texts, x=points[:, 0], y=points[:, 1], ax=ax, expand=(1.3, 1.4), ensure_inside_axes=True
+    )
+    figure = ax.figure
+    renderer = figure.canvas.get_renderer()
+    centres = ax.transData.transform(points)
+    radius = math.sqrt(marker_size) / 2 * figure.dpi / 72 + 1  # marker half-width, pixels
+    markers = [
+        Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in centres
+    ]
+    placed: list[Bbox] = []
+    to_data = ax.transData.inverted()
+    for text, (cx, cy) in zip(texts, centres, strict=True):
+        for step in range(400):
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed + markers):
+                break
+            angle, reach = step * 0.5, radius + 4 + step * 0.8
+            text.set_position(
+                to_data.transform((cx + reach * math.cos(angle), cy + reach * math.sin(angle)))
+            )
+        placed.append(text.get_window_extent(renderer))
+        tx, ty = ax.transData.transform(text.get_position())
+        if math.hypot(tx - cx, ty - cy) > radius + 8:  # moved away: lead back to the marker
+            x0, y0 = to_data.transform((cx, cy))
+            x1, y1 = text.get_position()
+            ax.plot([x0, x1], [y0, y1], color="#555", linewidth=0.5, zorder=7)
     return texts
 
 
