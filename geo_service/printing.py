@@ -369,7 +369,7 @@ def _row_cells(ctx: _Context, number: int, site: StoredFeature, layer_id: str) -
     return [
         str(number),
         _cell(site.properties.get("name"), 14),
-        _cell(kind.zh if kind else site.properties.get("kind"), 8),
+        _cell(kind.zh if kind else site.properties.get("kind"), 7),
         _cell(site.properties.get("address"), 16),
         _cell(site.properties.get("phone"), 13),
         _cell(site.properties.get("opening_hours"), 14),
