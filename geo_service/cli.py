@@ -11,11 +11,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from geo_service.catalog import Catalog, load_catalog
 from geo_service.crs import CoordinateSystem
-from geo_service.errors import GeoServiceError
+from geo_service.errors import GeoServiceError, InvalidParameter
 from geo_service.exports import ExportFormat, export_layer
 from geo_service.seeding import seed_store
 from geo_service.settings import Settings
@@ -62,7 +63,7 @@ def _opened(store: str | None) -> Iterator[tuple[Store, Catalog]]:
 
 
 def _fail(error: GeoServiceError) -> None:
-    errors.print(f"[bold red]error:[/] {error.detail}")
+    errors.print(f"[bold red]error:[/] {escape(error.detail)}")
     raise typer.Exit(2)
 
 
@@ -191,6 +192,8 @@ def import_file(
             )
             print_report(plan, console)
             if report is not None:
+                if not report.parent.is_dir():
+                    raise InvalidParameter("report", f"no such folder: {report.parent}")
                 write_report(plan, report)
                 console.print(f"report written to {report}")
             if dry_run:
@@ -199,7 +202,7 @@ def import_file(
             try:
                 results = apply_import(plan, opened, skip_invalid=skip_invalid, actor=actor)
             except ImportRefused as refused:
-                errors.print(f"[bold red]refused:[/] {refused.detail}")
+                errors.print(f"[bold red]refused:[/] {escape(refused.detail)}")
                 raise typer.Exit(1) from None
     except GeoServiceError as error:
         _fail(error)
@@ -229,7 +232,7 @@ def geocode(
     if not candidates:
         errors.print(f"no candidate for {address!r} in the offline gazetteer of 张店区")
         raise typer.Exit(1)
-    table = Table(title=f"地理编码 geocode: {address}")
+    table = Table(title=f"地理编码 geocode: {escape(address)}")
     for column in (
         "#",
         "经度 lon",
@@ -247,7 +250,7 @@ def geocode(
             f"{c.lat:.6f}",
             c.level,
             f"{c.confidence:.2f}",
-            c.matched,
+            escape(c.matched),
             c.town_code or "-",
         )
     console.print(table)
@@ -440,7 +443,6 @@ def print_nearest(
 ) -> None:
     """A one-page sheet for one resident: the nearest sites of each layer, large type."""
     from geo_service.api.geocode import geocode_address
-    from geo_service.errors import InvalidParameter
     from geo_service.geocoding import GeocoderCache
     from geo_service.nearest import SiteIndexCache
     from geo_service.printing import nearest_pdf
@@ -569,7 +571,7 @@ def nearest(
             f"confidence {placed['confidence']})"
         )
     table = Table(
-        title=f"最近的服务点 nearest to {where}",
+        title=f"最近的服务点 nearest to {escape(where)}",
         caption=f"步行时间 walk time: {body['walking_assumption']}",
     )
     for column in (
@@ -590,12 +592,12 @@ def nearest(
         state = {True: "营业中 open", False: "休息 closed", None: "未知 unknown"}[props["open_now"]]
         table.add_row(
             str(number),
-            props["name"],
+            escape(str(props["name"])),
             kinds.get(props["kind"], props["kind"]),
             f"{props['distance_m']:.0f} m",
             f"{props['walk_minutes']:.0f} min",
             state,
-            props.get("phone") or "-",
+            escape(str(props.get("phone") or "-")),
         )
     console.print(table)
     if not body["features"]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from geo_service.errors import InvalidParameter
@@ -32,16 +34,16 @@ def _cells(row) -> list[str]:
 
 def print_report(plan: ImportPlan, console: Console) -> None:
     for note in plan.notes:
-        console.print(f"· {note}")
+        console.print(f"· {escape(note)}")
     rows = plan.rows
     if len(rows) > SCREEN_ROWS:
         rows = [r for r in rows if r.status != RowStatus.ok]
         console.print(f"· {len(plan.rows)} rows: showing the {len(rows)} with warnings or errors")
-    table = Table(title=f"import {plan.source} → {plan.layer_id}")
+    table = Table(title=f"import {escape(plan.source)} → {plan.layer_id}")
     for column in COLUMNS:
         table.add_column(column, overflow="fold")
     for row in rows:
-        cells = _cells(row)
+        cells = [escape(cell) for cell in _cells(row)]  # file text is not markup
         cells[1] = f"[{_STYLE[row.status]}]{cells[1]}[/]"
         table.add_row(*cells)
     console.print(table)
@@ -49,6 +51,13 @@ def print_report(plan: ImportPlan, console: Console) -> None:
     console.print(
         f"{counts['OK']} OK, {counts['warning']} with warnings, {counts['error']} with errors"
     )
+
+
+def _safe_cell(text: str) -> str:
+    """Spreadsheet-safe text: no control characters openpyxl refuses, and a
+    leading = + - @ is not run as a formula when the report is opened."""
+    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
+    return "'" + text if text[:1] in {"=", "+", "-", "@"} else text
 
 
 def write_report(plan: ImportPlan, path: Path) -> None:
@@ -68,7 +77,7 @@ def write_report(plan: ImportPlan, path: Path) -> None:
         sheet.title = "import report"
         sheet.append(COLUMNS)
         for row in rows:
-            sheet.append(row)
+            sheet.append([_safe_cell(cell) for cell in row])
         for column, width in zip("ABCDEF", (8, 10, 22, 30, 10, 80), strict=True):
             sheet.column_dimensions[column].width = width
         book.save(path)

@@ -29,7 +29,7 @@ from geo_service.catalog import Catalog, Layer, ValidFeature
 from geo_service.crs import GEOD, CoordinateSystem, convert
 from geo_service.errors import InvalidFeature, InvalidParameter
 from geo_service.store import Store, WriteResult
-from geo_service.tables import SourceRow, SourceTable, read_table
+from geo_service.tables import CellError, SourceRow, SourceTable, read_table
 from geo_service.towns import TownIndex
 
 __all__ = [
@@ -226,6 +226,9 @@ def _row_properties(
     props: dict[str, Any] = {}
     given: dict[str, Any] = {}
     for header, value in row.values.items():
+        if isinstance(value, CellError):
+            report.fail(f"column {header}: {value}")
+            continue
         prop = mapping.get(header)
         if prop is None:
             text = _text(value)
@@ -240,9 +243,14 @@ def _row_properties(
         report.fail("missing name (名称)")
 
     position = None
-    if row.point is not None:
+    if row.geometry is not None and row.point is None:
+        kind = "an empty geometry" if row.geometry.is_empty else f"a {row.geometry.geom_type}"
+        report.fail(f"geometry is {kind}; a site must be a point")
+    elif row.point is not None:
         position = convert(row.point[0], row.point[1], ctx.crs, CoordinateSystem.wgs84)
-    elif given.get("lon") is not None or given.get("lat") is not None:
+    elif (given.get("lon") is None) != (given.get("lat") is None):
+        report.fail("only one of 经度/纬度 (longitude/latitude) is given")
+    elif given.get("lon") is not None:
         try:
             lon, lat = _number(given.get("lon")), _number(given.get("lat"))
         except (TypeError, ValueError):
@@ -250,8 +258,8 @@ def _row_properties(
                 f"unparseable coordinates: 经度 {given.get('lon')!r}, 纬度 {given.get('lat')!r}"
             )
         else:
-            if lon is None or lat is None:
-                report.fail("only one of 经度/纬度 is given")
+            if not (math.isfinite(lon) and math.isfinite(lat)):
+                report.fail(f"coordinates are not finite numbers: {lon}, {lat}")
             elif 70 <= lat <= 140 and 0 <= lon <= 60:  # China's longitudes as latitude
                 report.fail(f"coordinates look swapped (经度 {lon}, 纬度 {lat})")
             elif not (-180 <= lon <= 180 and -90 <= lat <= 90):
@@ -356,7 +364,10 @@ def _geocode_row(given: dict[str, Any], ctx: _Context, report: RowReport):
         report.fail(f"no coordinates (经度/纬度), and the address could not be placed{level}")
         return None
     found = best[0]
-    given.setdefault("position_quality", "address")
+    # Only a known street address is an address-quality position; a place's
+    # centre or a house number estimated along a road is approximate, and the
+    # geocoder must not learn from its own guesses.
+    given.setdefault("position_quality", "address" if found.level == "address" else "approximate")
     report.warn(
         f"no coordinates: placed from {text!r} by the offline geocoder "
         f"({found.level} {found.matched!r}, confidence {found.confidence:.2f})"
@@ -398,19 +409,23 @@ def _gcj_suspicion(plan_rows, features, ctx: _Context) -> str | None:
 
 
 def _match_stored(
-    ctx: _Context, name: str | None, position: tuple[float, float] | None
-) -> str | None:
-    """The id of a stored site with the same normalised name within 50 m."""
-    if not name or position is None:
-        return None
+    ctx: _Context, layer: Layer, name: str, position: tuple[float, float], claimed: set[str]
+) -> str:
+    """The id for a row without one: the stable id of the same name at the same
+    place if stored; else the nearest stored site of that name within 50 m not
+    already matched by an earlier row; else a new stable id."""
+    own = _feature_id(layer, name, *position)
+    if own in ctx.stored and own not in claimed:
+        return own
     wanted = normalise_name(name)
+    best: tuple[float, str] | None = None
     for feature in ctx.stored.values():
-        if normalise_name(feature.properties.get("name") or "") != wanted:
+        if feature.id in claimed or normalise_name(feature.properties.get("name") or "") != wanted:
             continue
         distance = GEOD.inv(position[0], position[1], feature.geometry.x, feature.geometry.y)[2]
-        if distance <= DUPLICATE_DISTANCE_M:
-            return feature.id
-    return None
+        if distance <= DUPLICATE_DISTANCE_M and (best is None or distance < best[0]):
+            best = (distance, feature.id)
+    return best[1] if best else own
 
 
 def _keep_unchanged_dates(ctx: _Context, feature: ValidFeature) -> ValidFeature:
@@ -508,6 +523,17 @@ def plan_import(
     mapping = {
         h: aliases[normalise_header(h)] for h in table.headers if normalise_header(h) in aliases
     }
+    claimed: dict[str, list[str]] = defaultdict(list)
+    for header, prop in mapping.items():
+        claimed[prop].append(header)
+    clashes = {prop: heads for prop, heads in claimed.items() if len(heads) > 1}
+    if clashes:
+        raise InvalidParameter(
+            "file",
+            f"{table.name}: several columns mean the same thing, so one would silently "
+            "replace another: "
+            + "; ".join(f"{prop}: {', '.join(heads)}" for prop, heads in clashes.items()),
+        )
     notes = [f"read {len(table.rows)} rows from {table.name}"]
     if table.encoding:
         notes.append(f"text encoding: {table.encoding}")
@@ -555,27 +581,37 @@ def plan_import(
         reports.append(report)
         props, position = _row_properties(row, mapping, ctx, report)
         if position is not None and "id" not in props and props.get("name"):
-            props["id"] = _match_stored(ctx, props["name"], position) or _feature_id(
-                layer, props["name"], *position
-            )
+            props["id"] = _match_stored(ctx, layer, props["name"], position, set(seen_ids))
         report.id = props.get("id")
         if report.id in seen_ids:
             report.fail(f"id {report.id} is already used by line {seen_ids[report.id]}")
         elif report.id:
             seen_ids[report.id] = row.line
-        if report.status == RowStatus.error:
-            continue
+        # The catalog's checks run even after an early error, so the report
+        # names every reason at once.
         candidate = {
             "type": "Feature",
-            "id": props["id"],
-            "geometry": {"type": "Point", "coordinates": list(position)},
+            "id": props.get("id"),
+            "geometry": (
+                {"type": "Point", "coordinates": list(position)} if position is not None else None
+            ),
             "properties": props,
         }
         try:
             feature = catalog.validate_feature(layer.id, candidate, town_codes=set(towns.codes))
         except InvalidFeature as error:
+            # Fields whose absence was already reported in the row's own words.
+            said = {"name": not props.get("name"), "kind": not props.get("kind")}
+            for field_name in ("geometry", "id", "town_code"):
+                said[field_name] = position is None
             for problem in error.problems:
-                report.fail(f"{problem.field}: {problem.message}")
+                if said.get(problem.field):
+                    continue
+                reason = f"{problem.field}: {problem.message}"
+                if reason not in report.reasons:
+                    report.fail(reason)
+            continue
+        if report.status == RowStatus.error:
             continue
         feature = _keep_unchanged_dates(ctx, feature)
         report.action = "update" if feature.id in ctx.stored else "insert"
@@ -594,7 +630,9 @@ def apply_import(
 ) -> dict[str, WriteResult]:
     """Write the plan's valid features in one transaction (with any town
     changes it carries); refuse if rows have errors and skipping was not asked."""
-    if plan.errors and not skip_invalid:
+    # Town boundaries are all or nothing even with --skip-invalid: facilities
+    # point at every town, and a partial set would orphan them.
+    if plan.errors and (not skip_invalid or plan.layer_id == "towns"):
         raise ImportRefused(plan)
     batches = {plan.layer_id: list(plan.features.values()), **plan.extra_batches}
     return store.write_layers(batches, actor=actor, action="import")

@@ -20,11 +20,22 @@ from charset_normalizer import from_bytes
 
 from geo_service.errors import InvalidParameter
 
-__all__ = ["SourceRow", "SourceTable", "read_table"]
+__all__ = ["CellError", "SourceRow", "SourceTable", "read_table"]
 
 #: Files read as tables of rows; the rest through GDAL.
 TABULAR = {".csv", ".txt", ".xlsx", ".xlsm"}
 SPATIAL = {".geojson", ".json", ".gpkg", ".shp", ".zip"}
+
+
+@dataclass(frozen=True)
+class CellError:
+    """A cell whose value cannot be trusted: an Excel error (#N/A) or a formula
+    with no saved result. The import reports it; it never lands as data."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 @dataclass
@@ -74,23 +85,55 @@ def _header_index(rows: list[list[Any]], known: set[str], normalise) -> int:
     )
 
 
+def _unique_headers(raw: list[Any]) -> tuple[list[str], list[str]]:
+    """Header names as written; a blank header over data becomes column_N and a
+    repeated one gets _2, _3 (so no column silently replaces another)."""
+    headers, notes, seen = [], [], {}
+    for number, cell in enumerate(raw, start=1):
+        name = str(cell).strip() if cell is not None else ""
+        if not name:
+            name = f"column_{number}"
+        if name in seen:
+            seen[name] += 1
+            renamed = f"{name}_{seen[name]}"
+            notes.append(f"column {number} repeats the header {name!r}: kept as {renamed!r}")
+            name = renamed
+        else:
+            seen[name] = 1
+        headers.append(name)
+    return headers, notes
+
+
 def _rows_from_grid(
-    grid: list[list[Any]], known: set[str], normalise, first_line: int = 1
-) -> tuple[list[str], list[SourceRow]]:
+    grid: list[list[Any]], known: set[str], normalise, lines: list[int] | None = None
+) -> tuple[list[str], list[SourceRow], list[str]]:
+    """``lines``: the line each grid row starts on (CSV cells may span lines)."""
     header_at = _header_index(grid, known, normalise)
-    headers = [str(cell).strip() if cell is not None else "" for cell in grid[header_at]]
+    width = max(len(row) for row in grid[header_at:])
+    raw_headers = list(grid[header_at]) + [None] * (width - len(grid[header_at]))
+    headers, notes = _unique_headers(raw_headers)
     rows = []
     for offset, raw in enumerate(grid[header_at + 1 :], start=header_at + 1):
-        cells = list(raw) + [None] * (len(headers) - len(raw))
+        cells = list(raw) + [None] * (width - len(raw))
         values = {
             header: (cell.strip() if isinstance(cell, str) else cell)
-            for header, cell in zip(headers, cells, strict=False)
-            if header
+            for header, cell in zip(headers, cells, strict=True)
         }
         if all(v in (None, "") for v in values.values()):
             continue  # blank lines between blocks are not rows
-        rows.append(SourceRow(line=first_line + offset, values=values))
-    return [h for h in headers if h], rows
+        line = lines[offset] if lines else offset + 1
+        rows.append(SourceRow(line=line, values=values))
+    # Columns with no header and no data are only padding.
+    used = [
+        h
+        for h in headers
+        if not h.startswith("column_") or any(r.values.get(h) not in (None, "") for r in rows)
+    ]
+    for row in rows:
+        row.values = {h: row.values[h] for h in used}
+    if not rows:
+        raise InvalidParameter("file", "the file has a header but no data rows")
+    return used, rows, notes
 
 
 def _read_csv(path: Path, known: set[str], normalise) -> SourceTable:
@@ -99,9 +142,17 @@ def _read_csv(path: Path, known: set[str], normalise) -> SourceTable:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    grid = [row for row in csv.reader(io.StringIO(text), dialect)]
-    headers, rows = _rows_from_grid(grid, known, normalise)
-    return SourceTable(path.name, headers, rows, encoding=encoding)
+    reader = csv.reader(io.StringIO(text), dialect)
+    grid, lines, line = [], [], 1
+    try:
+        for row in reader:
+            grid.append(row)
+            lines.append(line)
+            line = reader.line_num + 1
+    except csv.Error as error:
+        raise InvalidParameter("file", f"{path.name}, line {reader.line_num}: {error}") from None
+    headers, rows, notes = _rows_from_grid(grid, known, normalise, lines)
+    return SourceTable(path.name, headers, rows, encoding=encoding, notes=notes)
 
 
 def _read_xlsx(path: Path, known: set[str], normalise) -> SourceTable:
@@ -114,7 +165,18 @@ def _read_xlsx(path: Path, known: set[str], normalise) -> SourceTable:
             "file", f"{path.name} is not a readable XLSX file: {error}"
         ) from None
     sheet = book.worksheets[0]
-    grid = [list(row) for row in sheet.iter_rows(values_only=True)]
+    formulas = load_workbook(path, data_only=False).worksheets[0]
+    grid = []
+    for values_row, formula_row in zip(sheet.iter_rows(), formulas.iter_rows(), strict=False):
+        row = []
+        for cell, formula in zip(values_row, formula_row, strict=False):
+            if cell.data_type == "e":
+                row.append(CellError(f"Excel error {cell.value}"))
+            elif formula.data_type == "f" and cell.value is None:
+                row.append(CellError("a formula with no saved result (save it in Excel first)"))
+            else:
+                row.append(cell.value)
+        grid.append(row)
     # A merged cell holds its value only in the top-left corner: spread it.
     for merged in sheet.merged_cells.ranges:
         value = grid[merged.min_row - 1][merged.min_col - 1]
@@ -122,8 +184,8 @@ def _read_xlsx(path: Path, known: set[str], normalise) -> SourceTable:
             for c in range(merged.min_col - 1, merged.max_col):
                 if r < len(grid) and c < len(grid[r]):
                     grid[r][c] = value
-    headers, rows = _rows_from_grid(grid, known, normalise)
-    notes = [f"sheet {sheet.title!r}"] + (
+    headers, rows, header_notes = _rows_from_grid(grid, known, normalise)
+    notes = [f"sheet {sheet.title!r}", *header_notes] + (
         [f"{len(book.worksheets) - 1} more sheets ignored"] if len(book.worksheets) > 1 else []
     )
     return SourceTable(path.name, headers, rows, notes=notes)
@@ -150,7 +212,7 @@ def _read_spatial(path: Path) -> SourceTable:
         zip(frame[headers].to_dict("records"), frame.geometry, strict=True), start=1
     ):
         point = None
-        if geometry is not None and geometry.geom_type == "Point":
+        if geometry is not None and not geometry.is_empty and geometry.geom_type == "Point":
             point = (geometry.x, geometry.y)
         clean = {k: (None if _is_missing(v) else v) for k, v in values.items()}
         rows.append(SourceRow(line=number, values=clean, point=point, geometry=geometry))

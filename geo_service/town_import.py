@@ -46,7 +46,7 @@ def plan_towns_import(
         )
     today_text = (today or dt.date.today()).isoformat()
     population_column = next((h for h, p in mapping.items() if p == "population"), None)
-    reports, features = [], {}
+    reports, features, seen = [], {}, {}
     for row in table.rows:
         report = RowReport(line=row.line)
         reports.append(report)
@@ -65,8 +65,16 @@ def plan_towns_import(
             "source": f"imported from {table.name} by {actor} on {today_text}",
             "updated_at": today_text,
         }
-        if population_column and row.values.get(population_column) is not None:
-            props["population"] = int(float(row.values[population_column]))
+        if population_column and row.values.get(population_column) not in (None, ""):
+            try:
+                props["population"] = int(float(str(row.values[population_column])))
+            except ValueError:
+                report.fail(f"population {row.values[population_column]!r} is not a number")
+                continue
+        if code in seen:
+            report.fail(f"town code {code} is already used by line {seen[code]}")
+            continue
+        seen[code] = row.line
         candidate = {
             "type": "Feature",
             "id": code,
@@ -82,7 +90,7 @@ def plan_towns_import(
     new_codes = {f.id for f in features.values()}
     notes = [f"read {len(table.rows)} town boundaries from {table.name}"]
     missing = sorted(stored_codes - new_codes)
-    if missing and not any(r.status == RowStatus.error for r in reports):
+    if missing:
         # Facilities point at every town: a partial file would orphan them.
         reports.append(
             RowReport(

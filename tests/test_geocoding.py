@@ -107,6 +107,7 @@ def test_the_http_geocoder(client):
         ({"q": ""}, "q"),
         ({"q": "x" * 201}, "q"),
         ({"q": "公园", "limit": "0"}, "limit"),
+        ({"q": "公园", "limit": "²"}, "limit"),  # a digit to str.isdigit, not to int()
         ({"q": "公园", "colour": "red"}, "colour"),
     ):
         problem = client.get("/geocode", params=params)
@@ -127,7 +128,12 @@ def test_nearest_by_address(client):
     lon, lat = placed["geometry"]["coordinates"]
     direct = client.get("/nearest", params={"lon": lon, "lat": lat, "k": 3}).json()
     assert [f["id"] for f in body["features"]] == [f["id"] for f in direct["features"]]
-    for params in ({"address": "火星基地"}, {"address": "小西湖公园", "lon": "118", "lat": "36"}):
+    assert client.get("/nearest", params={"lon": 118, "lat": 36.8, "k": "²"}).status_code == 400
+    for params in (
+        {"address": "火星基地"},
+        {"address": "小西湖公园", "lon": "118", "lat": "36"},
+        {"address": "路" * 300},
+    ):
         problem = client.get("/nearest", params=params)
         assert problem.status_code == 400 and problem.json()["parameter"] == "address"
 
@@ -190,7 +196,7 @@ def test_rows_without_coordinates_are_placed_from_their_address(tmp_path, store,
     placed, town_only = result.rows
     assert placed.status == RowStatus.warning and "offline geocoder" in placed.reasons[0]
     feature = result.features[placed.line]
-    assert feature.properties["position_quality"] == "address"
+    assert feature.properties["position_quality"] == "approximate"  # a place centre, not an address
     assert town_only.status == RowStatus.error and "only its town" in town_only.reasons[0]
 
 

@@ -471,3 +471,101 @@ def test_a_shapefile_in_cgcs2000_with_chinese_field_names(tmp_path, store, catal
     assert feature.properties["name"] == "测试拥军药店"
     assert feature.properties["kind"] == "partner_pharmacy"
     assert GEOD.inv(*east_of(PARK, 150), feature.geometry.x, feature.geometry.y)[2] < 0.5
+
+
+def test_two_same_named_rows_near_each_other_reimport_as_themselves(tmp_path, store, catalog):
+    """Two windows of one bank 14 m apart, no ids: each row keeps its own record."""
+    p1, p2 = PARK, east_of(PARK, 14)
+    rows = [
+        ["1", "工商银行人民路支行", "银行", "人民西路10号", "", *p1, "", "", "", "", "1号窗口", ""],
+        ["2", "工商银行人民路支行", "银行", "人民西路10号", "", *p2, "", "", "", "", "2号窗口", ""],
+    ]
+    path = write_gbk_csv(tmp_path / "twin.csv", rows)
+    first = apply_import(plan(path, store, catalog), store)
+    assert len(first["green_channels"].inserted) == 2
+    again = plan(path, store, catalog)
+    assert again.errors == [] and [r.action for r in again.rows] == ["unchanged", "unchanged"]
+    windows = sorted(
+        f.properties["window"]
+        for f in store.all_features("green_channels")
+        if f.properties["name"] == "工商银行人民路支行"
+    )
+    assert windows == ["1号窗口", "2号窗口"]
+
+
+def test_messy_files_get_clear_errors(tmp_path, store, catalog):
+    from openpyxl import Workbook
+
+    from geo_service.errors import InvalidParameter
+
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("名称,经度,纬度\n", encoding="utf-8")
+    with pytest.raises(InvalidParameter, match="no data rows"):
+        plan(header_only, store, catalog)
+    clash = tmp_path / "clash.csv"
+    clash.write_text("单位名称,站点名称,类型,经度,纬度\n甲,乙,银行,118.05,36.8\n", encoding="utf-8")
+    with pytest.raises(InvalidParameter, match="several columns mean the same thing"):
+        plan(clash, store, catalog)
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["名称", "类型", "地址", "经度", "纬度", "电话"])
+    sheet.append(["公式银行", "银行", "=NA()", PARK[0], PARK[1], "=VLOOKUP(A1,B:B,1)"])
+    path = tmp_path / "formulas.xlsx"
+    book.save(path)  # openpyxl saves formulas without results, as an unsaved sheet would be
+    result = plan(path, store, catalog)
+    reasons = "; ".join(result.rows[0].reasons)
+    assert result.rows[0].status == RowStatus.error
+    assert "formula with no saved result" in reasons
+
+
+def test_a_non_point_geometry_is_a_row_error(tmp_path, store, catalog):
+    from shapely.geometry import LineString
+
+    frame = gpd.GeoDataFrame(
+        {"name": ["线状设施"], "kind": ["bank"], "address": ["某路"]},
+        geometry=[LineString([PARK, east_of(PARK, 100)])],
+        crs=4326,
+    )
+    path = tmp_path / "line.geojson"
+    frame.to_file(path, driver="GeoJSON")
+    result = plan(path, store, catalog)
+    assert result.rows[0].status == RowStatus.error
+    assert "a site must be a point" in result.rows[0].reasons[0]
+
+
+def test_every_reason_is_named_even_after_an_early_error(tmp_path, store, catalog):
+    rows = [
+        ["1", "无地址银行", "银行", "", "12", *PARK, "", "", "", "", "", ""],
+        ["1", "无地址银行二", "银行", "", "", *east_of(PARK, 500), "", "", "", "", "", ""],
+    ]
+    header = ["编号", *GBK_HEADER[1:]]
+    result = plan(write_gbk_csv(tmp_path / "ids.csv", rows, header), store, catalog)
+    second = "; ".join(result.rows[1].reasons)
+    assert "already used by line 2" in second and "address: is required" in second
+
+
+def test_user_text_is_not_read_as_markup(tmp_path, store):
+    rows = [["1", "工商银行[/]", "银行", "地址[b]粗体", "", *gcj(*PARK), "", "", "", "", "", ""]]
+    path = write_gbk_csv(tmp_path / "markup.csv", rows)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geo_service.cli",
+            "import",
+            str(path),
+            "--layer",
+            "green_channels",
+            "--crs",
+            "gcj02",
+            "--dry-run",
+            "--store",
+            store.location,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "工商银行[/]" in done.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 import orjson
@@ -36,7 +37,7 @@ def _question(params: dict[str, str], allowed: set[str]) -> Question:
 
 def _p(params: dict[str, str]) -> int:
     raw = params.get("p", "2")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_P:
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_P:
         raise InvalidParameter("p", f"must be a whole number from 1 to {MAX_P}, got {raw!r}")
     return int(raw)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -69,7 +70,7 @@ def geocode(request: Request) -> Response:
     _only(params, {"q", "limit", "crs"})
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
     raw_limit = params.get("limit", "5")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise InvalidParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     geocoder = request.app.state.geocoders.get()
     candidates = geocode_address(geocoder, params.get("q"), int(raw_limit))

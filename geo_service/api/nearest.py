@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +100,7 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
     wgs_lon, wgs_lat = convert(lon, lat, crs, CoordinateSystem.wgs84)
 
     raw_k = params.get("k", "5")
-    if not raw_k.strip().isdigit() or not 1 <= int(raw_k) <= MAX_K:
+    if not re.fullmatch(r"[0-9]{1,4}", raw_k.strip()) or not 1 <= int(raw_k) <= MAX_K:
         raise InvalidParameter("k", f"must be a whole number from 1 to {MAX_K}, got {raw_k!r}")
     k = int(raw_k)
 
@@ -296,7 +297,10 @@ def geocoded_params(params: dict[str, str], geocoder: Geocoder) -> tuple[dict[st
     if params.get("lon") or params.get("lat"):
         raise InvalidParameter("address", "give either address or lon/lat, not both")
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
-    candidates = geocode_address(geocoder, params.pop("address"), 1)
+    address = params.pop("address")
+    if len(address) > 200:
+        raise InvalidParameter("address", "at most 200 characters")
+    candidates = geocode_address(geocoder, address, 1)
     if not candidates:
         raise InvalidParameter(
             "address", "not found in the offline gazetteer of 张店区; give lon/lat instead"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -195,11 +196,11 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
         else:
             allowed_values = set()
         if spec.type == "town_code":
-            bad = [v for v in values if not (len(v) == 9 and v.isdigit())]
+            bad = [v for v in values if not re.fullmatch(r"[0-9]{9}", v)]
             if bad:
                 raise InvalidParameter(name, f"{bad[0]!r} is not a 9-digit town code")
         if spec.type == "integer":
-            bad = [v for v in values if not v.isdigit()]
+            bad = [v for v in values if not re.fullmatch(r"[0-9]{1,18}", v)]
             if bad:
                 raise InvalidParameter(name, f"{bad[0]!r} is not a whole number")
         if allowed_values:
