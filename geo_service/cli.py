@@ -325,8 +325,8 @@ def coverage(
             f"{town['population']:,}",
             f"{town['population_covered_share']:.0%}",
             f"{town['area_covered_share']:.0%}",
-            f"{town['median_distance_m']:,.0f} m",
-            f"{town['p90_distance_m']:,.0f} m",
+            "-" if town["median_distance_m"] is None else f"{town['median_distance_m']:,.0f} m",
+            "-" if town["p90_distance_m"] is None else f"{town['p90_distance_m']:,.0f} m",
             mark[town["has_station"]],
             mark[town["has_support_post"]],
             mark[town["has_education_site"]],
@@ -459,6 +459,8 @@ def print_nearest(
                 where = f"{address}（{found[0].matched}）"
             elif lon is None or lat is None:
                 raise InvalidParameter("lon", "give --lon and --lat, or --address")
+            elif not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                raise InvalidParameter("lon", f"coordinates out of range: {lon}, {lat}")
             else:
                 where = f"{lon:.5f}, {lat:.5f}"
             style = load_style(settings.style_file, catalog)

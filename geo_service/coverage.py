@@ -53,8 +53,10 @@ __all__ = [
 #: GB 50180-2018 life circles as walking distances (metres).
 RADIUS_PRESETS = {"5min": 300.0, "10min": 500.0, "15min": 1000.0}
 MAX_RADIUS_M = 20_000.0
-#: Candidate sites for recommendations: demand cells, thinned to this spacing.
-CANDIDATE_SPACING_M = 600.0
+#: Smallest demand block for the optimisation (small radii use blocks this wide).
+MIN_BLOCK_M = 200.0
+#: Past this many demand × candidate entries, spopt's model takes too long to build.
+MAX_MODEL_ENTRIES = 1_500_000
 #: Uncovered demand is aggregated to blocks this size for the optimisation:
 #: spopt builds its model from a dense demand × candidate matrix (~7 µs an
 #: entry), so the problem is kept near a million entries. The chosen sites are
@@ -133,15 +135,19 @@ def demand_grid(towns: Sequence[StoredFeature], cell_m: float = 100.0) -> Demand
     for town in sorted(towns, key=lambda t: t.id):
         inside = shapely.contains_xy(shapes[town.id], gx, gy) & ~taken
         taken |= inside
-        x_parts.append(gx[inside])
-        y_parts.append(gy[inside])
-        town_parts.append(np.full(int(inside.sum()), town.id, dtype=object))
+        tx, ty = gx[inside], gy[inside]
+        if len(tx) == 0:  # smaller than a cell: one cell at its heart keeps its people
+            heart = shapes[town.id].representative_point()
+            tx, ty = np.array([heart.x]), np.array([heart.y])
+        x_parts.append(tx)
+        y_parts.append(ty)
+        town_parts.append(np.full(len(tx), town.id, dtype=object))
         info[town.id] = {
             "name": town.properties.get("name"),
             "population": town.properties.get("population"),
             "estimated": False,
             "area_km2": shapes[town.id].area / 1e6,
-            "cells": int(inside.sum()),
+            "cells": len(tx),
             "note": town.properties.get("population_note"),
         }
     known = [v["population"] for v in info.values() if v["population"]]
@@ -518,11 +524,15 @@ def recommend_for_district(
     candidates: Sequence[tuple[float, float]] | None = None,
     detour: float = DETOUR_FACTOR,
 ) -> Recommendation:
-    """``recommend_sites`` on the demand grid: uncovered cells aggregated to
-    200 m for the optimisation; candidates are demand cells thinned to 400 m
-    (or the office's own list of lon/lat)."""
+    """``recommend_sites`` on the demand grid. Uncovered cells are grouped into
+    blocks no wider than the straight-line reach (200-600 m), and the
+    candidates are the blocks' people-weighted centres, so every candidate
+    reaches at least its own block; or the office's own list of lon/lat.
+    spopt's model grows with demand × candidates, so past MAX_MODEL_ENTRIES
+    only the candidates that reach the most uncovered people on their own are
+    kept (said in the notes)."""
     covered = walking_distance(grid, sites, detour) <= radius_m
-    block = OPTIMISATION_CELL_M
+    block = float(np.clip(radius_m / detour, MIN_BLOCK_M, OPTIMISATION_CELL_M))
     keys = np.column_stack([np.floor(grid.x / block), np.floor(grid.y / block)])
     demand: dict[tuple[float, float], list[float]] = {}
     for (kx, ky), x, y, w, c in zip(
@@ -537,11 +547,27 @@ def recommend_for_district(
     weights = np.array([r[2] for r in rows])
     covered_blocks = np.array([r[3] for r in rows])
     notes = []
+    if len(demand_xy) == 0 or weights.sum() == 0:
+        raise InvalidParameter("population", "no people in the demand grid to cover")
     if candidates is None:
-        step = CANDIDATE_SPACING_M
-        pick = (np.mod(grid.x, step) < grid.cell_m) & (np.mod(grid.y, step) < grid.cell_m)
-        candidates_xy = np.column_stack([grid.x[pick], grid.y[pick]])
-        notes.append(f"candidates: demand cells every {step:.0f} m")
+        open_blocks = ~covered_blocks
+        candidates_xy = demand_xy[open_blocks]
+        notes.append(
+            f"candidates: the centres of the {len(candidates_xy):,} uncovered {block:.0f} m blocks"
+        )
+        uncovered_n = int(open_blocks.sum())
+        if uncovered_n * len(candidates_xy) > MAX_MODEL_ENTRIES:
+            keep = max(MAX_MODEL_ENTRIES // max(uncovered_n, 1), 4 * p)
+            reach = cKDTree(demand_xy[open_blocks]).query_ball_point(
+                candidates_xy, radius_m / detour
+            )
+            alone = np.array([weights[open_blocks][hits].sum() for hits in reach])
+            best = np.argsort(-alone, kind="stable")[:keep]
+            candidates_xy = candidates_xy[best]
+            notes.append(
+                f"kept the {len(best):,} candidates that reach the most uncovered people on "
+                "their own (the model would otherwise be too large to build quickly)"
+            )
     else:
         forward = pyproj.Transformer.from_crs(4326, grid.crs, always_xy=True)
         cx, cy = forward.transform([c[0] for c in candidates], [c[1] for c in candidates])
@@ -553,13 +579,22 @@ def recommend_for_district(
     tree = cKDTree(fine_xy)
 
     def measured(chosen_sites: list[dict[str, Any]]) -> float:
+        """Gains on the fine grid, the chosen sites ordered biggest gain first."""
         remaining = np.where(covered, 0.0, grid.population)
-        for site in chosen_sites:
-            hits = tree.query_ball_point([site["x"], site["y"]], radius_m / detour)
-            site["gain"] = float(remaining[hits].sum())
-            remaining[hits] = 0.0
+        reach = {
+            id(site): tree.query_ball_point([site["x"], site["y"]], radius_m / detour)
+            for site in chosen_sites
+        }
+        left, ordered = list(chosen_sites), []
+        while left:
+            site = max(left, key=lambda s: remaining[reach[id(s)]].sum())
+            site["gain"] = float(remaining[reach[id(site)]].sum())
+            remaining[reach[id(site)]] = 0.0
             lon, lat = grid.lonlat(np.array([site["x"]]), np.array([site["y"]]))
             site["lon"], site["lat"] = round(float(lon[0]), 6), round(float(lat[0]), 6)
+            ordered.append(site)
+            left.remove(site)
+        chosen_sites[:] = ordered
         return float(grid.population.sum() - remaining.sum())
 
     result.covered_before = float(grid.population[covered].sum())
@@ -568,7 +603,7 @@ def recommend_for_district(
     result.total = float(grid.population.sum())
     result.notes = [
         *notes,
-        f"chosen on {OPTIMISATION_CELL_M:.0f} m blocks of uncovered demand; coverage and "
+        f"chosen on {block:.0f} m blocks of uncovered demand; coverage and "
         f"gains measured on the {grid.cell_m:.0f} m grid",
         *result.notes,
     ]
@@ -582,7 +617,11 @@ def chosen_facilities(
     kinds: Sequence[str] | None,
 ) -> list[StoredFeature]:
     """The open facilities of the chosen layers and kinds."""
-    names = list(layers) if layers else [layer.id for layer in catalog.facility_layers]
+    # Each layer and kind once, however often it was asked for.
+    names = (
+        list(dict.fromkeys(layers)) if layers else [layer.id for layer in catalog.facility_layers]
+    )
+    kinds = list(dict.fromkeys(kinds)) if kinds else None
     facility = {layer.id for layer in catalog.facility_layers}
     for name in names:
         if name not in facility:

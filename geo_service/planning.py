@@ -101,7 +101,9 @@ class CoveragePlanner:
             for key in ("population_covered_share", "area_covered_share"):
                 entry[key] = round(entry[key], 4)
             for key in ("median_distance_m", "p90_distance_m", "max_distance_m"):
-                entry[key] = round(entry[key], 1)
+                value = entry[key]
+                # No facility at all (or no cell): no distance, not "inf".
+                entry[key] = round(value, 1) if np.isfinite(value) else None
             checks = compliance[row.town_code]
             for item, _zh in COMPLIANCE_COLUMNS:
                 entry[f"has_{item}"] = checks["meets"][item]

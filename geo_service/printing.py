@@ -52,8 +52,12 @@ MARKERS = ["o", "s", "^", "D", "P", "v", "h"]
 SAMPLE_NOTICE = "示例数据：图中站点为示例，名称、位置与信息仅供演示，不代表真实服务点。"
 
 
+_registered: set[str] = set()
+
+
 def use_cjk_font() -> None:
-    """Register Noto Sans CJK; without it Chinese would print as boxes, so refuse."""
+    """Register Noto Sans CJK (once per process: each registration grows
+    matplotlib's font list); without it Chinese would print as boxes, so refuse."""
     found = [path for path in FONT_FILES if Path(path).exists()]
     if not found:
         raise PrintError(
@@ -61,7 +65,9 @@ def use_cjk_font() -> None:
             "would otherwise show boxes instead of Chinese"
         )
     for path in found:
-        font_manager.fontManager.addfont(path)
+        if path not in _registered:
+            font_manager.fontManager.addfont(path)
+            _registered.add(path)
     plt.rcParams.update(
         {
             "font.family": FONT_FAMILY,
@@ -368,9 +374,13 @@ def _row_cells(ctx: _Context, number: int, site: StoredFeature, layer_id: str) -
     kind = ctx.catalog.layer(layer_id).kinds.get(site.properties.get("kind"))
     return [
         str(number),
-        _cell(site.properties.get("name"), 14),
+        _cell(
+            str(site.properties.get("name"))
+            + ("（筹建中）" if site.properties.get("status") == "planned" else ""),
+            13,
+        ),
         _cell(kind.zh if kind else site.properties.get("kind"), 7),
-        _cell(site.properties.get("address"), 16),
+        _cell(site.properties.get("address"), 15),
         _cell(site.properties.get("phone"), 13),
         _cell(site.properties.get("opening_hours"), 14),
     ]
@@ -488,18 +498,19 @@ def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
         colour, marker = _layer_look(ctx, layer_id)
         point = ctx.to_metric(site.geometry)
         points.append((point.x, point.y))
+        planned = site.properties.get("status") == "planned"  # hollow: not open yet
         ax.scatter(
             [point.x],
             [point.y],
             s=60,
             marker=marker,
-            c=colour,
-            edgecolors="white",
-            linewidths=0.8,
+            c="white" if planned else colour,
+            edgecolors=colour if planned else "white",
+            linewidths=1.2 if planned else 0.8,
             zorder=6,
         )
     avoid = np.array(points).reshape(-1, 2)
-    ax.town_numbers = _place_numbers(ax, avoid)  # kept for the tests' overlap check
+    _place_numbers(ax, avoid)
     _town_labels(ax, ctx, avoid, highlight=town.id)
     _scale_bar(ax)
     _north_arrow(ax)

@@ -313,3 +313,24 @@ def test_office_candidates_are_used_instead_of_grid_cells(tmp_path, store, catal
         (118.03, 36.82),
         (118.1, 36.76),
     }
+
+
+def test_repeated_layers_count_once_and_no_facility_means_no_distance(client):
+    once = client.get("/coverage", params={"layers": "stations"}).json()
+    twice = client.get("/coverage", params={"layers": "stations,stations"}).json()
+    assert twice["facilities"] == once["facilities"]
+    none = client.get("/coverage", params={"layers": "stations", "kinds": "support_base"}).json()
+    if none["facilities"] == 0:  # the sample's planned base is not open
+        assert all(t["median_distance_m"] is None for t in none["towns"])
+
+
+def test_small_radius_candidates_reach_their_own_blocks():
+    # Every uncovered block's centre is a candidate, so even a 5-minute walk
+    # finds people to cover.
+    cx, cy = CENTRE
+    square = town("370303001", "方镇", wgs_box(cx - 2000, cy - 2000, cx + 2000, cy + 2000), 16_000)
+    grid = cv.demand_grid([square], cell_m=100)
+    result = cv.recommend_for_district(grid, [], radius_m=300, p=3)
+    assert result.covered_after > 0
+    gains = [s["gain"] for s in result.sites]
+    assert gains == sorted(gains, reverse=True) and gains[0] > 0

@@ -122,6 +122,8 @@ def test_the_cjk_font_is_embedded(atlas):
 def test_the_nearest_sheet_lists_what_the_api_answers(client, tmp_path):
     answer = client.get("/print/nearest.pdf", params={"lon": PARK[0], "lat": PARK[1]})
     assert answer.status_code == 200
+    a3 = client.get("/print/nearest.pdf", params={"lon": PARK[0], "lat": PARK[1], "size": "A3"})
+    assert a3.status_code == 200 and a3.content != answer.content
     path = tmp_path / "nearest.pdf"
     path.write_bytes(answer.content)
     (text,) = pages_text(path)

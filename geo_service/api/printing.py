@@ -82,6 +82,9 @@ def nearest_sheet(request: Request) -> Response:
 
     params = dict(request.query_params)
     allowed = {"lon", "lat", "address", "size"}
+    size = params.get("size", "A4").upper()
+    if size not in {"A4", "A3"}:
+        raise InvalidParameter("size", "must be A4 or A3")
     for name in params:
         if name not in allowed:
             raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(allowed)))
@@ -108,5 +111,6 @@ def nearest_sheet(request: Request) -> Response:
         lat,
         base_url=_base_url(request),
         where=where,
+        size=size,
     )
     return _pdf(content, "nearest.pdf")

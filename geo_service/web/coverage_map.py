@@ -67,9 +67,11 @@ def coverage_map(
         if row is None:
             continue
         share = row["population_covered_share"]
+        median = row["median_distance_m"]
         label = (
             f"<b>{escape(row['town_name'])}</b><br>覆盖人口 {share:.0%} · 面积 "
-            f"{row['area_covered_share']:.0%}<br>步行距离中位数 {row['median_distance_m']:.0f} 米"
+            f"{row['area_covered_share']:.0%}<br>步行距离中位数 "
+            f"{'-' if median is None else f'{median:.0f} 米'}"
             f"<br>设施 {row['facilities']} 个"
         )
         fill = _colour(share)
