@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,7 +83,9 @@ def serve(
     os.environ["GEO_SERVICE_STORE"] = settings.store
     try:
         with _opened(settings.store) as (opened, _catalog):
-            console.print(f"store: {opened.location}")
+            # A database URL may carry a password: never print it.
+            shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", opened.location)
+            console.print(f"store: {shown}")
     except GeoServiceError as error:
         _fail(error)
     uvicorn.run(
@@ -354,6 +357,64 @@ def coverage(
 
         map_out.write_text(coverage_map(report, towns, recommendation), encoding="utf-8")
         console.print(f"map written to {map_out}")
+
+
+db_app = typer.Typer(help="The PostGIS store: create its tables, load data into it.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("init")
+def db_init(store: StoreOption = None) -> None:
+    """Create PostGIS and the layer tables in the database (idempotent)."""
+    settings = _settings(store)
+    if not settings.store.startswith(("postgresql://", "postgres://")):
+        _fail(
+            InvalidParameter(
+                "store", "db init needs a postgresql:// URL (--store or GEO_SERVICE_STORE)"
+            )
+        )
+    try:
+        opened = open_store(settings.store, load_catalog(settings.layers_dir))
+        opened.close()
+    except GeoServiceError as error:
+        _fail(error)
+    console.print("database ready")
+
+
+@db_app.command("load")
+def db_load(
+    source: Annotated[Path, typer.Option("--from", help="An embedded store (.gpkg) to copy")],
+    store: StoreOption = None,
+) -> None:
+    """Copy every layer from an embedded store into the PostGIS store, in one transaction."""
+    from geo_service.catalog import ValidFeature
+
+    settings = _settings(store)
+    try:
+        catalog = load_catalog(settings.layers_dir)
+        if not source.is_file():
+            raise InvalidParameter("from", f"no such store file: {source}")
+        origin = open_store(source, catalog)
+        target = open_store(settings.store, catalog)
+        try:
+            batches = {
+                layer_id: [
+                    ValidFeature(f.id, f.properties, f.geometry)
+                    for f in origin.all_features(layer_id)
+                ]
+                for layer_id in catalog.layers
+            }
+            results = target.write_layers(batches, actor="db load", action="load")
+        finally:
+            origin.close()
+            target.close()
+    except GeoServiceError as error:
+        _fail(error)
+    for layer_id, result in results.items():
+        console.print(
+            f"{layer_id}: {len(result.inserted)} inserted, {len(result.updated)} updated, "
+            f"{len(result.unchanged)} unchanged"
+        )
 
 
 print_app = typer.Typer(help="Printed maps (PDF): the atlas, one town, a resident's sheet.")

@@ -29,10 +29,39 @@ def catalog() -> Catalog:
     return load_catalog()
 
 
-@pytest.fixture
-def empty_store(tmp_path: Path, catalog: Catalog) -> Iterator[Store]:
-    store = open_store(tmp_path / "store.gpkg", catalog)
+#: A PostgreSQL + PostGIS database the tests may use (``.ci/run`` starts one).
+TEST_PG = os.environ.get("GEO_SERVICE_TEST_PG")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "embedded_only: about the GeoPackage file itself, not the Store interface"
+    )
+
+
+@pytest.fixture(params=["geopackage", "postgis"])
+def empty_store(
+    request: pytest.FixtureRequest, tmp_path: Path, catalog: Catalog
+) -> Iterator[Store]:
+    """Every store-dependent test runs on both backends: the embedded GeoPackage
+    and a real PostGIS (a fresh schema per test, dropped afterwards)."""
+    if request.param == "geopackage":
+        store = open_store(tmp_path / "store.gpkg", catalog)
+        yield store
+        store.close()
+        return
+    if request.node.get_closest_marker("embedded_only"):
+        pytest.skip("about the GeoPackage file itself")
+    if not TEST_PG:
+        if os.environ.get("CI") == "true":
+            pytest.fail("GEO_SERVICE_TEST_PG is not set (CI=true: the PostGIS tests must run)")
+        pytest.skip("no PostGIS database (set GEO_SERVICE_TEST_PG=postgresql://...)")
+    import uuid
+
+    separator = "&" if "?" in TEST_PG else "?"
+    store = open_store(f"{TEST_PG}{separator}schema=t_{uuid.uuid4().hex[:12]}", catalog)
     yield store
+    store.drop()
     store.close()
 
 
@@ -71,7 +100,8 @@ def running_server(folder: Path, **env_extra: str) -> Iterator[str]:
     """``geo-service serve`` as a real uvicorn process on a free loopback port,
     on a new store that the server seeds itself, as a user's first run does."""
     port = free_port()
-    env = dict(os.environ, GEO_SERVICE_STORE=str(folder / "live.gpkg"), **env_extra)
+    env = dict(os.environ, GEO_SERVICE_STORE=str(folder / "live.gpkg"))
+    env.update(env_extra)
     process = subprocess.Popen(
         [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port)],
         env=env,

@@ -123,6 +123,7 @@ def test_paging_is_stable_and_complete(store):
     assert {p.number_matched for p in pages} == {len(ids)}
 
 
+@pytest.mark.embedded_only
 def test_the_store_is_a_geopackage_gdal_reads(store, catalog):
     store.close()
     path = store.location

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from geo_service.catalog import Catalog
-from geo_service.errors import StoreError
 from geo_service.store.base import BBox, Page, Store, StoredFeature, WriteResult
 
 __all__ = ["BBox", "Page", "Store", "StoredFeature", "WriteResult", "open_store"]
@@ -16,7 +15,9 @@ def open_store(location: str | Path, catalog: Catalog) -> Store:
     embedded GeoPackage, or a ``postgresql://`` URL for PostGIS."""
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
-        raise StoreError("the PostGIS backend is not available in this version")
+        from geo_service.store.postgis import PostGISStore
+
+        return PostGISStore(text, catalog)
     from geo_service.store.geopackage import GeoPackageStore
 
     return GeoPackageStore(Path(text), catalog)

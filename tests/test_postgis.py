@@ -1,0 +1,132 @@
+"""The PostGIS store against the embedded one: the same data gives the same
+answers (features, pages, filters, nearest order and distances), and the
+database commands and the server work on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+
+from geo_service.nearest import SiteIndexCache, nearest_sites
+from geo_service.seeding import seed_store
+from geo_service.store import open_store
+from tests.conftest import ROOT, TEST_PG, running_server
+
+
+@pytest.fixture
+def pg_url():
+    if not TEST_PG:
+        if os.environ.get("CI") == "true":
+            pytest.fail("GEO_SERVICE_TEST_PG is not set (CI=true: the PostGIS tests must run)")
+        pytest.skip("no PostGIS database (set GEO_SERVICE_TEST_PG=postgresql://...)")
+    separator = "&" if "?" in TEST_PG else "?"
+    url = f"{TEST_PG}{separator}schema=t_{uuid.uuid4().hex[:12]}"
+    yield url
+    from geo_service.catalog import load_catalog
+
+    store = open_store(url, load_catalog())
+    store.drop()
+    store.close()
+
+
+@pytest.fixture
+def both(pg_url, tmp_path, catalog):
+    embedded = open_store(tmp_path / "same.gpkg", catalog)
+    postgis = open_store(pg_url, catalog)
+    for store in (embedded, postgis):
+        seed_store(store, catalog)
+    yield embedded, postgis
+    embedded.close()
+    postgis.close()
+
+
+def test_same_features_pages_and_filters(both, catalog):
+    embedded, postgis = both
+    for layer in catalog.layers:
+        assert embedded.count(layer) == postgis.count(layer)
+        a, b = embedded.all_features(layer), postgis.all_features(layer)
+        assert [f.id for f in a] == [f.id for f in b]
+        assert [f.properties for f in a] == [f.properties for f in b]
+        assert all(x.geometry.equals_exact(y.geometry, 1e-12) for x, y in zip(a, b, strict=True))
+        assert [f.etag for f in a] == [f.etag for f in b]
+        assert embedded.extent(layer) == pytest.approx(postgis.extent(layer))
+    for kwargs in (
+        {"bbox": (118.0, 36.78, 118.1, 36.83)},
+        {"bbox": (118.0, 36.78, 118.1, 36.83), "filters": {"kind": ["hospital", "bank"]}},
+        {"filters": {"services": ["priority_queue"], "sample": ["false"]}},
+        {"limit": 7, "offset": 7},
+    ):
+        for layer in ("green_channels", "towns"):
+            if layer == "towns" and "filters" in kwargs:
+                continue
+            x, y = embedded.query(layer, **kwargs), postgis.query(layer, **kwargs)
+            assert x.number_matched == y.number_matched, (layer, kwargs)
+            assert [f.id for f in x.features] == [f.id for f in y.features], (layer, kwargs)
+
+
+def test_same_nearest_answers(both):
+    embedded, postgis = both
+    a, b = SiteIndexCache(embedded).get(), SiteIndexCache(postgis).get()
+    rng = np.random.default_rng(8)
+    for lon, lat in zip(rng.uniform(117.9, 118.25, 100), rng.uniform(36.7, 36.9, 100), strict=True):
+        x = [(r.feature.id, r.distance_m) for r in nearest_sites(a, lon, lat, 7)]
+        y = [(r.feature.id, r.distance_m) for r in nearest_sites(b, lon, lat, 7)]
+        assert x == y
+
+
+def test_db_init_and_load_copy_an_embedded_store(pg_url, tmp_path, catalog):
+    source = tmp_path / "office.gpkg"
+    seeded = open_store(source, catalog)
+    seed_store(seeded, catalog)
+    counts = {layer: seeded.count(layer) for layer in catalog.layers}
+    seeded.close()
+    run = [sys.executable, "-m", "geo_service.cli", "db"]
+    done = subprocess.run(
+        [*run, "init", "--store", pg_url], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [*run, "load", "--from", str(source), "--store", pg_url],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = open_store(pg_url, catalog)
+    assert {layer: loaded.count(layer) for layer in catalog.layers} == counts
+    assert loaded.audit_records()[0]["action"] == "load"
+    loaded.close()
+    refused = subprocess.run(
+        [*run, "init", "--store", str(tmp_path / "x.gpkg")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert refused.returncode == 2 and "postgresql://" in refused.stderr
+
+
+def test_the_server_seeds_an_empty_database(pg_url, tmp_path):
+    with running_server(tmp_path, GEO_SERVICE_STORE=pg_url) as base:
+        collections = httpx.get(f"{base}/collections", params={"f": "json"}).json()
+        counts = {
+            c["id"]: httpx.get(f"{base}/collections/{c['id']}/items", params={"limit": 1}).json()[
+                "numberMatched"
+            ]
+            for c in collections["collections"]
+        }
+        assert counts["towns"] == 13 and counts["stations"] > 0
+        nearest = httpx.get(f"{base}/nearest", params={"lon": 118.0427, "lat": 36.8101}).json()
+        assert nearest["numberReturned"] == 5
+
+
+def test_a_bad_database_url_is_a_clear_error(catalog):
+    from geo_service.errors import StoreError
+
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+        open_store("postgresql://nobody:wrong@127.0.0.1:1/none", catalog)
