@@ -33,12 +33,6 @@ def catalog() -> Catalog:
 TEST_PG = os.environ.get("GEO_SERVICE_TEST_PG")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "embedded_only: about the GeoPackage file itself, not the Store interface"
-    )
-
-
 @pytest.fixture(params=["geopackage", "postgis"])
 def empty_store(
     request: pytest.FixtureRequest, tmp_path: Path, catalog: Catalog
@@ -50,8 +44,6 @@ def empty_store(
         yield store
         store.close()
         return
-    if request.node.get_closest_marker("embedded_only"):
-        pytest.skip("about the GeoPackage file itself")
     if not TEST_PG:
         if os.environ.get("CI") == "true":
             pytest.fail("GEO_SERVICE_TEST_PG is not set (CI=true: the PostGIS tests must run)")

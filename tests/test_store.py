@@ -123,8 +123,10 @@ def test_paging_is_stable_and_complete(store):
     assert {p.number_matched for p in pages} == {len(ids)}
 
 
-@pytest.mark.embedded_only
-def test_the_store_is_a_geopackage_gdal_reads(store, catalog):
+def test_the_store_is_a_geopackage_gdal_reads(tmp_path, catalog):
+    # About the embedded store's file itself, so it does not run on PostGIS.
+    store = open_store(tmp_path / "gdal.gpkg", catalog)
+    seed_store(store, catalog)
     store.close()
     path = store.location
     with sqlite3.connect(path) as conn:
