@@ -180,6 +180,7 @@ def bench_size(n: int, queries: int, exact_queries: int) -> dict:
     except Exception as error:  # a peer that fails is reported, not fatal
         row["sjoin_nearest_k1"] = (float("nan"), float("nan"))
         print(f"  sjoin_nearest failed: {error}")
+    row["postgis_knn"] = postgis_knn(lon_arr, lat_arr, few[:200])
     t0 = time.perf_counter()
     batch = points[: min(queries, 2000)]
     for lon, lat in batch:
@@ -199,6 +200,36 @@ def bench_size(n: int, queries: int, exact_queries: int) -> dict:
     return row
 
 
+def postgis_knn(lon_arr, lat_arr, points) -> tuple[float, float] | None:
+    """``ORDER BY geom <-> point LIMIT k`` with a GiST index, over a loopback
+    connection, when ``GEO_SERVICE_BENCH_PG`` names a database (else None)."""
+    url = os.environ.get("GEO_SERVICE_BENCH_PG")
+    if not url:
+        return None
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        conn.execute("DROP TABLE IF EXISTS bench_sites")
+        conn.execute("CREATE UNLOGGED TABLE bench_sites (id integer, lon float8, lat float8)")
+        with conn.cursor().copy("COPY bench_sites (id, lon, lat) FROM STDIN") as copy:
+            for i, (lon, lat) in enumerate(zip(lon_arr.tolist(), lat_arr.tolist(), strict=True)):
+                copy.write_row((i, lon, lat))
+        conn.execute(
+            "ALTER TABLE bench_sites ADD COLUMN geom geometry(Point, 4326); "
+            "UPDATE bench_sites SET geom = ST_SetSRID(ST_MakePoint(lon, lat), 4326); "
+            "CREATE INDEX ON bench_sites USING gist (geom); ANALYZE bench_sites"
+        )
+        sql = (
+            "SELECT id FROM bench_sites ORDER BY geom <-> ST_SetSRID(ST_MakePoint(%s, %s), 4326) "
+            f"LIMIT {K}"
+        )
+        conn.execute(sql, (118.0, 36.8)).fetchall()  # warm the plan and the cache
+        samples = time_each(lambda lo, la: conn.execute(sql, (lo, la)).fetchall(), points)
+        conn.execute("DROP TABLE bench_sites")
+    return percentiles(samples)
+
+
 def print_table(rows: list[dict]) -> None:
     print("\nin-process, k=5 (microseconds; ratio = p50 / bare cKDTree p50)")
     header = f"{'sites':>9} {'method':<18} {'p50 µs':>10} {'p99 µs':>10} {'ratio':>8}"
@@ -206,7 +237,15 @@ def print_table(rows: list[dict]) -> None:
     print("-" * len(header))
     for row in rows:
         floor = row["ckdtree"][0]
-        for method in ("ckdtree", "nearest_sites", "brute_haversine", "sjoin_nearest_k1"):
+        for method in (
+            "ckdtree",
+            "nearest_sites",
+            "brute_haversine",
+            "sjoin_nearest_k1",
+            "postgis_knn",
+        ):
+            if row.get(method) is None:
+                continue
             p50, p99 = row[method]
             print(f"{row['n']:>9,} {method:<18} {p50:>10.1f} {p99:>10.1f} {p50 / floor:>8.2f}")
         print(
@@ -308,7 +347,16 @@ def main() -> None:
         rows.append(bench_size(n, args.queries, args.exact_queries))
     print_table(rows)
     if os.environ.get("GEO_SERVICE_BENCH_PG"):
-        print("\nPostGIS: the PostGIS backend is not built yet (issue 8); not measured")
+        print(
+            "\npostgis_knn: ORDER BY geom <-> point LIMIT 5 with a GiST index, loopback "
+            "connection (planar KNN on degrees: the index's order, not geodesic)"
+        )
+        for row in rows:
+            if row.get("postgis_knn"):
+                ratio = row["postgis_knn"][0] / row["nearest_sites"][0]
+                print(
+                    f"  {row['n']:>9,} sites: nearest_sites is {ratio:.1f}x faster than PostGIS KNN"
+                )
     else:
         print("\nPostGIS: skipped (set GEO_SERVICE_BENCH_PG to a reachable database)")
     if args.http_seconds > 0:
