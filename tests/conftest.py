@@ -88,14 +88,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(folder: Path, **env_extra: str) -> Iterator[str]:
+def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
     """``geo-service serve`` as a real uvicorn process on a free loopback port,
     on a new store that the server seeds itself, as a user's first run does."""
     port = free_port()
     env = dict(os.environ, GEO_SERVICE_STORE=str(folder / "live.gpkg"))
     env.update(env_extra)
     process = subprocess.Popen(
-        [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -130,3 +130,32 @@ def test_a_bad_database_url_is_a_clear_error(catalog):
 
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
         open_store("postgresql://nobody:wrong@127.0.0.1:1/none", catalog)
+
+
+@pytest.mark.parametrize("backend", ["geopackage", "postgis"])
+def test_several_workers_all_see_a_change_at_once(backend, pg_url, tmp_path, catalog):
+    """serve --workers 3: a change written by another process is answered by
+    every worker on the next request (no restart, no stale index)."""
+    from geo_service.catalog import ValidFeature
+
+    location = pg_url if backend == "postgis" else str(tmp_path / "shared.gpkg")
+    store = open_store(location, catalog)
+    seed_store(store, catalog)
+    with running_server(tmp_path, "--workers", "3", GEO_SERVICE_STORE=location) as base:
+        site = store.query("green_channels", filters={"kind": ["bank"]}, limit=1).features[0]
+        lon, lat = site.geometry.x, site.geometry.y
+        before = httpx.get(f"{base}/nearest", params={"lon": lon, "lat": lat, "k": 1}).json()
+        assert before["features"][0]["properties"]["name"] == site.properties["name"]
+        renamed = dict(site.properties, name=site.properties["name"] + "（已更名）")
+        store.write("green_channels", [ValidFeature(site.id, renamed, site.geometry)], actor="test")
+        with httpx.Client() as client:  # new connections spread over the workers
+            for _ in range(30):
+                answer = httpx.get(
+                    f"{base}/nearest",
+                    params={"lon": lon, "lat": lat, "k": 1},
+                    headers={"Connection": "close"},
+                ).json()
+                assert answer["features"][0]["properties"]["name"] == renamed["name"]
+                item = client.get(f"{base}/collections/green_channels/items/{site.id}").json()
+                assert item["properties"]["name"] == renamed["name"]
+    store.close()
