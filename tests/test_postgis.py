@@ -159,3 +159,51 @@ def test_several_workers_all_see_a_change_at_once(backend, pg_url, tmp_path, cat
                 item = client.get(f"{base}/collections/green_channels/items/{site.id}").json()
                 assert item["properties"]["name"] == renamed["name"]
     store.close()
+
+
+def _tile_of(lon, lat, z):
+    import math
+
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y
+
+
+@pytest.mark.parametrize("z", [11, 13, 15])
+def test_vector_tiles_from_both_backends_hold_the_same_sites(both, z):
+    import mapbox_vector_tile
+
+    embedded, postgis = both
+    x, y = _tile_of(118.045, 36.807, z)
+    ids = []
+    for store in (embedded, postgis):
+        content = store.tile("green_channels", z, x, y)
+        layer = mapbox_vector_tile.decode(content).get("green_channels", {"features": []})
+        tile_ids = sorted(f["properties"]["id"] for f in layer["features"])
+        assert all(f["properties"].get("name") for f in layer["features"])
+        ids.append(tile_ids)
+    assert ids[0] == ids[1] and ids[0]
+    from geo_service.tiles import tile_bounds
+
+    _, (west, south, east, north) = tile_bounds(z, x, y)
+    inside = {
+        f.id
+        for f in embedded.query(
+            "green_channels", bbox=(west, south, east, north), limit=1000
+        ).features
+    }
+    assert inside <= set(ids[0])  # every site in the tile is drawn (plus the buffer's)
+
+
+def test_vector_tile_endpoint(client):
+    x, y = _tile_of(118.045, 36.807, 12)
+    answer = client.get(f"/collections/stations/tiles/12/{x}/{y}.mvt")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    assert len(answer.content) > 50
+    assert client.get("/collections/stations/tiles/12/0/0.mvt").content == b""  # mid-Pacific
+    assert client.get("/collections/stations/tiles/30/0/0.mvt").status_code == 400
+    assert client.get("/collections/stations/tiles/2/9/0.mvt").status_code == 400
+    assert client.get("/collections/shops/tiles/2/1/1.mvt").status_code == 404
+    assert client.get("/collections/stations/tiles/2/a/1.mvt").status_code == 400

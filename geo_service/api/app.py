@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
-from geo_service.api import coverage, geocode, nearest, ogc, printing, webmap
+from geo_service.api import coverage, geocode, nearest, ogc, printing, tiles, webmap
 from geo_service.api.problems import install_problem_handlers
 from geo_service.catalog import load_catalog
 from geo_service.geocoding import GeocoderCache
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(geocode.router)
     app.include_router(coverage.router)
     app.include_router(printing.router)
+    app.include_router(tiles.router)
     app.include_router(webmap.router)
     webmap.mount_static(app)
     return app

@@ -138,6 +138,12 @@ class Store(ABC):
             layer_id
         ]
 
+    def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
+        """A Mapbox vector tile of the layer (encoded in Python; PostGIS overrides)."""
+        from geo_service.tiles import encode_tile
+
+        return encode_tile(self, layer_id, z, x, y)
+
     @abstractmethod
     def close(self) -> None:
         """Release connections."""

@@ -216,6 +216,28 @@ class PostGISStore(Store):
         ).fetchone()[0]
         return Page([self._feature(layer, row) for row in rows], int(matched))
 
+    def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
+        """The tile made by PostGIS itself (``ST_AsMVT``), features clipped to the
+        tile plus its buffer, with the same attributes as the embedded encoder."""
+        from geo_service.tiles import BUFFER, EXTENT, TILE_ATTRIBUTES, check_tile
+
+        check_tile(z, x, y)
+        layer = self.catalog.layer(layer_id)
+        attributes = ", ".join(f"props->>'{name}' AS \"{name}\"" for name in TILE_ATTRIBUTES)
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT ST_AsMVT(t, %s, {EXTENT}, 'geom') FROM (SELECT id, {attributes}, "
+                f"ST_AsMVTGeom(ST_Transform(geom, 3857), ST_TileEnvelope(%s, %s, %s), {EXTENT}, "
+                f"{BUFFER}, true) AS geom FROM {self._table(layer)} WHERE geom && "
+                f"ST_Transform(ST_TileEnvelope(%s, %s, %s, margin => {BUFFER / EXTENT}), 4326)) "
+                "AS t WHERE geom IS NOT NULL",
+                (layer.id, z, x, y, z, x, y),
+            )
+            .fetchone()
+        )
+        return bytes(row[0]) if row and row[0] else b""
+
     def audit_records(self, feature_id: str | None = None) -> list[dict[str, Any]]:
         names = ["seq", "at", "actor", "action", "layer_id", "feature_id", "town_code"]
         names += ["before", "after"]
