@@ -175,7 +175,7 @@ def _north_arrow(ax) -> None:
     )
 
 
-def _legend(fig, ctx: _Context, anchor=(0.5, 0.02)) -> None:
+def _legend(fig, ctx: _Context, anchor=(0.5, 0.02), loc: str = "lower center") -> None:
     handles = []
     for layer in ctx.catalog.facility_layers:
         if layer.id not in ctx.sites:
@@ -199,7 +199,7 @@ def _legend(fig, ctx: _Context, anchor=(0.5, 0.02)) -> None:
     )
     fig.legend(
         handles=handles,
-        loc="lower center",
+        loc=loc,
         bbox_to_anchor=anchor,
         ncol=4,
         fontsize=8,
@@ -345,10 +345,49 @@ def _overview(pdf: PdfPages, ctx: _Context) -> None:
     _town_labels(ax, ctx, np.vstack(points) if points else np.empty((0, 2)))
     _scale_bar(ax)
     _north_arrow(ax)
-    _legend(fig, ctx, anchor=(0.5, 0.025))
+    # The district is wider than tall: pull the map up under the title and
+    # hang the legend right below it, rather than leaving a gap in between.
+    ax.apply_aspect()
+    box = ax.get_position()
+    top = 0.93
+    ax.set_position([box.x0, top - box.height, box.width, box.height])
+    _legend(fig, ctx, anchor=(0.5, top - box.height - 0.005), loc="upper center")
+    room = top - box.height - 0.09  # what is left above the footer
+    rows = len(ctx.towns) + 2
+    if room - 0.03 >= rows * 0.011:  # only when every row gets room for 6.5 pt type
+        _summary_table(fig, ctx, [0.08, 0.03, 0.84, room - 0.03])
     _footer(fig, ctx)
     pdf.savefig(fig)
     plt.close(fig)
+
+
+def _summary_table(fig, ctx: _Context, rect) -> None:
+    """Sites per town and layer, the overview's numbers at a glance."""
+    layers = [layer for layer in ctx.catalog.facility_layers if layer.id in ctx.sites]
+    counts: dict[tuple[str, str], int] = {}
+    for layer in layers:
+        for site in ctx.sites[layer.id]:
+            key = (site.properties.get("town_code"), layer.id)
+            counts[key] = counts.get(key, 0) + 1
+    body = [
+        [town.properties["name"], *[str(counts.get((town.id, layer.id), 0)) for layer in layers]]
+        for town in ctx.towns
+    ]
+    body.append(["合计", *[str(len(ctx.sites[layer.id])) for layer in layers]])
+    ax = fig.add_axes(rect)
+    ax.set_axis_off()
+    table = ax.table(
+        cellText=body,
+        colLabels=["镇街", *[layer.zh for layer in layers]],
+        loc="upper center",
+        cellLoc="center",
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(6.5)
+    for (row, _col), cell in table.get_celld().items():
+        cell.set_height(1 / (len(body) + 1))  # the rows share the room exactly
+        if row == 0 or row == len(body):
+            cell.set_facecolor("#eeeeee")
 
 
 def _table_rows(ctx: _Context, town: StoredFeature) -> list[tuple[StoredFeature, str]]:
