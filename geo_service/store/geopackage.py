@@ -500,22 +500,10 @@ class GeoPackageStore(Store):
         before: StoredFeature | None,
         after: StoredFeature | None,
     ) -> None:
-        subject = after or before
-        assert subject is not None
-        town = subject.properties.get("town_code") if subject.layer_id != "towns" else subject.id
         conn.execute(
             "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, town_code, before, "
             "after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                _now(),
-                actor,
-                action,
-                subject.layer_id,
-                subject.id,
-                town,
-                _feature_json(before),
-                _feature_json(after),
-            ),
+            audit_row(actor, action, before, after),
         )
 
     def _update_extent(self, conn: sqlite3.Connection, layer: Layer) -> None:
@@ -527,6 +515,26 @@ class GeoPackageStore(Store):
             "last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE table_name = ?",
             (*tuple(row), layer.id),
         )
+
+
+def audit_row(
+    actor: str, action: str, before: StoredFeature | None, after: StoredFeature | None
+) -> tuple[Any, ...]:
+    """One audit record's values, in the gs_audit column order both backends use:
+    at, actor, action, layer_id, feature_id, town_code, before, after."""
+    subject = after or before
+    assert subject is not None
+    town = subject.properties.get("town_code") if subject.layer_id != "towns" else subject.id
+    return (
+        _now(),
+        actor,
+        action,
+        subject.layer_id,
+        subject.id,
+        town,
+        _feature_json(before),
+        _feature_json(after),
+    )
 
 
 def _feature_json(feature: StoredFeature | None) -> str | None:

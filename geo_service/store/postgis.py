@@ -23,7 +23,7 @@ import shapely
 from geo_service.catalog import Catalog, Layer, ValidFeature
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
 from geo_service.store.base import BBox, Page, Store, StoredFeature, WriteResult
-from geo_service.store.geopackage import _as_stored_geometry, _feature_json, _normalised, _now
+from geo_service.store.geopackage import _as_stored_geometry, _normalised, audit_row
 
 __all__ = ["PostGISStore"]
 
@@ -344,21 +344,10 @@ class PostGISStore(Store):
         result.updated.append(feature.id)
 
     def _audit(self, conn, actor, action, before, after) -> None:
-        subject = after or before
-        town = subject.properties.get("town_code") if subject.layer_id != "towns" else subject.id
         conn.execute(
             "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, town_code, before, "
             "after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                _now(),
-                actor,
-                action,
-                subject.layer_id,
-                subject.id,
-                town,
-                _feature_json(before),
-                _feature_json(after),
-            ),
+            audit_row(actor, action, before, after),
         )
 
     def drop(self) -> None:
