@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from geo_service.api.media import MediaType
+from geo_service.api.params import reject_unknown
 from geo_service.coverage import parse_radius
 from geo_service.errors import InvalidParameter
 from geo_service.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS, Question
@@ -24,9 +25,7 @@ MAX_P = 10
 
 
 def _question(params: dict[str, str], allowed: set[str]) -> Question:
-    for name in params:
-        if name not in allowed:
-            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(allowed)))
+    reject_unknown(params, sorted(allowed))
 
     def listed(name: str) -> tuple[str, ...] | None:
         values = tuple(v.strip() for v in (params.get(name) or "").split(",") if v.strip())

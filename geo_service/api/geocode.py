@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from geo_service.api.media import MediaType
-from geo_service.api.params import parse_number
+from geo_service.api.params import parse_lonlat, reject_unknown
 from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
 from geo_service.geocoding import Candidate, Geocoder
@@ -21,12 +21,6 @@ router = APIRouter()
 
 MAX_QUERY = 200
 MAX_LIMIT = 20
-
-
-def _only(params: dict[str, str], known: set[str]) -> None:
-    for name in params:
-        if name not in known:
-            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(known)))
 
 
 def geocode_address(geocoder: Geocoder, address: str | None, limit: int = 5) -> list[Candidate]:
@@ -67,7 +61,7 @@ def candidate_feature(candidate: Candidate, crs: CoordinateSystem) -> dict[str, 
 )
 def geocode(request: Request) -> Response:
     params = dict(request.query_params)
-    _only(params, {"q", "limit", "crs"})
+    reject_unknown(params, sorted({"q", "limit", "crs"}))
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
     raw_limit = params.get("limit", "5")
     if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
@@ -95,16 +89,9 @@ def geocode(request: Request) -> Response:
 )
 def reverse(request: Request) -> Response:
     params = dict(request.query_params)
-    _only(params, {"lon", "lat", "crs"})
+    reject_unknown(params, sorted({"lon", "lat", "crs"}))
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
-    for name in ("lon", "lat"):
-        if not params.get(name):
-            raise InvalidParameter(name, "is required")
-    lon, lat = parse_number("lon", params["lon"]), parse_number("lat", params["lat"])
-    if not -180 <= lon <= 180:
-        raise InvalidParameter("lon", f"longitude {lon} is outside -180..180")
-    if not -90 <= lat <= 90:
-        raise InvalidParameter("lat", f"latitude {lat} is outside -90..90")
+    lon, lat = parse_lonlat(params)
     w_lon, w_lat = convert(lon, lat, crs, CoordinateSystem.wgs84)
     answer = request.app.state.geocoders.get().reverse(float(w_lon), float(w_lat))
     place = answer["nearest_place"]

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from geo_service.api.media import MediaType
-from geo_service.api.params import parse_number
+from geo_service.api.params import parse_lonlat, parse_number, reject_unknown
 from geo_service.catalog import Catalog
 from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
@@ -84,19 +84,9 @@ def _parse_open_at(raw: str) -> dt.datetime:
 
 def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuery:
     """Check every parameter; raise ``InvalidParameter`` naming the first bad one."""
-    for name in params:
-        if name not in _PARAMETER_DOCS:
-            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(_PARAMETER_DOCS))
+    reject_unknown(params, _PARAMETER_DOCS)
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
-    for name in ("lon", "lat"):
-        if params.get(name) in (None, ""):
-            raise InvalidParameter(name, "is required")
-    lon = parse_number("lon", params["lon"])
-    lat = parse_number("lat", params["lat"])
-    if not -180 <= lon <= 180:
-        raise InvalidParameter("lon", f"longitude {lon} is outside -180..180")
-    if not -90 <= lat <= 90:
-        raise InvalidParameter("lat", f"latitude {lat} is outside -90..90")
+    lon, lat = parse_lonlat(params)
     wgs_lon, wgs_lat = convert(lon, lat, crs, CoordinateSystem.wgs84)
 
     raw_k = params.get("k", "5")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Query, Request
@@ -11,7 +12,36 @@ from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
 from geo_service.store import BBox
 
-__all__ = ["output_crs", "parse_bbox", "parse_number", "wants_html"]
+__all__ = [
+    "output_crs",
+    "parse_bbox",
+    "parse_lonlat",
+    "parse_number",
+    "reject_unknown",
+    "wants_html",
+]
+
+
+def reject_unknown(params: dict[str, str], known: Iterable[str]) -> None:
+    """A mistyped parameter is a 400 naming it, never silently ignored."""
+    known = list(known)
+    for name in params:
+        if name not in known:
+            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(known))
+
+
+def parse_lonlat(params: dict[str, str], required_hint: str = "") -> tuple[float, float]:
+    """``lon`` and ``lat``: present, finite, and on the globe (any coordinate system)."""
+    for name in ("lon", "lat"):
+        if params.get(name) in (None, ""):
+            raise InvalidParameter(name, "is required" + required_hint)
+    lon = parse_number("lon", params["lon"])
+    lat = parse_number("lat", params["lat"])
+    if not -180 <= lon <= 180:
+        raise InvalidParameter("lon", f"longitude {lon} is outside -180..180")
+    if not -90 <= lat <= 90:
+        raise InvalidParameter("lat", f"latitude {lat} is outside -90..90")
+    return lon, lat
 
 
 def parse_number(name: str, raw: str) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from geo_service.api.params import parse_number
+from geo_service.api.params import parse_lonlat, reject_unknown
 from geo_service.errors import InvalidParameter
 
 __all__ = ["router"]
@@ -16,12 +16,8 @@ router = APIRouter()
 
 def _options(request: Request, allowed: set[str]) -> dict:
     params = dict(request.query_params)
-    for name in params:
-        if name not in allowed:
-            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(allowed)))
-    size = params.get("size", "A4").upper()
-    if size not in {"A4", "A3"}:
-        raise InvalidParameter("size", "must be A4 or A3")
+    reject_unknown(params, sorted(allowed))
+    size = _size(params)
     orientation = params.get("orientation", "portrait").lower()
     if orientation not in {"portrait", "landscape"}:
         raise InvalidParameter("orientation", "must be portrait or landscape")
@@ -31,6 +27,13 @@ def _options(request: Request, allowed: set[str]) -> dict:
         if layer not in known:
             raise InvalidParameter("layers", f"unknown facility layer {layer!r}")
     return {"size": size, "orientation": orientation, "layers": layers}
+
+
+def _size(params: dict[str, str]) -> str:
+    size = params.get("size", "A4").upper()
+    if size not in {"A4", "A3"}:
+        raise InvalidParameter("size", "must be A4 or A3")
+    return size
 
 
 def _base_url(request: Request) -> str:
@@ -81,13 +84,8 @@ def nearest_sheet(request: Request) -> Response:
     from geo_service.printing import nearest_pdf
 
     params = dict(request.query_params)
-    allowed = {"lon", "lat", "address", "size"}
-    size = params.get("size", "A4").upper()
-    if size not in {"A4", "A3"}:
-        raise InvalidParameter("size", "must be A4 or A3")
-    for name in params:
-        if name not in allowed:
-            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(sorted(allowed)))
+    reject_unknown(params, sorted({"lon", "lat", "address", "size"}))
+    size = _size(params)
     state = request.app.state
     if params.get("address"):
         found = geocode_address(state.geocoders.get(), params["address"], 1)
@@ -95,12 +93,7 @@ def nearest_sheet(request: Request) -> Response:
             raise InvalidParameter("address", "not found in the offline gazetteer of 张店区")
         lon, lat, where = found[0].lon, found[0].lat, f"{params['address']}（{found[0].matched}）"
     else:
-        for name in ("lon", "lat"):
-            if not params.get(name):
-                raise InvalidParameter(name, "is required (or give address)")
-        lon, lat = parse_number("lon", params["lon"]), parse_number("lat", params["lat"])
-        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise InvalidParameter("lon", "coordinates out of range")
+        lon, lat = parse_lonlat(params, required_hint=" (or give address)")
         where = f"{lon:.5f}, {lat:.5f}"
     content = nearest_pdf(
         state.catalog,
