@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from geo_service.api.params import split_list
 from geo_service.catalog import Catalog, load_catalog
 from geo_service.crs import CoordinateSystem
 from geo_service.errors import GeoServiceError, InvalidParameter
@@ -281,15 +282,11 @@ def coverage(
     from geo_service.coverage_workbook import write_workbook
     from geo_service.planning import CoveragePlanner, Question
 
-    def listed(raw: str | None) -> tuple[str, ...] | None:
-        values = tuple(v.strip() for v in (raw or "").split(",") if v.strip())
-        return values or None
-
     try:
         with _opened(store) as (opened, catalog):
             question = Question(
-                listed(layers),
-                listed(kinds),
+                tuple(split_list(layers)) or None,
+                tuple(split_list(kinds)) or None,
                 parse_radius(radius),
                 population_file=str(population) if population else None,
                 candidates_file=str(candidates) if candidates else None,
@@ -445,7 +442,7 @@ def print_atlas(
     from geo_service.printing import atlas_pdf
 
     settings, base_url, load_style = _printing(store)
-    chosen = [v for v in (layers or "").split(",") if v] or None
+    chosen = split_list(layers) or None
     try:
         with _opened(store) as (opened, catalog):
             style = load_style(settings.style_file, catalog)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from geo_service.api.media import MediaType
-from geo_service.api.params import reject_unknown
+from geo_service.api.params import reject_unknown, split_list
 from geo_service.coverage import parse_radius
 from geo_service.errors import InvalidParameter
 from geo_service.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS, Question
@@ -27,11 +27,11 @@ MAX_P = 10
 def _question(params: dict[str, str], allowed: set[str]) -> Question:
     reject_unknown(params, sorted(allowed))
 
-    def listed(name: str) -> tuple[str, ...] | None:
-        values = tuple(v.strip() for v in (params.get(name) or "").split(",") if v.strip())
-        return values or None
-
-    return Question(listed("layers"), listed("kinds"), parse_radius(params.get("radius")))
+    return Question(
+        tuple(split_list(params.get("layers"))) or None,
+        tuple(split_list(params.get("kinds"))) or None,
+        parse_radius(params.get("radius")),
+    )
 
 
 def _p(params: dict[str, str]) -> int:

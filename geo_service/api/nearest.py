@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from geo_service.api.media import MediaType
-from geo_service.api.params import parse_lonlat, parse_number, reject_unknown
+from geo_service.api.params import parse_lonlat, parse_number, reject_unknown, split_list
 from geo_service.catalog import Catalog
 from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
@@ -68,10 +68,6 @@ class NearestQuery:
     given: dict[str, Any]  # the parameters as understood, echoed back
 
 
-def _split(raw: str | None) -> list[str]:
-    return [v.strip() for v in (raw or "").split(",") if v.strip()]
-
-
 def _parse_open_at(raw: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(raw.strip().replace(" ", "T"))
@@ -95,13 +91,13 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
     k = int(raw_k)
 
     facility = {layer.id: layer for layer in catalog.facility_layers}
-    layers = _split(params.get("layers")) or list(facility)
+    layers = split_list(params.get("layers")) or list(facility)
     for layer_id in layers:
         if layer_id not in facility:
             raise InvalidParameter(
                 "layers", f"unknown facility layer {layer_id!r}; known: " + ", ".join(facility)
             )
-    kinds = _split(params.get("kind"))
+    kinds = split_list(params.get("kind"))
     known_kinds = {kind for layer_id in layers for kind in facility[layer_id].kinds}
     for kind in kinds:
         if kind not in known_kinds:
@@ -110,7 +106,7 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
                 f"unknown kind {kind!r} for layers "
                 f"{', '.join(layers)}; known: {', '.join(sorted(known_kinds))}",
             )
-    services = _split(params.get("services"))
+    services = split_list(params.get("services"))
     for service in services:
         if service not in catalog.values["services"]:
             raise InvalidParameter(
@@ -124,7 +120,7 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
             f"unknown beneficiary type {eligible!r}; known: "
             + ", ".join(catalog.values["eligible"]),
         )
-    statuses = _split(params.get("status")) or ["open"]
+    statuses = split_list(params.get("status")) or ["open"]
     for status in statuses:
         if status not in catalog.values["status"]:
             raise InvalidParameter(

@@ -18,8 +18,14 @@ __all__ = [
     "parse_lonlat",
     "parse_number",
     "reject_unknown",
+    "split_list",
     "wants_html",
 ]
+
+
+def split_list(raw: str | None) -> list[str]:
+    """``a,b, c`` -> ``["a", "b", "c"]``; empty parts dropped."""
+    return [v.strip() for v in (raw or "").split(",") if v.strip()]
 
 
 def reject_unknown(params: dict[str, str], known: Iterable[str]) -> None:

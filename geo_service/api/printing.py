@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from geo_service.api.params import parse_lonlat, reject_unknown
+from geo_service.api.params import parse_lonlat, reject_unknown, split_list
 from geo_service.errors import InvalidParameter
 
 __all__ = ["router"]
@@ -21,7 +21,7 @@ def _options(request: Request, allowed: set[str]) -> dict:
     orientation = params.get("orientation", "portrait").lower()
     if orientation not in {"portrait", "landscape"}:
         raise InvalidParameter("orientation", "must be portrait or landscape")
-    layers = [v for v in (params.get("layers") or "").split(",") if v] or None
+    layers = split_list(params.get("layers")) or None
     known = {layer.id for layer in request.app.state.catalog.facility_layers}
     for layer in layers or []:
         if layer not in known:
