@@ -32,7 +32,7 @@ import numpy as np
 from shapely import wkt
 from shapely.geometry import LineString, Point
 
-from geo_service.crs import GEOD
+from geo_service.crs import geodesic_distance
 from geo_service.store import Store, StoredFeature
 from geo_service.towns import TownIndex
 
@@ -344,7 +344,7 @@ class Geocoder:
         ranked: list[Candidate] = []
         for candidate in sorted(found, key=lambda c: (-c.confidence, c.matched)):
             if all(
-                GEOD.inv(candidate.lon, candidate.lat, kept.lon, kept.lat)[2] > 50
+                geodesic_distance(candidate.lon, candidate.lat, kept.lon, kept.lat) > 50
                 for kept in ranked
             ):
                 ranked.append(candidate)
@@ -358,7 +358,9 @@ class Geocoder:
         if self.places:
             lons = np.array([p.lon for p in self.places])
             lats = np.array([p.lat for p in self.places])
-            distances = GEOD.inv(np.full(len(lons), lon), np.full(len(lats), lat), lons, lats)[2]
+            distances = geodesic_distance(
+                np.full(len(lons), lon), np.full(len(lats), lat), lons, lats
+            )
             best = int(np.argmin(distances))
             place = self.places[best]
             nearest = {

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from geo_service.catalog import Catalog, Layer, ValidFeature
-from geo_service.crs import GEOD, CoordinateSystem, convert
+from geo_service.crs import CoordinateSystem, convert, geodesic_distance, geodesic_inverse
 from geo_service.errors import InvalidFeature, InvalidParameter
 from geo_service.store import Store, WriteResult
 from geo_service.tables import CellError, SourceRow, SourceTable, read_table
@@ -391,7 +391,7 @@ def _gcj_suspicion(plan_rows, features, ctx: _Context) -> str | None:
             continue
         if best[0].confidence < 0.6:
             continue
-        azimuth, _, distance = GEOD.inv(
+        azimuth, distance = geodesic_inverse(
             best[0].lon, best[0].lat, feature.geometry.x, feature.geometry.y
         )
         east.append(distance * math.sin(math.radians(azimuth)))
@@ -422,7 +422,7 @@ def _match_stored(
     for feature in ctx.stored.values():
         if feature.id in claimed or normalise_name(feature.properties.get("name") or "") != wanted:
             continue
-        distance = GEOD.inv(position[0], position[1], feature.geometry.x, feature.geometry.y)[2]
+        distance = geodesic_distance(*position, feature.geometry.x, feature.geometry.y)
         if distance <= DUPLICATE_DISTANCE_M and (best is None or distance < best[0]):
             best = (distance, feature.id)
     return best[1] if best else own
@@ -464,9 +464,9 @@ def _check_duplicates(
             for other_line, other in group[:i]:
                 if other.id == feature.id:
                     continue
-                d = GEOD.inv(
+                d = geodesic_distance(
                     feature.geometry.x, feature.geometry.y, other.geometry.x, other.geometry.y
-                )[2]
+                )
                 if d <= DUPLICATE_DISTANCE_M:
                     report_of[line].warn(
                         f"probable duplicate of line {other_line} (same name, {d:.0f} m apart)"
@@ -485,9 +485,9 @@ def _check_duplicates(
         for stored in stored_names.get(normalise_name(feature.properties["name"]), []):
             if stored.id == feature.id:
                 continue
-            d = GEOD.inv(
+            d = geodesic_distance(
                 feature.geometry.x, feature.geometry.y, stored.geometry.x, stored.geometry.y
-            )[2]
+            )
             if d <= DUPLICATE_DISTANCE_M:
                 report_of[line].warn(f"probable duplicate of stored site {stored.id} ({d:.0f} m)")
         address = feature.properties.get("address")
