@@ -13,15 +13,22 @@ from dataclasses import dataclass
 __all__ = [
     "CatalogError",
     "CollectionNotFound",
+    "Conflict",
     "FeatureNotFound",
     "FieldProblem",
+    "Forbidden",
     "GeoServiceError",
     "InvalidFeature",
     "InvalidParameter",
     "NotFound",
+    "PayloadTooLarge",
+    "PreconditionFailed",
+    "PreconditionRequired",
     "PrintError",
     "StoreError",
     "StyleError",
+    "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -115,3 +122,45 @@ class StoreError(GeoServiceError, RuntimeError):
     """The store cannot be opened or written as asked."""
 
     title = "Store error"
+
+
+class Unauthorized(GeoServiceError, PermissionError):
+    """No credentials, or credentials that are not (or no longer) valid."""
+
+    title = "Unauthorized"
+
+
+class Forbidden(GeoServiceError, PermissionError):
+    """Valid credentials that do not allow this change (role or town scope)."""
+
+    title = "Forbidden"
+
+
+class Conflict(GeoServiceError, ValueError):
+    """The change clashes with what is stored (e.g. creating an id that exists)."""
+
+    title = "Conflict"
+
+
+class PreconditionRequired(GeoServiceError, ValueError):
+    """A change to an existing feature sent without ``If-Match``."""
+
+    title = "Precondition required"
+
+
+class PreconditionFailed(GeoServiceError, ValueError):
+    """``If-Match`` names a version of the feature that is no longer current."""
+
+    title = "Precondition failed"
+
+    def __init__(self, detail: str, current_etag: str | None = None):
+        super().__init__(detail)
+        self.current_etag = current_etag
+
+
+class PayloadTooLarge(GeoServiceError, ValueError):
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(GeoServiceError, ValueError):
+    title = "Unsupported media type"

@@ -565,7 +565,8 @@ def plan_import(
         crs=crs,
         actor=actor,
         today=today_text,
-        source=f"imported from {table.name} by {actor} on {today_text}",
+        # Public text: who imported stays in the audit trail, never on the map.
+        source=f"imported from {table.name} on {today_text}",
         towns=towns,
         town_names=town_names,
         approximate_towns=approximate,

@@ -61,8 +61,9 @@ def plan_towns_import(
             "name": name,
             "kind": "town" if name.endswith("镇") else "subdistrict",
             "approximate": False,
-            "boundary_source": f"{table.name} (imported by {actor} on {today_text})",
-            "source": f"imported from {table.name} by {actor} on {today_text}",
+            # Public text: who imported stays in the audit trail, never on the map.
+            "boundary_source": f"{table.name} (imported on {today_text})",
+            "source": f"imported from {table.name} on {today_text}",
             "updated_at": today_text,
         }
         if population_column and row.values.get(population_column) not in (None, ""):

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geo_service.catalog import Catalog, ValidFeature
+from geo_service.catalog import Catalog, Layer, ValidFeature
+from geo_service.errors import (
+    Conflict,
+    FeatureNotFound,
+    InvalidParameter,
+    NotFound,
+    PreconditionFailed,
+)
 
-__all__ = ["BBox", "Page", "Store", "StoredFeature", "WriteResult"]
+__all__ = [
+    "AuditQuery",
+    "BBox",
+    "Change",
+    "Page",
+    "Store",
+    "StoredFeature",
+    "TokenRecord",
+    "WriteResult",
+    "etag_matches",
+]
 
 #: (west, south, east, north) in WGS-84 degrees.
 BBox = tuple[float, float, float, float]
@@ -59,15 +80,66 @@ class WriteResult:
         return len(self.inserted) + len(self.updated) + len(self.deleted)
 
 
+@dataclass(frozen=True)
+class Change:
+    """One feature changed by ``Store.change``: its state before and after
+    (None when it did not exist / no longer exists) and the audit record's number."""
+
+    before: StoredFeature | None
+    after: StoredFeature | None
+    audit_seq: int | None  # None when nothing changed (no record written)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of the audit trail; every field optional."""
+
+    layer_id: str | None = None
+    feature_id: str | None = None
+    town_code: str | None = None  # the feature's town before or after the change
+    actor: str | None = None
+    since: str | None = None  # ISO date or datetime (UTC), inclusive
+    until: str | None = None  # ISO date (the whole day) or datetime, inclusive
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A bearer token as stored: its name, role and towns; never the token itself."""
+
+    name: str
+    role: str
+    towns: tuple[str, ...]
+    created_at: str
+    revoked_at: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def etag_matches(if_match: str, etag: str) -> bool:
+    """RFC 9110 If-Match: ``*`` or a list of entity tags compared strongly
+    (a weak tag ``W/"..."`` never matches)."""
+    if if_match.strip() == "*":
+        return True
+    return any(tag.strip() == etag for tag in if_match.split(","))
+
+
 class Store(ABC):
     """Where layers live. One interface; an embedded and a PostGIS backend.
 
-    Readers may call from many threads at once. ``write`` is one transaction:
-    either every feature lands, or none does.
+    Readers may call from many threads at once. Every change is one
+    transaction holding the feature rows, their audit records and the layer's
+    change counter: either all of it lands, or none does. The transaction
+    logic lives here, once; backends supply the SQL primitives below.
     """
 
     catalog: Catalog
     location: str
+
+    # -- reads (backend) ---------------------------------------------------------
 
     @abstractmethod
     def is_empty(self) -> bool:
@@ -110,34 +182,6 @@ class Store(ABC):
     def all_features(self, layer_id: str) -> list[StoredFeature]:
         """Every live feature of a layer, ordered by id (for snapshots and exports)."""
 
-    @abstractmethod
-    def write_layers(
-        self,
-        batches: dict[str, Iterable[ValidFeature]],
-        *,
-        actor: str,
-        action: str = "upsert",
-        replace: bool = False,
-    ) -> dict[str, WriteResult]:
-        """Insert or update features of several layers by id in ONE transaction,
-        with an audit record per change: either everything lands or nothing.
-        Unchanged features are left alone (re-running a write is idempotent).
-        ``replace`` also deletes each named layer's features that were not given."""
-
-    def write(
-        self,
-        layer_id: str,
-        features: Iterable[ValidFeature],
-        *,
-        actor: str,
-        action: str = "upsert",
-        replace: bool = False,
-    ) -> WriteResult:
-        """``write_layers`` for a single layer."""
-        return self.write_layers({layer_id: features}, actor=actor, action=action, replace=replace)[
-            layer_id
-        ]
-
     def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
         """A Mapbox vector tile of the layer (encoded in Python; PostGIS overrides)."""
         from geo_service.tiles import encode_tile
@@ -153,3 +197,393 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- transaction primitives (backend) -----------------------------------------
+    # ``conn`` is the backend's connection inside ``_transaction``; ``handle``
+    # is whatever the backend needs to find a row again (its fid).
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """Begin a write transaction; commit on success, roll back on any error."""
+
+    @abstractmethod
+    def _sql(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        """Run one statement written with ``?`` placeholders; rows as sequences."""
+
+    @abstractmethod
+    def _lock_layer(self, conn: Any, layer: Layer) -> None:
+        """Serialise writers of one layer so revisions and versions never race."""
+
+    @abstractmethod
+    def _read(self, conn: Any, layer: Layer, feature_id: str) -> tuple[Any, StoredFeature] | None:
+        """The feature and its handle, locked for the rest of the transaction."""
+
+    @abstractmethod
+    def _read_all(self, conn: Any, layer: Layer) -> list[tuple[Any, StoredFeature]]:
+        """Every feature of the layer with its handle."""
+
+    @abstractmethod
+    def _insert(self, conn: Any, layer: Layer, feature: ValidFeature) -> StoredFeature:
+        """Insert a new feature at revision 1."""
+
+    @abstractmethod
+    def _update(
+        self, conn: Any, layer: Layer, handle: Any, feature: ValidFeature, revision: int
+    ) -> StoredFeature:
+        """Overwrite a feature's properties and geometry with a new revision."""
+
+    @abstractmethod
+    def _delete(self, conn: Any, layer: Layer, handle: Any) -> None:
+        """Remove a feature from its live layer (its last state stays in the audit)."""
+
+    @abstractmethod
+    def _bump(self, conn: Any, layer: Layer) -> None:
+        """Advance the layer's change counter (and any cached extent)."""
+
+    # -- writes ----------------------------------------------------------------------
+
+    def write_layers(
+        self,
+        batches: dict[str, Iterable[ValidFeature]],
+        *,
+        actor: str,
+        action: str = "upsert",
+        replace: bool = False,
+    ) -> dict[str, WriteResult]:
+        """Insert or update features of several layers by id in ONE transaction,
+        with an audit record per change: either everything lands or nothing.
+        Unchanged features are left alone (re-running a write is idempotent).
+        ``replace`` also deletes each named layer's features that were not given."""
+        layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
+        results = {layer_id: WriteResult() for layer_id in batches}
+        with self._transaction() as conn:
+            for layer_id, features in batches.items():
+                layer, result = layers[layer_id], results[layer_id]
+                self._lock_layer(conn, layer)
+                seen: set[str] = set()
+                for feature in features:
+                    if feature.id in seen:
+                        raise InvalidParameter("id", f"feature id {feature.id!r} appears twice")
+                    seen.add(feature.id)
+                    found = self._read(conn, layer, feature.id)
+                    if found is None:
+                        after = self._insert(conn, layer, feature)
+                        self._audit(conn, actor, _verb(action, "insert"), None, after)
+                        result.inserted.append(feature.id)
+                    elif same_content(layer, found[1], feature):
+                        result.unchanged.append(feature.id)
+                    else:
+                        handle, before = found
+                        after = self._update(conn, layer, handle, feature, before.revision + 1)
+                        self._audit(conn, actor, _verb(action, "update"), before, after)
+                        result.updated.append(feature.id)
+                if replace:
+                    for handle, before in self._read_all(conn, layer):
+                        if before.id not in seen:
+                            self._delete(conn, layer, handle)
+                            self._audit(conn, actor, "delete", before, None)
+                            result.deleted.append(before.id)
+                if result.changed:
+                    self._bump(conn, layer)
+        return results
+
+    def write(
+        self,
+        layer_id: str,
+        features: Iterable[ValidFeature],
+        *,
+        actor: str,
+        action: str = "upsert",
+        replace: bool = False,
+    ) -> WriteResult:
+        """``write_layers`` for a single layer."""
+        return self.write_layers({layer_id: features}, actor=actor, action=action, replace=replace)[
+            layer_id
+        ]
+
+    def change(
+        self,
+        layer_id: str,
+        feature_id: str,
+        new: ValidFeature | None,
+        *,
+        actor: str,
+        action: str,
+        if_match: str | None = None,
+        create: bool = False,
+        authorize: Callable[[StoredFeature | None, ValidFeature | None], None] | None = None,
+    ) -> Change:
+        """Create (``create=True``), replace or delete (``new=None``) ONE feature.
+
+        Everything is checked inside the transaction that writes, against the
+        row as it is then: ``create`` refuses an id that exists (``Conflict``);
+        otherwise the feature must exist, and ``if_match`` must name its current
+        ETag (``PreconditionFailed``). ``authorize(before, new)`` raises to refuse
+        (an editor's towns). A replacement equal to what is stored writes nothing.
+        """
+        layer = self.catalog.layer(layer_id)
+        with self._transaction() as conn:
+            self._lock_layer(conn, layer)
+            found = self._read(conn, layer, feature_id)
+            before = found[1] if found else None
+            if create and before is not None:
+                raise Conflict(f"feature {feature_id!r} already exists in {layer_id}")
+            if not create and before is None:
+                raise FeatureNotFound(layer_id, feature_id)
+            if (
+                if_match is not None
+                and before is not None
+                and not etag_matches(if_match, before.etag)
+            ):
+                raise PreconditionFailed(
+                    f"feature {feature_id!r} has changed since it was read "
+                    f"(its ETag is now {before.etag}); read it again and reapply your change",
+                    before.etag,
+                )
+            if authorize is not None:
+                authorize(before, new)
+            if new is None:
+                assert found is not None
+                self._delete(conn, layer, found[0])
+                after = None
+            elif found is None:
+                after = self._insert(conn, layer, new)
+            elif same_content(layer, found[1], new):
+                return Change(before, before, None)
+            else:
+                after = self._update(conn, layer, found[0], new, found[1].revision + 1)
+            seq = self._audit(conn, actor, action, before, after)
+            self._bump(conn, layer)
+        return Change(before, after, seq)
+
+    def restore(self, layer_id: str, feature_id: str, *, actor: str) -> Change:
+        """Bring back a deleted feature from the audit trail, as it was when deleted."""
+        self.catalog.layer(layer_id)
+        records, _ = self.audit_log(
+            AuditQuery(layer_id=layer_id, feature_id=feature_id, limit=1), newest_first=True
+        )
+        if not records or records[0]["after"] is not None:
+            raise NotFound(f"{layer_id}/{feature_id} is not a deleted feature")
+        snapshot = orjson.loads(records[0]["before"])
+        feature = self.catalog.validate_feature(layer_id, snapshot)
+        return self.change(
+            layer_id, feature_id, feature, actor=actor, action="restore", create=True
+        )
+
+    def _audit(
+        self,
+        conn: Any,
+        actor: str,
+        action: str,
+        before: StoredFeature | None,
+        after: StoredFeature | None,
+    ) -> int:
+        rows = self._sql(
+            conn,
+            "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, town_code, "
+            "previous_town_code, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            audit_row(actor, action, before, after),
+        )
+        return int(rows[0][0])
+
+    # -- the audit trail ---------------------------------------------------------------
+
+    _AUDIT_COLUMNS = (
+        "seq",
+        "at",
+        "actor",
+        "action",
+        "layer_id",
+        "feature_id",
+        "town_code",
+        "previous_town_code",
+        "before",
+        "after",
+    )
+
+    def audit_records(self, feature_id: str | None = None) -> list[dict[str, Any]]:
+        """Every audit record (of one feature, when given), oldest first."""
+        return self.audit_log(AuditQuery(feature_id=feature_id, limit=2**62))[0]
+
+    def audit_log(
+        self, query: AuditQuery, *, newest_first: bool = False
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Audit records matching ``query`` (oldest first) and how many match in all."""
+        where, params = [], []
+        for column, value in (
+            ("layer_id", query.layer_id),
+            ("feature_id", query.feature_id),
+            ("actor", query.actor),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.town_code is not None:
+            where.append("(town_code = ? OR previous_town_code = ?)")
+            params += [query.town_code, query.town_code]
+        if query.since is not None:
+            where.append("at >= ?")
+            params.append(query.since)
+        if query.until is not None:
+            until = query.until
+            # A bare date means the whole of that day.
+            where.append("at < ?" if len(until) == 10 else "at <= ?")
+            params.append(_next_day(until) if len(until) == 10 else until)
+        sql_where = f" WHERE {' AND '.join(where)}" if where else ""
+        order = "DESC" if newest_first else "ASC"
+        with self._reading() as conn:
+            total = int(self._sql(conn, f"SELECT count(*) FROM gs_audit{sql_where}", params)[0][0])
+            rows = self._sql(
+                conn,
+                f"SELECT {', '.join(self._AUDIT_COLUMNS)} FROM gs_audit{sql_where} "
+                f"ORDER BY seq {order} LIMIT ? OFFSET ?",
+                [*params, query.limit, query.offset],
+            )
+        records = []
+        for row in rows:
+            record = dict(zip(self._AUDIT_COLUMNS, row, strict=True))
+            for key in ("before", "after"):
+                if record[key] is not None and not isinstance(record[key], str):
+                    record[key] = orjson.dumps(record[key]).decode()
+            records.append(record)
+        return records, total
+
+    @abstractmethod
+    def _reading(self) -> AbstractContextManager[Any]:
+        """A connection for reads outside a write transaction."""
+
+    # -- bearer tokens -----------------------------------------------------------------
+
+    def add_token(self, name: str, role: str, towns: Sequence[str], token_hash: str) -> None:
+        """Keep a new token's hash; a name is never reused, so the audit trail's
+        names stay unambiguous."""
+        with self._transaction() as conn:
+            if self._sql(conn, "SELECT 1 FROM gs_tokens WHERE name = ?", [name]):
+                raise Conflict(f"a token named {name!r} exists (names are never reused)")
+            self._sql(
+                conn,
+                "INSERT INTO gs_tokens (name, role, towns, token_hash, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [name, role, ",".join(towns), token_hash, now()],
+            )
+
+    def revoke_token(self, name: str) -> None:
+        with self._transaction() as conn:
+            rows = self._sql(conn, "SELECT revoked_at FROM gs_tokens WHERE name = ?", [name])
+            if not rows:
+                raise NotFound(f"no token named {name!r}")
+            if rows[0][0] is None:
+                self._sql(conn, "UPDATE gs_tokens SET revoked_at = ? WHERE name = ?", [now(), name])
+
+    def tokens(self) -> list[TokenRecord]:
+        with self._reading() as conn:
+            rows = self._sql(
+                conn,
+                "SELECT name, role, towns, created_at, revoked_at FROM gs_tokens ORDER BY name",
+            )
+        return [_token_record(row) for row in rows]
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        """The active token with this hash, read fresh on every call, so a token
+        added or revoked from the CLI counts at once in a running service."""
+        with self._reading() as conn:
+            rows = self._sql(
+                conn,
+                "SELECT name, role, towns, created_at, revoked_at FROM gs_tokens "
+                "WHERE token_hash = ? AND revoked_at IS NULL",
+                [token_hash],
+            )
+        return _token_record(rows[0]) if rows else None
+
+
+def _token_record(row: Sequence[Any]) -> TokenRecord:
+    name, role, towns, created_at, revoked_at = row
+    return TokenRecord(
+        name, role, tuple(t for t in (towns or "").split(",") if t), created_at, revoked_at
+    )
+
+
+def _verb(action: str, default: str) -> str:
+    return default if action == "upsert" else action
+
+
+def _next_day(date_text: str) -> str:
+    return (dt.date.fromisoformat(date_text) + dt.timedelta(days=1)).isoformat()
+
+
+def now() -> str:
+    """UTC time as ISO 8601 with milliseconds: sorts as text on both backends."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+# -- what both backends store the same way -----------------------------------------
+
+
+def normalised(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
+    """Properties in the order and shape the stores return them: catalog
+    properties in catalog order (lists never None), then extras."""
+    out: dict[str, Any] = {"id": props.get("id")}
+    for spec in layer.properties.values():
+        if spec.name != "id":
+            value = props.get(spec.name)
+            out[spec.name] = (
+                ([] if value is None else list(value)) if spec.type == "list" else value
+            )
+    out.update({k: v for k, v in props.items() if k not in layer.properties})
+    return out
+
+
+def stored_geometry(layer: Layer, geometry: BaseGeometry) -> BaseGeometry:
+    """Polygon layers hold MultiPolygons (one geometry type per GeoPackage table)."""
+    if layer.geometry == "Polygon" and isinstance(geometry, Polygon):
+        return MultiPolygon([geometry])
+    return geometry
+
+
+def same_content(layer: Layer, stored: StoredFeature, feature: ValidFeature) -> bool:
+    return stored.properties == normalised(
+        layer, feature.properties
+    ) and stored.geometry.equals_exact(stored_geometry(layer, feature.geometry), 0)
+
+
+def audit_row(
+    actor: str, action: str, before: StoredFeature | None, after: StoredFeature | None
+) -> tuple[Any, ...]:
+    """One audit record's values, in the column order of ``Store._audit``:
+    at, actor, action, layer_id, feature_id, town_code, previous_town_code,
+    before, after."""
+    subject = after or before
+    assert subject is not None
+    town_after = _town_of(after)
+    town_before = _town_of(before)
+    town = town_after or town_before
+    return (
+        now(),
+        actor,
+        action,
+        subject.layer_id,
+        subject.id,
+        town,
+        town_before if town_before != town else None,
+        feature_json(before),
+        feature_json(after),
+    )
+
+
+def _town_of(feature: StoredFeature | None) -> str | None:
+    if feature is None:
+        return None
+    return feature.id if feature.layer_id == "towns" else feature.properties.get("town_code")
+
+
+def feature_json(feature: StoredFeature | None) -> str | None:
+    if feature is None:
+        return None
+    return orjson.dumps(
+        {
+            "type": "Feature",
+            "id": feature.id,
+            "properties": feature.properties,
+            "geometry": shapely.geometry.mapping(feature.geometry),
+        }
+    ).decode()

@@ -12,22 +12,21 @@ Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import shapely
-from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from geo_service.catalog import Catalog, Layer, PropertySpec, ValidFeature
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
-from geo_service.store.base import BBox, Page, Store, StoredFeature, WriteResult
+from geo_service.store.base import BBox, Page, Store, StoredFeature, stored_geometry
 
 __all__ = ["GeoPackageStore"]
 
@@ -66,8 +65,11 @@ CREATE TABLE IF NOT EXISTS gs_layer_state (
 CREATE TABLE IF NOT EXISTS gs_audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
   action TEXT NOT NULL, layer_id TEXT NOT NULL, feature_id TEXT NOT NULL, town_code TEXT,
-  before TEXT, after TEXT);
+  before TEXT, after TEXT, previous_town_code TEXT);
 CREATE INDEX IF NOT EXISTS gs_audit_feature ON gs_audit (layer_id, feature_id);
+CREATE TABLE IF NOT EXISTS gs_tokens (
+  name TEXT PRIMARY KEY, role TEXT NOT NULL, towns TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
 """
 
 _SQL_TYPES = {"boolean": "BOOLEAN", "integer": "INTEGER", "date": "DATE"}
@@ -148,10 +150,6 @@ INSERT INTO gpkg_extensions VALUES ('{t}', '{c}', 'gpkg_rtree_index',
 """
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
 class GeoPackageStore(Store):
     """A GeoPackage file holding every catalog layer; created on first open."""
 
@@ -220,6 +218,9 @@ class GeoPackageStore(Store):
             conn.execute(
                 "INSERT OR IGNORE INTO gs_meta VALUES ('schema_version', ?)", (_SCHEMA_VERSION,)
             )
+            audit_columns = {row["name"] for row in conn.execute("PRAGMA table_info(gs_audit)")}
+            if "previous_town_code" not in audit_columns:  # a store from before tokens
+                conn.execute("ALTER TABLE gs_audit ADD COLUMN previous_town_code TEXT")
             for layer in self.catalog.layers.values():
                 self._ensure_table(conn, layer)
             conn.execute("COMMIT")
@@ -293,7 +294,7 @@ class GeoPackageStore(Store):
                 extra[name] = value
             elif name != "id":
                 values[name] = _encode(spec, value)
-        values["geom"] = _to_blob(_as_stored_geometry(layer, feature.geometry))
+        values["geom"] = _to_blob(stored_geometry(layer, feature.geometry))
         values["extra"] = (
             orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
         )
@@ -402,50 +403,16 @@ class GeoPackageStore(Store):
         features = [self._row_to_feature(layer, row) for row in rows]
         return Page(features=features, number_matched=int(matched))
 
-    def audit_records(self, feature_id: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM gs_audit"
-        params: tuple[Any, ...] = ()
-        if feature_id is not None:
-            sql += " WHERE feature_id = ?"
-            params = (feature_id,)
-        return [dict(row) for row in self._conn().execute(sql + " ORDER BY seq", params)]
+    # -- transaction primitives (the logic is in Store) -----------------------------
 
-    # -- writes ---------------------------------------------------------------
-
-    def write_layers(
-        self,
-        batches: dict[str, Iterable[ValidFeature]],
-        *,
-        actor: str,
-        action: str = "upsert",
-        replace: bool = False,
-    ) -> dict[str, WriteResult]:
-        layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
-        results = {layer_id: WriteResult() for layer_id in batches}
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock at once: checks made inside (If-Match,
+        # an id's existence) stay true until COMMIT, across processes too.
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for layer_id, features in batches.items():
-                layer, result = layers[layer_id], results[layer_id]
-                seen: set[str] = set()
-                for feature in features:
-                    if feature.id in seen:
-                        raise InvalidParameter("id", f"feature id {feature.id!r} appears twice")
-                    seen.add(feature.id)
-                    self._upsert(conn, layer, feature, actor, action, result)
-                if replace:
-                    for row in conn.execute(f'SELECT * FROM "{layer.id}"').fetchall():
-                        if row["id"] not in seen:
-                            before = self._row_to_feature(layer, row)
-                            conn.execute(f'DELETE FROM "{layer.id}" WHERE fid = ?', (row["fid"],))
-                            self._audit(conn, actor, "delete", before, None)
-                            result.deleted.append(row["id"])
-                if result.changed:
-                    conn.execute(
-                        "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = ?",
-                        (layer.id,),
-                    )
-                    self._update_extent(conn, layer)
+            yield conn
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -453,60 +420,50 @@ class GeoPackageStore(Store):
         finally:
             with self._lock:
                 self._writes += 1
-        return results
 
-    def _upsert(
-        self,
-        conn: sqlite3.Connection,
-        layer: Layer,
-        feature: ValidFeature,
-        actor: str,
-        action: str,
-        result: WriteResult,
-    ) -> None:
-        row = conn.execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature.id,)).fetchone()
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        yield self._conn()
+
+    def _sql(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return conn.execute(sql, list(params)).fetchall()
+
+    def _lock_layer(self, conn: sqlite3.Connection, layer: Layer) -> None:
+        pass  # BEGIN IMMEDIATE already serialises every writer of the file
+
+    def _read(self, conn: sqlite3.Connection, layer: Layer, feature_id: str):
+        row = conn.execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,)).fetchone()
+        return None if row is None else (row["fid"], self._row_to_feature(layer, row))
+
+    def _read_all(self, conn: sqlite3.Connection, layer: Layer):
+        rows = conn.execute(f'SELECT * FROM "{layer.id}" ORDER BY "id"').fetchall()
+        return [(row["fid"], self._row_to_feature(layer, row)) for row in rows]
+
+    def _insert(self, conn: sqlite3.Connection, layer: Layer, feature: ValidFeature):
         values = self._feature_values(layer, feature)
-        if row is None:
-            names = ", ".join(f'"{n}"' for n in ["id", *values])
-            marks = ", ".join("?" for _ in range(len(values) + 1))
-            conn.execute(
-                f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
-                [feature.id, *values.values()],
-            )
-            after = self.get(layer.id, feature.id)
-            self._audit(conn, actor, "insert" if action == "upsert" else action, None, after)
-            result.inserted.append(feature.id)
-            return
-        before = self._row_to_feature(layer, row)
-        if before.properties == _normalised(
-            layer, feature.properties
-        ) and before.geometry.equals_exact(_as_stored_geometry(layer, feature.geometry), 0):
-            result.unchanged.append(feature.id)
-            return
+        names = ", ".join(f'"{n}"' for n in ["id", *values])
+        marks = ", ".join("?" for _ in range(len(values) + 1))
+        conn.execute(
+            f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})', [feature.id, *values.values()]
+        )
+        return self._read(conn, layer, feature.id)[1]
+
+    def _update(self, conn, layer: Layer, handle: int, feature: ValidFeature, revision: int):
+        values = self._feature_values(layer, feature)
         assignments = ", ".join(f'"{n}" = ?' for n in values)
         conn.execute(
-            f'UPDATE "{layer.id}" SET {assignments}, revision = revision + 1 WHERE fid = ?',
-            [*values.values(), row["fid"]],
+            f'UPDATE "{layer.id}" SET {assignments}, revision = ? WHERE fid = ?',
+            [*values.values(), revision, handle],
         )
-        after = self.get(layer.id, feature.id)
-        self._audit(conn, actor, "update" if action == "upsert" else action, before, after)
-        result.updated.append(feature.id)
+        return self._read(conn, layer, feature.id)[1]
 
-    def _audit(
-        self,
-        conn: sqlite3.Connection,
-        actor: str,
-        action: str,
-        before: StoredFeature | None,
-        after: StoredFeature | None,
-    ) -> None:
+    def _delete(self, conn: sqlite3.Connection, layer: Layer, handle: int) -> None:
+        conn.execute(f'DELETE FROM "{layer.id}" WHERE fid = ?', (handle,))
+
+    def _bump(self, conn: sqlite3.Connection, layer: Layer) -> None:
         conn.execute(
-            "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, town_code, before, "
-            "after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            audit_row(actor, action, before, after),
+            "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = ?", (layer.id,)
         )
-
-    def _update_extent(self, conn: sqlite3.Connection, layer: Layer) -> None:
         row = conn.execute(
             f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_geom"'
         ).fetchone()
@@ -516,38 +473,25 @@ class GeoPackageStore(Store):
             (*tuple(row), layer.id),
         )
 
+    # -- maintenance ---------------------------------------------------------------
 
-def audit_row(
-    actor: str, action: str, before: StoredFeature | None, after: StoredFeature | None
-) -> tuple[Any, ...]:
-    """One audit record's values, in the gs_audit column order both backends use:
-    at, actor, action, layer_id, feature_id, town_code, before, after."""
-    subject = after or before
-    assert subject is not None
-    town = subject.properties.get("town_code") if subject.layer_id != "towns" else subject.id
-    return (
-        _now(),
-        actor,
-        action,
-        subject.layer_id,
-        subject.id,
-        town,
-        _feature_json(before),
-        _feature_json(after),
-    )
+    def check(self) -> list[str]:
+        """SQLite's integrity and foreign-key checks, and each R-tree against its
+        table: the problems found (empty when the file is sound)."""
+        conn = self._conn()
+        problems = [row[0] for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
+        problems += [f"foreign key: {tuple(r)}" for r in conn.execute("PRAGMA foreign_key_check")]
+        for layer_id in self.catalog.layers:
+            name = f"rtree_{layer_id}_geom"
+            verdict = conn.execute("SELECT rtreecheck(?)", (name,)).fetchone()[0]
+            if verdict != "ok":
+                problems.append(f"{name}: {verdict}")
+        return problems
 
-
-def _feature_json(feature: StoredFeature | None) -> str | None:
-    if feature is None:
-        return None
-    return orjson.dumps(
-        {
-            "type": "Feature",
-            "id": feature.id,
-            "properties": feature.properties,
-            "geometry": shapely.geometry.mapping(feature.geometry),
-        }
-    ).decode()
+    def backup(self, target: Path) -> None:
+        """A consistent copy taken while the service runs: ``VACUUM INTO`` reads
+        one snapshot (in WAL mode readers and the writer never block each other)."""
+        self._conn().execute("VACUUM INTO ?", (str(target),))
 
 
 def _encode(spec: PropertySpec, value: Any) -> Any:
@@ -566,25 +510,6 @@ def _decode(spec: PropertySpec, value: Any) -> Any:
     if spec.type == "boolean":
         return None if value is None else bool(value)
     return value
-
-
-def _normalised(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
-    """Properties in the order and shape ``_row_to_feature`` returns them."""
-    out: dict[str, Any] = {"id": props.get("id")}
-    for spec in layer.properties.values():
-        if spec.name != "id":
-            value = props.get(spec.name)
-            out[spec.name] = (
-                ([] if value is None else list(value)) if spec.type == "list" else value
-            )
-    out.update({k: v for k, v in props.items() if k not in layer.properties})
-    return out
-
-
-def _as_stored_geometry(layer: Layer, geometry: BaseGeometry) -> BaseGeometry:
-    if layer.geometry == "Polygon" and isinstance(geometry, Polygon):
-        return MultiPolygon([geometry])
-    return geometry
 
 
 def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[str, list[Any]]:

@@ -12,8 +12,10 @@ in SQLite, so both backends page identically.
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -22,8 +24,7 @@ import shapely
 
 from geo_service.catalog import Catalog, Layer, ValidFeature
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
-from geo_service.store.base import BBox, Page, Store, StoredFeature, WriteResult
-from geo_service.store.geopackage import _as_stored_geometry, _normalised, audit_row
+from geo_service.store.base import BBox, Page, Store, StoredFeature, normalised, stored_geometry
 
 __all__ = ["PostGISStore"]
 
@@ -31,7 +32,7 @@ __all__ = ["PostGISStore"]
 def _stored_properties(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
     """Catalog properties in catalog order, then extras sorted by name: the
     shape the embedded store gives back, so answers match across backends."""
-    base = _normalised(layer, props)
+    base = normalised(layer, props)
     known = {k: v for k, v in base.items() if k == "id" or k in layer.properties}
     extra = {k: base[k] for k in sorted(k for k in base if k not in known)}
     return {**known, **extra}
@@ -94,7 +95,21 @@ class PostGISStore(Store):
             conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{self.schema}".gs_audit (seq bigserial PRIMARY KEY, '
                 "at text NOT NULL, actor text NOT NULL, action text NOT NULL, layer_id text "
-                "NOT NULL, feature_id text NOT NULL, town_code text, before json, after json)"
+                "NOT NULL, feature_id text NOT NULL, town_code text, before json, after json, "
+                "previous_town_code text)"
+            )
+            conn.execute(
+                f'ALTER TABLE "{self.schema}".gs_audit ADD COLUMN IF NOT EXISTS '
+                "previous_town_code text"
+            )
+            conn.execute(
+                f'CREATE INDEX IF NOT EXISTS gs_audit_feature ON "{self.schema}".gs_audit '
+                "(layer_id, feature_id)"
+            )
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self.schema}".gs_tokens (name text PRIMARY KEY, '
+                "role text NOT NULL, towns text NOT NULL, token_hash text NOT NULL UNIQUE, "
+                "created_at text NOT NULL, revoked_at text)"
             )
             for layer in self.catalog.layers.values():
                 table = self._table(layer)
@@ -238,117 +253,90 @@ class PostGISStore(Store):
         )
         return bytes(row[0]) if row and row[0] else b""
 
-    def audit_records(self, feature_id: str | None = None) -> list[dict[str, Any]]:
-        names = ["seq", "at", "actor", "action", "layer_id", "feature_id", "town_code"]
-        names += ["before", "after"]
-        sql = f"SELECT {', '.join(names)} FROM gs_audit"
-        params: tuple[Any, ...] = ()
-        if feature_id is not None:
-            sql += " WHERE feature_id = %s"
-            params = (feature_id,)
-        names = [
-            "seq",
-            "at",
-            "actor",
-            "action",
-            "layer_id",
-            "feature_id",
-            "town_code",
-            "before",
-            "after",
-        ]
-        out = []
-        for row in self._conn().execute(sql + " ORDER BY seq", params).fetchall():
-            record = dict(zip(names, row, strict=True))
-            for key in ("before", "after"):
-                if record[key] is not None and not isinstance(record[key], str):
-                    record[key] = orjson.dumps(record[key]).decode()
-            out.append(record)
-        return out
+    # -- transaction primitives (the logic is in Store) -----------------------------
 
-    # -- writes -----------------------------------------------------------------------
-
-    def write_layers(
-        self,
-        batches: dict[str, Iterable[ValidFeature]],
-        *,
-        actor: str,
-        action: str = "upsert",
-        replace: bool = False,
-    ) -> dict[str, WriteResult]:
-        layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
-        results = {layer_id: WriteResult() for layer_id in batches}
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
         conn = self._conn()
         with conn.transaction():
-            for layer_id, features in batches.items():
-                layer, result = layers[layer_id], results[layer_id]
-                # One writer per layer at a time, so revisions and versions never race.
-                conn.execute(
-                    "SELECT version FROM gs_layer_state WHERE layer_id = %s FOR UPDATE",
-                    (layer.id,),
-                )
-                seen: set[str] = set()
-                for feature in features:
-                    if feature.id in seen:
-                        raise InvalidParameter("id", f"feature id {feature.id!r} appears twice")
-                    seen.add(feature.id)
-                    self._upsert(conn, layer, feature, actor, action, result)
-                if replace:
-                    rows = conn.execute(
-                        f"SELECT {self._COLUMNS} FROM {self._table(layer)} ORDER BY id"
-                    ).fetchall()
-                    for row in rows:
-                        before = self._feature(layer, row)
-                        if before.id not in seen:
-                            conn.execute(
-                                f"DELETE FROM {self._table(layer)} WHERE fid = %s", (row[0],)
-                            )
-                            self._audit(conn, actor, "delete", before, None)
-                            result.deleted.append(before.id)
-                if result.changed:
-                    conn.execute(
-                        "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = %s",
-                        (layer.id,),
-                    )
-        return results
+            yield conn
 
-    def _upsert(self, conn, layer: Layer, feature: ValidFeature, actor, action, result) -> None:
-        props = _stored_properties(layer, feature.properties)
-        geometry = _as_stored_geometry(layer, feature.geometry)
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        yield self._conn()
+
+    def _sql(self, conn, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        cursor = conn.execute(_placeholders(sql), list(params))
+        return cursor.fetchall() if cursor.description else []
+
+    def _lock_layer(self, conn, layer: Layer) -> None:
+        # One writer per layer at a time, so revisions and versions never race.
+        conn.execute(
+            "SELECT version FROM gs_layer_state WHERE layer_id = %s FOR UPDATE", (layer.id,)
+        )
+
+    def _read(self, conn, layer: Layer, feature_id: str):
         row = conn.execute(
             f"SELECT {self._COLUMNS} FROM {self._table(layer)} WHERE id = %s FOR UPDATE",
-            (feature.id,),
+            (feature_id,),
         ).fetchone()
-        payload = orjson.dumps(props).decode()
-        if row is None:
-            conn.execute(
-                f"INSERT INTO {self._table(layer)} (id, props, geom) VALUES "
-                "(%s, %s, ST_GeomFromWKB(%s, 4326))",
-                (feature.id, payload, shapely.to_wkb(geometry)),
-            )
-            after = StoredFeature(layer.id, feature.id, props, geometry, 1)
-            self._audit(conn, actor, "insert" if action == "upsert" else action, None, after)
-            result.inserted.append(feature.id)
-            return
-        before = self._feature(layer, row)
-        if before.properties == props and before.geometry.equals_exact(geometry, 0):
-            result.unchanged.append(feature.id)
-            return
+        return None if row is None else (row[0], self._feature(layer, row))
+
+    def _read_all(self, conn, layer: Layer):
+        rows = conn.execute(f"SELECT {self._COLUMNS} FROM {self._table(layer)} ORDER BY id")
+        return [(row[0], self._feature(layer, row)) for row in rows.fetchall()]
+
+    def _insert(self, conn, layer: Layer, feature: ValidFeature) -> StoredFeature:
+        props = _stored_properties(layer, feature.properties)
+        geometry = stored_geometry(layer, feature.geometry)
+        conn.execute(
+            f"INSERT INTO {self._table(layer)} (id, props, geom) VALUES "
+            "(%s, %s, ST_GeomFromWKB(%s, 4326))",
+            (feature.id, orjson.dumps(props).decode(), shapely.to_wkb(geometry)),
+        )
+        return StoredFeature(layer.id, feature.id, props, geometry, 1)
+
+    def _update(self, conn, layer: Layer, handle, feature: ValidFeature, revision: int):
+        props = _stored_properties(layer, feature.properties)
+        geometry = stored_geometry(layer, feature.geometry)
         conn.execute(
             f"UPDATE {self._table(layer)} SET props = %s, geom = ST_GeomFromWKB(%s, 4326), "
-            "revision = revision + 1 WHERE fid = %s",
-            (payload, shapely.to_wkb(geometry), row[0]),
+            "revision = %s WHERE fid = %s",
+            (orjson.dumps(props).decode(), shapely.to_wkb(geometry), revision, handle),
         )
-        after = StoredFeature(layer.id, feature.id, props, geometry, before.revision + 1)
-        self._audit(conn, actor, "update" if action == "upsert" else action, before, after)
-        result.updated.append(feature.id)
+        return StoredFeature(layer.id, feature.id, props, geometry, revision)
 
-    def _audit(self, conn, actor, action, before, after) -> None:
+    def _delete(self, conn, layer: Layer, handle) -> None:
+        conn.execute(f"DELETE FROM {self._table(layer)} WHERE fid = %s", (handle,))
+
+    def _bump(self, conn, layer: Layer) -> None:
         conn.execute(
-            "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, town_code, before, "
-            "after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            audit_row(actor, action, before, after),
+            "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = %s", (layer.id,)
         )
+
+    def backup(self, target) -> None:
+        """``pg_dump`` in its custom format (restore with ``pg_restore``): one
+        consistent snapshot, taken while the service runs."""
+        import shutil
+        import subprocess
+
+        if shutil.which("pg_dump") is None:
+            raise StoreError("pg_dump is not installed; install PostgreSQL's client tools")
+        result = subprocess.run(
+            [
+                "pg_dump",
+                "--format=custom",
+                f"--schema={self.schema}",
+                "--file",
+                str(target),
+                self.dsn,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StoreError("pg_dump failed: " + result.stderr.strip().splitlines()[-1])
 
     def drop(self) -> None:
         """Remove this store's schema and everything in it (tests, re-init)."""
@@ -373,3 +361,8 @@ def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[st
             [values],
         )
     return f"props->>'{name}' = ANY(%s)", [values]
+
+
+def _placeholders(sql: str) -> str:
+    """The shared SQL in ``Store`` is written with ``?``; psycopg wants ``%s``."""
+    return re.sub(r"\?", "%s", sql.replace("%", "%%"))
