@@ -414,6 +414,186 @@ def db_load(
         )
 
 
+tokens_app = typer.Typer(help="Bearer tokens for staff who edit (admin, or editor of towns).")
+app.add_typer(tokens_app, name="tokens")
+
+
+def _cli_actor() -> str:
+    """Who the audit trail names for a change made at the command line."""
+    return f"cli:{os.environ.get('USER') or 'unknown'}"
+
+
+@tokens_app.command("add")
+def tokens_add(
+    name: Annotated[str, typer.Option("--name", help="Who holds it (shown in the audit trail)")],
+    role: Annotated[str, typer.Option("--role", help="admin or editor")],
+    towns: Annotated[
+        str | None, typer.Option("--towns", help="Editor's town codes, comma-separated")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Create a token. It is printed once, on the last line, and never again."""
+    from geo_service.access import issue_token
+
+    try:
+        with _opened(store) as (opened, _catalog):
+            known = [town.id for town in opened.all_features("towns")]
+            token = issue_token(opened, name, role, split_list(towns), known)
+    except GeoServiceError as error:
+        _fail(error)
+    errors.print(f"token {name!r} ({role}) created; keep it secret, it is shown only now:")
+    print(token)
+
+
+@tokens_app.command("list")
+def tokens_list(store: StoreOption = None) -> None:
+    """Every token's name, role, towns and dates (never the token)."""
+    with _opened(store) as (opened, _catalog):
+        records = opened.tokens()
+    table = Table("name", "role", "towns", "created", "revoked")
+    for record in records:
+        table.add_row(
+            escape(record.name),
+            record.role,
+            ", ".join(record.towns) or "all",
+            record.created_at[:19],
+            (record.revoked_at or "")[:19],
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: str, store: StoreOption = None) -> None:
+    """Revoke a token by name: refused at once, also by a running service."""
+    try:
+        with _opened(store) as (opened, _catalog):
+            opened.revoke_token(name)
+    except GeoServiceError as error:
+        _fail(error)
+    console.print(f"token {name!r} revoked")
+
+
+@app.command()
+def audit(
+    town: Annotated[str | None, typer.Option(help="Town code (before or after the change)")] = None,
+    user: Annotated[str | None, typer.Option(help="Token name that made the change")] = None,
+    layer: Annotated[str | None, typer.Option(help="Layer id")] = None,
+    feature: Annotated[str | None, typer.Option(help="Feature id")] = None,
+    since: Annotated[str | None, typer.Option(help="From this date (YYYY-MM-DD)")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this date, inclusive")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    store: StoreOption = None,
+) -> None:
+    """Who changed what and when, newest first."""
+    from geo_service.store import AuditQuery
+
+    query = AuditQuery(layer, feature, town, user, since, until, limit, 0)
+    try:
+        with _opened(store) as (opened, _catalog):
+            records, total = opened.audit_log(query, newest_first=True)
+    except GeoServiceError as error:
+        _fail(error)
+    table = Table("#", "when (UTC)", "who", "action", "layer", "feature", "town")
+    for record in records:
+        town_text = record["town_code"] or ""
+        if record["previous_town_code"]:
+            town_text = f"{record['previous_town_code']} → {town_text}"
+        table.add_row(
+            str(record["seq"]),
+            record["at"][:19],
+            escape(record["actor"]),
+            record["action"],
+            record["layer_id"],
+            escape(record["feature_id"]),
+            town_text,
+        )
+    console.print(table)
+    console.print(f"{len(records)} of {total} records")
+
+
+@app.command()
+def restore(
+    feature_id: Annotated[str, typer.Argument(metavar="ID", help="The deleted feature's id")],
+    layer: Annotated[str | None, typer.Option(help="Its layer, if the id is in several")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Bring back a deleted feature as it was when deleted (recorded in the audit trail)."""
+    from geo_service.errors import NotFound
+    from geo_service.store import AuditQuery
+
+    try:
+        with _opened(store) as (opened, _catalog):
+            if layer is None:
+                records, _ = opened.audit_log(AuditQuery(feature_id=feature_id, limit=10**6))
+                layers = sorted({r["layer_id"] for r in records if r["action"] == "delete"})
+                if not layers:
+                    raise NotFound(f"{feature_id} has never been deleted")
+                if len(layers) > 1:
+                    raise InvalidParameter("layer", f"{feature_id} was deleted in: {layers}")
+                layer = layers[0]
+            change = opened.restore(layer, feature_id, actor=_cli_actor())
+    except GeoServiceError as error:
+        _fail(error)
+    assert change.after is not None
+    console.print(f"restored {layer}/{feature_id} (ETag {change.after.etag})")
+
+
+@app.command()
+def backup(
+    out: Annotated[Path, typer.Option("--out", help="The backup file to write")],
+    store: StoreOption = None,
+) -> None:
+    """A consistent copy of the store, safe to take while the service runs."""
+    settings = _settings(store)
+    out = out.expanduser()
+    if out.exists():
+        _fail(InvalidParameter("out", f"{out} exists; choose a new file name"))
+    partial = out.with_name(f".{out.name}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        opened = open_store(settings.store, load_catalog(settings.layers_dir))
+        try:
+            opened.backup(partial)
+        finally:
+            opened.close()
+        if not settings.store.startswith(("postgresql://", "postgres://")):
+            copy = open_store(partial, load_catalog(settings.layers_dir))
+            try:
+                problems = copy.check()
+                counts = {layer_id: copy.count(layer_id) for layer_id in copy.catalog.layers}
+            finally:
+                copy.close()
+            if problems:
+                raise InvalidParameter("out", "the copy failed its check: " + "; ".join(problems))
+            console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+        os.replace(partial, out)
+    except GeoServiceError as error:
+        partial.unlink(missing_ok=True)
+        _fail(error)
+    console.print(f"backup written to {out}")
+
+
+@app.command()
+def check(store: StoreOption = None) -> None:
+    """Check the embedded store file (integrity, spatial indexes); exit 1 on a problem."""
+    settings = _settings(store)
+    try:
+        opened = open_store(settings.store, load_catalog(settings.layers_dir))
+        try:
+            problems = opened.check()
+            counts = {layer_id: opened.count(layer_id) for layer_id in opened.catalog.layers}
+        finally:
+            opened.close()
+    except GeoServiceError as error:
+        _fail(error)
+    for problem in problems:
+        errors.print(f"[bold red]problem:[/] {escape(problem)}")
+    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    if problems:
+        raise typer.Exit(1)
+    console.print("ok")
+
+
 print_app = typer.Typer(help="Printed maps (PDF): the atlas, one town, a resident's sheet.")
 app.add_typer(print_app, name="print")
 

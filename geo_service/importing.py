@@ -38,6 +38,7 @@ __all__ = [
     "RowReport",
     "RowStatus",
     "apply_import",
+    "feature_id_for",
     "normalise_header",
     "plan_import",
 ]
@@ -212,7 +213,7 @@ def _town_context(store: Store) -> tuple[TownIndex, dict[str, str], bool]:
     return index, names, approximate
 
 
-def _feature_id(layer: Layer, name: str, lon: float, lat: float) -> str:
+def feature_id_for(layer: Layer, name: str, lon: float, lat: float) -> str:
     """A stable id for a row without one: the same name at the same place
     (to ~1 m) gets the same id on every import."""
     digest = hashlib.sha1(f"{normalise_name(name)}|{lon:.5f}|{lat:.5f}".encode()).hexdigest()
@@ -414,7 +415,7 @@ def _match_stored(
     """The id for a row without one: the stable id of the same name at the same
     place if stored; else the nearest stored site of that name within 50 m not
     already matched by an earlier row; else a new stable id."""
-    own = _feature_id(layer, name, *position)
+    own = feature_id_for(layer, name, *position)
     if own in ctx.stored and own not in claimed:
         return own
     wanted = normalise_name(name)

@@ -50,3 +50,19 @@ class Settings(BaseSettings):
         "tianditu (needs tianditu_key) or amap (GCJ-02: the map shifts everything)",
     )
     tianditu_key: str | None = Field(default=None, description="Key for tianditu tiles")
+    max_body_bytes: int = Field(
+        default=1_000_000, ge=1_000, description="Largest request body for a single feature"
+    )
+    max_import_bytes: int = Field(
+        default=20_000_000, ge=1_000, description="Largest file sent to POST .../import"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins allowed to call the API from a browser (CORS), e.g. "
+        '["https://www.zhangdian.gov.cn"]; none by default',
+    )
+    frame_ancestors: str = Field(
+        default="'self'",
+        description="Who may embed the map in a frame (CSP frame-ancestors), e.g. "
+        "\"'self' https://www.zhangdian.gov.cn\"",
+    )

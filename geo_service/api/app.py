@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
-from geo_service.api import coverage, geocode, nearest, ogc, printing, tiles, webmap
+from geo_service.api import coverage, editing, geocode, nearest, ogc, printing, tiles, webmap
+from geo_service.api.guard import Guard
 from geo_service.api.problems import install_problem_handlers
 from geo_service.catalog import load_catalog
+from geo_service.editing import TownsCache
 from geo_service.geocoding import GeocoderCache
 from geo_service.nearest import SiteIndexCache
 from geo_service.planning import CoveragePlanner
@@ -53,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.site_indexes = SiteIndexCache(store)
         app.state.geocoders = GeocoderCache(store, catalog.directory / "gazetteer.csv")
         app.state.planner = CoveragePlanner(store, catalog)
+        app.state.towns = TownsCache(store)
         try:
             yield
         finally:
@@ -71,8 +75,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # GeoJSON shrinks about tenfold: what a phone on a slow line needs most.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match"],
+            expose_headers=["ETag", "Location"],
+        )
+    app.add_middleware(
+        Guard,
+        max_body=settings.max_body_bytes,
+        max_import=settings.max_import_bytes,
+        frame_ancestors=settings.frame_ancestors,
+    )
     install_problem_handlers(app)
     app.include_router(ogc.router)
+    app.include_router(editing.router)
     app.include_router(nearest.router)
     app.include_router(geocode.router)
     app.include_router(coverage.router)

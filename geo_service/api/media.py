@@ -9,6 +9,7 @@ class MediaType(StrEnum):
     json = "application/json"
     geojson = "application/geo+json"
     problem = "application/problem+json"
+    merge_patch = "application/merge-patch+json"
     html = "text/html; charset=utf-8"
     openapi = "application/vnd.oai.openapi+json;version=3.0"
     csv = "text/csv; charset=utf-8"

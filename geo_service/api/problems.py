@@ -14,14 +14,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from geo_service.api.media import MediaType
 from geo_service.errors import (
     CatalogError,
+    Conflict,
+    Forbidden,
     GeoServiceError,
     InvalidFeature,
     InvalidParameter,
     NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    PreconditionRequired,
     PrintError,
     StoreError,
     StyleError,
+    Unauthorized,
+    UnsupportedMediaType,
 )
+from geo_service.importing import ImportRefused
 
 __all__ = ["ERROR_STATUS", "install_problem_handlers", "problem_response"]
 
@@ -30,9 +38,17 @@ log = logging.getLogger("geo_service.api")
 #: The one table: domain error class -> HTTP status. Looked up along the MRO,
 #: so a subclass (CollectionNotFound) inherits its parent's status (404).
 ERROR_STATUS: dict[type[GeoServiceError], int] = {
+    ImportRefused: 422,  # the file was read; its rows have errors (report attached)
     InvalidParameter: 400,
     InvalidFeature: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    PreconditionRequired: 428,
     StoreError: 503,
     CatalogError: 500,
     StyleError: 500,
@@ -80,9 +96,18 @@ def install_problem_handlers(app: FastAPI) -> None:
             extra["parameter"] = error.parameter
         if isinstance(error, InvalidFeature):
             extra["errors"] = [{"field": p.field, "message": p.message} for p in error.problems]
-        return problem_response(
+        if isinstance(error, ImportRefused):
+            from geo_service.api.editing import import_report
+
+            extra["report"] = import_report(error.plan, None)
+        response = problem_response(
             status, error.detail, title=error.title, instance=request.url.path, **extra
         )
+        if isinstance(error, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="geo-service"'
+        if isinstance(error, PreconditionFailed) and error.current_etag:
+            response.headers["ETag"] = error.current_etag
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> Response:

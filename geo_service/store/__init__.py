@@ -5,9 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from geo_service.catalog import Catalog
-from geo_service.store.base import BBox, Page, Store, StoredFeature, WriteResult
+from geo_service.store.base import (
+    AuditQuery,
+    BBox,
+    Change,
+    Page,
+    Store,
+    StoredFeature,
+    TokenRecord,
+    WriteResult,
+)
 
-__all__ = ["BBox", "Page", "Store", "StoredFeature", "WriteResult", "open_store"]
+__all__ = [
+    "AuditQuery",
+    "BBox",
+    "Change",
+    "Page",
+    "Store",
+    "StoredFeature",
+    "TokenRecord",
+    "WriteResult",
+    "open_store",
+]
 
 
 def open_store(location: str | Path, catalog: Catalog) -> Store:

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -191,6 +192,14 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    @abstractmethod
+    def check(self) -> list[str]:
+        """Problems found by the backend's own integrity checks (empty: sound)."""
+
+    @abstractmethod
+    def backup(self, target: Path) -> None:
+        """Write a consistent copy to ``target`` while the service may be writing."""
 
     def __enter__(self) -> Store:
         return self

@@ -314,6 +314,17 @@ class PostGISStore(Store):
             "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = %s", (layer.id,)
         )
 
+    def check(self) -> list[str]:
+        """Geometries PostGIS finds invalid, per layer (the database checks the rest)."""
+        problems = []
+        for layer in self.catalog.layers.values():
+            rows = self._conn().execute(
+                f"SELECT id, ST_IsValidReason(geom) FROM {self._table(layer)} "
+                "WHERE NOT ST_IsValid(geom) LIMIT 20"
+            )
+            problems += [f"{layer.id}/{fid}: {reason}" for fid, reason in rows.fetchall()]
+        return problems
+
     def backup(self, target) -> None:
         """``pg_dump`` in its custom format (restore with ``pg_restore``): one
         consistent snapshot, taken while the service runs."""

@@ -1,0 +1,137 @@
+"""Who may change what: bearer tokens, roles and town scopes.
+
+Residents read anonymously. Staff send ``Authorization: Bearer TOKEN``:
+
+- ``admin`` (the district office) may change everything and read the audit trail;
+- ``editor`` (town staff) may create, change and delete facilities whose
+  ``town_code`` is one of their towns, and may not move one out of them.
+  Town boundaries and the district outline are the office's.
+
+Tokens are made by ``geo-service tokens add`` and shown once. The store keeps
+only their SHA-256: a token is 256 random bits, so nobody can guess one from
+its hash (a slow password hash buys nothing for such a secret). Every request
+looks its token up afresh, so one added or revoked from the CLI counts at
+once in a running service, in every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from geo_service.catalog import Layer, ValidFeature
+from geo_service.errors import Forbidden, InvalidParameter, Unauthorized
+from geo_service.store import Store, StoredFeature
+
+__all__ = [
+    "Principal",
+    "Role",
+    "authenticate",
+    "authorize_change",
+    "hash_token",
+    "issue_token",
+]
+
+TOKEN_PREFIX = "gs_"
+_NAME = re.compile(r"[\w.@-]{1,64}")
+
+
+class Role(StrEnum):
+    admin = "admin"
+    editor = "editor"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The bearer of a valid token: its name (what the audit trail records),
+    role and, for an editor, towns."""
+
+    name: str
+    role: Role
+    towns: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.admin
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(
+    store: Store, name: str, role: str, towns: Iterable[str], known_towns: Iterable[str]
+) -> str:
+    """Create a token, keep its hash, and return the token (the only time it exists)."""
+    if not _NAME.fullmatch(name):
+        raise InvalidParameter("name", "1-64 letters, digits, '.', '_', '-' or '@'")
+    try:
+        role = Role(role)
+    except ValueError:
+        raise InvalidParameter("role", f"{role!r} is not a role; use admin or editor") from None
+    towns = sorted(set(towns))
+    if role == Role.admin and towns:
+        raise InvalidParameter("towns", "an admin token covers every town; give no --towns")
+    if role == Role.editor:
+        if not towns:
+            raise InvalidParameter("towns", "an editor token needs the town codes it may edit")
+        unknown = sorted(set(towns) - set(known_towns))
+        if unknown:
+            raise InvalidParameter("towns", f"unknown town code(s): {', '.join(unknown)}")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    store.add_token(name, role.value, towns, hash_token(token))
+    return token
+
+
+def authenticate(store: Store, authorization: str | None) -> Principal:
+    """The principal behind an ``Authorization`` header, or ``Unauthorized``."""
+    if not authorization:
+        raise Unauthorized("this needs a token: send the header Authorization: Bearer TOKEN")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be: Bearer TOKEN")
+    record = store.token_by_hash(hash_token(token.strip()))
+    if record is None:
+        raise Unauthorized("the token is not valid (unknown, mistyped or revoked)")
+    return Principal(record.name, Role(record.role), frozenset(record.towns))
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("only an admin token may do this")
+
+
+def authorize_change(
+    principal: Principal,
+    layer: Layer,
+    before: StoredFeature | None,
+    after: ValidFeature | None,
+    town_names: dict[str, str] | None = None,
+) -> None:
+    """Raise ``Forbidden`` unless ``principal`` may turn ``before`` into ``after``
+    (None for a creation / a deletion). Called inside the write transaction,
+    so ``before`` is the feature as stored at that moment."""
+    if principal.is_admin:
+        return
+    if not layer.is_facility:
+        raise Forbidden(f"only an admin may change {layer.id}")
+    names = town_names or {}
+
+    def label(code: object) -> str:
+        return f"{names[code]} ({code})" if code in names else str(code)
+
+    if before is not None:
+        code = before.properties.get("town_code")
+        if code not in principal.towns:
+            raise Forbidden(
+                f"{before.id} is in {label(code)}, outside the towns this token may edit"
+            )
+    if after is not None:
+        code = after.properties.get("town_code")
+        if code not in principal.towns:
+            verb = "move a site to" if before is not None else "create a site in"
+            raise Forbidden(f"this token may not {verb} {label(code)}")
