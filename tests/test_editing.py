@@ -137,7 +137,7 @@ def test_an_editor_of_mashang_cannot_touch_a_site_in_fangzhen(staff: Staff):
 
 
 def test_editors_may_not_change_towns_or_the_district(staff: Staff):
-    town, etag = staff.read(MASHANG, layer="towns")
+    _, etag = staff.read(MASHANG, layer="towns")
     response = staff.patch("mashang-a", MASHANG, {"population": 1}, etag, layer="towns")
     assert response.status_code == 403
 

@@ -96,9 +96,18 @@ def _from_blob(blob: bytes) -> BaseGeometry:
     return shapely.from_wkb(bytes(blob[8 + envelope :]))
 
 
+_POINT_WKB = struct.Struct("<BIdd")
+
+
 def _blob_bounds(blob: bytes | None) -> tuple[float, float, float, float] | None:
     if blob is None:
         return None
+    # The R-tree triggers ask four times per written row: read a point's
+    # coordinates straight from its little-endian WKB instead of parsing it.
+    if len(blob) == 8 + _POINT_WKB.size and (blob[3] >> 1) & 0b111 == 0:
+        order, kind, x, y = _POINT_WKB.unpack_from(blob, 8)
+        if order == 1 and kind == 1 and x == x and y == y:  # not NaN (an empty point)
+            return (x, y, x, y)
     geometry = _from_blob(blob)
     return None if geometry.is_empty else geometry.bounds
 
