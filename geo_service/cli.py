@@ -95,6 +95,10 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
+        # uvicorn kills a worker that does not answer its health ping within
+        # 5 s; on a busy small machine a worker loading the geo stack and
+        # building its indexes can take longer, and was killed in a loop.
+        timeout_worker_healthcheck=60,
     )
 
 
