@@ -248,3 +248,46 @@ def test_tokens_added_and_revoked_from_the_cli_count_at_once_in_every_worker(tmp
         audit = cli("audit", "--user", "ms", store=store)
         assert audit.returncode == 0 and "patch" in audit.stdout
         assert token not in audit.stdout
+
+
+def test_backup_of_either_backend_holds_the_store(store, tmp_path: Path):
+    target = tmp_path / "backup.bin"
+    store.backup(target)
+    if store.location.startswith("postgresql"):
+        listing = subprocess.run(
+            ["pg_restore", "--list", str(target)], capture_output=True, text=True, check=False
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert "layer_stations" in listing.stdout and "gs_audit" in listing.stdout
+        return
+    copy = open_store(target, store.catalog)
+    try:
+        assert copy.check() == []
+        for layer_id in store.catalog.layers:
+            assert copy.count(layer_id) == store.count(layer_id)
+        assert len(copy.audit_records()) == len(store.audit_records())
+    finally:
+        copy.close()
+
+
+def test_restore_from_the_cli_brings_back_a_deleted_site(tmp_path: Path, catalog: Catalog):
+    path = tmp_path / "restore.gpkg"
+    store = seeded(path, catalog)
+    before = store.get("stations", SITE)
+    store.change("stations", SITE, None, actor="office", action="delete", if_match=before.etag)
+    store.close()
+    result = cli("restore", SITE, store=path)
+    assert result.returncode == 0, result.stderr
+    store = open_store(path, catalog)
+    try:
+        after = store.get("stations", SITE)
+        assert after.properties == before.properties
+        assert after.geometry.equals(before.geometry)
+        assert [r["action"] for r in store.audit_records(SITE)][-2:] == ["delete", "restore"]
+        assert store.audit_records(SITE)[-1]["actor"].startswith("cli:")
+    finally:
+        store.close()
+    again = cli("restore", SITE, store=path)
+    assert again.returncode == 2 and "not a deleted feature" in again.stderr
+    never = cli("restore", "no-such-site", store=path)
+    assert never.returncode == 2 and "never been deleted" in never.stderr
