@@ -140,6 +140,15 @@ def test_editors_may_not_change_towns_or_the_district(staff: Staff):
     _, etag = staff.read(MASHANG, layer="towns")
     response = staff.patch("mashang-a", MASHANG, {"population": 1}, etag, layer="towns")
     assert response.status_code == 403
+    # Not even the office deletes a town that facilities point at, one by one.
+    deleted = staff.client.delete(
+        f"/collections/towns/items/{MASHANG}", headers=staff.headers("office", etag)
+    )
+    assert deleted.status_code == 409
+    assert staff.read(MASHANG, layer="towns")[1] == etag
+    patched = staff.patch("office", MASHANG, {"population": 123456}, etag, layer="towns")
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["properties"]["population"] == 123456
 
 
 # -- tokens ---------------------------------------------------------------------------

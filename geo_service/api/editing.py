@@ -21,6 +21,7 @@ from geo_service.catalog import Layer
 from geo_service.crs import CoordinateSystem
 from geo_service.editing import TownsCache, merge_patch, prepare_feature, stored_as_geojson
 from geo_service.errors import (
+    Conflict,
     InvalidParameter,
     PreconditionRequired,
     UnsupportedMediaType,
@@ -273,7 +274,11 @@ async def patch_item(
     tags=["Editing"],
     status_code=204,
     response_class=Response,
-    responses={204: {"description": "Deleted"}, **_CHANGE_ERRORS},
+    responses={
+        204: {"description": "Deleted"},
+        409: {"description": "Towns and the district are not deleted one by one", **_PROBLEM},
+        **_CHANGE_ERRORS,
+    },
 )
 def delete_item(
     request: Request,
@@ -285,6 +290,13 @@ def delete_item(
     store: Store = request.app.state.store
     layer = request.app.state.catalog.layer(collection_id)
     tag = _if_match(if_match)
+    if not layer.is_facility:
+        # Facilities point at their town: a town (or the district) goes away
+        # only when a new set of boundaries is imported, checked as a whole.
+        raise Conflict(
+            f"{layer.id} features are not deleted one by one; import a new set of "
+            "boundaries instead (geo-service import FILE --layer towns)"
+        )
     store.change(
         layer.id,
         feature_id,
