@@ -44,14 +44,7 @@ def empty_store(
         yield store
         store.close()
         return
-    if not TEST_PG:
-        if os.environ.get("CI") == "true":
-            pytest.fail("GEO_SERVICE_TEST_PG is not set (CI=true: the PostGIS tests must run)")
-        pytest.skip("no PostGIS database (set GEO_SERVICE_TEST_PG=postgresql://...)")
-    import uuid
-
-    separator = "&" if "?" in TEST_PG else "?"
-    store = open_store(f"{TEST_PG}{separator}schema=t_{uuid.uuid4().hex[:12]}", catalog)
+    store = open_store(_new_pg_location(_require_pg()), catalog)
     yield store
     store.drop()
     store.close()
@@ -63,19 +56,44 @@ def store(empty_store: Store, catalog: Catalog) -> Store:
     return empty_store
 
 
-@pytest.fixture(scope="module")
-def seeded_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded store file shared (read-only) by a module's API tests."""
-    path = tmp_path_factory.mktemp("store") / "zhangdian.gpkg"
+def _require_pg() -> str:
+    if not TEST_PG:
+        if os.environ.get("CI") == "true":
+            pytest.fail("GEO_SERVICE_TEST_PG is not set (CI=true: the PostGIS tests must run)")
+        pytest.skip("no PostGIS database (set GEO_SERVICE_TEST_PG=postgresql://...)")
+    return TEST_PG
+
+
+def _new_pg_location(pg: str) -> str:
+    import uuid
+
+    separator = "&" if "?" in pg else "?"
+    return f"{pg}{separator}schema=t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module", params=["geopackage", "postgis"])
+def seeded_path(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path | str]:
+    """A seeded store shared (read-only) by a module's API tests, on each
+    backend in turn: a GeoPackage file, or a PostGIS URL with its own schema."""
     catalog = load_catalog()
-    store = open_store(path, catalog)
+    if request.param == "geopackage":
+        location: Path | str = tmp_path_factory.mktemp("store") / "zhangdian.gpkg"
+    else:
+        location = _new_pg_location(_require_pg())
+    store = open_store(location, catalog)
     seed_store(store, catalog)
     store.close()
-    return path
+    yield location
+    if request.param == "postgis":
+        store = open_store(location, catalog)
+        store.drop()
+        store.close()
 
 
 @pytest.fixture(scope="module")
-def client(seeded_path: Path) -> Iterator[TestClient]:
+def client(seeded_path: Path | str) -> Iterator[TestClient]:
     app = create_app(Settings(store=str(seeded_path)))
     with TestClient(app) as test_client:
         yield test_client
