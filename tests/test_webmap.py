@@ -45,6 +45,8 @@ def test_the_shipped_style_covers_every_facility_layer_and_kind(style, catalog):
         (("[layers.memorials]", "[layers.memorial]"), "no such facility layer"),
         (("hospital = {", "hospitel = {"), "no such kind"),
         (("zoom = 12", "zoom = 40"), "map.zoom"),
+        (("vector_tiles_above = 5000", "vector_tiles_above = -1"), "map.vector_tiles_above"),
+        (("vector_tiles_above = 5000", 'vector_tiles_above = "5k"'), "map.vector_tiles_above"),
         (("[map]", "[map"), "not valid TOML"),
     ],
 )
@@ -66,6 +68,17 @@ def test_a_missing_layer_style_is_named(tmp_path, catalog):
         load_style(broken, catalog)
 
 
+def test_the_vector_tile_threshold_comes_from_the_style(tmp_path, catalog, style):
+    assert style.config(catalog)["vectorTilesAbove"] == 5000  # the shipped default
+    text = default_style_file().read_text(encoding="utf-8")
+    edited = tmp_path / "style.toml"
+    edited.write_text(text.replace("vector_tiles_above = 5000", "vector_tiles_above = 20"))
+    assert load_style(edited, catalog).config(catalog)["vectorTilesAbove"] == 20
+    # An older style file without the line keeps the default.
+    edited.write_text(text.replace("vector_tiles_above = 5000", ""))
+    assert load_style(edited, catalog).vector_tiles_above == 5000
+
+
 def test_the_served_page_fetches_only_from_the_service(catalog, style):
     html = build_page(catalog, style)
     fetched = _FETCHING.findall(html)
@@ -74,6 +87,8 @@ def test_the_served_page_fetches_only_from_the_service(catalog, style):
     assert outside == []
     assert "static/leaflet/leaflet.js" in fetched
     assert "static/markercluster/leaflet.markercluster.js" in fetched
+    # The tile decoder is the project's own file, loaded before the page script.
+    assert fetched.index("static/app/vectortiles.js") < fetched.index("static/app/app.js")
     assert 'lang="zh-CN"' in html
 
 
@@ -82,6 +97,7 @@ def test_the_standalone_page_inlines_everything(catalog, style):
     html = build_page(catalog, style, data=data)
     assert _FETCHING.findall(html) == ["data:,"]  # only the empty favicon
     assert "L.MarkerClusterGroup" in html and "GeoServiceMap" in html
+    assert "GeoServiceTiles" in html  # inlined too, though the file never asks for tiles
     assert 'id="gs-data"' in html
 
 
@@ -125,6 +141,7 @@ def test_leaflet_and_the_app_are_served_from_installed_files(client):
         "/static/leaflet/leaflet.css",
         "/static/markercluster/leaflet.markercluster.js",
         "/static/app/app.js",
+        "/static/app/vectortiles.js",
         "/static/app/app.css",
     ):
         response = client.get(path)

@@ -7,6 +7,7 @@ they are skipped with the reason.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -57,6 +58,8 @@ class Watched:
     page: object
     outside: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: Every request made to the service, in order.
+    local: list[str] = field(default_factory=list)
 
     def js(self, expression: str, arg=None):
         return self.page.evaluate(expression, arg)
@@ -86,6 +89,7 @@ def open_map(browser) -> Iterator:
 
         def route(request_route):
             if _is_local(request_route.request.url):
+                watched.local.append(request_route.request.url)
                 request_route.continue_()
             else:
                 watched.outside.append(request_route.request.url)
@@ -430,3 +434,408 @@ def test_the_standalone_file_works_from_disk_with_no_server(tmp_path, live_serve
     assert watched.page.locator("#gs-open-now").is_disabled()
     assert watched.outside == [] and watched.errors == []
     assert 'src="http' not in Path(out).read_text(encoding="utf-8")
+
+
+# -- vector tiles for layers above the style's vector_tiles_above ----------------
+
+#: With this threshold the three larger sample layers (25, 29, 25 sites) are
+#: tiled and the two small ones (4, 7) keep their markers: both paths on one page.
+TILED_ABOVE = 10
+TILED = {"stations", "green_channels", "medical"}
+
+
+def _style_with_threshold(folder: Path, above: int) -> Path:
+    from geo_service.web.style import default_style_file
+
+    text = default_style_file().read_text(encoding="utf-8")
+    assert "vector_tiles_above = 5000" in text
+    path = folder / "style.toml"
+    path.write_text(text.replace("vector_tiles_above = 5000", f"vector_tiles_above = {above}"))
+    return path
+
+
+@pytest.fixture
+def tiled_server(tmp_path) -> Iterator[str]:
+    # One server per test: a tiled page makes ~80 tile requests, and
+    # running_server() never reads the server's piped output, so after about
+    # 700 access-log lines the server blocks writing its log.
+    style = _style_with_threshold(tmp_path, TILED_ABOVE)
+    with running_server(tmp_path, GEO_SERVICE_STYLE_FILE=str(style)) as base:
+        yield base
+
+
+def _tile_stats(watched: Watched) -> dict[str, dict]:
+    """Per tiled layer, what its canvas tiles drew (the page's own record)."""
+    watched.page.wait_for_function("gsApp.tilesIdle()", timeout=30_000)
+    return watched.js(
+        "Object.fromEntries(Object.entries(gsApp.layers).filter(([k, v]) => v.tiled && v.visible)"
+        ".map(([k, v]) => [k, v.tiles.stats()]))"
+    )
+
+
+def _tile_of(lon: float, lat: float, z: int) -> str:
+    """The Web Mercator tile holding a WGS-84 point, as z/x/y."""
+    import math
+
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return f"{z}/{x}/{y}"
+
+
+def _python_decode(body: bytes) -> dict:
+    import mapbox_vector_tile
+
+    # y_coord_down: tile units as stored (y down), as the page reads them.
+    return mapbox_vector_tile.decode(body, default_options={"y_coord_down": True}) if body else {}
+
+
+def _decoded_in_python(base: str, layer_id: str, key: str) -> dict:
+    return _python_decode(httpx.get(f"{base}/collections/{layer_id}/tiles/{key}.mvt").content)
+
+
+def test_layers_above_the_threshold_are_drawn_from_vector_tiles(tiled_server, open_map):
+    watched = open_map(tiled_server + "/")
+    stats = _tile_stats(watched)
+    assert set(stats) == TILED
+    features = _facility_features(tiled_server)
+    # Tiled layers were never fetched as GeoJSON; the small ones were, and got markers.
+    items = [urlparse(u) for u in watched.local if "/items" in u]
+    fetched_whole = {u.path.split("/")[2] for u in items if "limit=10000" in u.query}
+    assert fetched_whole == {"memorials", "education", "towns", "district"}
+    for layer_id in ("memorials", "education"):
+        assert watched.js(f"gsApp.layers.{layer_id}.markers.length") == len(features[layer_id])
+    assert _visible_of_layer(watched, "stations") == 0  # no marker of a tiled layer
+    tile_paths = [urlparse(u).path for u in watched.local if u.endswith(".mvt")]
+    assert {p.split("/")[2] for p in tile_paths} == TILED
+    z = watched.js("gsApp.map.getZoom()")
+    for layer_id in TILED:
+        layer_stats = stats[layer_id]
+        # Each site is drawn once (in the tile that holds it, not again in a
+        # neighbour's buffer), every site of the district being in view.
+        assert sorted(layer_stats["ids"]) == sorted(f["id"] for f in features[layer_id])
+        for key, tile in layer_stats["tiles"].items():
+            expected = sorted(
+                f["id"]
+                for f in features[layer_id]
+                if _tile_of(*f["geometry"]["coordinates"], z) == key
+            )
+            assert sorted(p["id"] for p in tile["drawn"]) == expected, (layer_id, key)
+            # The page decoded as many points as mapbox-vector-tile finds in the tile.
+            python = _decoded_in_python(tiled_server, layer_id, key)
+            assert tile["decoded"] == len(python.get(layer_id, {}).get("features", [])), key
+    legend = watched.page.locator("#gs-legend").inner_text()
+    assert "服务站点" in legend and f"{len(features['stations'])}个" in legend
+    assert watched.page.locator("#gs-sample").is_visible()  # the tiled sample says so too
+    assert watched.outside == [] and watched.errors == []
+
+
+def test_with_the_default_threshold_the_sample_map_keeps_its_markers(live_server, open_map):
+    watched = open_map(live_server + "/")
+    assert watched.js("gsApp.config.vectorTilesAbove") == 5000
+    assert watched.js("Object.values(gsApp.layers).filter(l => l.tiled).length") == 0
+    assert [u for u in watched.local if "/tiles/" in u] == []
+    assert watched.page.locator(".gs-vt-tile").count() == 0
+    assert watched.page.locator(".gs-marker, .gs-cluster").count() > 10
+
+
+def _drawn_positions_match(watched: Watched, base: str, crs: str) -> None:
+    """Every drawn dot is within a pixel of where the API puts its site (in
+    the basemap's coordinates), i.e. where its marker would be."""
+    stats = _tile_stats(watched)
+    features = _facility_features(base)
+    for layer_id, layer_stats in stats.items():
+        where = {f["id"]: f["geometry"]["coordinates"] for f in features[layer_id]}
+        drawn = [p for tile in layer_stats["tiles"].values() for p in tile["drawn"]]
+        assert drawn and len({p["id"] for p in drawn}) == len(drawn) <= len(where)
+        pairs = [[p["lng"], p["lat"], *convert(*where[p["id"]], "wgs84", crs)] for p in drawn]
+        worst = watched.js(
+            "pairs => Math.max(...pairs.map(([a, b, c, d]) => "
+            "gsApp.map.latLngToContainerPoint([b, a]).distanceTo("
+            "gsApp.map.latLngToContainerPoint([d, c]))))",
+            pairs,
+        )
+        assert worst <= 1.0, (layer_id, worst)
+
+
+# A dot of the layer with nothing within 30 px (no other dot, marker, cluster
+# or town label) and clear of the panel, so a click or a pixel is its alone.
+_ISOLATED_DOT = """layerId => {
+  const map = gsApp.map, box = map.getContainer().getBoundingClientRect();
+  const panel = document.getElementById('gs-panel').getBoundingClientRect();
+  const dots = [];
+  for (const [id, e] of Object.entries(gsApp.layers)) {
+    if (!e.tiled || !e.visible) continue;
+    for (const t of Object.values(e.tiles.stats().tiles)) for (const p of t.drawn) {
+      const c = map.latLngToContainerPoint([p.lat, p.lng]);
+      dots.push({layer: id, p, x: box.left + c.x, y: box.top + c.y});
+    }
+  }
+  const things = [...document.querySelectorAll('.leaflet-marker-icon, .gs-town-label')]
+    .map(e => e.getBoundingClientRect());
+  const near = (d, r) =>
+    d.x > r.left - 30 && d.x < r.right + 30 && d.y > r.top - 30 && d.y < r.bottom + 30;
+  const ok = dots.filter(d => d.layer === layerId &&
+    d.x > panel.right + 30 && d.x < box.right - 80 &&
+    d.y > box.top + 120 && d.y < box.bottom - 50 &&
+    dots.every(o => o === d || Math.hypot(o.x - d.x, o.y - d.y) > 30) &&
+    !things.some(r => near(d, r)));
+  if (!ok.length) return null;
+  const d = ok[0];
+  return {id: d.p.id, name: d.p.name, kind: d.p.kind, x: d.x, y: d.y,
+    colour: gsApp.kindConfig(layerId, d.p.kind).colour};
+}"""
+
+
+def _pixel(watched: Watched, x: float, y: float) -> tuple[int, int, int]:
+    import io
+
+    from PIL import Image
+
+    png = watched.page.screenshot(clip={"x": round(x), "y": round(y), "width": 1, "height": 1})
+    return Image.open(io.BytesIO(png)).convert("RGB").getpixel((0, 0))
+
+
+def _is_colour(rgb: tuple[int, int, int], hex_colour: str) -> bool:
+    want = [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
+    return all(abs(a - b) <= 12 for a, b in zip(rgb, want, strict=True))
+
+
+def test_tiled_dots_are_drawn_where_the_markers_would_be(tiled_server, open_map):
+    watched = open_map(tiled_server + "/")
+    _drawn_positions_match(watched, tiled_server, "wgs84")
+    watched.js("gsApp.map.setView([36.80, 118.05], 14, {animate: false})")
+    _drawn_positions_match(watched, tiled_server, "wgs84")
+    assert watched.errors == []
+
+
+def test_toggling_a_tiled_layer_and_one_of_its_kinds(tiled_server, open_map):
+    watched = open_map(tiled_server + "/")
+    _tile_stats(watched)
+    dot = watched.js(_ISOLATED_DOT, "stations")
+    assert dot, "no station dot stands alone at this view"
+    # The pixel under the site is the kind's colour: the canvas really drew it.
+    assert _is_colour(_pixel(watched, dot["x"], dot["y"]), dot["colour"])
+    box = watched.page.locator('#gs-legend input[data-layer="stations"]:not([data-kind])')
+    box.uncheck()
+    assert watched.page.locator(".gs-vt-stations .gs-vt-tile").count() == 0
+    assert not _is_colour(_pixel(watched, dot["x"], dot["y"]), dot["colour"])
+    assert "stations" not in _tile_stats(watched)
+    box.check()
+    stats = _tile_stats(watched)
+    assert dot["id"] in stats["stations"]["ids"]
+    assert _is_colour(_pixel(watched, dot["x"], dot["y"]), dot["colour"])
+    # A kind: the canvas is redrawn without it, from the tiles already fetched.
+    tiles_before = len([u for u in watched.local if u.endswith(".mvt")])
+    features = _facility_features(tiled_server)["green_channels"]
+    banks = {f["id"] for f in features if f["properties"]["kind"] == "bank"}
+    assert banks
+    watched.page.locator(
+        '#gs-legend input[data-layer="green_channels"][data-kind="bank"]'
+    ).uncheck()
+    drawn = set(_tile_stats(watched)["green_channels"]["ids"])
+    assert drawn == {f["id"] for f in features} - banks
+    watched.page.locator('#gs-legend input[data-layer="green_channels"][data-kind="bank"]').check()
+    assert set(_tile_stats(watched)["green_channels"]["ids"]) == {f["id"] for f in features}
+    assert len([u for u in watched.local if u.endswith(".mvt")]) == tiles_before
+    assert watched.outside == [] and watched.errors == []
+
+
+def test_clicking_a_tiled_dot_opens_the_sites_popup(tiled_server, open_map):
+    watched = open_map(tiled_server + "/")
+    _tile_stats(watched)
+    dot = watched.js(_ISOLATED_DOT, "green_channels")
+    assert dot
+    site = httpx.get(f"{tiled_server}/collections/green_channels/items/{dot['id']}").json()
+    watched.page.mouse.click(dot["x"] + 3, dot["y"] - 2)  # a finger is never exact
+    popup = watched.page.locator(".gs-popup h3")
+    popup.wait_for(timeout=10_000)
+    assert popup.inner_text().startswith(site["properties"]["name"])
+    text = watched.page.locator(".gs-popup").inner_text()
+    assert site["properties"]["address"] in text and "拥军绿色通道" in text
+    assert watched.page.locator('.gs-popup a[data-app="amap"]').count() == 1
+    assert watched.js("gsApp.point") is None  # the click opened the site, not a nearest query
+    assert any(
+        u.endswith(f"/collections/green_channels/items/{dot['id']}?crs=wgs84")
+        for u in watched.local
+    )
+    assert watched.outside == [] and watched.errors == []
+
+
+def test_a_nearest_result_on_a_tiled_layer_opens_its_popup(tiled_server, open_map):
+    watched = open_map(tiled_server + "/")
+    watched.js(f"gsApp.setPoint(L.latLng({PARK[1]}, {PARK[0]}), false)")
+    watched.page.wait_for_selector("#gs-nearest li")
+    button = watched.page.locator("#gs-nearest li button[data-layer='green_channels']").first
+    site_id = button.get_attribute("data-id")
+    site = httpx.get(f"{tiled_server}/collections/green_channels/items/{site_id}").json()
+    button.click()
+    popup = watched.page.locator(".gs-popup h3")
+    popup.wait_for(timeout=10_000)
+    assert popup.inner_text().startswith(site["properties"]["name"])
+    assert watched.errors == []
+
+
+def _as_compared(python: dict) -> dict:
+    """mapbox-vector-tile's answer in the shape the page's decoder returns."""
+    out = {}
+    for name, layer in python.items():
+        features = []
+        for feature in layer["features"]:
+            geometry = feature["geometry"]
+            points = None
+            if geometry["type"] == "Point":
+                points = [geometry["coordinates"]]
+            elif geometry["type"] == "MultiPoint":
+                points = geometry["coordinates"]
+            features.append({"properties": feature["properties"], "points": points})
+        out[name] = {"version": layer["version"], "extent": layer["extent"], "features": features}
+    return out
+
+
+_DECODE_IN_PAGE = """base64 => {
+  const bytes = Uint8Array.from(atob(base64), c => c.charCodeAt(0));
+  const layers = GeoServiceTiles.decode(bytes);
+  return Object.fromEntries(Object.entries(layers).map(([name, l]) => [name, {
+    version: l.version, extent: l.extent,
+    features: l.features.map(f => ({properties: f.properties, points: f.points}))}]));
+}"""
+
+
+def _tile_checks(base: str) -> list[tuple[str, str]]:
+    """Tiles to compare: every tile with sites at the page's zoom 12, the whole
+    district at zoom 9, and some close-ups."""
+    features = _facility_features(base)
+    keys = set()
+    for layer_id, items in features.items():
+        for f in items:
+            for z in (9, 12, 16):
+                keys.add((layer_id, _tile_of(*f["geometry"]["coordinates"], z)))
+    return sorted(keys)
+
+
+def _compare_decoders(base: str, open_map) -> int:
+    """Decode the same tiles in the page and with mapbox-vector-tile; the
+    number of features compared."""
+    watched = open_map(base + "/")
+    checks = _tile_checks(base)
+    with httpx.Client(base_url=base) as http:
+        bodies = [http.get(f"/collections/{lid}/tiles/{key}.mvt").content for lid, key in checks]
+    in_page = watched.js(
+        f"tiles => tiles.map({_DECODE_IN_PAGE})", [base64.b64encode(b).decode() for b in bodies]
+    )
+    compared = 0
+    for (layer_id, key), body, decoded in zip(checks, bodies, in_page, strict=True):
+        assert decoded == _as_compared(_python_decode(body)), (layer_id, key)
+        compared += len(decoded.get(layer_id, {}).get("features", []))
+    assert watched.errors == []
+    return compared
+
+
+def test_the_page_decodes_tiles_as_mapbox_vector_tile_does(tiled_server, open_map):
+    assert _compare_decoders(tiled_server, open_map) > 200
+
+
+def test_the_page_decodes_postgis_tiles_as_mapbox_vector_tile_does(tmp_path, open_map):
+    """ST_AsMVT writes its tiles its own way (attribute order, value types)."""
+    from tests.conftest import TEST_PG
+
+    if not TEST_PG:
+        _missing("no PostGIS database (set GEO_SERVICE_TEST_PG=postgresql://...)")
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in TEST_PG else "?"
+    try:
+        with running_server(
+            tmp_path, GEO_SERVICE_STORE=f"{TEST_PG}{separator}schema={schema}"
+        ) as base:
+            assert _compare_decoders(base, open_map) > 200
+    finally:
+        with psycopg.connect(TEST_PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_every_value_type_and_multipoints_decode_as_in_python(tiled_server, open_map):
+    """A tile written with the protobuf classes themselves: each of the seven
+    value types, a multipoint, negative deltas, keys after features, and a
+    polygon whose attributes are read and geometry is not."""
+    import mapbox_vector_tile
+    from mapbox_vector_tile.Mapbox import vector_tile_pb2
+
+    tile = vector_tile_pb2.tile()
+    layer = tile.layers.add()
+    layer.version, layer.name, layer.extent = 2, "测试", 512
+    values = [
+        ("string_value", "张店区 · Zhangdian"),
+        ("float_value", 0.1),
+        ("double_value", -118.0428),
+        ("int_value", -5),
+        ("uint_value", 2**40 + 3),
+        ("sint_value", -123456789012),
+        ("bool_value", True),
+        ("int_value", 7),
+    ]
+    for kind, value in values:
+        setattr(layer.values.add(), kind, value)
+    point = layer.features.add()
+    point.type = vector_tile_pb2.tile.Point
+    point.tags.extend([0, 0, 1, 1, 2, 2, 3, 3])
+    point.geometry.extend([(1 << 3) | 1, 50 << 1, 100 << 1])  # MoveTo(1) (50, 100)
+    multi = layer.features.add()
+    multi.type = vector_tile_pb2.tile.Point
+    multi.tags.extend([4, 4, 5, 5, 6, 6, 7, 7])
+    # MoveTo(3): (10, 20), then -5, +7 and +600, -30 (zigzag: 2n, or -2n-1)
+    multi.geometry.extend([(3 << 3) | 1, 20, 40, 9, 14, 1200, 59])
+    polygon = layer.features.add()
+    polygon.type = vector_tile_pb2.tile.Polygon
+    polygon.tags.extend([0, 7])
+    polygon.geometry.extend([9, 0, 0, 26, 20, 0, 0, 20, 19, 0, 15])
+    layer.keys.extend(["name", "f32", "f64", "neg", "big", "sneg", "flag", "n"])
+    body = tile.SerializeToString()
+    watched = open_map(tiled_server + "/")
+    in_page = watched.js(_DECODE_IN_PAGE, base64.b64encode(body).decode())
+    python = mapbox_vector_tile.decode(body, default_options={"y_coord_down": True})
+    assert in_page == _as_compared(python)
+    assert in_page["测试"]["features"][1]["points"] == [[10, 20], [5, 27], [605, -3]]
+    assert in_page["测试"]["features"][2]["points"] is None
+    assert watched.js(_DECODE_IN_PAGE, "") == {}  # an empty tile: no layers
+    broken = watched.js(
+        "bytes => { try { GeoServiceTiles.decode(new Uint8Array(bytes)); return null; }"
+        " catch (e) { return e.message; } }",
+        list(body[:-3]),
+    )
+    assert broken and broken.startswith("MVT:")
+
+
+def test_tiled_dots_follow_amap_gcj02_like_the_markers(tmp_path, open_map):
+    style = _style_with_threshold(tmp_path, TILED_ABOVE)
+    with running_server(
+        tmp_path, GEO_SERVICE_TILES="amap", GEO_SERVICE_STYLE_FILE=str(style)
+    ) as base:
+        watched = open_map(base + "/")
+        _drawn_positions_match(watched, base, "gcj02")
+        watched.js("gsApp.map.setView([36.80, 118.05], 16, {animate: false})")
+        _drawn_positions_match(watched, base, "gcj02")
+        assert not [u for u in watched.outside if "/tiles/" in u and ".mvt" in u]
+
+
+def test_tiled_screenshot(tmp_path, live_server, open_map):
+    """The same view drawn from vector tiles (every layer) and with markers,
+    saved side by side in artifacts/screenshots for a person to compare."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    style = _style_with_threshold(tmp_path, 1)
+    view = "gsApp.map.setView([36.800, 118.045], 13, {animate: false})"
+    with running_server(tmp_path, GEO_SERVICE_STYLE_FILE=str(style)) as base:
+        watched = open_map(base + "/", 1280, 800)
+        watched.js(view)
+        assert len(_tile_stats(watched)) == 5
+        _settle(watched)
+        watched.page.screenshot(path=str(SCREENSHOTS / "map-tiled-desktop.png"))
+        assert watched.outside == [] and watched.errors == []
+    watched = open_map(live_server + "/", 1280, 800)
+    watched.js(view)
+    _settle(watched)
+    watched.page.screenshot(path=str(SCREENSHOTS / "map-markers-same-view.png"))

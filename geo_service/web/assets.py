@@ -1,5 +1,7 @@
 """The page's scripts and stylesheets: Leaflet and its clustering plugin from
-installed packages (XStatic), and the project's own ``static/`` files.
+installed packages (XStatic), and the project's own ``static/`` files (the
+page script, and the vector-tile decoder for large layers: its npm-only
+counterpart, Leaflet.VectorGrid, has no Python package).
 
 Nothing is fetched from a CDN: the served page links these files under
 ``/static/`` and the standalone export inlines them.
@@ -65,6 +67,7 @@ class Asset:
 SCRIPTS = [
     Asset("leaflet", "leaflet.js"),
     Asset("markercluster", "leaflet.markercluster.js"),
+    Asset("app", "vectortiles.js"),
     Asset("app", "app.js"),
 ]
 STYLESHEETS = [

@@ -44,6 +44,8 @@ class MapStyle:
     town_colour: str
     land_colour: str
     water_colour: str
+    #: A layer with more features than this is drawn from vector tiles, not GeoJSON.
+    vector_tiles_above: int
     #: layer id -> kind id -> look; every kind of every facility layer is present.
     kinds: dict[str, dict[str, KindStyle]]
     #: layer id -> the layer's own look (legend swatch).
@@ -56,6 +58,7 @@ class MapStyle:
             "center": list(self.center),
             "zoom": self.zoom,
             "nearestK": self.nearest_k,
+            "vectorTilesAbove": self.vector_tiles_above,
             "boundaries": {
                 "district": self.district_colour,
                 "town": self.town_colour,
@@ -140,6 +143,14 @@ def load_style(path: Path | str, catalog: Catalog) -> MapStyle:
     if not isinstance(nearest_k, int) or not 1 <= nearest_k <= 20:
         problems.append(f"map.nearest_k: {nearest_k!r} must be a whole number from 1 to 20")
         nearest_k = 5
+    # A layer above this many features would be megabytes of GeoJSON and tens
+    # of thousands of markers; the page draws it from vector tiles instead.
+    tiles_above = view.get("vector_tiles_above", 5000)
+    if not isinstance(tiles_above, int) or isinstance(tiles_above, bool) or tiles_above < 0:
+        problems.append(
+            f"map.vector_tiles_above: {tiles_above!r} must be a whole number of features, 0 or more"
+        )
+        tiles_above = 5000
     colours = {}
     for key, fallback in (
         ("district_colour", "#8b1a1a"),
@@ -194,6 +205,7 @@ def load_style(path: Path | str, catalog: Catalog) -> MapStyle:
         town_colour=colours["town_colour"],
         land_colour=colours["land_colour"],
         water_colour=colours["water_colour"],
+        vector_tiles_above=tiles_above,
         kinds=kinds,
         layers=layers,
     )

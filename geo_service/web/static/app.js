@@ -3,8 +3,9 @@
  * Started by the folium page with the Leaflet map, a config (labels from the
  * layer catalog, looks from maps/style.toml) and, for the standalone file,
  * the embedded data. Served, it fetches every layer as GeoJSON from the API
- * and asks /nearest; standalone, it uses the embedded layers and computes
- * nearest in the page. No request ever leaves the service (or the file),
+ * and asks /nearest; a layer with more features than the style's
+ * vector_tiles_above is drawn from vector tiles instead (vectortiles.js).
+ * Standalone, it uses the embedded layers and computes nearest in the page. No request ever leaves the service (or the file),
  * except map tiles when tiles are configured.
  */
 (function () {
@@ -176,7 +177,8 @@
     this.config = config;
     this.embedded = embedded;
     this.lang = storedLanguage();
-    this.layers = {};       // layer id -> {config, cluster, markers: [], visible, hiddenKinds}
+    this.layers = {};       // layer id -> {config, cluster, markers: [], visible, hiddenKinds,
+                            //   tiled, count, kindCounts, tiles} (the last four for tiled layers)
     this.sites = [];        // every facility feature, with its layer and marker
     this.openState = {};    // "layer/id" -> open | closed | unknown
     this.point = null;      // L.LatLng chosen by the resident
@@ -210,12 +212,19 @@
     if (this.config.tiles === "none") {
       this.map.getContainer().style.background = this.config.boundaries.water;
     }
+    // Dots of tiled layers go above the boundaries (the district is filled
+    // opaque when it is the basemap) and below markers and popups. Clicks
+    // pass through: the map hit-tests the dots itself.
+    var pointsPane = this.map.createPane("gsPoints");
+    pointsPane.style.zIndex = 450;
+    pointsPane.style.pointerEvents = "none";
     this.config.layers.forEach(function (layer) {
       self.layers[layer.id] = {
         config: layer,
         markers: [],
         visible: true,
         hiddenKinds: {},
+        tiled: false,
         cluster: L.markerClusterGroup({
           showCoverageOnHover: false,
           maxClusterRadius: 45,
@@ -232,7 +241,14 @@
     });
     this.buildUi();
     window.addEventListener("resize", function () { self.layoutTop(); });
-    this.map.on("click", function (event) { self.setPoint(event.latlng, false); });
+    this.map.on("click", function (event) {
+      var hit = self.tiledPointAt(event.latlng);
+      if (hit) self.openTiledPopup(hit.layer, hit.properties.id, hit.latlng);
+      else self.setPoint(event.latlng, false);
+    });
+    this.map.on("mousemove", function (event) {
+      self.map.getContainer().style.cursor = self.tiledPointAt(event.latlng) ? "pointer" : "";
+    });
     this.ready = this.load().then(function () {
       document.body.setAttribute("data-gs-ready", "1");
     }, function (error) {
@@ -276,13 +292,20 @@
     var ids = ["district", "towns"].concat(this.config.layers.map(function (l) { return l.id; }));
     var got = this.embedded
       ? Promise.resolve(ids.map(function (id) { return self.embedded.layers[id] || { features: [] }; }))
-      : Promise.all(ids.map(function (id) { return self.fetchLayer(id); }));
+      : this.chooseTiled().then(function () {
+        return Promise.all(ids.map(function (id) {
+          return self.layers[id] && self.layers[id].tiled ? self.fetchTiledInfo(id) : self.fetchLayer(id);
+        }));
+      });
     var states = this.embedded ? Promise.resolve(this.embedded.openState) : this.fetchOpenState();
     return Promise.all([got, states]).then(function (results) {
       var collections = results[0];
       self.openState = results[1] || {};
       self.drawBoundaries(collections[0], collections[1]);
-      self.config.layers.forEach(function (layer, i) { self.addSites(layer.id, collections[i + 2]); });
+      self.config.layers.forEach(function (layer, i) {
+        if (self.layers[layer.id].tiled) self.addTiles(layer.id, collections[i + 2]);
+        else self.addSites(layer.id, collections[i + 2]);
+      });
       self.renderLegend();
       self.updateSampleNotice();
       // A printed map's QR code opens the page at its town: #town=370303002
@@ -294,6 +317,37 @@
           self.fetchOpenState().then(function (s) { self.openState = s; }, function () { /* keep the last known */ });
         }, 300000);
       }
+    });
+  };
+
+  // Which layers are too large for GeoJSON: decided here from the live
+  // feature counts (the page itself is built once, while data keeps growing).
+  // The offline file never gets here: it has no server to ask for tiles.
+  App.prototype.chooseTiled = function () {
+    var self = this, above = this.config.vectorTilesAbove;
+    return this.fetchJson("collections?f=json").then(function (body) {
+      body.collections.forEach(function (collection) {
+        var entry = self.layers[collection.id];
+        if (!entry || !(collection.numberOfFeatures > above)) return;
+        entry.tiled = true;
+        entry.count = collection.numberOfFeatures;
+        entry.extent = collection.extent && collection.extent.spatial.bbox[0];
+      });
+    });
+  };
+
+  // What the legend and the sample notice need of a tiled layer, without its
+  // features: a count per kind and whether any feature is sample data
+  // (numberMatched of one-feature pages; the tiles carry neither).
+  App.prototype.fetchTiledInfo = function (layerId) {
+    var self = this, base = "collections/" + layerId + "/items?limit=1&";
+    var kinds = this.layers[layerId].config.kinds;
+    return Promise.all(kinds.map(function (kind) {
+      return self.fetchJson(base + "kind=" + encodeURIComponent(kind.id)).then(function (b) { return b.numberMatched; });
+    }).concat([this.fetchJson(base + "sample=true").then(function (b) { return b.numberMatched; })])).then(function (numbers) {
+      var kindCounts = {};
+      kinds.forEach(function (kind, i) { kindCounts[kind.id] = numbers[i]; });
+      return { kindCounts: kindCounts, sample: numbers[kinds.length] > 0 };
     });
   };
 
@@ -349,6 +403,79 @@
     });
     entry.cluster.addLayers(entry.markers);
     entry.cluster.addTo(this.map);
+  };
+
+  App.prototype.addTiles = function (layerId, info) {
+    var self = this, entry = this.layers[layerId];
+    entry.kindCounts = info.kindCounts;
+    if (info.sample) this.sampleShown = true;
+    entry.tiles = GeoServiceTiles.pointLayer({
+      url: "collections/" + layerId + "/tiles/{z}/{x}/{y}.mvt",
+      layer: layerId,
+      pane: "gsPoints",
+      className: "gs-vt gs-vt-" + layerId,
+      // The same colour per kind as the markers; a hidden kind is not drawn.
+      colour: function (props) {
+        return entry.hiddenKinds[props.kind] ? null : self.kindConfig(layerId, props.kind).colour;
+      },
+      // Tiles are WGS-84; on Amap's GCJ-02 basemap the dots move as markers do.
+      shift: this.config.crs === "gcj02" ? wgs84ToGcj02 : null,
+      // No requests for tiles where the layer has nothing (its extent, plus
+      // 0.01° for the GCJ-02 shift of up to ~700 m).
+      bounds: entry.extent ? L.latLngBounds([entry.extent[1] - 0.01, entry.extent[0] - 0.01],
+        [entry.extent[3] + 0.01, entry.extent[2] + 0.01]) : undefined
+    }).addTo(this.map);
+  };
+
+  // The tiled-layer dot under a click (a finger's width around it), or null.
+  App.prototype.tiledPointAt = function (latlng) {
+    var best = null, self = this;
+    this.config.layers.forEach(function (layer) {
+      var entry = self.layers[layer.id];
+      if (!entry.tiled || !entry.visible || !entry.tiles) return;
+      var hit = entry.tiles.pointAt(latlng, 12);
+      if (hit && (!best || self.map.distance(latlng, hit.latlng) < self.map.distance(latlng, best.latlng))) {
+        hit.layer = layer.id;
+        best = hit;
+      }
+    });
+    return best;
+  };
+
+  // A tiled dot's popup: the tile has only id, name and kind, so the feature
+  // is fetched whole and shown in the same popup a marker has.
+  App.prototype.openTiledPopup = function (layerId, id, latlng) {
+    var self = this;
+    var popup = L.popup({ maxWidth: 300, autoPanPaddingTopLeft: [10, 60] })
+      .setLatLng(latlng)
+      .setContent('<div class="gs-popup gs-hint">' + escapeHtml(this.t("loading")) + "</div>")
+      .openOn(this.map);
+    var url = "collections/" + layerId + "/items/" + encodeURIComponent(id) + "?crs=" + this.config.crs;
+    return this.fetchJson(url).then(function (feature) {
+      var c = feature.geometry.coordinates;
+      popup.setLatLng([c[1], c[0]]).setContent(self.popupHtml({ layer: layerId, feature: feature }));
+    }, function (error) {
+      popup.setContent('<div class="gs-popup gs-error">' + escapeHtml(self.t("failed") + error.message) + "</div>");
+    });
+  };
+
+  // A nearest result on a tiled layer has no marker: show its spot and popup.
+  App.prototype.focusTiled = function (layerId, feature) {
+    var entry = this.layers[layerId], kind = feature.properties.kind;
+    if (!entry.visible) { this.setLayerVisible(layerId, true); this.renderLegend(); }
+    if (entry.hiddenKinds[kind]) { this.setKindVisible(layerId, kind, true); this.renderLegend(); }
+    var c = feature.geometry.coordinates, target = L.latLng(c[1], c[0]);
+    this.map.setView(target, Math.max(this.map.getZoom(), 16));
+    return this.openTiledPopup(layerId, feature.id, target);
+  };
+
+  // For tests: every tiled layer has drawn the tiles of the current view.
+  App.prototype.tilesIdle = function () {
+    var self = this;
+    return this.config.layers.every(function (layer) {
+      var entry = self.layers[layer.id];
+      return !entry.tiled || !entry.visible || (entry.tiles && entry.tiles.idle());
+    });
   };
 
   // -- popups ----------------------------------------------------------------
@@ -559,11 +686,11 @@
         box,
         el("span", { "class": "gs-swatch", style: "background:" + layer.colour, text: layer.glyph }),
         el("span", { text: self.label(layer) }),
-        el("span", { "class": "gs-count", text: String(entry.markers.length) + self.t("sites") })
+        el("span", { "class": "gs-count", text: String(entry.tiled ? entry.count : entry.markers.length) + self.t("sites") })
       ]));
       var kinds = el("div", { "class": "gs-legend-kinds" });
       layer.kinds.forEach(function (kind) {
-        var count = counts[layer.id + "/" + kind.id] || 0;
+        var count = (entry.tiled ? (entry.kindCounts || {})[kind.id] : counts[layer.id + "/" + kind.id]) || 0;
         if (!count) return;
         var kindBox = el("input", { type: "checkbox", "data-layer": layer.id, "data-kind": kind.id, onchange: function (e) { self.setKindVisible(layer.id, kind.id, e.target.checked); } });
         kindBox.checked = !entry.hiddenKinds[kind.id];
@@ -582,14 +709,22 @@
   };
 
   App.prototype.setLayerVisible = function (layerId, visible) {
-    var entry = this.layers[layerId];
+    var entry = this.layers[layerId], shown = entry.tiled ? entry.tiles : entry.cluster;
     entry.visible = visible;
-    if (visible) entry.cluster.addTo(this.map);
-    else this.map.removeLayer(entry.cluster);
+    if (!shown) return;
+    if (visible) shown.addTo(this.map);
+    else this.map.removeLayer(shown);
   };
 
   App.prototype.setKindVisible = function (layerId, kindId, visible) {
     var entry = this.layers[layerId];
+    if (entry.tiled) {
+      // Tiles stay cached in the layer: the redraw filters without refetching.
+      if (visible) delete entry.hiddenKinds[kindId];
+      else entry.hiddenKinds[kindId] = true;
+      if (entry.tiles) entry.tiles.redraw();
+      return;
+    }
     var markers = this.sites.filter(function (s) { return s.layer === layerId && s.feature.properties.kind === kindId; })
       .map(function (s) { return s.marker; });
     if (visible) { delete entry.hiddenKinds[kindId]; entry.cluster.addLayers(markers); }
@@ -742,7 +877,10 @@
       }).addTo(self.nearestLayer);
       // Served answers carry their own open state, evaluated with the query.
       var badge = result.state ? self.stateBadge(result.state, false) : result.site ? self.openBadge(result.site) : "";
-      var button = el("button", { type: "button", "data-id": f.id, "data-layer": layerId, onclick: function () { if (result.site) self.focus(result.site); } }, [
+      var button = el("button", { type: "button", "data-id": f.id, "data-layer": layerId, onclick: function () {
+        if (result.site) self.focus(result.site);
+        else if (self.layers[layerId] && self.layers[layerId].tiled) self.focusTiled(layerId, f);
+      } }, [
         el("span", { "class": "gs-num", text: String(i + 1) }),
         el("span", {}, [
           el("span", { "class": "gs-name", text: props.name }),
