@@ -159,3 +159,23 @@ def test_open_state_answers_for_every_site(client, catalog):
     assert len(body["sites"]) == total
     assert set(body["sites"].values()) <= {"open", "closed", "unknown"}
     assert "unknown" in body["sites"].values()  # sites without hours say so
+
+
+def test_open_state_for_some_layers_or_one_site(client):
+    every = client.get("/open-state").json()["sites"]
+    some = client.get("/open-state", params={"layers": "memorials,education"}).json()["sites"]
+    assert some == {k: v for k, v in every.items() if k.split("/")[0] in {"memorials", "education"}}
+    assert some
+    key = next(k for k in every if k.startswith("stations/"))
+    one = client.get("/open-state", params={"layers": "stations", "id": key.split("/", 1)[1]})
+    assert one.json()["sites"] == {key: every[key]}
+    for params, named in (
+        ({"layers": "towns"}, "layers"),  # not a facility layer: it has no hours
+        ({"layers": "nope"}, "layers"),
+        ({"id": "st-post-01"}, "id"),  # which layer?
+        ({"layers": "stations,medical", "id": "st-post-01"}, "id"),
+        ({"layer": "stations"}, "layer"),
+    ):
+        response = client.get("/open-state", params=params)
+        assert response.status_code == 400, params
+        assert named in response.json()["detail"], params

@@ -655,6 +655,14 @@ def test_clicking_a_tiled_dot_opens_the_sites_popup(tiled_server, open_map):
     assert site["properties"]["address"] in text and "拥军绿色通道" in text
     assert watched.page.locator('.gs-popup a[data-app="amap"]').count() == 1
     assert watched.js("gsApp.point") is None  # the click opened the site, not a nearest query
+    # Open-now states: the marker layers' at load, the tiled site's with its popup.
+    states = [urlparse(u).query for u in watched.local if urlparse(u).path == "/open-state"]
+    assert states[0] == "layers=memorials,education"
+    assert f"layers=green_channels&id={dot['id']}" in states
+    state = httpx.get(
+        f"{tiled_server}/open-state", params={"layers": "green_channels", "id": dot["id"]}
+    ).json()["sites"][f"green_channels/{dot['id']}"]
+    assert watched.page.locator(f".gs-popup .gs-badge.gs-{state}").count() == 1
     assert any(
         u.endswith(f"/collections/green_channels/items/{dot['id']}?crs=wgs84")
         for u in watched.local

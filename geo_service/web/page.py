@@ -190,9 +190,17 @@ def page_data(
     }
 
 
-def open_states(index: SiteIndex, when: dt.datetime) -> dict[str, str]:
-    """``layer/id`` -> open, closed or unknown at ``when``, for every site."""
+def open_states(
+    index: SiteIndex,
+    when: dt.datetime,
+    layers: set[str] | None = None,
+    feature_id: str | None = None,
+) -> dict[str, str]:
+    """``layer/id`` -> open, closed or unknown at ``when``, for every site, or
+    only those of ``layers`` (and with ``feature_id``, that one site)."""
     return {
         f"{feature.layer_id}/{feature.id}": index.open_state(row, when).value
         for row, feature in enumerate(index.features)
+        if (layers is None or feature.layer_id in layers)
+        and (feature_id is None or feature.id == feature_id)
     }

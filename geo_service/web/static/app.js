@@ -290,17 +290,20 @@
   App.prototype.load = function () {
     var self = this;
     var ids = ["district", "towns"].concat(this.config.layers.map(function (l) { return l.id; }));
-    var got = this.embedded
-      ? Promise.resolve(ids.map(function (id) { return self.embedded.layers[id] || { features: [] }; }))
-      : this.chooseTiled().then(function () {
-        return Promise.all(ids.map(function (id) {
-          return self.layers[id] && self.layers[id].tiled ? self.fetchTiledInfo(id) : self.fetchLayer(id);
-        }));
-      });
-    var states = this.embedded ? Promise.resolve(this.embedded.openState) : this.fetchOpenState();
-    return Promise.all([got, states]).then(function (results) {
-      var collections = results[0];
-      self.openState = results[1] || {};
+    var planned = this.embedded ? Promise.resolve() : this.chooseTiled();
+    var got = planned.then(function () {
+      if (self.embedded) return ids.map(function (id) { return self.embedded.layers[id] || { features: [] }; });
+      return Promise.all(ids.map(function (id) {
+        return self.layers[id] && self.layers[id].tiled ? self.fetchTiledInfo(id) : self.fetchLayer(id);
+      }));
+    });
+    // Open-now states are asked once the tiled layers are known (they are left
+    // out), and the map does not wait for them: the service's first answer
+    // after a start builds its site index, seconds for a large store.
+    var states = planned.then(function () {
+      return self.embedded ? self.embedded.openState : self.fetchOpenState();
+    }).then(function (sites) { self.openState = sites || {}; });
+    var drawn = got.then(function (collections) {
       self.drawBoundaries(collections[0], collections[1]);
       self.config.layers.forEach(function (layer, i) {
         if (self.layers[layer.id].tiled) self.addTiles(layer.id, collections[i + 2]);
@@ -318,6 +321,7 @@
         }, 300000);
       }
     });
+    return Promise.all([drawn, states]);
   };
 
   // Which layers are too large for GeoJSON: decided here from the live
@@ -351,8 +355,14 @@
     });
   };
 
+  // States of the sites drawn as markers; a tiled layer's sites are asked one
+  // at a time, when a popup opens (the layer may hold millions).
   App.prototype.fetchOpenState = function () {
-    return this.fetchJson("open-state").then(function (body) { return body.sites; });
+    var self = this, plain = this.config.layers.filter(function (l) { return !self.layers[l.id].tiled; });
+    if (!plain.length) return Promise.resolve({});
+    var query = plain.length < this.config.layers.length
+      ? "?layers=" + plain.map(function (l) { return encodeURIComponent(l.id); }).join(",") : "";
+    return this.fetchJson("open-state" + query).then(function (body) { return body.sites; });
   };
 
   App.prototype.drawBoundaries = function (district, towns) {
@@ -451,7 +461,10 @@
       .setContent('<div class="gs-popup gs-hint">' + escapeHtml(this.t("loading")) + "</div>")
       .openOn(this.map);
     var url = "collections/" + layerId + "/items/" + encodeURIComponent(id) + "?crs=" + this.config.crs;
-    return this.fetchJson(url).then(function (feature) {
+    var state = "open-state?layers=" + encodeURIComponent(layerId) + "&id=" + encodeURIComponent(id);
+    return Promise.all([this.fetchJson(url), this.fetchJson(state)]).then(function (answers) {
+      var feature = answers[0];
+      Object.keys(answers[1].sites).forEach(function (key) { self.openState[key] = answers[1].sites[key]; });
       var c = feature.geometry.coordinates;
       popup.setLatLng([c[1], c[0]]).setContent(self.popupHtml({ layer: layerId, feature: feature }));
     }, function (error) {
