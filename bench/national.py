@@ -571,16 +571,17 @@ def bench_coverage(data: NationalData, province: str, cell: float, workers: int)
         f"coverage of {name} ({province}): {len(towns)} counties as towns, {len(sites):,} open "
         f"stations, {cell:.0f} m cells, 15-minute walk ({radius:.0f} m)"
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     single = cb.coverage_single(sites, towns, radius, cell_m=cell)
-    single_s = time.perf_counter() - t0
-    timings, same = {}, True
+    single_s, single_cpu = time.perf_counter() - t0, time.process_time() - c0
+    timings, cpu, same = {}, {}, True
     for scheduler in ("threads", "processes"):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batched = cb.coverage_batches(
             sites, towns, radius, cell_m=cell, scheduler=scheduler, workers=workers
         )
         timings[scheduler] = time.perf_counter() - t0
+        cpu[scheduler] = time.process_time() - c0
         same = same and batched == single
     batch_s = min(timings.values())
     cells = sum(r.uncovered_cells for r in single)
@@ -593,6 +594,12 @@ def bench_coverage(data: NationalData, province: str, cell: float, workers: int)
         f"best dask = {single_s / batch_s:.2f}; identical answers: {same}; "
         f"{covered:.1%} of people covered, {cells:,} uncovered cells"
     )
+    # CPU seconds per wall second: near 2 means the threads really ran on two
+    # cores; near 1 means the machine had no second core free.
+    say(
+        f"  cores used (CPU s / wall s): single {single_cpu / single_s:.2f}, threads "
+        f"{cpu['threads'] / timings['threads']:.2f}"
+    )
     note(
         "coverage",
         {
@@ -603,6 +610,8 @@ def bench_coverage(data: NationalData, province: str, cell: float, workers: int)
             "single_s": single_s,
             "dask_threads_s": timings["threads"],
             "dask_processes_s": timings["processes"],
+            "single_cpu_s": single_cpu,
+            "dask_threads_cpu_s": cpu["threads"],
             "identical": same,
         },
     )
