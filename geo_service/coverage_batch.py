@@ -238,15 +238,18 @@ def coverage_batches(
     with_uncovered: bool = False,
     *,
     npartitions: int | None = None,
-    scheduler: str = "processes",
+    scheduler: str = "threads",
     workers: int | None = None,
 ) -> list[TownCoverage]:
     """``coverage_single``'s answer, the towns partitioned with dask-geopandas.
 
     Partitions are balanced by each town's cell count (largest first, dealt
     round-robin), several per worker so one big town does not leave the
-    others idle. ``scheduler``: ``processes`` (default: the per-town work is
-    partly Python and holds the GIL), ``threads`` or ``synchronous``.
+    others idle. ``scheduler``: ``threads`` (default: the heavy calls, point
+    in polygon, KD-tree queries and sorts, release the GIL, nothing is
+    copied, and it is safe inside a threaded server), ``processes`` (new
+    interpreters: each imports the libraries and receives its towns and every
+    site pickled; for batch jobs on many cores) or ``synchronous``.
     """
     try:
         import dask
