@@ -294,8 +294,14 @@
     var got = planned.then(function () {
       if (self.embedded) return ids.map(function (id) { return self.embedded.layers[id] || { features: [] }; });
       return Promise.all(ids.map(function (id) {
-        return self.layers[id] && self.layers[id].tiled ? self.fetchTiledInfo(id) : self.fetchLayer(id);
+        return self.layers[id] && self.layers[id].tiled ? null : self.fetchLayer(id);
       }));
+    });
+    // Legend counts of tiled layers come beside the tiles, not before them:
+    // counting a kind among millions of sites takes the store a while.
+    var counted = planned.then(function () {
+      return Promise.all(self.config.layers.filter(function (l) { return self.layers[l.id].tiled; })
+        .map(function (l) { return self.fetchTiledInfo(l.id); }));
     });
     // Open-now states are asked once the tiled layers are known (they are left
     // out), and the map does not wait for them: the service's first answer
@@ -306,7 +312,7 @@
     var drawn = got.then(function (collections) {
       self.drawBoundaries(collections[0], collections[1]);
       self.config.layers.forEach(function (layer, i) {
-        if (self.layers[layer.id].tiled) self.addTiles(layer.id, collections[i + 2]);
+        if (self.layers[layer.id].tiled) self.addTiles(layer.id);
         else self.addSites(layer.id, collections[i + 2]);
       });
       self.renderLegend();
@@ -321,7 +327,11 @@
         }, 300000);
       }
     });
-    return Promise.all([drawn, states]);
+    var legend = Promise.all([drawn, counted]).then(function () {
+      self.renderLegend();
+      self.updateSampleNotice();
+    });
+    return Promise.all([drawn, states, legend]);
   };
 
   // Which layers are too large for GeoJSON: decided here from the live
@@ -349,9 +359,10 @@
     return Promise.all(kinds.map(function (kind) {
       return self.fetchJson(base + "kind=" + encodeURIComponent(kind.id)).then(function (b) { return b.numberMatched; });
     }).concat([this.fetchJson(base + "sample=true").then(function (b) { return b.numberMatched; })])).then(function (numbers) {
-      var kindCounts = {};
-      kinds.forEach(function (kind, i) { kindCounts[kind.id] = numbers[i]; });
-      return { kindCounts: kindCounts, sample: numbers[kinds.length] > 0 };
+      var entry = self.layers[layerId];
+      entry.kindCounts = {};
+      kinds.forEach(function (kind, i) { entry.kindCounts[kind.id] = numbers[i]; });
+      if (numbers[kinds.length] > 0) self.sampleShown = true;
     });
   };
 
@@ -415,10 +426,8 @@
     entry.cluster.addTo(this.map);
   };
 
-  App.prototype.addTiles = function (layerId, info) {
+  App.prototype.addTiles = function (layerId) {
     var self = this, entry = this.layers[layerId];
-    entry.kindCounts = info.kindCounts;
-    if (info.sample) this.sampleShown = true;
     entry.tiles = GeoServiceTiles.pointLayer({
       url: "collections/" + layerId + "/tiles/{z}/{x}/{y}.mvt",
       layer: layerId,
