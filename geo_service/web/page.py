@@ -5,10 +5,12 @@ project's ``static/app.js`` adds everything a resident uses (layers fetched as
 GeoJSON, clustering, popups, search, locate, the nearest panel). Two forms:
 
 - **served** (``/`` and ``/map``): scripts linked under ``static/``, layer data
-  fetched from the API, nearest answered by ``/nearest``;
+  fetched from the API (as vector tiles for a layer above the style's
+  ``vector_tiles_above``), nearest answered by ``/nearest``;
 - **standalone** (``geo-service map --out``): scripts, styles and layer data
-  inlined in one file that opens from disk with no server; nearest is then
-  computed in the page (straight line on a sphere, stated as such).
+  inlined in one file that opens from disk with no server, every layer as
+  GeoJSON (no server, no tiles); nearest is then computed in the page
+  (straight line on a sphere, stated as such).
 """
 
 from __future__ import annotations

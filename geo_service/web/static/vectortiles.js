@@ -330,20 +330,22 @@
       });
       var ctx = canvas.getContext("2d");
       ctx.scale(ratio, ratio);
-      ctx.lineWidth = 1.5;
-      ctx.strokeStyle = "#ffffff";
-      // One path per colour: thousands of dots in a handful of fill calls.
-      Object.keys(byColour).forEach(function (colour) {
-        var xy = byColour[colour];
-        ctx.beginPath();
+      // One path per colour: thousands of dots in a handful of calls.
+      var paths = Object.keys(byColour).map(function (colour) {
+        var xy = byColour[colour], path = new Path2D();
         for (var i = 0; i < xy.length; i += 2) {
-          ctx.moveTo(xy[i] + r, xy[i + 1]);
-          ctx.arc(xy[i], xy[i + 1], r, 0, 2 * Math.PI);
+          path.moveTo(xy[i] + r, xy[i + 1]);
+          path.arc(xy[i], xy[i + 1], r, 0, 2 * Math.PI);
         }
-        ctx.fillStyle = colour;
-        ctx.fill();
-        ctx.stroke();
+        return { colour: colour, path: path };
       });
+      // White halos first and every fill after: a lone dot stands out from the
+      // map as a marker does, and where dots crowd together their colours
+      // show rather than a white smear of outlines.
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = "#ffffff";
+      paths.forEach(function (p) { ctx.stroke(p.path); });
+      paths.forEach(function (p) { ctx.fillStyle = p.colour; ctx.fill(p.path); });
       canvas._gsTile = {
         key: z + "/" + coords.x + "/" + coords.y, z: z, ox: origin.x, oy: origin.y,
         sources: sources.map(function (s) { return s.key; }),
@@ -382,9 +384,11 @@
       return best;
     },
 
-    // No tile of the layer is still being fetched or drawn.
+    // No tile of the layer is still being fetched, drawn or faded in.
     idle: function () {
-      return !!this._map && !this.isLoading();
+      if (!this._map || this.isLoading()) return false;
+      for (var key in this._tiles) if (this._tiles[key].current && !this._tiles[key].active) return false;
+      return true;
     },
 
     // For tests and the curious: per drawn map tile, the vector tiles used,
