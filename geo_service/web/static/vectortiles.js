@@ -228,7 +228,7 @@
       radius: 5,          // dot radius, CSS pixels
       colour: null,       // function(properties) -> CSS colour, or null to hide the point
       shift: null,        // function(lon, lat) -> [lon, lat] when the basemap is not WGS-84
-      cacheSize: 256      // decoded vector tiles kept, so redraws and zooming back cost nothing
+      cacheSize: 96       // decoded vector tiles kept (a screen shows ~24), so redraws and zooming back cost nothing
     },
 
     initialize: function (options) {
