@@ -112,19 +112,23 @@ def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, GEO_SERVICE_STORE=str(folder / "live.gpkg"))
     env.update(env_extra)
+    # The server's output goes to a file: a pipe nobody reads fills up with
+    # access-log lines and then blocks the server (after ~700 requests).
+    log_path = folder / f"server-{port}.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port), *args],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a busy shared machine starts workers slowly
     try:
         while True:
             if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
+                output = log_path.read_text(errors="replace")
                 raise RuntimeError(f"server exited early:\n{output}")
             try:
                 if httpx.get(f"{base}/conformance", timeout=1).status_code == 200:
@@ -132,7 +136,7 @@ def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not start within 60 s")
+                raise RuntimeError("server did not start within 120 s")
             time.sleep(0.2)
         yield base
     finally:
@@ -141,6 +145,7 @@ def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
 
 
 @pytest.fixture(scope="session")
