@@ -452,8 +452,8 @@ def recommend_sites(
     (existing facilities stay). Metric coordinates; lon/lat are added by the caller."""
     if not 1 <= p <= 50:
         raise InvalidParameter("p", "must be a whole number from 1 to 50")
-    if len(candidates_xy) == 0:
-        raise InvalidParameter("candidates", "no candidate sites")
+    # No candidates (every block within reach already) falls through to the
+    # answer "every resident is already covered" below.
     total = float(weights.sum())
     before = float(weights[covered].sum())
     open_demand = ~covered & (weights > 0)
@@ -569,6 +569,8 @@ def recommend_for_district(
                 "their own (the model would otherwise be too large to build quickly)"
             )
     else:
+        if not candidates:
+            raise InvalidParameter("candidates", "no candidate sites")
         forward = pyproj.Transformer.from_crs(4326, grid.crs, always_xy=True)
         cx, cy = forward.transform([c[0] for c in candidates], [c[1] for c in candidates])
         candidates_xy = np.column_stack([cx, cy])

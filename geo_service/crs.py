@@ -174,6 +174,17 @@ def bd09_to_gcj02(lon, lat):
     return _unwrap(g_lon, g_lat, scalar)
 
 
+def _on_the_globe(lon, lat):
+    """WGS-84 as it must be: BD-09's formula, which (unlike GCJ-02) applies
+    worldwide, moves a point at a pole or on the antimeridian a few metres
+    past it. Latitudes are clamped to the poles, longitudes wrapped."""
+    scalar = np.ndim(lon) == 0 and np.ndim(lat) == 0
+    lon, lat = _as_arrays(lon, lat)
+    lat = np.clip(lat, -90.0, 90.0)
+    lon = np.where(np.abs(lon) > 180.0, (lon + 180.0) % 360.0 - 180.0, lon)
+    return _unwrap(lon, lat, scalar)
+
+
 def convert(lon, lat, source: CoordinateSystem | str, target: CoordinateSystem | str):
     """Convert positions between any two of WGS-84, GCJ-02 and BD-09."""
     source, target = CoordinateSystem(source), CoordinateSystem(target)
@@ -187,7 +198,7 @@ def convert(lon, lat, source: CoordinateSystem | str, target: CoordinateSystem |
         lon, lat = gcj02_to_wgs84(lon, lat)
         source = CoordinateSystem.wgs84
     if target == CoordinateSystem.wgs84:
-        return lon, lat
+        return _on_the_globe(lon, lat)
     if source == CoordinateSystem.wgs84:
         lon, lat = wgs84_to_gcj02(lon, lat)
     if target == CoordinateSystem.bd09:

@@ -6,12 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
 from geo_service.api import coverage, editing, geocode, nearest, ogc, printing, tiles, webmap
 from geo_service.api.guard import Guard
+from geo_service.api.openapi import install_openapi, query_contract
 from geo_service.api.problems import install_problem_handlers
 from geo_service.catalog import load_catalog
 from geo_service.editing import TownsCache
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Errors are RFC 9457 problem+json.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(query_contract)],
     )
     app.state.settings = settings
     # GeoJSON shrinks about tenfold: what a phone on a slow line needs most.
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         frame_ancestors=settings.frame_ancestors,
     )
     install_problem_handlers(app)
+    install_openapi(app, lambda: load_catalog(settings.layers_dir))
     app.include_router(ogc.router)
     app.include_router(editing.router)
     app.include_router(nearest.router)

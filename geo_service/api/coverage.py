@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from typing import Any
 
@@ -13,8 +14,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from geo_service.api.media import MediaType
-from geo_service.api.params import reject_unknown, split_list
-from geo_service.coverage import parse_radius
+from geo_service.api.openapi import HTML, catalog_values, json_body
+from geo_service.api.params import list_param, query_params, reject_unknown
+from geo_service.coverage import MAX_RADIUS_M, parse_radius
 from geo_service.errors import InvalidParameter
 from geo_service.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS, Question
 
@@ -24,14 +26,61 @@ router = APIRouter()
 MAX_P = 10
 
 
+_LISTS = {"layers", "kinds"}
+
+
+def _parameter(name: str, description: str, schema: dict) -> dict:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+#: The question's parameters, as OpenAPI states them.
+_QUESTION = [
+    _parameter(
+        "layers",
+        "Facility layers, comma-separated (default: every facility layer)",
+        {"type": "array", "items": catalog_values("facility_layers")},
+    ),
+    _parameter(
+        "kinds",
+        "Kinds to count, comma-separated; each a kind of one of `layers` (default: all)",
+        {"type": "array", "items": catalog_values("facility_kinds")},
+    ),
+    _parameter(
+        "radius",
+        f"Reach: 5min, 10min, 15min (default) or metres, 0 < r <= {MAX_RADIUS_M:.0f}",
+        {
+            "anyOf": [
+                {"type": "string", "enum": ["5min", "10min", "15min"]},
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_RADIUS_M},
+            ]
+        },
+    ),
+]
+_P = _parameter(
+    "p", f"How many new sites, 1..{MAX_P}", {"type": "integer", "minimum": 1, "maximum": MAX_P}
+)
+
+
 def _question(params: dict[str, str], allowed: set[str]) -> Question:
     reject_unknown(params, sorted(allowed))
 
     return Question(
-        tuple(split_list(params.get("layers"))) or None,
-        tuple(split_list(params.get("kinds"))) or None,
-        parse_radius(params.get("radius")),
+        tuple(list_param(params.get("layers"), "layers")) or None,
+        tuple(list_param(params.get("kinds"), "kinds")) or None,
+        _radius(params.get("radius")),
     )
+
+
+def _radius(raw: str | None) -> float:
+    """Metres in any float spelling (``800``, ``1e3``, as OpenAPI's number
+    allows), else what ``parse_radius`` reads (``15min``, ``800m``)."""
+    try:
+        metres = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return parse_radius(raw)
+    if not (math.isfinite(metres) and 0 < metres <= MAX_RADIUS_M):
+        raise InvalidParameter("radius", f"must be more than 0 and at most {MAX_RADIUS_M:.0f} m")
+    return metres
 
 
 def _p(params: dict[str, str]) -> int:
@@ -64,10 +113,24 @@ def town_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     "`f=json|csv`.",
     tags=["Coverage planning"],
     response_class=Response,
+    responses={
+        200: {
+            "content": {
+                **json_body("CoverageReport")["content"],
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+    openapi_extra={
+        "parameters": [
+            *_QUESTION,
+            _parameter("f", "json (default) or csv", {"type": "string", "enum": ["json", "csv"]}),
+        ]
+    },
 )
 def coverage(request: Request) -> Response:
-    params = dict(request.query_params)
-    fmt = params.pop("f", "json").lower()
+    params = query_params(request, _LISTS)
+    fmt = params.pop("f", "json")
     if fmt not in {"json", "csv"}:
         raise InvalidParameter("f", "must be json or csv")
     question = _question(params, {"layers", "kinds", "radius"})
@@ -97,9 +160,11 @@ def coverage(request: Request) -> Response:
     "`layers`, `kinds`.",
     tags=["Coverage planning"],
     response_class=Response,
+    responses={200: json_body("CoverageSites")},
+    openapi_extra={"parameters": [_P, *_QUESTION]},
 )
 def coverage_sites(request: Request) -> Response:
-    params = dict(request.query_params)
+    params = query_params(request, _LISTS)
     p = _p(params)
     params.pop("p", None)
     question = _question(params, {"layers", "kinds", "radius"})
@@ -110,13 +175,17 @@ def coverage_sites(request: Request) -> Response:
 @router.get(
     "/coverage/map",
     summary="Coverage map: covered share per town, uncovered cells, existing and suggested sites",
+    description="An HTML page (Leaflet, no network): the coverage of `/coverage`, and with "
+    "`p` the sites of `/coverage/sites`.",
     tags=["Coverage planning"],
     response_class=HTMLResponse,
+    responses={200: {"content": HTML}},
+    openapi_extra={"parameters": [*_QUESTION, _P]},
 )
 def coverage_page(request: Request) -> HTMLResponse:
     from geo_service.web.coverage_map import coverage_map
 
-    params = dict(request.query_params)
+    params = query_params(request, _LISTS)
     p = _p(params) if "p" in params else None
     params.pop("p", None)
     question = _question(params, {"layers", "kinds", "radius"})

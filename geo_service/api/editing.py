@@ -11,12 +11,14 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import Response
+from fastapi.security import HTTPBearer
 
 from geo_service.access import Principal, authenticate, authorize_change, require_admin
 from geo_service.api.media import MediaType
-from geo_service.api.ogc import CollectionId, _base
+from geo_service.api.ogc import FEATURE_ID_PATTERN, CollectionId, FeatureId, _base
+from geo_service.api.openapi import catalog_values, json_body, problem
 from geo_service.catalog import Layer
 from geo_service.crs import CoordinateSystem
 from geo_service.editing import TownsCache, merge_patch, prepare_feature, stored_as_geojson
@@ -35,22 +37,22 @@ router = APIRouter()
 
 AUDIT_MAX_LIMIT = 1000
 
-#: Documented once, used by every write: RFC 9457 problem details.
-_PROBLEM = {"content": {MediaType.problem.value: {"schema": {"type": "object"}}}}
+#: Documented once, used by every write: RFC 9457 problem details (the
+#: shared rules of ``openapi.finish`` add 400/401/403/404/413/415).
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid feature or parameter", **_PROBLEM},
-    401: {"description": "No token, or a token that is not valid", **_PROBLEM},
-    403: {"description": "The token may not make this change", **_PROBLEM},
-    404: {"description": "No such collection or feature", **_PROBLEM},
-    413: {"description": "Request body too large", **_PROBLEM},
-    415: {"description": "Unsupported Content-Type", **_PROBLEM},
+    400: problem("Invalid feature or parameter"),
+    401: problem("No token, or a token that is not valid"),
+    403: problem("The token may not make this change"),
+    404: problem("No such collection or feature"),
+    413: problem("Request body too large"),
+    415: problem("Unsupported Content-Type"),
 }
 _FEATURE_SCHEMA = {
     "type": "object",
     "required": ["type", "geometry", "properties"],
     "properties": {
         "type": {"type": "string", "enum": ["Feature"]},
-        "id": {"type": "string"},
+        "id": {"type": "string", "pattern": FEATURE_ID_PATTERN},
         "geometry": {"type": "object"},
         "properties": {"type": "object"},
     },
@@ -62,26 +64,30 @@ _FEATURE_BODY = {
         MediaType.json.value: {"schema": _FEATURE_SCHEMA},
     },
 }
-_FEATURE_OUT = {
-    "content": {MediaType.geojson.value: {"schema": {"type": "object"}}},
-    "headers": {"ETag": {"schema": {"type": "string"}, "description": "The new version"}},
-}
+_ETAG = {"ETag": {"schema": {"type": "string"}, "required": True, "description": "The new version"}}
+_FEATURE_OUT = json_body("Feature", MediaType.geojson.value, headers=_ETAG)
 IfMatch = Annotated[
-    str | None,
+    str,
     Header(
         alias="If-Match",
         description="The ETag of the feature as you read it; required (428 without it, "
         "412 if the feature has changed since)",
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},
     ),
 ]
-Authorization = Annotated[
-    str | None,
-    Header(alias="Authorization", description="`Bearer TOKEN` (see `geo-service tokens add`)"),
-]
+#: Declares the bearer token in OpenAPI (``securitySchemes``); the header
+#: itself is read by ``authenticate``, which words every refusal (401).
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerToken",
+    description="`Authorization: Bearer TOKEN` (see `geo-service tokens add`)",
+)
 
 
-def principal(request: Request, authorization: Authorization = None) -> Principal:
-    return authenticate(request.app.state.store, authorization)
+def principal(
+    request: Request, _declared: Annotated[object, Security(_bearer)] = None
+) -> Principal:
+    return authenticate(request.app.state.store, request.headers.get("authorization"))
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]
@@ -102,9 +108,23 @@ async def _json_body(request: Request, accepted: tuple[str, ...]) -> Any:
         )
     raw = await request.body()
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise InvalidParameter("body", f"not valid JSON ({error.msg})") from None
+    if _has_nul(body):
+        # No store keeps U+0000 in text (PostgreSQL refuses it outright).
+        raise InvalidParameter("body", "text must not contain the NUL character (U+0000)")
+    return body
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _if_match(value: str | None) -> str:
@@ -154,7 +174,7 @@ _FEATURE_TYPES = (MediaType.geojson.value, MediaType.json.value)
     responses={
         201: {"description": "Created", **_FEATURE_OUT},
         **_WRITE_ERRORS,
-        409: {"description": "A feature with this id exists", **_PROBLEM},
+        409: problem("A feature with this id exists"),
     },
 )
 async def create_item(request: Request, collection_id: CollectionId, who: PrincipalDep) -> Response:
@@ -203,10 +223,9 @@ async def _replace(
 
 _CHANGE_ERRORS = {
     **_WRITE_ERRORS,
-    412: {"description": "The feature changed since your If-Match version", **_PROBLEM},
-    428: {"description": "If-Match is required", **_PROBLEM},
+    412: problem("The feature changed since your If-Match version"),
+    428: problem("If-Match is required"),
 }
-FeatureId = Annotated[str, Path(description="The feature's id")]
 
 
 @router.put(
@@ -276,7 +295,7 @@ async def patch_item(
     response_class=Response,
     responses={
         204: {"description": "Deleted"},
-        409: {"description": "Towns and the district are not deleted one by one", **_PROBLEM},
+        409: problem("Towns and the district are not deleted one by one"),
         **_CHANGE_ERRORS,
     },
 )
@@ -386,12 +405,9 @@ def _limit_to_towns(plan: ImportPlan, who: Principal, store: Store, names: dict[
         }
     },
     responses={
-        200: {
-            "description": "The report (and what was written)",
-            "content": {MediaType.json.value: {"schema": {"type": "object"}}},
-        },
+        200: {"description": "The report (and what was written)", **json_body("ImportReport")},
         **_WRITE_ERRORS,
-        422: {"description": "Rows have errors; nothing written", **_PROBLEM},
+        422: problem("Rows have errors; nothing written (the report is in `report`)"),
     },
 )
 async def import_items(
@@ -450,7 +466,9 @@ async def import_items(
 
 # -- audit ------------------------------------------------------------------------
 
-_DATE = r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$"
+_DATE = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
+#: A calendar date or an RFC 3339 date-time (as well as the pattern).
+_DATE_FORMATS = {"oneOf": [{"format": "date"}, {"format": "date-time"}]}
 
 
 @router.get(
@@ -460,7 +478,7 @@ _DATE = r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$"
     tags=["Editing"],
     response_class=Response,
     responses={
-        200: {"content": {MediaType.json.value: {"schema": {"type": "object"}}}},
+        200: json_body("AuditLog", headers={"Cache-Control": {"schema": {"type": "string"}}}),
         400: _WRITE_ERRORS[400],
         401: _WRITE_ERRORS[401],
         403: _WRITE_ERRORS[403],
@@ -475,21 +493,37 @@ def audit(
     user: Annotated[
         str | None, Query(max_length=64, description="Token name that made the change")
     ] = None,
-    collection: Annotated[str | None, Query(max_length=64)] = None,
-    feature: Annotated[str | None, Query(max_length=128)] = None,
+    collection: Annotated[
+        str | None,
+        Query(max_length=64, description="Layer id", json_schema_extra=catalog_values("layers")),
+    ] = None,
+    feature: Annotated[str | None, Query(max_length=128, description="Feature id")] = None,
     since: Annotated[
-        str | None, Query(pattern=_DATE, description="From this date/time (UTC)")
+        str | None,
+        Query(
+            pattern=_DATE,
+            description="From this date/time (UTC)",
+            json_schema_extra=_DATE_FORMATS,
+        ),
     ] = None,
     until: Annotated[
-        str | None, Query(pattern=_DATE, description="Up to this date (whole day) or time")
+        str | None,
+        Query(
+            pattern=_DATE,
+            description="Up to this date (whole day) or time",
+            json_schema_extra=_DATE_FORMATS,
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=AUDIT_MAX_LIMIT)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
     require_admin(who)
     store: Store = request.app.state.store
-    if collection is not None:
-        request.app.state.catalog.layer(collection)
+    if collection is not None and collection not in request.app.state.catalog.layers:
+        # A filter naming no layer is a bad parameter (400), not a missing resource.
+        raise InvalidParameter(
+            "collection", "unknown layer; known: " + ", ".join(request.app.state.catalog.layers)
+        )
     if since is not None and len(since) == 10:
         _instant("since", since + "T00:00:00")  # a real calendar date?
     if until is not None and len(until) == 10:
@@ -521,8 +555,9 @@ def _instant(name: str, value: str | None) -> str | None:
         return value
     try:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        # Year 1 east of Greenwich (or 9999 west of it) has no UTC form.
+        return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError):
         raise InvalidParameter(name, f"{value!r} is not a valid date or time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from geo_service.api.media import MediaType
-from geo_service.api.params import parse_lonlat, reject_unknown
+from geo_service.api.openapi import json_body
+from geo_service.api.params import CRS_NAMES, parse_lonlat, query_params, reject_unknown
 from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
 from geo_service.geocoding import Candidate, Geocoder
@@ -23,14 +24,28 @@ MAX_QUERY = 200
 MAX_LIMIT = 20
 
 
-def geocode_address(geocoder: Geocoder, address: str | None, limit: int = 5) -> list[Candidate]:
-    """Candidates for an address, or ``InvalidParameter`` for an empty or absurd one."""
+def geocode_address(
+    geocoder: Geocoder, address: str | None, limit: int = 5, parameter: str = "q"
+) -> list[Candidate]:
+    """Candidates for an address, or ``InvalidParameter`` (naming ``parameter``)
+    for an empty or absurd one."""
     text = (address or "").strip()
     if not text:
-        raise InvalidParameter("q", "give an address or place name, e.g. 张店区共青团西路54号")
-    if len(text) > MAX_QUERY:
-        raise InvalidParameter("q", f"at most {MAX_QUERY} characters")
+        raise InvalidParameter(
+            parameter, "give an address or place name, e.g. 张店区共青团西路54号"
+        )
+    if len(address or "") > MAX_QUERY:
+        raise InvalidParameter(parameter, f"at most {MAX_QUERY} characters")
     return geocoder.geocode(text, limit)
+
+
+_CRS_PARAMETER = {
+    "name": "crs",
+    "in": "query",
+    "description": "Coordinate system of the answer (and of lon/lat for /reverse): "
+    "wgs84 (default), gcj02, bd09",
+    "schema": {"type": "string", "enum": CRS_NAMES},
+}
 
 
 def candidate_feature(candidate: Candidate, crs: CoordinateSystem) -> dict[str, Any]:
@@ -57,10 +72,33 @@ def candidate_feature(candidate: Candidate, crs: CoordinateSystem) -> dict[str, 
     "Parameters: `q` (required), `limit` 1..20 (default 5), `crs` of the output.",
     tags=["Geocoding"],
     response_class=Response,
-    responses={200: {"content": {MediaType.geojson.value: {}}}},
+    responses={200: json_body("GeocodeResult", MediaType.geojson.value)},
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "q",
+                "in": "query",
+                "required": True,
+                "description": "Address or place name, e.g. 张店区共青团西路54号",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_QUERY,
+                    "pattern": r"\S",
+                },
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "description": f"Most candidates, 1..{MAX_LIMIT} (default 5)",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            },
+            _CRS_PARAMETER,
+        ]
+    },
 )
 def geocode(request: Request) -> Response:
-    params = dict(request.query_params)
+    params = query_params(request)
     reject_unknown(params, sorted({"q", "limit", "crs"}))
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
     raw_limit = params.get("limit", "5")
@@ -85,10 +123,29 @@ def geocode(request: Request) -> Response:
     description="Parameters: `lon`, `lat` (WGS-84, or `crs=gcj02|bd09`).",
     tags=["Geocoding"],
     response_class=Response,
-    responses={200: {"content": {MediaType.json.value: {}}}},
+    responses={200: json_body("ReverseResult")},
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "lon",
+                "in": "query",
+                "required": True,
+                "description": "Longitude (degrees)",
+                "schema": {"type": "number", "minimum": -180, "maximum": 180},
+            },
+            {
+                "name": "lat",
+                "in": "query",
+                "required": True,
+                "description": "Latitude (degrees)",
+                "schema": {"type": "number", "minimum": -90, "maximum": 90},
+            },
+            _CRS_PARAMETER,
+        ]
+    },
 )
 def reverse(request: Request) -> Response:
-    params = dict(request.query_params)
+    params = query_params(request)
     reject_unknown(params, sorted({"lon", "lat", "crs"}))
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
     lon, lat = parse_lonlat(params)

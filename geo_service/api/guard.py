@@ -1,4 +1,4 @@
-"""The service's outer wall: request body limits and security headers.
+"""The service's outer wall: request body limits, no NUL in URLs, and security headers.
 
 A plain ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``: it
 adds a few header bytes and one length check, and the nearest-service path
@@ -37,6 +37,18 @@ class Guard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string") or b""
+        if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
+            # No id, name or filter of this service contains U+0000, and some
+            # stores cannot even be asked about one (PostgreSQL refuses it).
+            response = problem_response(
+                400,
+                "the URL must not contain the NUL character (%00)",
+                title="Invalid parameter",
+                instance=scope.get("path", "").replace("\x00", "%00"),
+            )
+            await response(scope, receive, self._with_headers(send))
             return
         limit = self.limit_for(scope.get("path", ""))
         declared = dict(scope.get("headers") or []).get(b"content-length")

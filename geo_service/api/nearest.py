@@ -12,7 +12,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from geo_service.api.media import MediaType
-from geo_service.api.params import parse_lonlat, parse_number, reject_unknown, split_list
+from geo_service.api.openapi import catalog_values, json_body
+from geo_service.api.params import (
+    CRS_NAMES,
+    list_param,
+    parse_lonlat,
+    parse_number,
+    query_params,
+    reject_unknown,
+)
 from geo_service.catalog import Catalog
 from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
@@ -34,27 +42,65 @@ router = APIRouter()
 MAX_K = 100
 #: Beyond 1,000 km a "nearest service" answer is no longer a resident's question.
 MAX_DISTANCE_M = 1_000_000.0
-#: The parameters as documented in OpenAPI. They are not declared as FastAPI
-#: arguments: the handler reads the raw query string, so "nan", "1e999" or
-#: "ten" get our own clear 400, and the per-request validation layer (which
-#: costs more than the query itself) is skipped.
-_PARAMETER_DOCS = {
-    "lon": "Longitude of the resident (degrees, -180..180)",
-    "lat": "Latitude of the resident (degrees, -90..90)",
-    "k": f"Number of sites, 1..{MAX_K} (default 5)",
-    "layers": "Facility layers to search, comma-separated (default: all)",
-    "kind": "Kinds to keep, comma-separated",
-    "services": "Services the site must ALL offer, comma-separated",
-    "eligible": "Beneficiary type the site must serve: active_duty, military_family, "
-    "veteran, martyr_family, other_entitled",
-    "open_now": "true: only sites open now (Asia/Shanghai); unknown hours are left out",
-    "open_at": "Only sites open at this ISO date-time (local time if no offset)",
-    "status": "Statuses to keep, comma-separated (default: open)",
-    "max_distance": f"Only sites within this many metres (0 < d <= {MAX_DISTANCE_M:.0f})",
-    "crs": "Coordinate system of lon/lat AND of the output: wgs84, gcj02, bd09",
-    "address": "Instead of lon/lat: an address or place in 张店区, geocoded offline; the "
-    "answer says where it was placed and how confidently",
+#: Longest address accepted (the geocoder's own limit).
+MAX_ADDRESS = 200
+#: The parameters as documented in OpenAPI: description and schema. They are
+#: not declared as FastAPI arguments: the handler reads the raw query string,
+#: so "nan", "1e999" or "ten" get our own clear 400, and the per-request
+#: validation layer (which costs more than the query itself) is skipped.
+_PARAMETER_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
+    "lon": (
+        "Longitude of the resident (degrees); required unless `address` is given",
+        {"type": "number", "minimum": -180, "maximum": 180},
+    ),
+    "lat": (
+        "Latitude of the resident (degrees); required unless `address` is given",
+        {"type": "number", "minimum": -90, "maximum": 90},
+    ),
+    "k": (
+        f"Number of sites, 1..{MAX_K} (default 5)",
+        {"type": "integer", "minimum": 1, "maximum": MAX_K},
+    ),
+    "layers": (
+        "Facility layers to search, comma-separated (default: all)",
+        {"type": "array", "items": catalog_values("facility_layers")},
+    ),
+    "kind": (
+        "Kinds to keep, comma-separated; each must be a kind of one of `layers`",
+        {"type": "array", "items": catalog_values("facility_kinds")},
+    ),
+    "services": (
+        "Services the site must ALL offer, comma-separated",
+        {"type": "array", "items": catalog_values("services")},
+    ),
+    "eligible": ("Beneficiary type the site must serve", catalog_values("eligible")),
+    "open_now": (
+        "true: only sites open now (Asia/Shanghai); unknown hours are left out. Not with `open_at`",
+        {"type": "boolean"},
+    ),
+    "open_at": (
+        "Only sites open at this ISO date-time (local time if no offset)",
+        {"type": "string", "format": "date-time"},
+    ),
+    "status": (
+        "Statuses to keep, comma-separated (default: open)",
+        {"type": "array", "items": catalog_values("status")},
+    ),
+    "max_distance": (
+        f"Only sites within this many metres (0 < d <= {MAX_DISTANCE_M:.0f})",
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DISTANCE_M},
+    ),
+    "crs": (
+        "Coordinate system of lon/lat AND of the output: wgs84, gcj02, bd09",
+        {"type": "string", "enum": CRS_NAMES},
+    ),
+    "address": (
+        "Instead of lon/lat: an address or place in 张店区, geocoded offline; the "
+        "answer says where it was placed and how confidently",
+        {"type": "string", "minLength": 1, "maxLength": MAX_ADDRESS, "pattern": r"\S"},
+    ),
 }
+_LISTS = {name for name, (_, schema) in _PARAMETER_DOCS.items() if schema.get("type") == "array"}
 
 
 @dataclass(frozen=True)
@@ -71,11 +117,16 @@ class NearestQuery:
 def _parse_open_at(raw: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(raw.strip().replace(" ", "T"))
-    except ValueError:
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=LOCAL_TIME)
+        # In local time now: opening hours are read in Asia/Shanghai, and a
+        # moment at the edge of the calendar (year 1 or 9999) must fail here,
+        # not deep in the opening-hours evaluation.
+        return moment.astimezone(LOCAL_TIME)
+    except (ValueError, OverflowError):
         raise InvalidParameter(
             "open_at", f"{raw!r} is not an ISO date-time such as 2026-12-01T09:30"
         ) from None
-    return moment.replace(tzinfo=LOCAL_TIME) if moment.tzinfo is None else moment
 
 
 def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuery:
@@ -91,13 +142,13 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
     k = int(raw_k)
 
     facility = {layer.id: layer for layer in catalog.facility_layers}
-    layers = split_list(params.get("layers")) or list(facility)
+    layers = list_param(params.get("layers"), "layers") or list(facility)
     for layer_id in layers:
         if layer_id not in facility:
             raise InvalidParameter(
                 "layers", f"unknown facility layer {layer_id!r}; known: " + ", ".join(facility)
             )
-    kinds = split_list(params.get("kind"))
+    kinds = list_param(params.get("kind"), "kind")
     known_kinds = {kind for layer_id in layers for kind in facility[layer_id].kinds}
     for kind in kinds:
         if kind not in known_kinds:
@@ -106,7 +157,7 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
                 f"unknown kind {kind!r} for layers "
                 f"{', '.join(layers)}; known: {', '.join(sorted(known_kinds))}",
             )
-    services = split_list(params.get("services"))
+    services = list_param(params.get("services"), "services")
     for service in services:
         if service not in catalog.values["services"]:
             raise InvalidParameter(
@@ -120,7 +171,7 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
             f"unknown beneficiary type {eligible!r}; known: "
             + ", ".join(catalog.values["eligible"]),
         )
-    statuses = split_list(params.get("status")) or ["open"]
+    statuses = list_param(params.get("status"), "status") or ["open"]
     for status in statuses:
         if status not in catalog.values["status"]:
             raise InvalidParameter(
@@ -251,7 +302,7 @@ def nearest_geojson(
     "and Tencent maps. Unknown parameters are rejected.",
     tags=["Nearest"],
     response_class=Response,
-    responses={200: {"content": {MediaType.geojson.value: {}}}},
+    responses={200: json_body("NearestResult", MediaType.geojson.value)},
     openapi_extra={
         "parameters": [
             {
@@ -259,14 +310,14 @@ def nearest_geojson(
                 "in": "query",
                 "required": name in {"lon", "lat"},
                 "description": text,
-                "schema": {"type": "string"},
+                "schema": schema,
             }
-            for name, text in _PARAMETER_DOCS.items()
+            for name, (text, schema) in _PARAMETER_DOCS.items()
         ]
     },
 )
 async def nearest(request: Request) -> Response:
-    params = dict(request.query_params)
+    params = query_params(request, _LISTS)
     extra = None
     if "address" in params:
         params, extra = geocoded_params(params, request.app.state.geocoders.get())
@@ -284,9 +335,7 @@ def geocoded_params(params: dict[str, str], geocoder: Geocoder) -> tuple[dict[st
         raise InvalidParameter("address", "give either address or lon/lat, not both")
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
     address = params.pop("address")
-    if len(address) > 200:
-        raise InvalidParameter("address", "at most 200 characters")
-    candidates = geocode_address(geocoder, address, 1)
+    candidates = geocode_address(geocoder, address, 1, parameter="address")
     if not candidates:
         raise InvalidParameter(
             "address", "not found in the offline gazetteer of 张店区; give lon/lat instead"

@@ -12,7 +12,14 @@ from fastapi.responses import HTMLResponse, Response
 
 from geo_service.api import html
 from geo_service.api.media import MediaType
-from geo_service.api.params import output_crs, parse_bbox, wants_html
+from geo_service.api.openapi import HTML, json_body
+from geo_service.api.params import (
+    CRS_NAMES,
+    MAX_LIST_VALUES,
+    output_crs,
+    parse_bbox,
+    wants_html,
+)
 from geo_service.catalog import Catalog, Layer
 from geo_service.crs import CoordinateSystem
 from geo_service.errors import InvalidParameter
@@ -35,7 +42,11 @@ CONFORMANCE = [
 _ITEMS_PARAMS = {"bbox", "bbox-crs", "limit", "offset", "crs", "f"}
 
 FormatParam = Annotated[
-    str | None, Query(description="Response format: `json` (default for API clients) or `html`")
+    str | None,
+    Query(
+        description="Response format: `json` (default for API clients) or `html`",
+        json_schema_extra={"enum": ["json", "geojson", "html"]},
+    ),
 ]
 
 
@@ -50,6 +61,24 @@ def get_catalog(request: Request) -> Catalog:
 StoreDep = Annotated[Store, Depends(get_store)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CollectionId = Annotated[str, Path(description="Layer id, e.g. `green_channels`")]
+#: Feature ids as the catalog allows them (``catalog._ID_PATTERN``).
+FEATURE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+FeatureId = Annotated[
+    str,
+    Path(
+        description="The feature's id: a letter or digit, then letters, digits, '.', '_' "
+        "or '-' (128 at most)",
+        json_schema_extra={"pattern": FEATURE_ID_PATTERN},
+    ),
+]
+
+
+def _ok(schema: str, media: str = MediaType.json.value, html: bool = True, **extra: Any) -> dict:
+    """The 200 response: the named schema, and the HTML view of ``f=html``."""
+    response = json_body(schema, media, **extra)
+    if html:
+        response["content"].update(HTML)
+    return {200: response}
 
 
 def _base(request: Request) -> str:
@@ -65,7 +94,15 @@ def _link(href: str, rel: str, media: str, title: str) -> dict[str, str]:
     return {"href": href, "rel": rel, "type": media, "title": title}
 
 
-@router.get("/", summary="Landing page", tags=["OGC API - Features"])
+@router.get(
+    "/",
+    summary="Landing page",
+    description="JSON for API clients; a browser (preferring text/html) gets the web map, "
+    "and `f=html` the API's front page.",
+    tags=["OGC API - Features"],
+    response_class=Response,
+    responses=_ok("LandingPage", headers={"Vary": {"schema": {"type": "string"}}}),
+)
 def landing(request: Request, f: FormatParam = None) -> Response:
     base = _base(request)
     body = {
@@ -93,7 +130,13 @@ def landing(request: Request, f: FormatParam = None) -> Response:
     return response
 
 
-@router.get("/conformance", summary="Conformance classes", tags=["OGC API - Features"])
+@router.get(
+    "/conformance",
+    summary="Conformance classes",
+    tags=["OGC API - Features"],
+    response_class=Response,
+    responses=_ok("Conformance"),
+)
 def conformance(request: Request, f: FormatParam = None) -> Response:
     body = {"conformsTo": CONFORMANCE}
     if wants_html(request, f):
@@ -135,7 +178,13 @@ def _collection_body(request: Request, store: Store, layer: Layer) -> dict[str, 
     return body
 
 
-@router.get("/collections", summary="The layers", tags=["OGC API - Features"])
+@router.get(
+    "/collections",
+    summary="The layers",
+    tags=["OGC API - Features"],
+    response_class=Response,
+    responses=_ok("Collections"),
+)
 def collections(
     request: Request, store: StoreDep, catalog: CatalogDep, f: FormatParam = None
 ) -> Response:
@@ -151,7 +200,13 @@ def collections(
     return _json(body)
 
 
-@router.get("/collections/{collection_id}", summary="One layer", tags=["OGC API - Features"])
+@router.get(
+    "/collections/{collection_id}",
+    summary="One layer",
+    tags=["OGC API - Features"],
+    response_class=Response,
+    responses=_ok("Collection"),
+)
 def collection(
     request: Request,
     collection_id: CollectionId,
@@ -187,6 +242,8 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
         ]
         if not values:
             raise InvalidParameter(name, "needs a value")
+        if len(values) > MAX_LIST_VALUES:
+            raise InvalidParameter(name, f"at most {MAX_LIST_VALUES} values, got {len(values)}")
         if spec.type == "kind":
             allowed_values = set(layer.kinds)
         elif spec.type in {"enum", "list"}:
@@ -222,7 +279,7 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
     "unknown parameters are rejected with 400.",
     tags=["OGC API - Features"],
     response_class=Response,
-    responses={200: {"content": {MediaType.geojson.value: {}}}},
+    responses=_ok("FeatureCollection", MediaType.geojson.value),
 )
 def items(
     request: Request,
@@ -234,8 +291,15 @@ def items(
         str | None,
         Query(
             description="west,south,east,north in degrees (WGS-84 unless `bbox-crs` says "
-            "otherwise); features intersecting the box",
+            "otherwise; a 3D box's 6 numbers are accepted, heights ignored); features "
+            "intersecting the box",
             examples=["118.0,36.78,118.1,36.83"],
+            json_schema_extra={
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 4,
+                "maxItems": 6,
+            },
         ),
     ] = None,
     bbox_crs: Annotated[
@@ -243,6 +307,7 @@ def items(
         Query(
             alias="bbox-crs",
             description="Coordinate system of `bbox`: wgs84 (default), gcj02, bd09",
+            json_schema_extra={"enum": CRS_NAMES},
         ),
     ] = None,
     limit: Annotated[
@@ -253,13 +318,27 @@ def items(
     ] = 0,
     kind: Annotated[
         str | None,
-        Query(description="Kinds to keep, comma-separated (see the collection's `kinds`)"),
+        Query(
+            description="Kinds to keep, comma-separated (see the collection's `kinds`)",
+            json_schema_extra={"type": "array", "items": {"type": "string"}},
+        ),
     ] = None,
     town_code: Annotated[
-        str | None, Query(description="9-digit town codes to keep, comma-separated")
+        str | None,
+        Query(
+            description="9-digit town codes to keep, comma-separated (facility layers)",
+            json_schema_extra={
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[0-9]{9}$"},
+            },
+        ),
     ] = None,
     status: Annotated[
-        str | None, Query(description="Statuses to keep: open, planned, suspended")
+        str | None,
+        Query(
+            description="Statuses to keep: open, planned, suspended (facility layers)",
+            json_schema_extra={"type": "array", "items": {"type": "string"}},
+        ),
     ] = None,
     f: FormatParam = None,
 ) -> Response:
@@ -300,12 +379,16 @@ def items(
     summary="One feature",
     tags=["OGC API - Features"],
     response_class=Response,
-    responses={200: {"content": {MediaType.geojson.value: {}}}},
+    responses=_ok(
+        "Feature",
+        MediaType.geojson.value,
+        headers={"ETag": {"schema": {"type": "string"}, "description": "Send as If-Match"}},
+    ),
 )
 def item(
     request: Request,
     collection_id: CollectionId,
-    feature_id: Annotated[str, Path(description="The feature's id")],
+    feature_id: FeatureId,
     store: StoreDep,
     catalog: CatalogDep,
     crs: Annotated[CoordinateSystem, Depends(output_crs)],

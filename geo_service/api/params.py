@@ -13,19 +13,68 @@ from geo_service.errors import InvalidParameter
 from geo_service.store import BBox
 
 __all__ = [
+    "CRS_NAMES",
+    "MAX_LIST_VALUES",
+    "list_param",
     "output_crs",
     "parse_bbox",
     "parse_lonlat",
     "parse_number",
+    "query_params",
     "reject_unknown",
     "split_list",
     "wants_html",
 ]
 
+#: The most values one list parameter (``layers=a,b``, ``kind=x&kind=y``) may
+#: carry. Every list names layers, kinds, services or towns, of which there
+#: are a few dozen at most; thousands of values are an attack on the filter
+#: loops, never a resident's question.
+MAX_LIST_VALUES = 50
+#: What ``CoordinateSystem.parse`` accepts (case and '-'/'_' aside), for the
+#: OpenAPI description of every ``crs`` parameter.
+CRS_NAMES = ["wgs84", "gcj02", "bd09", "epsg:4326", "4326", "amap", "baidu"]
 
-def split_list(raw: str | None) -> list[str]:
-    """``a,b, c`` -> ``["a", "b", "c"]``; empty parts dropped."""
-    return [v.strip() for v in (raw or "").split(",") if v.strip()]
+
+def split_list(
+    raw: str | None, parameter: str | None = None, max_values: int | None = None
+) -> list[str]:
+    """``a,b, c`` -> ``["a", "b", "c"]``; empty parts dropped. With
+    ``max_values``, more values than that are an ``InvalidParameter``."""
+    values = [v.strip() for v in (raw or "").split(",") if v.strip()]
+    if max_values is not None and len(values) > max_values:
+        raise InvalidParameter(
+            parameter or "list", f"at most {max_values} values, got {len(values)}"
+        )
+    return values
+
+
+def list_param(raw: str | None, parameter: str, max_values: int = MAX_LIST_VALUES) -> list[str]:
+    """A comma-separated API parameter: absent or empty is no values; an empty
+    entry (``a,,b``, ``a,``) is a 400, as is a list longer than ``max_values``."""
+    if raw is None or not raw.strip():
+        return []
+    values = [v.strip() for v in raw.split(",")]
+    if len(values) > max_values:
+        raise InvalidParameter(parameter, f"at most {max_values} values, got {len(values)}")
+    if not all(values):
+        raise InvalidParameter(parameter, "has an empty value between commas")
+    return values
+
+
+def query_params(request: Request, lists: Iterable[str] = ()) -> dict[str, str]:
+    """The query string as one value per name. A list parameter given more than
+    once (``kind=a&kind=b``) is read as ``kind=a,b``; any other parameter given
+    twice is a 400: taking the first or the last silently would answer a
+    question the client did not ask."""
+    lists = set(lists)
+    params: dict[str, str] = {}
+    for name in request.query_params:
+        values = request.query_params.getlist(name)
+        if len(values) > 1 and name not in lists:
+            raise InvalidParameter(name, "given more than once")
+        params[name] = ",".join(values)
+    return params
 
 
 def reject_unknown(params: dict[str, str], known: Iterable[str]) -> None:
@@ -99,8 +148,9 @@ def output_crs(
         str | None,
         Query(
             description="Coordinate system of the output: `wgs84` (default, RFC 7946), "
-            "`gcj02` (Amap, Tencent, WeChat) or `bd09` (Baidu)",
+            "`gcj02` (Amap, Tencent, WeChat) or `bd09` (Baidu); case-insensitive",
             examples=["gcj02"],
+            json_schema_extra={"enum": CRS_NAMES},
         ),
     ] = None,
 ) -> CoordinateSystem:
@@ -111,10 +161,10 @@ def wants_html(request: Request, f: str | None) -> bool:
     """``?f=html`` or ``?f=json`` decide; otherwise HTML only when the client
     prefers ``text/html`` over JSON (browsers do; OGC clients do not)."""
     if f is not None:
-        key = f.lower()
-        if key == "html":
+        # Exact names, as the OpenAPI enum states them.
+        if f == "html":
             return True
-        if key in {"json", "geojson"}:
+        if f in {"json", "geojson"}:
             return False
         raise InvalidParameter("f", f"unknown format {f!r}; use json or html")
     accept = request.headers.get("accept", "")

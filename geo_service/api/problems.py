@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from geo_service.api.media import MediaType
 from geo_service.errors import (
@@ -83,6 +84,19 @@ def problem_response(
     return Response(orjson.dumps(body), status_code=status, media_type=MediaType.problem)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this path. Starlette's own 405 names
+    the first route's only, and each method of a path may be its own route
+    (GET and POST of /collections/{id}/items)."""
+    scope = {**request.scope, "method": "GET"}
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Register the handlers once; every error leaves as problem+json."""
 
@@ -133,7 +147,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
         if error.status_code == 404 and detail == "Not Found":
             detail = f"no resource at {request.url.path}"
-        return problem_response(error.status_code, detail, instance=request.url.path)
+        response = problem_response(error.status_code, detail, instance=request.url.path)
+        # e.g. the Allow header of a 405, which RFC 9110 requires.
+        response.headers.update(error.headers or {})
+        if error.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
