@@ -18,7 +18,7 @@ from fastapi.security import HTTPBearer
 from geo_service.access import Principal, authenticate, authorize_change, require_admin
 from geo_service.api.media import MediaType
 from geo_service.api.ogc import FEATURE_ID_PATTERN, CollectionId, FeatureId, _base
-from geo_service.api.openapi import catalog_values, json_body, problem
+from geo_service.api.openapi import catalog_values, change_links, json_body, problem
 from geo_service.catalog import Layer
 from geo_service.crs import CoordinateSystem
 from geo_service.editing import TownsCache, merge_patch, prepare_feature, stored_as_geojson
@@ -52,20 +52,36 @@ _FEATURE_SCHEMA = {
     "required": ["type", "geometry", "properties"],
     "properties": {
         "type": {"type": "string", "enum": ["Feature"]},
-        "id": {"type": "string", "pattern": FEATURE_ID_PATTERN},
+        # Absent or empty: made from the name and the position.
+        "id": {"type": ["string", "null"], "pattern": f"^({FEATURE_ID_PATTERN[1:-1]})?$"},
         "geometry": {"type": "object"},
         "properties": {"type": "object"},
+    },
+}
+#: A new support post in 公园街道, as an editor would send it for `stations`.
+_FEATURE_EXAMPLE = {
+    "type": "Feature",
+    "geometry": {"type": "Point", "coordinates": [118.0405, 36.8125]},
+    "properties": {
+        "name": "示例：新拥军服务驿站",
+        "kind": "support_post",
+        "address": "张店区示例路1号（示例地址）",
+        "eligible": ["veteran", "military_family"],
+        "status": "planned",
+        "position_quality": "approximate",
     },
 }
 _FEATURE_BODY = {
     "required": True,
     "content": {
-        MediaType.geojson.value: {"schema": _FEATURE_SCHEMA},
-        MediaType.json.value: {"schema": _FEATURE_SCHEMA},
+        media: {"schema": _FEATURE_SCHEMA, "example": _FEATURE_EXAMPLE}
+        for media in (MediaType.geojson.value, MediaType.json.value)
     },
 }
 _ETAG = {"ETag": {"schema": {"type": "string"}, "required": True, "description": "The new version"}}
-_FEATURE_OUT = json_body("Feature", MediaType.geojson.value, headers=_ETAG)
+
+
+_FEATURE_OUT = json_body("Feature", MediaType.geojson.value, headers=_ETAG, links=change_links())
 IfMatch = Annotated[
     str,
     Header(
@@ -165,6 +181,7 @@ _FEATURE_TYPES = (MediaType.geojson.value, MediaType.json.value)
 @router.post(
     "/collections/{collection_id}/items",
     summary="Add a feature",
+    operation_id="createFeature",
     description="Needs a token (an editor: inside their towns). Missing `updated_at`, "
     "`sample`, `source`, `town_code` (from the position) and `id` are filled in.",
     tags=["Editing"],
@@ -231,6 +248,7 @@ _CHANGE_ERRORS = {
 @router.put(
     "/collections/{collection_id}/items/{feature_id}",
     summary="Replace a feature",
+    operation_id="replaceFeature",
     tags=["Editing"],
     response_class=Response,
     openapi_extra={"requestBody": _FEATURE_BODY},
@@ -252,6 +270,7 @@ async def replace_item(
 @router.patch(
     "/collections/{collection_id}/items/{feature_id}",
     summary="Change part of a feature (JSON Merge Patch, RFC 7396)",
+    operation_id="patchFeature",
     description='Send only what changes, e.g. `{"properties": {"phone": "0533-1234567"}}`; '
     "`null` removes an optional property.",
     tags=["Editing"],
@@ -290,6 +309,7 @@ async def patch_item(
 @router.delete(
     "/collections/{collection_id}/items/{feature_id}",
     summary="Delete a feature (it can be restored: `geo-service restore ID`)",
+    operation_id="deleteFeature",
     tags=["Editing"],
     status_code=204,
     response_class=Response,
@@ -390,6 +410,7 @@ def _limit_to_towns(plan: ImportPlan, who: Principal, store: Store, names: dict[
 @router.post(
     "/collections/{collection_id}/import",
     summary="Import a spreadsheet or GIS file (the report comes back row by row)",
+    operation_id="importFeatures",
     description="The body is the file itself: CSV (UTF-8 or GBK), XLSX, GeoJSON or "
     "GeoPackage, named by Content-Type. The same checks as `geo-service import`. "
     "Rows with errors refuse the whole file (422, with the report) unless "
@@ -474,6 +495,7 @@ _DATE_FORMATS = {"oneOf": [{"format": "date"}, {"format": "date-time"}]}
 @router.get(
     "/audit",
     summary="The audit trail (admin only)",
+    operation_id="auditTrail",
     description="Who changed what, when, with the feature before and after. Newest first.",
     tags=["Editing"],
     response_class=Response,

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from geo_service.api import html
 from geo_service.api.media import MediaType
-from geo_service.api.openapi import HTML, json_body
+from geo_service.api.openapi import HTML, change_links, json_body
 from geo_service.api.params import (
     CRS_NAMES,
     MAX_LIST_VALUES,
@@ -60,7 +60,9 @@ def get_catalog(request: Request) -> Catalog:
 
 StoreDep = Annotated[Store, Depends(get_store)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
-CollectionId = Annotated[str, Path(description="Layer id, e.g. `green_channels`")]
+CollectionId = Annotated[
+    str, Path(description="Layer id, e.g. `green_channels`", examples=["stations"])
+]
 #: Feature ids as the catalog allows them (``catalog._ID_PATTERN``).
 FEATURE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 FeatureId = Annotated[
@@ -377,12 +379,14 @@ def items(
 @router.get(
     "/collections/{collection_id}/items/{feature_id}",
     summary="One feature",
+    operation_id="getFeature",
     tags=["OGC API - Features"],
     response_class=Response,
     responses=_ok(
         "Feature",
         MediaType.geojson.value,
         headers={"ETag": {"schema": {"type": "string"}, "description": "Send as If-Match"}},
+        links=change_links(),
     ),
 )
 def item(

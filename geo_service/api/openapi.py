@@ -11,6 +11,7 @@ FastAPI 422, which this service never sends (validation errors leave as 400).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,9 @@ __all__ = [
     "BINARY",
     "HTML",
     "MAX_ZOOM",
+    "allowed_methods",
     "catalog_values",
+    "change_links",
     "install_openapi",
     "json_body",
     "problem",
@@ -92,6 +95,25 @@ def ref(name: str) -> dict[str, str]:
 def json_body(name: str, media: str = MediaType.json.value, **extra: Any) -> dict[str, Any]:
     """A response whose body is the named component schema."""
     return {"content": {media: {"schema": ref(name)}}, **extra}
+
+
+def change_links() -> dict[str, Any]:
+    """OpenAPI links from an answer that names a feature and its version to
+    the changes of that version: read, then change with If-Match."""
+    feature = {
+        "path.collection_id": "$request.path.collection_id",
+        "path.feature_id": "$response.body#/id",
+    }
+    return {
+        "getFeature": {"operationId": "getFeature", "parameters": feature},
+        **{
+            operation: {
+                "operationId": operation,
+                "parameters": {**feature, "header.If-Match": "$response.header.ETag"},
+            }
+            for operation in ("replaceFeature", "patchFeature", "deleteFeature")
+        },
+    }
 
 
 def problem(description: str) -> dict[str, Any]:
@@ -570,7 +592,8 @@ def finish(spec: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
                     parameter["style"], parameter["explode"] = "form", False
                     schema.setdefault("maxItems", MAX_LIST_VALUES)
                 if parameter["name"] == "collection_id" and parameter["in"] == "path":
-                    schema = {"type": "string", "enum": layer_ids}
+                    examples = {"examples": schema["examples"]} if "examples" in schema else {}
+                    schema = {"type": "string", "enum": layer_ids, **examples}
                 if parameter["in"] == "query":
                     # Blank values are refused (``query_contract``).
                     if schema.get("type") == "string" and "enum" not in schema:
@@ -667,6 +690,27 @@ def query_contract(request: Request) -> None:
             count = sum(len(v.split(",")) for v in request.query_params.getlist(name))
             if count > most:
                 raise InvalidParameter(name, f"at most {most} values, got {count}")
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the document declares for the operations at ``path``
+    (HEAD with GET), for the ``Allow`` header of a 405."""
+    patterns = getattr(app.state, "path_patterns", None)
+    if patterns is None:
+        patterns = []
+        for template, item in app.openapi().get("paths", {}).items():
+            parts = re.split(r"(\{[^}]+\})", template)
+            regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+            methods = {m.upper() for m in item if m in _METHODS}
+            if "GET" in methods:
+                methods.add("HEAD")
+            patterns.append((re.compile(f"^{regex}$"), methods))
+        app.state.path_patterns = patterns
+    found: set[str] = set()
+    for pattern, methods in patterns:
+        if pattern.match(path):
+            found |= methods
+    return sorted(found)
 
 
 def install_openapi(app: FastAPI, catalog_loader: Callable[[], Catalog]) -> None:

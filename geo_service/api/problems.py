@@ -10,7 +10,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from geo_service.api.media import MediaType
 from geo_service.errors import (
@@ -84,19 +83,6 @@ def problem_response(
     return Response(orjson.dumps(body), status_code=status, media_type=MediaType.problem)
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route answers at this path. Starlette's own 405 names
-    the first route's only, and each method of a path may be its own route
-    (GET and POST of /collections/{id}/items)."""
-    scope = {**request.scope, "method": "GET"}
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
-
-
 def install_problem_handlers(app: FastAPI) -> None:
     """Register the handlers once; every error leaves as problem+json."""
 
@@ -151,7 +137,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         # e.g. the Allow header of a 405, which RFC 9110 requires.
         response.headers.update(error.headers or {})
         if error.status_code == 405:
-            response.headers["Allow"] = ", ".join(_allowed_methods(request))
+            from geo_service.api.openapi import allowed_methods
+
+            # Starlette names the methods of the first route at this path
+            # only; GET and POST of /collections/{id}/items are two routes.
+            methods = allowed_methods(request.app, request.url.path)
+            if methods:
+                response.headers["Allow"] = ", ".join(methods)
         return response
 
     @app.exception_handler(Exception)
