@@ -269,6 +269,11 @@ def _pct(samples: list[float]) -> str:
     return f"{p50:7.1f} / {p99:7.1f} ms"
 
 
+def _hot_counter(store) -> int:
+    unit = store.get("stations", HOT_SITE).properties.get("responsible_unit") or ""
+    return int(unit.split()[1]) if unit.startswith("count ") else 0
+
+
 def _verify(store_location: str, tally: Tally, hot_before: int, layer_before: int) -> list[str]:
     """What the clients were told against what the store holds."""
     problems = []
@@ -289,8 +294,7 @@ def _verify(store_location: str, tally: Tally, hot_before: int, layer_before: in
             problems.append(f"{len(tally.created_twice)} ids created twice")
         if len(ids) != layer_before + len(tally.created) - len(tally.deleted):
             problems.append("the stations layer count does not add up")
-        unit = store.get("stations", HOT_SITE).properties.get("responsible_unit") or "count 0"
-        counter = int(unit.split()[1])
+        counter = _hot_counter(store)
         if counter - hot_before != tally.increments:
             problems.append(
                 f"hot counter: {tally.increments} increments answered 200, "
@@ -325,8 +329,7 @@ def main() -> None:
     try:
         token = issue_token(store, "load-editor", "editor", [MASHANG], [MASHANG])
         layer_before = store.count("stations")
-        unit = store.get("stations", HOT_SITE).properties.get("responsible_unit") or ""
-        hot_before = int(unit.split()[1]) if unit.startswith("count ") else 0
+        hot_before = _hot_counter(store)
     finally:
         store.close()
     try:
