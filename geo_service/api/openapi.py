@@ -478,7 +478,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 _ERRORS = {
-    400: "Invalid parameter (named in `parameter`) or body",
+    400: "Invalid parameter (named in `parameter`) or body; any URL with NUL (%00)",
     401: "No token, or a token that is not valid",
     403: "The token may not do this",
     404: "No such collection, feature or town",
@@ -583,9 +583,10 @@ def finish(spec: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
             if path == ITEMS_PATH and method == "get":
                 _item_filters(parameters, catalog)
             for parameter in parameters:
-                schema = _resolve(_query_schema(parameter.get("schema", {})), catalog)
+                schema = _query_schema(parameter.get("schema", {}))
                 if (path, parameter["name"]) in _LIST_PARAMETERS:
                     schema = {**schema, **_LIST_PARAMETERS[path, parameter["name"]]}
+                schema = _resolve(schema, catalog)
                 if schema.get("type") == "array" and parameter["in"] == "query":
                     # Every list parameter of this service is comma-separated
                     # and bounded (``params.MAX_LIST_VALUES``).
@@ -680,7 +681,8 @@ def query_contract(request: Request) -> None:
             if rule.free_form:
                 continue
             known = ", ".join(sorted(rule.names)) or "none"
-            raise InvalidParameter(name, f"unknown parameter; known: {known}")
+            what = "unknown parameter" if name else "a parameter without a name"
+            raise InvalidParameter(name, f"{what}; known: {known}")
         if any(not value.strip() for value in request.query_params.getlist(name)):
             # A blank value is a mistake to point out, as a mistyped name is:
             # the default comes from leaving the parameter out.
