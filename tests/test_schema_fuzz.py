@@ -2,22 +2,30 @@
 
 Every operation of /openapi.json is fuzzed twice: in-process against the ASGI
 app, and over HTTP against a real uvicorn server (``running_server``). Both
-run on a throwaway copy of the seeded store, because the write operations
-really write. Schemathesis generates valid and invalid requests (its
-examples, coverage and fuzzing phases) and runs every check it has on each
-response: no server error, status codes, content types, headers and bodies
-as documented, invalid data refused, valid data accepted, a missing required
-header refused, undeclared methods answered 405 with ``Allow``, and, for the
-operations that need a token, that they refuse to work without one.
+run on a throwaway copy of a seeded store, because the write operations
+really write; the store holds three towns of the shipped layers and their
+sites (``FUZZ_TOWNS``), so that a valid request to the planner or the
+printer takes a second, not half a minute. Schemathesis generates valid and
+invalid requests (its examples, coverage and fuzzing phases) and runs every
+check it has on each response: no server error, status codes, content types,
+headers and bodies as documented, invalid data refused, valid data accepted,
+a missing required header refused, undeclared methods answered 405 with
+``Allow``, and, for the operations that need a token, that they refuse to
+work without one or with a wrong one.
 
 Writes are sent with an admin token for three generated requests in four; the
 fourth goes as generated (no token, or a generated one), so refusals are
 fuzzed too. The choice is a hash of the request, so a run is reproducible.
+Generated requests never hold a feature's current ETag, so one flow of
+successful changes (create, read, patch, replace, delete) follows, held to
+the same checks.
 
 Nothing is excluded by path. Where the OpenAPI document cannot state a rule,
-one check is switched off for that operation, with the reason next to it
-(``_NOT_STATABLE``): e.g. which kinds a filter may name depends on the
-collection in the path, so a schema-valid request may rightly get a 400.
+the check of valid data is switched off for that operation, with the reason
+next to it (``_NOT_STATABLE``): e.g. which kinds a filter may name depends on
+the collection in the path, so a schema-valid request may rightly get a 400.
+Below the fuzz runs: nasty requests leak no internals, and every list
+parameter is bounded.
 """
 
 from __future__ import annotations
@@ -167,8 +175,11 @@ class Target:
         return schema
 
     def summary(self) -> str:
+        fuzzed = {label: n for label, n in self.cases.items() if not label.endswith("(flow)")}
+        flow = sum(self.cases.values()) - sum(fuzzed.values())
         return (
-            f"{self.name}: {len(self.cases)} operations, {sum(self.cases.values())} test cases, "
+            f"{self.name}: {len(fuzzed)} operations, {sum(fuzzed.values())} generated test "
+            f"cases (+{flow} flow steps), "
             f"{self.checks.total()} checks run, {len(self.failures)} failed; statuses "
             f"{dict(sorted(self.statuses.items()))}; checks {dict(sorted(self.checks.items()))}"
         )
