@@ -389,9 +389,7 @@ class GeoPackageStore(Store):
             # CROSS JOIN fixes the loop order, R-tree outside: with statistics
             # (after ANALYZE) SQLite otherwise walks the whole id index to
             # skip the sort and probes the R-tree per row, 100x slower.
-            source = (
-                f'"rtree_{layer.id}_geom" AS r CROSS JOIN "{layer.id}" AS f ON f.fid = r.id'
-            )
+            source = f'"rtree_{layer.id}_geom" AS r CROSS JOIN "{layer.id}" AS f ON f.fid = r.id'
             where.append("r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ?")
             params += [west, east, south, north]
         for name, accepted in (filters or {}).items():
