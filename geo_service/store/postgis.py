@@ -83,9 +83,18 @@ class PostGISStore(Store):
 
     def initialise(self) -> None:
         """Create the schema, PostGIS and every layer's table (idempotent):
-        what ``geo-service db init`` runs."""
+        what ``geo-service db init`` runs.
+
+        Every worker opens the store at start, often while others write. DDL
+        takes table locks even when it changes nothing (``ALTER ... IF NOT
+        EXISTS``, ``CREATE INDEX IF NOT EXISTS``), and those deadlocked with
+        a concurrent write. So a schema that is complete is left untouched,
+        and initialisers that do run DDL queue behind one advisory lock."""
         conn = self._conn()
+        if self._schema_complete(conn):
+            return
         with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gs-init:{self.schema}",))
             conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.execute(
@@ -127,6 +136,25 @@ class PostGISStore(Store):
                     "ON CONFLICT DO NOTHING",
                     (layer.id,),
                 )
+
+    def _schema_complete(self, conn) -> bool:
+        """Every table, column and layer row ``initialise`` would create exists."""
+        tables = ["gs_layer_state", "gs_audit", "gs_tokens"]
+        tables += [f"layer_{layer_id}" for layer_id in self.catalog.layers]
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = %s "
+            "AND tablename = ANY(%s)), (SELECT count(*) FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'gs_audit' "
+            "AND column_name = 'previous_town_code')",
+            (self.schema, tables, self.schema),
+        ).fetchone()
+        if row[0] != len(tables) or row[1] != 1:
+            return False
+        known = conn.execute(
+            f'SELECT count(*) FROM "{self.schema}".gs_layer_state WHERE layer_id = ANY(%s)',
+            (list(self.catalog.layers),),
+        ).fetchone()[0]
+        return known == len(self.catalog.layers)
 
     # -- reads -----------------------------------------------------------------------
 
