@@ -134,4 +134,6 @@ def authorize_change(
         code = after.properties.get("town_code")
         if code not in principal.towns:
             verb = "move a site to" if before is not None else "create a site in"
-            raise Forbidden(f"this token may not {verb} {label(code)}")
+            raise Forbidden(
+                f"this token may not {verb} {label(code)}, outside the towns it may edit"
+            )

@@ -24,6 +24,7 @@ from geo_service.crs import CoordinateSystem
 from geo_service.editing import TownsCache, merge_patch, prepare_feature, stored_as_geojson
 from geo_service.errors import (
     Conflict,
+    Forbidden,
     InvalidParameter,
     PreconditionRequired,
     UnsupportedMediaType,
@@ -110,10 +111,7 @@ PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
 def _towns(request: Request) -> TownsCache:
-    cache = getattr(request.app.state, "towns", None)
-    if cache is None:
-        cache = request.app.state.towns = TownsCache(request.app.state.store)
-    return cache
+    return request.app.state.towns  # built once in the app's lifespan
 
 
 async def _json_body(request: Request, accepted: tuple[str, ...]) -> Any:
@@ -383,28 +381,25 @@ def import_report(plan: ImportPlan, written: dict[str, Any] | None) -> dict[str,
     }
 
 
-def _limit_to_towns(plan: ImportPlan, who: Principal, store: Store, names: dict[str, str]) -> None:
-    """An editor's import: rows outside their towns become errors, row by row."""
+def _limit_to_towns(
+    plan: ImportPlan, who: Principal, layer: Layer, store: Store, names: dict[str, str]
+) -> None:
+    """An editor's import: the rows the same rule as a single edit refuses
+    (``authorize_change``) become errors, row by row."""
     if who.is_admin:
         return
     rows = {row.line: row for row in plan.rows}
     for line, feature in list(plan.features.items()):
-        reasons = []
-        code = feature.properties.get("town_code")
-        if code not in who.towns:
-            reasons.append(f"{names.get(code, code)} ({code}) is outside the towns of this token")
         try:
             stored = store.get(plan.layer_id, feature.id)
         except LookupError:
             stored = None
-        if stored is not None and stored.properties.get("town_code") not in who.towns:
-            old = stored.properties.get("town_code")
-            reasons.append(f"stored site {feature.id} is in {names.get(old, old)} ({old})")
-        for reason in reasons:
-            rows[line].fail(reason)
-        if reasons:
-            del plan.features[line]
+        try:
+            authorize_change(who, layer, stored, feature, names)
+        except Forbidden as refused:
+            rows[line].fail(refused.detail)
             rows[line].action = ""
+            del plan.features[line]
 
 
 @router.post(
@@ -470,7 +465,7 @@ async def import_items(
             actor=who.name,
             geocoder=request.app.state.geocoders.get() if layer.is_facility else None,
         )
-    _limit_to_towns(plan, who, store, _towns(request).get().names)
+    _limit_to_towns(plan, who, layer, store, _towns(request).get().names)
     if dry_run:
         return Response(orjson.dumps(import_report(plan, None)), media_type=MediaType.json)
     results = apply_import(plan, store, skip_invalid=skip_invalid, actor=who.name)
