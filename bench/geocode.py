@@ -18,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geo_service.catalog import load_catalog  # noqa: E402
-from geo_service.crs import GEOD  # noqa: E402
-from geo_service.geocoding import Geocoder, load_gazetteer  # noqa: E402
-from geo_service.seeding import seed_store  # noqa: E402
+from geo_service.sources.catalog import load_catalog  # noqa: E402
+from geo_service.sources.crs import GEOD  # noqa: E402
+from geo_service.sources.geocoding import Geocoder, load_gazetteer  # noqa: E402
 from geo_service.store import open_store  # noqa: E402
+from geo_service.store.seeding import seed_store  # noqa: E402
 
 
 def main() -> None:

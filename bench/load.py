@@ -44,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geo_service.access import issue_token  # noqa: E402
-from geo_service.catalog import load_catalog  # noqa: E402
+from geo_service.services.access import issue_token  # noqa: E402
+from geo_service.sources.catalog import load_catalog  # noqa: E402
 from geo_service.store import AuditQuery, open_store  # noqa: E402
 
 MASHANG = "370303009"

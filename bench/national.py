@@ -60,10 +60,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.national_data import NationalData, SiteTable, generate, national_layers_dir  # noqa: E402
 from bench.nearest import free_port, postgis_knn  # noqa: E402
-from geo_service import coverage as cv  # noqa: E402
-from geo_service import coverage_batch as cb  # noqa: E402
-from geo_service.catalog import Catalog, ValidFeature, load_catalog  # noqa: E402
-from geo_service.nearest import SiteIndex, nearest_sites  # noqa: E402
+from geo_service.analysis import coverage as cv  # noqa: E402
+from geo_service.analysis import coverage_batch as cb  # noqa: E402
+from geo_service.analysis.nearest import SiteIndex, nearest_sites  # noqa: E402
+from geo_service.sources.catalog import Catalog, ValidFeature, load_catalog  # noqa: E402
 from geo_service.store import Store, StoredFeature, open_store  # noqa: E402
 
 FACILITY_LAYERS = ("stations", "green_channels")

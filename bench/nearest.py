@@ -38,8 +38,8 @@ from shapely.geometry import Point
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geo_service.crs import GEOD  # noqa: E402
-from geo_service.nearest import SiteIndex, _ecef, ecef_point, nearest_sites  # noqa: E402
+from geo_service.analysis.nearest import SiteIndex, _ecef, ecef_point, nearest_sites  # noqa: E402
+from geo_service.sources.crs import GEOD  # noqa: E402
 from geo_service.store import StoredFeature  # noqa: E402
 
 SHANDONG = (114.8, 34.4, 122.7, 38.4)

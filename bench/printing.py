@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geo_service.catalog import load_catalog  # noqa: E402
-from geo_service.nearest import SiteIndexCache  # noqa: E402
-from geo_service.printing import atlas_pdf, nearest_pdf  # noqa: E402
-from geo_service.seeding import seed_store  # noqa: E402
+from geo_service.analysis.nearest import SiteIndexCache  # noqa: E402
+from geo_service.outputs.printing import atlas_pdf, nearest_pdf  # noqa: E402
+from geo_service.sources.catalog import load_catalog  # noqa: E402
+from geo_service.sources.style import default_style_file, load_style  # noqa: E402
 from geo_service.store import open_store  # noqa: E402
-from geo_service.web.style import default_style_file, load_style  # noqa: E402
+from geo_service.store.seeding import seed_store  # noqa: E402
 
 
 def main() -> None:

@@ -42,9 +42,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geo_service.catalog import load_catalog  # noqa: E402
-from geo_service.seeding import seed_store  # noqa: E402
+from geo_service.sources.catalog import load_catalog  # noqa: E402
 from geo_service.store import open_store  # noqa: E402
+from geo_service.store.seeding import seed_store  # noqa: E402
 
 CHROMIUM = os.environ.get("GEO_SERVICE_CHROMIUM") or shutil.which("chromium")
 DISTRICT_BOX = (117.96, 36.70, 118.20, 36.90)

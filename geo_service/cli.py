@@ -16,14 +16,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from geo_service.api.params import split_list
-from geo_service.catalog import Catalog, load_catalog
-from geo_service.crs import CoordinateSystem
 from geo_service.errors import GeoServiceError, InvalidParameter
-from geo_service.exports import ExportFormat, export_layer
-from geo_service.seeding import seed_store
+from geo_service.outputs.exports import ExportFormat, export_layer
 from geo_service.settings import Settings
+from geo_service.sources.catalog import Catalog, load_catalog
+from geo_service.sources.crs import CoordinateSystem
+from geo_service.sources.style import Tiles
 from geo_service.store import Store, open_store
-from geo_service.web.page import Tiles
+from geo_service.store.seeding import seed_store
 
 app = typer.Typer(
     help="Zhangdian support-resource map service (张店区拥军服务资源地图服务).",
@@ -176,9 +176,9 @@ def import_file(
     """Import a town office's file: every row checked and reported, all or nothing."""
     from rich.progress import track
 
-    from geo_service.geocoding import GeocoderCache
-    from geo_service.import_report import print_report, write_report
-    from geo_service.importing import ImportRefused, apply_import, plan_import
+    from geo_service.outputs.import_report import print_report, write_report
+    from geo_service.services.importing import ImportRefused, apply_import, plan_import
+    from geo_service.sources.geocoding import GeocoderCache
 
     def progress(rows):
         rows = list(rows)
@@ -229,7 +229,7 @@ def geocode(
 ) -> None:
     """Address to positions, offline: ranked candidates with match level and confidence."""
     from geo_service.api.geocode import geocode_address
-    from geo_service.geocoding import GeocoderCache
+    from geo_service.sources.geocoding import GeocoderCache
 
     try:
         with _opened(store) as (opened, catalog):
@@ -282,9 +282,9 @@ def coverage(
     store: StoreOption = None,
 ) -> None:
     """Coverage per town, compliance with the 2022 opinion, and where new sites should go."""
-    from geo_service.coverage import parse_radius
-    from geo_service.coverage_workbook import write_workbook
-    from geo_service.planning import CoveragePlanner, Question
+    from geo_service.analysis.coverage import parse_radius
+    from geo_service.outputs.coverage_workbook import write_workbook
+    from geo_service.services.planning import CoveragePlanner, Question
 
     try:
         with _opened(store) as (opened, catalog):
@@ -388,7 +388,7 @@ def db_load(
     store: StoreOption = None,
 ) -> None:
     """Copy every layer from an embedded store into the PostGIS store, in one transaction."""
-    from geo_service.catalog import ValidFeature
+    from geo_service.sources.catalog import ValidFeature
 
     settings = _settings(store)
     try:
@@ -437,7 +437,7 @@ def tokens_add(
     store: StoreOption = None,
 ) -> None:
     """Create a token. It is printed once, on the last line, and never again."""
-    from geo_service.access import issue_token
+    from geo_service.services.access import issue_token
 
     try:
         with _opened(store) as (opened, _catalog):
@@ -607,7 +607,7 @@ OrientationOption = Annotated[str, typer.Option("--orientation", help="portrait 
 
 def _printing(store: str | None):
     """Open the store and read the style, as the server does; the QR base URL too."""
-    from geo_service.web.style import load_style
+    from geo_service.sources.style import load_style
 
     settings = _settings(store)
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
@@ -623,7 +623,7 @@ def print_atlas(
     store: StoreOption = None,
 ) -> None:
     """The district overview, then every town: map, numbered sites, index table, QR code."""
-    from geo_service.printing import atlas_pdf
+    from geo_service.outputs.printing import atlas_pdf
 
     settings, base_url, load_style = _printing(store)
     chosen = split_list(layers) or None
@@ -654,7 +654,7 @@ def print_town(
     store: StoreOption = None,
 ) -> None:
     """One town's pages."""
-    from geo_service.printing import town_pdf
+    from geo_service.outputs.printing import town_pdf
 
     settings, base_url, load_style = _printing(store)
     try:
@@ -684,10 +684,10 @@ def print_nearest(
     store: StoreOption = None,
 ) -> None:
     """A one-page sheet for one resident: the nearest sites of each layer, large type."""
+    from geo_service.analysis.nearest import SiteIndexCache
     from geo_service.api.geocode import geocode_address
-    from geo_service.geocoding import GeocoderCache
-    from geo_service.nearest import SiteIndexCache
-    from geo_service.printing import nearest_pdf
+    from geo_service.outputs.printing import nearest_pdf
+    from geo_service.sources.geocoding import GeocoderCache
 
     settings, base_url, load_style = _printing(store)
     try:
@@ -732,9 +732,9 @@ def web_map(
 ) -> None:
     """Write the web map as one standalone HTML file that opens from disk with
     no server: every layer, script and style inlined; nearest computed in the page."""
-    from geo_service.nearest import SiteIndexCache
+    from geo_service.analysis.nearest import SiteIndexCache
+    from geo_service.sources.style import load_style
     from geo_service.web.page import build_page, page_data
-    from geo_service.web.style import load_style
 
     settings = _settings(store)
     tiles = tiles or settings.tiles
@@ -775,9 +775,9 @@ def nearest(
     """The nearest sites that serve a resident, nearest first."""
     import orjson
 
+    from geo_service.analysis.nearest import SiteIndexCache
     from geo_service.api.nearest import geocoded_params, nearest_geojson, parse_nearest_query
-    from geo_service.geocoding import GeocoderCache
-    from geo_service.nearest import SiteIndexCache
+    from geo_service.sources.geocoding import GeocoderCache
 
     given = {
         "lon": lon,

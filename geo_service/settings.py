@@ -8,9 +8,8 @@ from platformdirs import user_data_dir
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from geo_service.catalog import default_layers_dir
-from geo_service.web.page import Tiles
-from geo_service.web.style import default_style_file
+from geo_service.sources.catalog import default_layers_dir
+from geo_service.sources.style import Tiles, default_style_file
 
 __all__ = ["Settings", "default_store_path"]
 

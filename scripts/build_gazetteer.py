@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geo_service.crs import convert  # noqa: E402
+from geo_service.sources.crs import convert  # noqa: E402
 
 OUT = ROOT / "layers" / "gazetteer.csv"
 COLUMNS = [

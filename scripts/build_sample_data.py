@@ -38,8 +38,8 @@ from shapely.geometry import MultiPolygon, Point, mapping, shape
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geo_service.catalog import load_catalog  # noqa: E402
-from geo_service.crs import convert  # noqa: E402
+from geo_service.sources.catalog import load_catalog  # noqa: E402
+from geo_service.sources.crs import convert  # noqa: E402
 
 DATA = ROOT / "scripts" / "data"
 LAYERS = ROOT / "layers"

@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from geo_service.api import create_app
-from geo_service.catalog import Catalog, load_catalog
-from geo_service.seeding import seed_store
 from geo_service.settings import Settings
+from geo_service.sources.catalog import Catalog, load_catalog
 from geo_service.store import Store, open_store
+from geo_service.store.seeding import seed_store
 
 ROOT = Path(__file__).resolve().parent.parent
 

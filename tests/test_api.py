@@ -7,8 +7,8 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from geo_service.catalog import load_catalog
-from geo_service.crs import convert, geodesic_distance
+from geo_service.sources.catalog import load_catalog
+from geo_service.sources.crs import convert, geodesic_distance
 
 CATALOG = load_catalog()
 FACILITY_LAYERS = [layer.id for layer in CATALOG.facility_layers]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from geo_service.crs import convert, geodesic_distance
+from geo_service.sources.crs import convert, geodesic_distance
 
 PARK = {"lon": "118.042742", "lat": "36.810131"}
 

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from geo_service.catalog import load_catalog
 from geo_service.errors import CatalogError, CollectionNotFound, InvalidFeature
+from geo_service.sources.catalog import load_catalog
 
 GOOD = {
     "type": "Feature",

@@ -9,7 +9,7 @@ import pyproj
 import pytest
 from shapely.geometry import Point, box
 
-from geo_service import coverage as cv
+from geo_service.analysis import coverage as cv
 from geo_service.errors import InvalidParameter
 from geo_service.store import StoredFeature
 
@@ -299,7 +299,7 @@ def test_a_bad_population_file_is_refused_with_its_rows(tmp_path, catalog):
 
 
 def test_office_candidates_are_used_instead_of_grid_cells(tmp_path, store, catalog):
-    from geo_service.planning import CoveragePlanner, Question
+    from geo_service.services.planning import CoveragePlanner, Question
 
     path = tmp_path / "candidates.csv"
     path.write_text(

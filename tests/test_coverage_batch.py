@@ -14,8 +14,8 @@ import pytest
 import shapely
 from shapely.geometry import Point, Polygon, box
 
-from geo_service import coverage as cv
-from geo_service import coverage_batch as cb
+from geo_service.analysis import coverage as cv
+from geo_service.analysis import coverage_batch as cb
 from geo_service.store import StoredFeature
 
 pytest.importorskip("dask_geopandas")

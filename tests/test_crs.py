@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geo_service import crs
-from geo_service.crs import CoordinateSystem
 from geo_service.errors import InvalidParameter
+from geo_service.sources import crs
+from geo_service.sources.crs import CoordinateSystem
 
 # Reference pairs published with the open "coordtransform" implementations
 # (input 116.404, 39.915 in Beijing), which use the same forward formulas.

@@ -19,9 +19,9 @@ import orjson
 import pytest
 import shapely
 
-from geo_service.catalog import Catalog
-from geo_service.seeding import seed_store
+from geo_service.sources.catalog import Catalog
 from geo_service.store import open_store
+from geo_service.store.seeding import seed_store
 from tests.conftest import ROOT, running_server
 
 pytestmark = pytest.mark.server
@@ -34,7 +34,7 @@ SITE = "st-town-mashang"
 WRITER = """
 import sys
 from shapely.geometry import Point
-from geo_service.catalog import ValidFeature, load_catalog
+from geo_service.sources.catalog import ValidFeature, load_catalog
 from geo_service.store import open_store
 
 store = open_store(sys.argv[1], load_catalog())

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from geo_service.access import hash_token, issue_token
 from geo_service.api import create_app
+from geo_service.services.access import hash_token, issue_token
 from geo_service.settings import Settings
 from geo_service.store import AuditQuery, Store
 

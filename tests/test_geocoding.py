@@ -11,9 +11,9 @@ import sys
 import pytest
 from shapely.geometry import Point
 
-from geo_service.crs import GEOD, CoordinateSystem, convert
-from geo_service.geocoding import Geocoder, GeocoderCache, load_gazetteer
-from geo_service.importing import RowStatus, plan_import
+from geo_service.services.importing import RowStatus, plan_import
+from geo_service.sources.crs import GEOD, CoordinateSystem, convert
+from geo_service.sources.geocoding import Geocoder, GeocoderCache, load_gazetteer
 from tests.conftest import ROOT
 
 
@@ -87,7 +87,7 @@ def test_the_geocoder_follows_the_store(store, catalog):
     cache = GeocoderCache(store, catalog.directory / "gazetteer.csv")
     assert cache.get().geocode("示例新建驿站") == []
     site = store.query("stations", limit=1).features[0]
-    from geo_service.catalog import ValidFeature
+    from geo_service.sources.catalog import ValidFeature
 
     props = dict(site.properties, id="st-new-post", name="示例新建驿站")
     store.write("stations", [ValidFeature("st-new-post", props, site.geometry)], actor="test")

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Point
 
-from geo_service.crs import GEOD
-from geo_service.nearest import (
+from geo_service.analysis.nearest import (
     LOCAL_TIME,
     NearestFilters,
     OpenState,
@@ -18,6 +17,7 @@ from geo_service.nearest import (
     navigation_links,
     nearest_sites,
 )
+from geo_service.sources.crs import GEOD
 from geo_service.store import StoredFeature
 
 # A resident at 人民公园 (WGS-84, converted from the Amap point of the park).
@@ -167,13 +167,13 @@ def test_navigation_links_carry_each_apps_coordinates(banks):
 def shipped(request, seeded_path, catalog):
     """The shipped sites, indexed both ways: small groups are sorted whole;
     with the threshold at 0 every group goes through a KD-tree."""
-    import geo_service.nearest
+    import geo_service.analysis.nearest
     from geo_service.store import open_store
 
     store = open_store(seeded_path, catalog)
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "kd-tree":
-            patch.setattr(geo_service.nearest, "SMALL_GROUP", 0)
+            patch.setattr(geo_service.analysis.nearest, "SMALL_GROUP", 0)
         index = SiteIndexCache(store).get()
     assert all(tree.small == (request.param == "sorted") for tree in index._trees.values())
     yield index

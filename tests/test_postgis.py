@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from geo_service.nearest import SiteIndexCache, nearest_sites
-from geo_service.seeding import seed_store
+from geo_service.analysis.nearest import SiteIndexCache, nearest_sites
 from geo_service.store import open_store
+from geo_service.store.seeding import seed_store
 from tests.conftest import ROOT, TEST_PG, running_server
 
 
@@ -28,7 +28,7 @@ def pg_url():
     separator = "&" if "?" in TEST_PG else "?"
     url = f"{TEST_PG}{separator}schema=t_{uuid.uuid4().hex[:12]}"
     yield url
-    from geo_service.catalog import load_catalog
+    from geo_service.sources.catalog import load_catalog
 
     store = open_store(url, load_catalog())
     store.drop()
@@ -136,7 +136,7 @@ def test_a_bad_database_url_is_a_clear_error(catalog):
 def test_several_workers_all_see_a_change_at_once(backend, pg_url, tmp_path, catalog):
     """serve --workers 3: a change written by another process is answered by
     every worker on the next request (no restart, no stale index)."""
-    from geo_service.catalog import ValidFeature
+    from geo_service.sources.catalog import ValidFeature
 
     location = pg_url if backend == "postgis" else str(tmp_path / "shared.gpkg")
     store = open_store(location, catalog)
@@ -184,7 +184,7 @@ def test_vector_tiles_from_both_backends_hold_the_same_sites(both, z):
         assert all(f["properties"].get("name") for f in layer["features"])
         ids.append(tile_ids)
     assert ids[0] == ids[1] and ids[0]
-    from geo_service.tiles import tile_bounds
+    from geo_service.store.tiles import tile_bounds
 
     _, (west, south, east, north) = tile_bounds(z, x, y)
     inside = {

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geo_service.printing import _context, _fitting, _table_rows
-from geo_service.web.style import default_style_file, load_style
+from geo_service.outputs.printing import _context, _fitting, _table_rows
+from geo_service.sources.style import default_style_file, load_style
 from tests.conftest import ROOT
 
 POPPLER = all(shutil.which(tool) for tool in ("pdftoppm", "pdftotext", "pdffonts", "pdfinfo"))
@@ -205,8 +205,8 @@ def test_the_cli_prints_a_town_and_a_landscape_a3_atlas(seeded_path, tmp_path):
 
 
 def test_no_cjk_font_is_a_clear_error(monkeypatch, catalog, store):
-    from geo_service import printing
     from geo_service.errors import PrintError
+    from geo_service.outputs import printing
 
     monkeypatch.setattr(printing, "FONT_FILES", ["/nonexistent/font.ttc"])
     with pytest.raises(PrintError, match="fonts-noto-cjk"):
@@ -223,7 +223,7 @@ def test_no_cjk_font_is_a_clear_error(monkeypatch, catalog, store):
 def test_site_numbers_keep_off_each_other_and_the_markers(seed):
     import matplotlib.pyplot as plt
 
-    from geo_service.printing import _place_numbers, use_cjk_font
+    from geo_service.outputs.printing import _place_numbers, use_cjk_font
 
     use_cjk_font()
     rng = np.random.default_rng(seed)

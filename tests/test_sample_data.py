@@ -10,7 +10,7 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from geo_service.catalog import default_layers_dir, load_catalog
+from geo_service.sources.catalog import default_layers_dir, load_catalog
 
 CATALOG = load_catalog()
 LAYERS = default_layers_dir()

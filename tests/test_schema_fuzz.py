@@ -48,13 +48,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
 
-from geo_service.access import issue_token
 from geo_service.api import create_app
 from geo_service.api.params import MAX_LIST_VALUES
-from geo_service.catalog import default_layers_dir, load_catalog
-from geo_service.seeding import seed_store
+from geo_service.services.access import issue_token
 from geo_service.settings import Settings
+from geo_service.sources.catalog import default_layers_dir, load_catalog
 from geo_service.store import open_store
+from geo_service.store.seeding import seed_store
 from tests.conftest import running_server
 
 #: Fixed, so that a failure found once is found again on every run.

@@ -8,10 +8,10 @@ import pyogrio
 import pytest
 import shapely
 
-from geo_service.catalog import ValidFeature
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
-from geo_service.seeding import seed_store
+from geo_service.sources.catalog import ValidFeature
 from geo_service.store import open_store
+from geo_service.store.seeding import seed_store
 
 
 def _feature(store, feature_id="gc-new-window", **changes):
@@ -159,11 +159,11 @@ def test_layer_versions_see_writes_from_here_and_from_another_process(store, cat
     assert store.layer_versions()["green_channels"] == before["green_channels"] + 1
     # Another process writes through its own connection (as a second worker would).
     script = (
-        "import sys; from geo_service.catalog import load_catalog; "
+        "import sys; from geo_service.sources.catalog import load_catalog; "
         "from geo_service.store import open_store; "
         "s = open_store(sys.argv[1], load_catalog()); "
         "f = s.get('stations', s.query('stations', limit=1).features[0].id); "
-        "from geo_service.catalog import ValidFeature; "
+        "from geo_service.sources.catalog import ValidFeature; "
         "p = dict(f.properties, name=f.properties['name'] + '（改）'); "
         "s.write('stations', [ValidFeature(f.id, p, f.geometry)], actor='other')"
     )

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from geo_service.errors import StyleError
+from geo_service.sources.style import default_style_file, load_style
 from geo_service.web.page import Tiles, build_page
-from geo_service.web.style import default_style_file, load_style
 
 # Attributes that make a browser fetch something when the page loads.
 _FETCHING = re.compile(r'<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)="([^"]+)"', re.I)

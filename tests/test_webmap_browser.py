@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from geo_service.crs import convert
+from geo_service.sources.crs import convert
 from tests.conftest import ROOT, running_server
 
 pytestmark = pytest.mark.server
@@ -178,9 +178,9 @@ def test_a_kind_can_be_filtered_out(live_server, open_map):
 def phone_server(tmp_path_factory) -> Iterator[str]:
     """A server whose first bank has a phone number (the sample data has none
     it could verify), so the popup's tel: link is tested for real."""
-    from geo_service.catalog import ValidFeature, load_catalog
-    from geo_service.seeding import seed_store
+    from geo_service.sources.catalog import ValidFeature, load_catalog
     from geo_service.store import open_store
+    from geo_service.store.seeding import seed_store
 
     folder = tmp_path_factory.mktemp("phone")
     store = open_store(folder / "live.gpkg", load_catalog())
@@ -445,7 +445,7 @@ TILED = {"stations", "green_channels", "medical"}
 
 
 def _style_with_threshold(folder: Path, above: int) -> Path:
-    from geo_service.web.style import default_style_file
+    from geo_service.sources.style import default_style_file
 
     text = default_style_file().read_text(encoding="utf-8")
     assert "vector_tiles_above = 5000" in text

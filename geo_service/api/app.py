@@ -10,20 +10,20 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
+from geo_service.analysis.nearest import SiteIndexCache
 from geo_service.api import coverage, editing, geocode, nearest, ogc, printing, tiles, webmap
 from geo_service.api.guard import Guard
 from geo_service.api.openapi import install_openapi, query_contract
 from geo_service.api.problems import install_problem_handlers
-from geo_service.catalog import load_catalog
-from geo_service.editing import TownsCache
-from geo_service.geocoding import GeocoderCache
-from geo_service.nearest import SiteIndexCache
-from geo_service.planning import CoveragePlanner
-from geo_service.seeding import seed_store
+from geo_service.services.editing import TownsCache
+from geo_service.services.planning import CoveragePlanner
 from geo_service.settings import Settings
+from geo_service.sources.catalog import load_catalog
+from geo_service.sources.geocoding import GeocoderCache
+from geo_service.sources.style import load_style
 from geo_service.store import open_store
+from geo_service.store.seeding import seed_store
 from geo_service.web.page import build_page
-from geo_service.web.style import load_style
 
 __all__ = ["create_app"]
 

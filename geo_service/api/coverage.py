@@ -13,12 +13,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from geo_service.analysis.coverage import MAX_RADIUS_M, parse_radius
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import HTML, catalog_values, json_body
 from geo_service.api.params import list_param, query_params, reject_unknown
-from geo_service.coverage import MAX_RADIUS_M, parse_radius
 from geo_service.errors import InvalidParameter
-from geo_service.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS, Question
+from geo_service.services.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS, Question
 
 __all__ = ["router", "town_rows"]
 

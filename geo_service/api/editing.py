@@ -15,13 +15,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 
-from geo_service.access import Principal, authenticate, authorize_change, require_admin
 from geo_service.api.media import MediaType
 from geo_service.api.ogc import FEATURE_ID_PATTERN, CollectionId, FeatureId, _base
 from geo_service.api.openapi import catalog_values, change_links, json_body, problem
-from geo_service.catalog import Layer
-from geo_service.crs import CoordinateSystem
-from geo_service.editing import TownsCache, merge_patch, prepare_feature, stored_as_geojson
 from geo_service.errors import (
     Conflict,
     Forbidden,
@@ -29,7 +25,11 @@ from geo_service.errors import (
     PreconditionRequired,
     UnsupportedMediaType,
 )
-from geo_service.importing import ImportPlan, apply_import, plan_import
+from geo_service.services.access import Principal, authenticate, authorize_change, require_admin
+from geo_service.services.editing import TownsCache, merge_patch, prepare_feature, stored_as_geojson
+from geo_service.services.importing import ImportPlan, apply_import, plan_import
+from geo_service.sources.catalog import Layer
+from geo_service.sources.crs import CoordinateSystem
 from geo_service.store import AuditQuery, Store, StoredFeature
 
 __all__ = ["router"]

@@ -12,9 +12,9 @@ from fastapi.responses import Response
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import json_body
 from geo_service.api.params import CRS_NAMES, parse_lonlat, query_params, reject_unknown
-from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
-from geo_service.geocoding import Candidate, Geocoder
+from geo_service.sources.crs import CoordinateSystem, convert
+from geo_service.sources.geocoding import Candidate, Geocoder
 
 __all__ = ["candidate_feature", "geocode_address", "router"]
 

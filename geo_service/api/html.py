@@ -9,7 +9,7 @@ import orjson
 from fastapi.responses import Response
 
 from geo_service.api.media import MediaType
-from geo_service.catalog import Layer
+from geo_service.sources.catalog import Layer
 
 __all__ = ["collections", "items", "json_block", "landing", "page"]
 

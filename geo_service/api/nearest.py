@@ -11,6 +11,15 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from geo_service.analysis.nearest import (
+    LOCAL_TIME,
+    NearestFilters,
+    NearestResult,
+    OpenState,
+    SiteIndexCache,
+    nearest_sites,
+    walking_assumption,
+)
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import catalog_values, json_body
 from geo_service.api.params import (
@@ -21,19 +30,10 @@ from geo_service.api.params import (
     query_params,
     reject_unknown,
 )
-from geo_service.catalog import Catalog
-from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
-from geo_service.geocoding import Geocoder
-from geo_service.nearest import (
-    LOCAL_TIME,
-    NearestFilters,
-    NearestResult,
-    OpenState,
-    SiteIndexCache,
-    nearest_sites,
-    walking_assumption,
-)
+from geo_service.sources.catalog import Catalog
+from geo_service.sources.crs import CoordinateSystem, convert
+from geo_service.sources.geocoding import Geocoder
 
 __all__ = ["NearestQuery", "nearest_geojson", "parse_nearest_query", "router"]
 

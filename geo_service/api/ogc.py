@@ -20,10 +20,10 @@ from geo_service.api.params import (
     parse_bbox,
     wants_html,
 )
-from geo_service.catalog import Catalog, Layer
-from geo_service.crs import CoordinateSystem
 from geo_service.errors import InvalidParameter
-from geo_service.geojson import feature_collection, feature_to_geojson
+from geo_service.outputs.geojson import feature_collection, feature_to_geojson
+from geo_service.sources.catalog import Catalog, Layer
+from geo_service.sources.crs import CoordinateSystem
 from geo_service.store import Store
 
 __all__ = ["MAX_LIMIT", "router"]

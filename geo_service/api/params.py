@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import Query, Request
 
-from geo_service.crs import CoordinateSystem, convert
 from geo_service.errors import InvalidParameter
+from geo_service.sources.crs import CoordinateSystem, convert
 from geo_service.store import BBox
 
 __all__ = [

@@ -98,7 +98,7 @@ def _pdf(content: bytes, name: str) -> Response:
     openapi_extra={"parameters": _OPTIONS},
 )
 def atlas(request: Request) -> Response:
-    from geo_service.printing import atlas_pdf
+    from geo_service.outputs.printing import atlas_pdf
 
     options = _options(request, {"size", "orientation", "layers"})
     state = request.app.state
@@ -126,7 +126,7 @@ def town(
         ),
     ],
 ) -> Response:
-    from geo_service.printing import town_pdf
+    from geo_service.outputs.printing import town_pdf
 
     options = _options(request, {"size", "orientation", "layers"})
     state = request.app.state
@@ -166,7 +166,7 @@ def town(
 )
 def nearest_sheet(request: Request) -> Response:
     from geo_service.api.geocode import geocode_address
-    from geo_service.printing import nearest_pdf
+    from geo_service.outputs.printing import nearest_pdf
 
     params = query_params(request)
     reject_unknown(params, sorted({"lon", "lat", "address", "size"}))

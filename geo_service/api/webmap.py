@@ -9,10 +9,10 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from geo_service.analysis.nearest import LOCAL_TIME
 from geo_service.api.media import MediaType
 from geo_service.api.params import reject_unknown, split_list
 from geo_service.errors import InvalidParameter
-from geo_service.nearest import LOCAL_TIME
 from geo_service.web.assets import ASSET_DIRS
 from geo_service.web.page import open_states
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geo_service.catalog import Catalog
+from geo_service.sources.catalog import Catalog
 from geo_service.store.base import (
     AuditQuery,
     BBox,

@@ -16,7 +16,6 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geo_service.catalog import Catalog, Layer, ValidFeature
 from geo_service.errors import (
     Conflict,
     FeatureNotFound,
@@ -24,6 +23,7 @@ from geo_service.errors import (
     NotFound,
     PreconditionFailed,
 )
+from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 
 __all__ = [
     "AuditQuery",
@@ -185,7 +185,7 @@ class Store(ABC):
 
     def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
         """A Mapbox vector tile of the layer (encoded in Python; PostGIS overrides)."""
-        from geo_service.tiles import encode_tile
+        from geo_service.store.tiles import encode_tile
 
         return encode_tile(self, layer_id, z, x, y)
 

@@ -24,8 +24,8 @@ import orjson
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geo_service.catalog import Catalog, Layer, PropertySpec, ValidFeature
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
+from geo_service.sources.catalog import Catalog, Layer, PropertySpec, ValidFeature
 from geo_service.store.base import BBox, Page, Store, StoredFeature, stored_geometry
 
 __all__ = ["GeoPackageStore"]

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import orjson
 import shapely
 
-from geo_service.catalog import Catalog, Layer, ValidFeature
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
+from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 from geo_service.store.base import BBox, Page, Store, StoredFeature, normalised, stored_geometry
 
 __all__ = ["PostGISStore"]
@@ -262,7 +262,7 @@ class PostGISStore(Store):
     def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
         """The tile made by PostGIS itself (``ST_AsMVT``), features clipped to the
         tile plus its buffer, with the same attributes as the embedded encoder."""
-        from geo_service.tiles import BUFFER, EXTENT, TILE_ATTRIBUTES, check_tile
+        from geo_service.store.tiles import BUFFER, EXTENT, TILE_ATTRIBUTES, check_tile
 
         check_tile(z, x, y)
         layer = self.catalog.layer(layer_id)

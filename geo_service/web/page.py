@@ -16,7 +16,6 @@ GeoJSON, clustering, popups, search, locate, the nearest panel). Two forms:
 from __future__ import annotations
 
 import datetime as dt
-from enum import StrEnum
 from typing import Any
 
 import folium
@@ -24,32 +23,15 @@ import orjson
 from branca.element import Element, MacroElement
 from jinja2 import Template
 
-from geo_service.catalog import Catalog
-from geo_service.crs import CoordinateSystem
+from geo_service.analysis.nearest import DETOUR_FACTOR, LOCAL_TIME, WALKING_SPEED_KMH, SiteIndex
 from geo_service.errors import InvalidParameter
-from geo_service.geojson import feature_collection
-from geo_service.nearest import DETOUR_FACTOR, LOCAL_TIME, WALKING_SPEED_KMH, SiteIndex
+from geo_service.outputs.geojson import feature_collection
+from geo_service.sources.catalog import Catalog
+from geo_service.sources.style import MapStyle, Tiles
 from geo_service.store import Store
 from geo_service.web.assets import SCRIPTS, STYLESHEETS
-from geo_service.web.style import MapStyle
 
-__all__ = ["Tiles", "build_page", "page_data"]
-
-
-class Tiles(StrEnum):
-    """Basemap tiles. ``none`` draws the district and towns as the basemap and
-    makes no request beyond the service; the others are online options."""
-
-    none = "none"
-    osm = "osm"
-    tianditu = "tianditu"
-    amap = "amap"
-
-    @property
-    def crs(self) -> CoordinateSystem:
-        """Coordinates the tiles are drawn in: Amap's are GCJ-02, so everything
-        drawn on them must be shifted too, or it sits ~500 m off."""
-        return CoordinateSystem.gcj02 if self == Tiles.amap else CoordinateSystem.wgs84
+__all__ = ["build_page", "page_data"]
 
 
 def _add_tiles(fmap: folium.Map, tiles: Tiles, tianditu_key: str | None) -> None:

@@ -32,9 +32,9 @@ import numpy as np
 from shapely import wkt
 from shapely.geometry import LineString, Point
 
-from geo_service.crs import geodesic_distance
+from geo_service.sources.crs import geodesic_distance
+from geo_service.sources.towns import TownIndex
 from geo_service.store import Store, StoredFeature
-from geo_service.towns import TownIndex
 
 __all__ = ["Candidate", "Geocoder", "GeocoderCache", "load_gazetteer"]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from geo_service.catalog import Catalog
-from geo_service.layerfiles import read_layer_file
+from geo_service.sources.catalog import Catalog
+from geo_service.sources.layerfiles import read_layer_file
+from geo_service.sources.towns import TownIndex
 from geo_service.store import Store, WriteResult
-from geo_service.towns import TownIndex
 
 __all__ = ["seed_store"]
 

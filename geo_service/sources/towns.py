@@ -8,8 +8,8 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geo_service.catalog import ValidFeature
 from geo_service.errors import FieldProblem, InvalidFeature
+from geo_service.sources.catalog import ValidFeature
 
 __all__ = ["TownIndex"]
 

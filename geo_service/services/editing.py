@@ -15,11 +15,11 @@ from typing import Any
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geo_service.catalog import Catalog, Layer, ValidFeature
 from geo_service.errors import FieldProblem, InvalidFeature
-from geo_service.importing import feature_id_for
+from geo_service.services.importing import feature_id_for
+from geo_service.sources.catalog import Catalog, Layer, ValidFeature
+from geo_service.sources.towns import TownIndex
 from geo_service.store import Store, StoredFeature
-from geo_service.towns import TownIndex
 
 __all__ = ["Towns", "TownsCache", "merge_patch", "prepare_feature", "stored_as_geojson"]
 

@@ -39,10 +39,10 @@ import pyproj
 import shapely
 from scipy.spatial import cKDTree
 
-from geo_service.coverage import TownCoverage, _site_xy, _to_metric, _weighted_quantile
-from geo_service.crs import metric_crs
+from geo_service.analysis.coverage import TownCoverage, _site_xy, _to_metric, _weighted_quantile
+from geo_service.analysis.nearest import DETOUR_FACTOR
 from geo_service.errors import InvalidParameter
-from geo_service.nearest import DETOUR_FACTOR
+from geo_service.sources.crs import metric_crs
 from geo_service.store import StoredFeature
 
 __all__ = ["GridSpec", "coverage_batches", "coverage_single", "plan_towns", "town_rows"]

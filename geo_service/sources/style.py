@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from geo_service.catalog import Catalog
 from geo_service.errors import StyleError
+from geo_service.sources.catalog import Catalog
+from geo_service.sources.crs import CoordinateSystem
 
-__all__ = ["KindStyle", "MapStyle", "default_style_file", "load_style"]
+__all__ = ["KindStyle", "MapStyle", "Tiles", "default_style_file", "load_style"]
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -25,6 +27,22 @@ _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 def default_style_file() -> Path:
     """``maps/style.toml`` shipped beside the package source."""
     return Path(__file__).resolve().parent.parent.parent / "maps" / "style.toml"
+
+
+class Tiles(StrEnum):
+    """Basemap tiles. ``none`` draws the district and towns as the basemap and
+    makes no request beyond the service; the others are online options."""
+
+    none = "none"
+    osm = "osm"
+    tianditu = "tianditu"
+    amap = "amap"
+
+    @property
+    def crs(self) -> CoordinateSystem:
+        """Coordinates the tiles are drawn in: Amap's are GCJ-02, so everything
+        drawn on them must be shifted too, or it sits ~500 m off."""
+        return CoordinateSystem.gcj02 if self == Tiles.amap else CoordinateSystem.wgs84
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import shapely
 from shapely.geometry import mapping
 
-from geo_service.crs import CoordinateSystem, convert
+from geo_service.sources.crs import CoordinateSystem, convert
 from geo_service.store import StoredFeature
 
 __all__ = ["feature_collection", "feature_to_geojson"]

@@ -31,12 +31,12 @@ from matplotlib import pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.patches import Polygon as PolygonPatch
 
-from geo_service.catalog import Catalog
-from geo_service.crs import metric_crs
+from geo_service.analysis.nearest import LOCAL_TIME, SiteIndex, nearest_sites
 from geo_service.errors import PrintError
-from geo_service.nearest import LOCAL_TIME, SiteIndex, nearest_sites
+from geo_service.sources.catalog import Catalog
+from geo_service.sources.crs import metric_crs
+from geo_service.sources.style import MapStyle
 from geo_service.store import Store, StoredFeature
-from geo_service.web.style import MapStyle
 
 __all__ = ["PAGE_SIZES", "PrintError", "atlas_pdf", "nearest_pdf", "town_pdf"]
 

@@ -30,10 +30,10 @@ import pyproj
 import shapely
 from scipy.spatial import cKDTree
 
-from geo_service.catalog import Catalog
-from geo_service.crs import metric_crs
+from geo_service.analysis.nearest import DETOUR_FACTOR
 from geo_service.errors import InvalidParameter
-from geo_service.nearest import DETOUR_FACTOR
+from geo_service.sources.catalog import Catalog
+from geo_service.sources.crs import metric_crs
 from geo_service.store import StoredFeature
 
 __all__ = [
@@ -186,8 +186,8 @@ def read_points_file(
     refuses the file, naming the rows."""
     from pathlib import Path
 
-    from geo_service.importing import load_header_aliases, normalise_header
-    from geo_service.tables import read_table
+    from geo_service.services.importing import load_header_aliases, normalise_header
+    from geo_service.sources.tables import read_table
 
     aliases = load_header_aliases(catalog.directory / "import_headers.toml")
     table = read_table(Path(path), set(aliases), normalise_header)

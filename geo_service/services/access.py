@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from geo_service.catalog import Layer, ValidFeature
 from geo_service.errors import Forbidden, InvalidParameter, Unauthorized
+from geo_service.sources.catalog import Layer, ValidFeature
 from geo_service.store import Store, StoredFeature
 
 __all__ = [

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from shapely.geometry import mapping as to_geojson
 
-from geo_service.catalog import Catalog, ValidFeature
 from geo_service.errors import InvalidFeature, InvalidParameter
+from geo_service.sources.catalog import Catalog, ValidFeature
+from geo_service.sources.tables import read_table
+from geo_service.sources.towns import TownIndex
 from geo_service.store import Store
-from geo_service.tables import read_table
-from geo_service.towns import TownIndex
 
 __all__ = ["plan_towns_import"]
 
@@ -25,7 +25,7 @@ def plan_towns_import(
     actor: str = "import",
     today: dt.date | None = None,
 ):
-    from geo_service.importing import (
+    from geo_service.services.importing import (
         ImportPlan,
         RowReport,
         RowStatus,

@@ -10,9 +10,9 @@ import geopandas as gpd
 import numpy as np
 import orjson
 
-from geo_service.catalog import Layer
-from geo_service.crs import CoordinateSystem, convert_geometry
-from geo_service.geojson import feature_collection
+from geo_service.outputs.geojson import feature_collection
+from geo_service.sources.catalog import Layer
+from geo_service.sources.crs import CoordinateSystem, convert_geometry
 from geo_service.store import StoredFeature
 
 __all__ = ["ExportFormat", "export_layer"]

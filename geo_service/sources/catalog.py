@@ -75,7 +75,7 @@ _TYPES = {
 
 def default_layers_dir() -> Path:
     """The ``layers/`` directory shipped beside the package source."""
-    return Path(__file__).resolve().parent.parent / "layers"
+    return Path(__file__).resolve().parent.parent.parent / "layers"
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from geo_service.catalog import Catalog, ValidFeature
 from geo_service.errors import FieldProblem, InvalidFeature, InvalidParameter
+from geo_service.sources.catalog import Catalog, ValidFeature
 
 __all__ = ["parse_feature_collection", "read_layer_file"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from geo_service import coverage as cv
-from geo_service.catalog import Catalog
+from geo_service.analysis import coverage as cv
+from geo_service.sources.catalog import Catalog
 from geo_service.store import Store
 
 __all__ = ["TOWN_COLUMNS", "CoveragePlanner"]

@@ -25,12 +25,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from geo_service.catalog import Catalog, Layer, ValidFeature
-from geo_service.crs import CoordinateSystem, convert, geodesic_distance, geodesic_inverse
 from geo_service.errors import InvalidFeature, InvalidParameter
+from geo_service.sources.catalog import Catalog, Layer, ValidFeature
+from geo_service.sources.crs import CoordinateSystem, convert, geodesic_distance, geodesic_inverse
+from geo_service.sources.tables import CellError, SourceRow, SourceTable, read_table
+from geo_service.sources.towns import TownIndex
 from geo_service.store import Store, WriteResult
-from geo_service.tables import CellError, SourceRow, SourceTable, read_table
-from geo_service.towns import TownIndex
 
 __all__ = [
     "ImportPlan",
@@ -196,7 +196,7 @@ class _Context:
     town_names: dict[str, str]  # normalised name (and short name) -> code
     approximate_towns: bool
     stored: dict[str, Any]  # id -> StoredFeature of the layer
-    geocoder: Any = None  # geo_service.geocoding.Geocoder, for rows without coordinates
+    geocoder: Any = None  # geo_service.sources.geocoding.Geocoder, for rows without coordinates
 
 
 def _town_context(store: Store) -> tuple[TownIndex, dict[str, str], bool]:
@@ -515,7 +515,7 @@ def plan_import(
     layer = catalog.layer(layer_id)
     if not layer.is_facility:
         if layer.id == "towns":
-            from geo_service.town_import import plan_towns_import
+            from geo_service.services.town_import import plan_towns_import
 
             return plan_towns_import(path, catalog, store, actor=actor, today=today)
         raise InvalidParameter("layer", f"layer {layer.id} cannot be imported from a file")

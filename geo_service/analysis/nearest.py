@@ -44,7 +44,7 @@ import numpy as np
 import opening_hours
 from scipy.spatial import cKDTree
 
-from geo_service.crs import GEOD, CoordinateSystem, convert
+from geo_service.sources.crs import GEOD, CoordinateSystem, convert
 from geo_service.store import Store, StoredFeature
 
 __all__ = [
