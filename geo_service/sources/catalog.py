@@ -33,6 +33,7 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from geo_service import resources
 from geo_service.errors import CatalogError, CollectionNotFound, FieldProblem, InvalidFeature
 
 __all__ = [
@@ -74,8 +75,8 @@ _TYPES = {
 
 
 def default_layers_dir() -> Path:
-    """The ``layers/`` directory shipped beside the package source."""
-    return Path(__file__).resolve().parent.parent.parent / "layers"
+    """The shipped ``layers/`` directory (packaged as ``geo_service.layers``)."""
+    return resources.layers_dir()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from geo_service import resources
 from geo_service.errors import StyleError
 from geo_service.sources.catalog import Catalog
 from geo_service.sources.crs import CoordinateSystem
@@ -25,8 +26,8 @@ _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 def default_style_file() -> Path:
-    """``maps/style.toml`` shipped beside the package source."""
-    return Path(__file__).resolve().parent.parent.parent / "maps" / "style.toml"
+    """The shipped ``maps/style.toml`` (packaged as ``geo_service.maps``)."""
+    return resources.style_file()
 
 
 class Tiles(StrEnum):
