@@ -8,22 +8,22 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from geo_service.api.params import split_list
 from geo_service.errors import GeoServiceError, InvalidParameter
 from geo_service.outputs.exports import ExportFormat, export_layer
+from geo_service.services.queries import split_list
 from geo_service.settings import Settings
-from geo_service.sources.catalog import Catalog, load_catalog
 from geo_service.sources.crs import CoordinateSystem
 from geo_service.sources.style import Tiles
-from geo_service.store import Store, open_store
-from geo_service.store.seeding import seed_store
+
+if TYPE_CHECKING:
+    from geo_service.runtime import Runtime
 
 app = typer.Typer(
     help="Zhangdian support-resource map service (张店区拥军服务资源地图服务).",
@@ -51,17 +51,13 @@ def _settings(store: str | None) -> Settings:
 
 
 @contextmanager
-def _opened(store: str | None) -> Iterator[tuple[Store, Catalog]]:
-    """Open the store, seeding it from ``layers/`` when it is new, as the server does."""
-    settings = _settings(store)
-    catalog = load_catalog(settings.layers_dir)
-    opened = open_store(settings.store, catalog)
-    try:
-        if opened.is_empty():
-            seed_store(opened, catalog)
-        yield opened, catalog
-    finally:
-        opened.close()
+def _runtime(store: str | None, *, seed: bool = True) -> Iterator[Runtime]:
+    """The runtime every command starts from, as the server does (a new store
+    is seeded from the shipped layers unless ``seed`` is false)."""
+    from geo_service.runtime import Runtime
+
+    with Runtime.open(_settings(store), seed=seed) as rt:
+        yield rt
 
 
 def _fail(error: GeoServiceError) -> None:
@@ -83,9 +79,9 @@ def serve(
     # Workers are separate processes: hand them the store through the environment.
     os.environ["GEO_SERVICE_STORE"] = settings.store
     try:
-        with _opened(settings.store) as (opened, _catalog):
+        with _runtime(settings.store) as rt:
             # A database URL may carry a password: never print it.
-            shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", opened.location)
+            shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", rt.store.location)
             console.print(f"store: {shown}")
     except GeoServiceError as error:
         _fail(error)
@@ -106,15 +102,16 @@ def serve(
 def layers(store: StoreOption = None) -> None:
     """List the layers with their feature counts, per kind."""
     try:
-        with _opened(store) as (opened, catalog):
-            table = Table(title=f"{catalog.district_zh} · {opened.location}")
+        with _runtime(store) as rt:
+            catalog = rt.catalog
+            table = Table(title=f"{catalog.district_zh} · {rt.store.location}")
             table.add_column("id", no_wrap=True)
             table.add_column("图层 layer")
             table.add_column("features", justify="right")
             table.add_column("sample", justify="right")
             table.add_column("kinds", no_wrap=True)
             for layer in catalog.layers.values():
-                features = opened.all_features(layer.id)
+                features = rt.store.all_features(layer.id)
                 counts: dict[str, int] = {}
                 for feature in features:
                     kind = str(feature.properties.get("kind"))
@@ -147,8 +144,10 @@ def export(
 ) -> None:
     """Export one layer as GeoJSON, GeoPackage or CSV."""
     try:
-        with _opened(store) as (opened, catalog):
-            written = export_layer(catalog.layer(layer), opened.all_features(layer), fmt, out, crs)
+        with _runtime(store) as rt:
+            written = export_layer(
+                rt.catalog.layer(layer), rt.store.all_features(layer), fmt, out, crs
+            )
     except GeoServiceError as error:
         _fail(error)
     console.print(f"wrote {written} features of {layer} to {out}")
@@ -178,7 +177,6 @@ def import_file(
 
     from geo_service.outputs.import_report import print_report, write_report
     from geo_service.services.importing import ImportRefused, apply_import, plan_import
-    from geo_service.sources.geocoding import GeocoderCache
 
     def progress(rows):
         rows = list(rows)
@@ -186,13 +184,14 @@ def import_file(
 
     actor = f"import:{os.environ.get('USER') or 'cli'}"
     try:
-        with _opened(store) as (opened, catalog):
-            geocoder = GeocoderCache(opened, catalog.directory / "gazetteer.csv").get()
+        with _runtime(store) as rt:
+            catalog = rt.catalog
+            geocoder = rt.geocoders.get()
             plan = plan_import(
                 file,
                 layer,
                 catalog,
-                opened,
+                rt.store,
                 crs=crs,
                 actor=actor,
                 progress=progress,
@@ -208,7 +207,7 @@ def import_file(
                 console.print("[bold]dry run[/]: nothing written")
                 raise typer.Exit(1 if plan.errors else 0)
             try:
-                results = apply_import(plan, opened, skip_invalid=skip_invalid, actor=actor)
+                results = apply_import(plan, rt.store, skip_invalid=skip_invalid, actor=actor)
             except ImportRefused as refused:
                 errors.print(f"[bold red]refused:[/] {escape(refused.detail)}")
                 raise typer.Exit(1) from None
@@ -228,12 +227,11 @@ def geocode(
     store: StoreOption = None,
 ) -> None:
     """Address to positions, offline: ranked candidates with match level and confidence."""
-    from geo_service.api.geocode import geocode_address
-    from geo_service.sources.geocoding import GeocoderCache
+    from geo_service.services.geocode import geocode_address
 
     try:
-        with _opened(store) as (opened, catalog):
-            geocoder = GeocoderCache(opened, catalog.directory / "gazetteer.csv").get()
+        with _runtime(store) as rt:
+            geocoder = rt.geocoders.get()
             candidates = geocode_address(geocoder, address, limit)
     except GeoServiceError as error:
         _fail(error)
@@ -284,10 +282,10 @@ def coverage(
     """Coverage per town, compliance with the 2022 opinion, and where new sites should go."""
     from geo_service.analysis.coverage import parse_radius
     from geo_service.outputs.coverage_workbook import write_workbook
-    from geo_service.services.planning import CoveragePlanner, Question
+    from geo_service.services.planning import Question, coverage_report, recommend_sites
 
     try:
-        with _opened(store) as (opened, catalog):
+        with _runtime(store) as rt:
             question = Question(
                 tuple(split_list(layers)) or None,
                 tuple(split_list(kinds)) or None,
@@ -295,10 +293,9 @@ def coverage(
                 population_file=str(population) if population else None,
                 candidates_file=str(candidates) if candidates else None,
             )
-            planner = CoveragePlanner(opened, catalog)
-            report = planner.report(question)
-            recommendation = planner.recommend(question, p) if p else None
-            towns = opened.all_features("towns")
+            report = coverage_report(rt, question)
+            recommendation = recommend_sites(rt, question, p) if p else None
+            towns = rt.store.all_features("towns")
     except GeoServiceError as error:
         _fail(error)
     table = Table(
@@ -375,8 +372,8 @@ def db_init(store: StoreOption = None) -> None:
             )
         )
     try:
-        opened = open_store(settings.store, load_catalog(settings.layers_dir))
-        opened.close()
+        with _runtime(settings.store, seed=False):
+            pass
     except GeoServiceError as error:
         _fail(error)
     console.print("database ready")
@@ -390,25 +387,18 @@ def db_load(
     """Copy every layer from an embedded store into the PostGIS store, in one transaction."""
     from geo_service.sources.catalog import ValidFeature
 
-    settings = _settings(store)
     try:
-        catalog = load_catalog(settings.layers_dir)
         if not source.is_file():
             raise InvalidParameter("from", f"no such store file: {source}")
-        origin = open_store(source, catalog)
-        target = open_store(settings.store, catalog)
-        try:
+        with _runtime(str(source), seed=False) as origin, _runtime(store, seed=False) as target:
             batches = {
                 layer_id: [
                     ValidFeature(f.id, f.properties, f.geometry)
-                    for f in origin.all_features(layer_id)
+                    for f in origin.store.all_features(layer_id)
                 ]
-                for layer_id in catalog.layers
+                for layer_id in origin.catalog.layers
             }
-            results = target.write_layers(batches, actor="db load", action="load")
-        finally:
-            origin.close()
-            target.close()
+            results = target.store.write_layers(batches, actor="db load", action="load")
     except GeoServiceError as error:
         _fail(error)
     for layer_id, result in results.items():
@@ -440,9 +430,9 @@ def tokens_add(
     from geo_service.services.access import issue_token
 
     try:
-        with _opened(store) as (opened, _catalog):
-            known = [town.id for town in opened.all_features("towns")]
-            token = issue_token(opened, name, role, split_list(towns), known)
+        with _runtime(store) as rt:
+            known = [town.id for town in rt.store.all_features("towns")]
+            token = issue_token(rt.store, name, role, split_list(towns), known)
     except GeoServiceError as error:
         _fail(error)
     errors.print(f"token {name!r} ({role}) created; keep it secret, it is shown only now:")
@@ -452,8 +442,8 @@ def tokens_add(
 @tokens_app.command("list")
 def tokens_list(store: StoreOption = None) -> None:
     """Every token's name, role, towns and dates (never the token)."""
-    with _opened(store) as (opened, _catalog):
-        records = opened.tokens()
+    with _runtime(store) as rt:
+        records = rt.store.tokens()
     table = Table("name", "role", "towns", "created", "revoked")
     for record in records:
         table.add_row(
@@ -470,8 +460,8 @@ def tokens_list(store: StoreOption = None) -> None:
 def tokens_revoke(name: str, store: StoreOption = None) -> None:
     """Revoke a token by name: refused at once, also by a running service."""
     try:
-        with _opened(store) as (opened, _catalog):
-            opened.revoke_token(name)
+        with _runtime(store) as rt:
+            rt.store.revoke_token(name)
     except GeoServiceError as error:
         _fail(error)
     console.print(f"token {name!r} revoked")
@@ -493,8 +483,8 @@ def audit(
 
     query = AuditQuery(layer, feature, town, user, since, until, limit, 0)
     try:
-        with _opened(store) as (opened, _catalog):
-            records, total = opened.audit_log(query, newest_first=True)
+        with _runtime(store) as rt:
+            records, total = rt.store.audit_log(query, newest_first=True)
     except GeoServiceError as error:
         _fail(error)
     table = Table("#", "when (UTC)", "who", "action", "layer", "feature", "town")
@@ -526,16 +516,16 @@ def restore(
     from geo_service.store import AuditQuery
 
     try:
-        with _opened(store) as (opened, _catalog):
+        with _runtime(store) as rt:
             if layer is None:
-                records, _ = opened.audit_log(AuditQuery(feature_id=feature_id, limit=10**6))
+                records, _ = rt.store.audit_log(AuditQuery(feature_id=feature_id, limit=10**6))
                 layers = sorted({r["layer_id"] for r in records if r["action"] == "delete"})
                 if not layers:
                     raise NotFound(f"{feature_id} has never been deleted")
                 if len(layers) > 1:
                     raise InvalidParameter("layer", f"{feature_id} was deleted in: {layers}")
                 layer = layers[0]
-            change = opened.restore(layer, feature_id, actor=_cli_actor())
+            change = rt.store.restore(layer, feature_id, actor=_cli_actor())
     except GeoServiceError as error:
         _fail(error)
     assert change.after is not None
@@ -555,18 +545,12 @@ def backup(
     partial = out.with_name(f".{out.name}.partial")
     partial.unlink(missing_ok=True)
     try:
-        opened = open_store(settings.store, load_catalog(settings.layers_dir))
-        try:
-            opened.backup(partial)
-        finally:
-            opened.close()
+        with _runtime(settings.store, seed=False) as rt:
+            rt.store.backup(partial)
         if not settings.store.startswith(("postgresql://", "postgres://")):
-            copy = open_store(partial, load_catalog(settings.layers_dir))
-            try:
-                problems = copy.check()
-                counts = {layer_id: copy.count(layer_id) for layer_id in copy.catalog.layers}
-            finally:
-                copy.close()
+            with _runtime(str(partial), seed=False) as copy:
+                problems = copy.store.check()
+                counts = {layer_id: copy.store.count(layer_id) for layer_id in copy.catalog.layers}
             if problems:
                 raise InvalidParameter("out", "the copy failed its check: " + "; ".join(problems))
             console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
@@ -582,12 +566,9 @@ def check(store: StoreOption = None) -> None:
     """Check the embedded store file (integrity, spatial indexes); exit 1 on a problem."""
     settings = _settings(store)
     try:
-        opened = open_store(settings.store, load_catalog(settings.layers_dir))
-        try:
-            problems = opened.check()
-            counts = {layer_id: opened.count(layer_id) for layer_id in opened.catalog.layers}
-        finally:
-            opened.close()
+        with _runtime(settings.store, seed=False) as rt:
+            problems = rt.store.check()
+            counts = {layer_id: rt.store.count(layer_id) for layer_id in rt.catalog.layers}
     except GeoServiceError as error:
         _fail(error)
     for problem in problems:
@@ -605,13 +586,11 @@ SizeOption = Annotated[str, typer.Option("--size", help="A4 or A3")]
 OrientationOption = Annotated[str, typer.Option("--orientation", help="portrait or landscape")]
 
 
-def _printing(store: str | None):
-    """Open the store and read the style, as the server does; the QR base URL too."""
-    from geo_service.sources.style import load_style
+def _print_base_url(rt: Runtime) -> str:
+    """Where the printed QR codes point: the public URL, else this machine's service."""
+    from geo_service.services import printing
 
-    settings = _settings(store)
-    base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
-    return settings, base_url, load_style
+    return printing.base_url(rt, f"http://{rt.settings.host}:{rt.settings.port}")
 
 
 @print_app.command("atlas")
@@ -623,22 +602,12 @@ def print_atlas(
     store: StoreOption = None,
 ) -> None:
     """The district overview, then every town: map, numbered sites, index table, QR code."""
-    from geo_service.outputs.printing import atlas_pdf
+    from geo_service.services import printing
 
-    settings, base_url, load_style = _printing(store)
-    chosen = split_list(layers) or None
     try:
-        with _opened(store) as (opened, catalog):
-            style = load_style(settings.style_file, catalog)
-            content = atlas_pdf(
-                catalog,
-                opened,
-                style,
-                base_url=base_url,
-                size=size.upper(),
-                orientation=orientation,
-                layers=chosen,
-            )
+        with _runtime(store) as rt:
+            options = printing.PrintOptions.checked(rt, size, orientation, split_list(layers))
+            content = printing.atlas(rt, options, base_url=_print_base_url(rt))
     except GeoServiceError as error:
         _fail(error)
     out.write_bytes(content)
@@ -654,21 +623,12 @@ def print_town(
     store: StoreOption = None,
 ) -> None:
     """One town's pages."""
-    from geo_service.outputs.printing import town_pdf
+    from geo_service.services import printing
 
-    settings, base_url, load_style = _printing(store)
     try:
-        with _opened(store) as (opened, catalog):
-            style = load_style(settings.style_file, catalog)
-            content = town_pdf(
-                catalog,
-                opened,
-                style,
-                code,
-                base_url=base_url,
-                size=size.upper(),
-                orientation=orientation,
-            )
+        with _runtime(store) as rt:
+            options = printing.PrintOptions.checked(rt, size, orientation)
+            content = printing.town(rt, code, options, base_url=_print_base_url(rt))
     except GeoServiceError as error:
         _fail(error)
     out.write_bytes(content)
@@ -684,37 +644,12 @@ def print_nearest(
     store: StoreOption = None,
 ) -> None:
     """A one-page sheet for one resident: the nearest sites of each layer, large type."""
-    from geo_service.analysis.nearest import SiteIndexCache
-    from geo_service.api.geocode import geocode_address
-    from geo_service.outputs.printing import nearest_pdf
-    from geo_service.sources.geocoding import GeocoderCache
+    from geo_service.services import printing
 
-    settings, base_url, load_style = _printing(store)
     try:
-        with _opened(store) as (opened, catalog):
-            if address:
-                geocoder = GeocoderCache(opened, catalog.directory / "gazetteer.csv").get()
-                found = geocode_address(geocoder, address, 1)
-                if not found:
-                    raise InvalidParameter("address", "not found in the offline gazetteer")
-                lon, lat = found[0].lon, found[0].lat
-                where = f"{address}（{found[0].matched}）"
-            elif lon is None or lat is None:
-                raise InvalidParameter("lon", "give --lon and --lat, or --address")
-            elif not (-180 <= lon <= 180 and -90 <= lat <= 90):
-                raise InvalidParameter("lon", f"coordinates out of range: {lon}, {lat}")
-            else:
-                where = f"{lon:.5f}, {lat:.5f}"
-            style = load_style(settings.style_file, catalog)
-            content = nearest_pdf(
-                catalog,
-                opened,
-                style,
-                SiteIndexCache(opened).get(),
-                lon,
-                lat,
-                base_url=base_url,
-                where=where,
+        with _runtime(store) as rt:
+            content = printing.nearest_sheet(
+                rt, lon=lon, lat=lat, address=address, base_url=_print_base_url(rt)
             )
     except GeoServiceError as error:
         _fail(error)
@@ -732,18 +667,16 @@ def web_map(
 ) -> None:
     """Write the web map as one standalone HTML file that opens from disk with
     no server: every layer, script and style inlined; nearest computed in the page."""
-    from geo_service.analysis.nearest import SiteIndexCache
-    from geo_service.sources.style import load_style
     from geo_service.web.page import build_page, page_data
 
     settings = _settings(store)
     tiles = tiles or settings.tiles
     try:
-        with _opened(store) as (opened, catalog):
-            style = load_style(settings.style_file, catalog)
-            data = page_data(catalog, opened, SiteIndexCache(opened).get(), tiles)
+        with _runtime(store) as rt:
+            catalog = rt.catalog
+            data = page_data(catalog, rt.store, rt.site_indexes.get(), tiles)
             html = build_page(
-                catalog, style, tiles=tiles, tianditu_key=settings.tianditu_key, data=data
+                catalog, rt.style, tiles=tiles, tianditu_key=settings.tianditu_key, data=data
             )
     except GeoServiceError as error:
         _fail(error)
@@ -775,9 +708,7 @@ def nearest(
     """The nearest sites that serve a resident, nearest first."""
     import orjson
 
-    from geo_service.analysis.nearest import SiteIndexCache
-    from geo_service.api.nearest import geocoded_params, nearest_geojson, parse_nearest_query
-    from geo_service.sources.geocoding import GeocoderCache
+    from geo_service.services.nearest import geocoded_params, nearest_geojson, parse_nearest_query
 
     given = {
         "lon": lon,
@@ -795,13 +726,14 @@ def nearest(
     }
     params = {name: value for name, value in given.items() if value is not None}
     try:
-        with _opened(store) as (opened, catalog):
+        with _runtime(store) as rt:
+            catalog = rt.catalog
             extra = None
             if address is not None:
-                geocoder = GeocoderCache(opened, catalog.directory / "gazetteer.csv").get()
+                geocoder = rt.geocoders.get()
                 params, extra = geocoded_params(params, geocoder)
             query = parse_nearest_query(params, catalog)
-            body = orjson.loads(nearest_geojson(query, SiteIndexCache(opened), extra))
+            body = orjson.loads(nearest_geojson(query, rt.site_indexes, extra))
     except GeoServiceError as error:
         _fail(error)
     if as_json:

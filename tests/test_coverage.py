@@ -299,15 +299,18 @@ def test_a_bad_population_file_is_refused_with_its_rows(tmp_path, catalog):
 
 
 def test_office_candidates_are_used_instead_of_grid_cells(tmp_path, store, catalog):
-    from geo_service.services.planning import CoveragePlanner, Question
+    from geo_service.runtime import Runtime
+    from geo_service.services.planning import Question, recommend_sites
+    from geo_service.settings import Settings
+    from geo_service.sources.style import default_style_file, load_style
 
     path = tmp_path / "candidates.csv"
     path.write_text(
         "名称,经度,纬度\n候选甲,118.0300,36.8200\n候选乙,118.1000,36.7600\n", encoding="utf-8"
     )
-    planner = CoveragePlanner(store, catalog)
+    rt = Runtime(Settings(), catalog, store, load_style(default_style_file(), catalog))
     question = Question(("stations",), None, 1000.0, candidates_file=str(path))
-    result = planner.recommend(question, 1)
+    result = recommend_sites(rt, question, 1)
     assert result["candidates"] == 2
     assert (result["sites"][0]["lon"], result["sites"][0]["lat"]) in {
         (118.03, 36.82),

@@ -11,15 +11,16 @@ import sys
 import pytest
 from shapely.geometry import Point
 
+from geo_service.runtime import GeocoderCache
 from geo_service.services.importing import RowStatus, plan_import
 from geo_service.sources.crs import GEOD, CoordinateSystem, convert
-from geo_service.sources.geocoding import Geocoder, GeocoderCache, load_gazetteer
+from geo_service.sources.geocoding import Geocoder, load_gazetteer
 from tests.conftest import ROOT
 
 
 @pytest.fixture
 def geocoder(store, catalog):
-    return GeocoderCache(store, catalog.directory / "gazetteer.csv").get()
+    return GeocoderCache(store, catalog).get()
 
 
 def gazetteer_place(catalog, name):
@@ -84,7 +85,7 @@ def test_reverse_names_the_town_and_the_nearest_place(geocoder):
 
 
 def test_the_geocoder_follows_the_store(store, catalog):
-    cache = GeocoderCache(store, catalog.directory / "gazetteer.csv")
+    cache = GeocoderCache(store, catalog)
     assert cache.get().geocode("示例新建驿站") == []
     site = store.query("stations", limit=1).features[0]
     from geo_service.sources.catalog import ValidFeature
@@ -223,6 +224,6 @@ def test_gcj02_declared_as_wgs84_is_suspected(tmp_path, store, catalog, geocoder
 
 
 def test_the_gazetteer_never_reads_shared_data():
-    text = (ROOT / "geo_service" / "geocoding.py").read_text(encoding="utf-8")
+    text = (ROOT / "geo_service" / "sources" / "geocoding.py").read_text(encoding="utf-8")
     assert "shared" not in text
     assert Geocoder  # the module loads without the build script's inputs

@@ -49,8 +49,8 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
 
 from geo_service.api import create_app
-from geo_service.api.params import MAX_LIST_VALUES
 from geo_service.services.access import issue_token
+from geo_service.services.queries import MAX_LIST_VALUES
 from geo_service.settings import Settings
 from geo_service.sources.catalog import default_layers_dir, load_catalog
 from geo_service.store import open_store

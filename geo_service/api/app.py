@@ -10,19 +10,13 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
-from geo_service.analysis.nearest import SiteIndexCache
 from geo_service.api import coverage, editing, geocode, nearest, ogc, printing, tiles, webmap
 from geo_service.api.guard import Guard
 from geo_service.api.openapi import install_openapi, query_contract
 from geo_service.api.problems import install_problem_handlers
-from geo_service.services.editing import TownsCache
-from geo_service.services.planning import CoveragePlanner
+from geo_service.runtime import Runtime
 from geo_service.settings import Settings
 from geo_service.sources.catalog import load_catalog
-from geo_service.sources.geocoding import GeocoderCache
-from geo_service.sources.style import load_style
-from geo_service.store import open_store
-from geo_service.store.seeding import seed_store
 from geo_service.web.page import build_page
 
 __all__ = ["create_app"]
@@ -37,31 +31,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        catalog = load_catalog(settings.layers_dir)
-        store = open_store(settings.store, catalog)
-        if store.is_empty():
-            results = seed_store(store, catalog)
-            log.info(
-                "seeded a new store at %s with %d features",
-                store.location,
-                sum(len(r.inserted) for r in results.values()),
-            )
+        rt = Runtime.open(settings)
+        app.state.runtime = rt
         # Built once: the page is the same for every resident; data comes by API.
-        style = load_style(settings.style_file, catalog)
-        app.state.style = style
         app.state.map_page = build_page(
-            catalog, style, tiles=settings.tiles, tianditu_key=settings.tianditu_key
+            rt.catalog, rt.style, tiles=settings.tiles, tianditu_key=settings.tianditu_key
         )
-        app.state.catalog = catalog
-        app.state.store = store
-        app.state.site_indexes = SiteIndexCache(store)
-        app.state.geocoders = GeocoderCache(store, catalog.directory / "gazetteer.csv")
-        app.state.planner = CoveragePlanner(store, catalog)
-        app.state.towns = TownsCache(store)
         try:
             yield
         finally:
-            store.close()
+            rt.close()
 
     app = FastAPI(
         title="张店区拥军服务资源地图服务 · Zhangdian support-resource map service",
@@ -74,7 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(query_contract)],
     )
-    app.state.settings = settings
     # GeoJSON shrinks about tenfold: what a phone on a slow line needs most.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     if settings.cors_origins:

@@ -1,5 +1,5 @@
 """Coverage planning over HTTP: per-town table (JSON or CSV), recommended
-sites, and the coverage map. The same ``CoveragePlanner`` as the CLI."""
+sites, and the coverage map. The same planning service as the CLI."""
 
 from __future__ import annotations
 
@@ -16,9 +16,16 @@ from fastapi.responses import HTMLResponse, Response
 from geo_service.analysis.coverage import MAX_RADIUS_M, parse_radius
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import HTML, catalog_values, json_body
-from geo_service.api.params import list_param, query_params, reject_unknown
+from geo_service.api.params import query_params
 from geo_service.errors import InvalidParameter
-from geo_service.services.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS, Question
+from geo_service.services.planning import (
+    COMPLIANCE_COLUMNS,
+    TOWN_COLUMNS,
+    Question,
+    coverage_report,
+    recommend_sites,
+)
+from geo_service.services.queries import list_param, reject_unknown
 
 __all__ = ["router", "town_rows"]
 
@@ -134,7 +141,7 @@ def coverage(request: Request) -> Response:
     if fmt not in {"json", "csv"}:
         raise InvalidParameter("f", "must be json or csv")
     question = _question(params, {"layers", "kinds", "radius"})
-    report = request.app.state.planner.report(question)
+    report = coverage_report(request.app.state.runtime, question)
     if fmt == "csv":
         header, rows = town_rows(report)
         buffer = io.StringIO()
@@ -168,7 +175,7 @@ def coverage_sites(request: Request) -> Response:
     p = _p(params)
     params.pop("p", None)
     question = _question(params, {"layers", "kinds", "radius"})
-    body = request.app.state.planner.recommend(question, p)
+    body = recommend_sites(request.app.state.runtime, question, p)
     return Response(orjson.dumps(body), media_type=MediaType.json)
 
 
@@ -189,8 +196,8 @@ def coverage_page(request: Request) -> HTMLResponse:
     p = _p(params) if "p" in params else None
     params.pop("p", None)
     question = _question(params, {"layers", "kinds", "radius"})
-    planner = request.app.state.planner
-    report = planner.report(question)
-    recommendation = planner.recommend(question, p) if p else None
-    towns = request.app.state.store.all_features("towns")
+    rt = request.app.state.runtime
+    report = coverage_report(rt, question)
+    recommendation = recommend_sites(rt, question, p) if p else None
+    towns = request.app.state.runtime.store.all_features("towns")
     return HTMLResponse(coverage_map(report, towns, recommendation))

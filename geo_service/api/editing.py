@@ -25,8 +25,9 @@ from geo_service.errors import (
     PreconditionRequired,
     UnsupportedMediaType,
 )
+from geo_service.runtime import TownsCache
 from geo_service.services.access import Principal, authenticate, authorize_change, require_admin
-from geo_service.services.editing import TownsCache, merge_patch, prepare_feature, stored_as_geojson
+from geo_service.services.editing import merge_patch, prepare_feature, stored_as_geojson
 from geo_service.services.importing import ImportPlan, apply_import, plan_import
 from geo_service.sources.catalog import Layer
 from geo_service.sources.crs import CoordinateSystem
@@ -104,14 +105,14 @@ _bearer = HTTPBearer(
 def principal(
     request: Request, _declared: Annotated[object, Security(_bearer)] = None
 ) -> Principal:
-    return authenticate(request.app.state.store, request.headers.get("authorization"))
+    return authenticate(request.app.state.runtime.store, request.headers.get("authorization"))
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
 def _towns(request: Request) -> TownsCache:
-    return request.app.state.towns  # built once in the app's lifespan
+    return request.app.state.runtime.towns  # built once in the app's lifespan
 
 
 async def _json_body(request: Request, accepted: tuple[str, ...]) -> Any:
@@ -193,10 +194,10 @@ _FEATURE_TYPES = (MediaType.geojson.value, MediaType.json.value)
     },
 )
 async def create_item(request: Request, collection_id: CollectionId, who: PrincipalDep) -> Response:
-    store: Store = request.app.state.store
-    layer = request.app.state.catalog.layer(collection_id)
+    store: Store = request.app.state.runtime.store
+    layer = request.app.state.runtime.catalog.layer(collection_id)
     body = await _json_body(request, _FEATURE_TYPES)
-    feature = prepare_feature(request.app.state.catalog, layer, body, _towns(request).get())
+    feature = prepare_feature(request.app.state.runtime.catalog, layer, body, _towns(request).get())
     change = store.change(
         layer.id,
         feature.id,
@@ -219,9 +220,9 @@ async def _replace(
     if_match: str,
     action: str,
 ) -> Response:
-    store: Store = request.app.state.store
+    store: Store = request.app.state.runtime.store
     feature = prepare_feature(
-        request.app.state.catalog, layer, body, _towns(request).get(), feature_id=feature_id
+        request.app.state.runtime.catalog, layer, body, _towns(request).get(), feature_id=feature_id
     )
     change = store.change(
         layer.id,
@@ -259,7 +260,7 @@ async def replace_item(
     who: PrincipalDep,
     if_match: IfMatch = None,
 ) -> Response:
-    layer = request.app.state.catalog.layer(collection_id)
+    layer = request.app.state.runtime.catalog.layer(collection_id)
     tag = _if_match(if_match)
     body = await _json_body(request, _FEATURE_TYPES)
     return await _replace(request, layer, feature_id, body, who, tag, "replace")
@@ -291,8 +292,8 @@ async def patch_item(
     who: PrincipalDep,
     if_match: IfMatch = None,
 ) -> Response:
-    store: Store = request.app.state.store
-    layer = request.app.state.catalog.layer(collection_id)
+    store: Store = request.app.state.runtime.store
+    layer = request.app.state.runtime.catalog.layer(collection_id)
     tag = _if_match(if_match)
     patch = await _json_body(request, (MediaType.merge_patch.value, MediaType.json.value))
     if not isinstance(patch, dict):
@@ -324,8 +325,8 @@ def delete_item(
     who: PrincipalDep,
     if_match: IfMatch = None,
 ) -> Response:
-    store: Store = request.app.state.store
-    layer = request.app.state.catalog.layer(collection_id)
+    store: Store = request.app.state.runtime.store
+    layer = request.app.state.runtime.catalog.layer(collection_id)
     tag = _if_match(if_match)
     if not layer.is_facility:
         # Facilities point at their town: a town (or the district) goes away
@@ -440,8 +441,8 @@ async def import_items(
         Query(max_length=120, description="The file's name, shown in the report"),
     ] = None,
 ) -> Response:
-    store: Store = request.app.state.store
-    catalog = request.app.state.catalog
+    store: Store = request.app.state.runtime.store
+    catalog = request.app.state.runtime.catalog
     layer = catalog.layer(collection_id)
     if not layer.is_facility:
         require_admin(who)
@@ -463,7 +464,7 @@ async def import_items(
             store,
             crs=coordinate_system,
             actor=who.name,
-            geocoder=request.app.state.geocoders.get() if layer.is_facility else None,
+            geocoder=request.app.state.runtime.geocoders.get() if layer.is_facility else None,
         )
     _limit_to_towns(plan, who, layer, store, _towns(request).get().names)
     if dry_run:
@@ -535,11 +536,12 @@ def audit(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
     require_admin(who)
-    store: Store = request.app.state.store
-    if collection is not None and collection not in request.app.state.catalog.layers:
+    store: Store = request.app.state.runtime.store
+    if collection is not None and collection not in request.app.state.runtime.catalog.layers:
         # A filter naming no layer is a bad parameter (400), not a missing resource.
         raise InvalidParameter(
-            "collection", "unknown layer; known: " + ", ".join(request.app.state.catalog.layers)
+            "collection",
+            "unknown layer; known: " + ", ".join(request.app.state.runtime.catalog.layers),
         )
     if since is not None and len(since) == 10:
         _instant("since", since + "T00:00:00")  # a real calendar date?

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -11,33 +10,15 @@ from fastapi.responses import Response
 
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import json_body
-from geo_service.api.params import CRS_NAMES, parse_lonlat, query_params, reject_unknown
+from geo_service.api.params import query_params
 from geo_service.errors import InvalidParameter
+from geo_service.services.geocode import MAX_LIMIT, MAX_QUERY, candidate_feature, geocode_address
+from geo_service.services.queries import CRS_NAMES, parse_lonlat, reject_unknown
 from geo_service.sources.crs import CoordinateSystem, convert
-from geo_service.sources.geocoding import Candidate, Geocoder
 
-__all__ = ["candidate_feature", "geocode_address", "router"]
+__all__ = ["router"]
 
 router = APIRouter()
-
-MAX_QUERY = 200
-MAX_LIMIT = 20
-
-
-def geocode_address(
-    geocoder: Geocoder, address: str | None, limit: int = 5, parameter: str = "q"
-) -> list[Candidate]:
-    """Candidates for an address, or ``InvalidParameter`` (naming ``parameter``)
-    for an empty or absurd one."""
-    text = (address or "").strip()
-    if not text:
-        raise InvalidParameter(
-            parameter, "give an address or place name, e.g. 张店区共青团西路54号"
-        )
-    if len(address or "") > MAX_QUERY:
-        raise InvalidParameter(parameter, f"at most {MAX_QUERY} characters")
-    return geocoder.geocode(text, limit)
-
 
 _CRS_PARAMETER = {
     "name": "crs",
@@ -46,21 +27,6 @@ _CRS_PARAMETER = {
     "wgs84 (default), gcj02, bd09",
     "schema": {"type": "string", "enum": CRS_NAMES},
 }
-
-
-def candidate_feature(candidate: Candidate, crs: CoordinateSystem) -> dict[str, Any]:
-    lon, lat = convert(candidate.lon, candidate.lat, CoordinateSystem.wgs84, crs)
-    return {
-        "type": "Feature",
-        "geometry": {"type": "Point", "coordinates": [round(float(lon), 7), round(float(lat), 7)]},
-        "properties": {
-            "level": candidate.level,
-            "confidence": candidate.confidence,
-            "matched": candidate.matched,
-            "town_code": candidate.town_code,
-            "source": candidate.source,
-        },
-    }
 
 
 @router.get(
@@ -104,7 +70,7 @@ def geocode(request: Request) -> Response:
     raw_limit = params.get("limit", "5")
     if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise InvalidParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
-    geocoder = request.app.state.geocoders.get()
+    geocoder = request.app.state.runtime.geocoders.get()
     candidates = geocode_address(geocoder, params.get("q"), int(raw_limit))
     body = {
         "type": "FeatureCollection",
@@ -150,7 +116,7 @@ def reverse(request: Request) -> Response:
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
     lon, lat = parse_lonlat(params)
     w_lon, w_lat = convert(lon, lat, crs, CoordinateSystem.wgs84)
-    answer = request.app.state.geocoders.get().reverse(float(w_lon), float(w_lat))
+    answer = request.app.state.runtime.geocoders.get().reverse(float(w_lon), float(w_lat))
     place = answer["nearest_place"]
     if place is not None and crs != CoordinateSystem.wgs84:
         p_lon, p_lat = convert(place["lon"], place["lat"], CoordinateSystem.wgs84, crs)

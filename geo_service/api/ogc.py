@@ -13,15 +13,10 @@ from fastapi.responses import HTMLResponse, Response
 from geo_service.api import html
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import HTML, change_links, json_body
-from geo_service.api.params import (
-    CRS_NAMES,
-    MAX_LIST_VALUES,
-    output_crs,
-    parse_bbox,
-    wants_html,
-)
+from geo_service.api.params import output_crs, wants_html
 from geo_service.errors import InvalidParameter
 from geo_service.outputs.geojson import feature_collection, feature_to_geojson
+from geo_service.services.queries import CRS_NAMES, MAX_LIST_VALUES, parse_bbox
 from geo_service.sources.catalog import Catalog, Layer
 from geo_service.sources.crs import CoordinateSystem
 from geo_service.store import Store
@@ -51,11 +46,11 @@ FormatParam = Annotated[
 
 
 def get_store(request: Request) -> Store:
-    return request.app.state.store
+    return request.app.state.runtime.store
 
 
 def get_catalog(request: Request) -> Catalog:
-    return request.app.state.catalog
+    return request.app.state.runtime.catalog
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -84,7 +79,7 @@ def _ok(schema: str, media: str = MediaType.json.value, html: bool = True, **ext
 
 
 def _base(request: Request) -> str:
-    public = request.app.state.settings.public_url
+    public = request.app.state.runtime.settings.public_url
     return (public or str(request.base_url)).rstrip("/")
 
 

@@ -20,8 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
 from geo_service.api.media import MediaType
-from geo_service.api.params import MAX_LIST_VALUES
 from geo_service.errors import InvalidParameter
+from geo_service.services.queries import MAX_LIST_VALUES
 from geo_service.sources.catalog import Catalog
 
 __all__ = [

@@ -2,64 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Query, Request
 
 from geo_service.errors import InvalidParameter
-from geo_service.sources.crs import CoordinateSystem, convert
-from geo_service.store import BBox
+from geo_service.services.queries import CRS_NAMES
+from geo_service.sources.crs import CoordinateSystem
 
-__all__ = [
-    "CRS_NAMES",
-    "MAX_LIST_VALUES",
-    "list_param",
-    "output_crs",
-    "parse_bbox",
-    "parse_lonlat",
-    "parse_number",
-    "query_params",
-    "reject_unknown",
-    "split_list",
-    "wants_html",
-]
-
-#: The most values one list parameter (``layers=a,b``, ``kind=x&kind=y``) may
-#: carry. Every list names layers, kinds, services or towns, of which there
-#: are a few dozen at most; thousands of values are an attack on the filter
-#: loops, never a resident's question.
-MAX_LIST_VALUES = 50
-#: What ``CoordinateSystem.parse`` accepts (case and '-'/'_' aside), for the
-#: OpenAPI description of every ``crs`` parameter.
-CRS_NAMES = ["wgs84", "gcj02", "bd09", "epsg:4326", "4326", "amap", "baidu"]
-
-
-def split_list(
-    raw: str | None, parameter: str | None = None, max_values: int | None = None
-) -> list[str]:
-    """``a,b, c`` -> ``["a", "b", "c"]``; empty parts dropped. With
-    ``max_values``, more values than that are an ``InvalidParameter``."""
-    values = [v.strip() for v in (raw or "").split(",") if v.strip()]
-    if max_values is not None and len(values) > max_values:
-        raise InvalidParameter(
-            parameter or "list", f"at most {max_values} values, got {len(values)}"
-        )
-    return values
-
-
-def list_param(raw: str | None, parameter: str, max_values: int = MAX_LIST_VALUES) -> list[str]:
-    """A comma-separated API parameter: absent or empty is no values; an empty
-    entry (``a,,b``, ``a,``) is a 400, as is a list longer than ``max_values``."""
-    if raw is None or not raw.strip():
-        return []
-    values = [v.strip() for v in raw.split(",")]
-    if len(values) > max_values:
-        raise InvalidParameter(parameter, f"at most {max_values} values, got {len(values)}")
-    if not all(values):
-        raise InvalidParameter(parameter, "has an empty value between commas")
-    return values
+__all__ = ["output_crs", "query_params", "wants_html"]
 
 
 def query_params(request: Request, lists: Iterable[str] = ()) -> dict[str, str]:
@@ -75,72 +27,6 @@ def query_params(request: Request, lists: Iterable[str] = ()) -> dict[str, str]:
             raise InvalidParameter(name, "given more than once")
         params[name] = ",".join(values)
     return params
-
-
-def reject_unknown(params: dict[str, str], known: Iterable[str]) -> None:
-    """A mistyped parameter is a 400 naming it, never silently ignored."""
-    known = list(known)
-    for name in params:
-        if name not in known:
-            raise InvalidParameter(name, "unknown parameter; known: " + ", ".join(known))
-
-
-def parse_lonlat(params: dict[str, str], required_hint: str = "") -> tuple[float, float]:
-    """``lon`` and ``lat``: present, finite, and on the globe (any coordinate system)."""
-    for name in ("lon", "lat"):
-        if params.get(name) in (None, ""):
-            raise InvalidParameter(name, "is required" + required_hint)
-    lon = parse_number("lon", params["lon"])
-    lat = parse_number("lat", params["lat"])
-    if not -180 <= lon <= 180:
-        raise InvalidParameter("lon", f"longitude {lon} is outside -180..180")
-    if not -90 <= lat <= 90:
-        raise InvalidParameter("lat", f"latitude {lat} is outside -90..90")
-    return lon, lat
-
-
-def parse_number(name: str, raw: str) -> float:
-    """A finite float, or ``InvalidParameter`` naming ``name``."""
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise InvalidParameter(name, f"{raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise InvalidParameter(name, f"{raw!r} is not a finite number")
-    return value
-
-
-def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wgs84) -> BBox | None:
-    """``west,south,east,north`` (a 6-number 3D box drops its heights) in WGS-84.
-
-    Longitudes must lie within ±180 and latitudes within ±90; a box whose west
-    edge is east of its east edge, or south above north, is rejected: no site
-    of this service crosses the antimeridian.
-    """
-    if raw is None:
-        return None
-    parts = [p.strip() for p in raw.split(",")]
-    if len(parts) not in (4, 6):
-        raise InvalidParameter("bbox", "needs 4 numbers: west,south,east,north")
-    numbers = [parse_number("bbox", p) for p in parts]
-    if len(numbers) == 6:
-        numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
-    west, south, east, north = numbers
-    if not (-180 <= west <= 180 and -180 <= east <= 180):
-        raise InvalidParameter("bbox", "longitudes must lie within -180..180")
-    if not (-90 <= south <= 90 and -90 <= north <= 90):
-        raise InvalidParameter("bbox", "latitudes must lie within -90..90")
-    if west > east:
-        raise InvalidParameter("bbox", f"west ({west}) is east of east ({east})")
-    if south > north:
-        raise InvalidParameter("bbox", f"south ({south}) is north of north ({north})")
-    if bbox_crs != CoordinateSystem.wgs84:
-        lons, lats = convert(
-            [west, east, west, east], [south, south, north, north], bbox_crs, CoordinateSystem.wgs84
-        )
-        west, east = float(min(lons)), float(max(lons))
-        south, north = float(min(lats)), float(max(lats))
-    return (west, south, east, north)
 
 
 def output_crs(

@@ -9,15 +9,17 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from geo_service.api.openapi import BINARY, catalog_values
-from geo_service.api.params import list_param, parse_lonlat, query_params, reject_unknown
+from geo_service.api.params import query_params
 from geo_service.errors import InvalidParameter
+from geo_service.services import printing
+from geo_service.services.printing import ORIENTATIONS, SIZES, PrintOptions
+from geo_service.services.queries import list_param, parse_lonlat, reject_unknown
 
 __all__ = ["router"]
 
 router = APIRouter()
 
-_SIZES = {"A4", "A3", "a4", "a3"}
-_ORIENTATIONS = {"portrait", "landscape"}
+_SIZES = sorted({*SIZES, *(s.lower() for s in SIZES)})
 
 
 def _parameter(name: str, description: str, schema: dict, required: bool = False) -> dict:
@@ -30,13 +32,13 @@ def _parameter(name: str, description: str, schema: dict, required: bool = False
     }
 
 
-_SIZE = _parameter("size", "Paper: A4 (default) or A3", {"type": "string", "enum": sorted(_SIZES)})
+_SIZE = _parameter("size", "Paper: A4 (default) or A3", {"type": "string", "enum": _SIZES})
 _OPTIONS = [
     _SIZE,
     _parameter(
         "orientation",
         "portrait (default) or landscape",
-        {"type": "string", "enum": sorted(_ORIENTATIONS)},
+        {"type": "string", "enum": list(ORIENTATIONS)},
     ),
     _parameter(
         "layers",
@@ -54,31 +56,19 @@ _PDF = {
 }
 
 
-def _options(request: Request, allowed: set[str]) -> dict:
+def _options(request: Request) -> PrintOptions:
     params = query_params(request, {"layers"})
-    reject_unknown(params, sorted(allowed))
-    size = _size(params)
-    orientation = params.get("orientation", "portrait")
-    if orientation not in _ORIENTATIONS:
-        raise InvalidParameter("orientation", "must be portrait or landscape")
-    layers = list_param(params.get("layers"), "layers") or None
-    known = {layer.id for layer in request.app.state.catalog.facility_layers}
-    for layer in layers or []:
-        if layer not in known:
-            raise InvalidParameter("layers", f"unknown facility layer {layer!r}")
-    return {"size": size, "orientation": orientation, "layers": layers}
-
-
-def _size(params: dict[str, str]) -> str:
-    size = params.get("size", "A4")
-    if size not in _SIZES:
-        raise InvalidParameter("size", "must be A4 or A3")
-    return size.upper()
+    reject_unknown(params, ("size", "orientation", "layers"))
+    return PrintOptions.checked(
+        request.app.state.runtime,
+        params.get("size"),
+        params.get("orientation"),
+        list_param(params.get("layers"), "layers"),
+    )
 
 
 def _base_url(request: Request) -> str:
-    settings = request.app.state.settings
-    return settings.public_url or str(request.base_url).rstrip("/")
+    return printing.base_url(request.app.state.runtime, str(request.base_url).rstrip("/"))
 
 
 def _pdf(content: bytes, name: str) -> Response:
@@ -98,12 +88,8 @@ def _pdf(content: bytes, name: str) -> Response:
     openapi_extra={"parameters": _OPTIONS},
 )
 def atlas(request: Request) -> Response:
-    from geo_service.outputs.printing import atlas_pdf
-
-    options = _options(request, {"size", "orientation", "layers"})
-    state = request.app.state
-    content = atlas_pdf(
-        state.catalog, state.store, state.style, base_url=_base_url(request), **options
+    content = printing.atlas(
+        request.app.state.runtime, _options(request), base_url=_base_url(request)
     )
     return _pdf(content, "zhangdian-atlas.pdf")
 
@@ -126,12 +112,8 @@ def town(
         ),
     ],
 ) -> Response:
-    from geo_service.outputs.printing import town_pdf
-
-    options = _options(request, {"size", "orientation", "layers"})
-    state = request.app.state
-    content = town_pdf(
-        state.catalog, state.store, state.style, code, base_url=_base_url(request), **options
+    content = printing.town(
+        request.app.state.runtime, code, _options(request), base_url=_base_url(request)
     )
     return _pdf(content, f"town-{code}.pdf")
 
@@ -165,32 +147,19 @@ def town(
     },
 )
 def nearest_sheet(request: Request) -> Response:
-    from geo_service.api.geocode import geocode_address
-    from geo_service.outputs.printing import nearest_pdf
-
     params = query_params(request)
-    reject_unknown(params, sorted({"lon", "lat", "address", "size"}))
-    size = _size(params)
-    state = request.app.state
+    reject_unknown(params, ("lon", "lat", "address", "size"))
     if "address" in params:
         if params.get("lon") or params.get("lat"):
             raise InvalidParameter("address", "give either address or lon/lat, not both")
-        found = geocode_address(state.geocoders.get(), params["address"], 1, parameter="address")
-        if not found:
-            raise InvalidParameter("address", "not found in the offline gazetteer of 张店区")
-        lon, lat, where = found[0].lon, found[0].lat, f"{params['address']}（{found[0].matched}）"
+        where = {"address": params["address"]}
     else:
         lon, lat = parse_lonlat(params, required_hint=" (or give address)")
-        where = f"{lon:.5f}, {lat:.5f}"
-    content = nearest_pdf(
-        state.catalog,
-        state.store,
-        state.style,
-        state.site_indexes.get(),
-        lon,
-        lat,
+        where = {"lon": lon, "lat": lat}
+    content = printing.nearest_sheet(
+        request.app.state.runtime,
+        **where,
+        size=params.get("size", "A4"),
         base_url=_base_url(request),
-        where=where,
-        size=size,
     )
     return _pdf(content, "nearest.pdf")

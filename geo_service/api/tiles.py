@@ -21,5 +21,5 @@ MVT = "application/vnd.mapbox-vector-tile"
     responses={200: {"content": {MVT: {}}}},
 )
 def tile(request: Request, collection_id: str, z: int, x: int, y: int) -> Response:
-    content = request.app.state.store.tile(collection_id, z, x, y)
+    content = request.app.state.runtime.store.tile(collection_id, z, x, y)
     return Response(content, media_type=MVT, headers={"Cache-Control": "public, max-age=60"})

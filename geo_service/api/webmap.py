@@ -11,8 +11,8 @@ from fastapi.staticfiles import StaticFiles
 
 from geo_service.analysis.nearest import LOCAL_TIME
 from geo_service.api.media import MediaType
-from geo_service.api.params import reject_unknown, split_list
 from geo_service.errors import InvalidParameter
+from geo_service.services.queries import reject_unknown, split_list
 from geo_service.web.assets import ASSET_DIRS
 from geo_service.web.page import open_states
 
@@ -48,7 +48,7 @@ def open_state(
     id: str | None = Query(None, description="One site's id; needs exactly one layer"),
 ) -> Response:
     reject_unknown(dict(request.query_params), ["layers", "id"])
-    facility = [layer.id for layer in request.app.state.catalog.facility_layers]
+    facility = [layer.id for layer in request.app.state.runtime.catalog.facility_layers]
     wanted = split_list(layers)
     for layer_id in wanted:
         if layer_id not in facility:
@@ -58,7 +58,7 @@ def open_state(
     if id is not None and len(wanted) != 1:
         raise InvalidParameter("id", "name the site's one layer in layers=")
     now = dt.datetime.now(LOCAL_TIME)
-    index = request.app.state.site_indexes.get()
+    index = request.app.state.runtime.site_indexes.get()
     sites = open_states(index, now, layers=set(wanted) or None, feature_id=id)
     body = {"at": now.isoformat(timespec="minutes"), "sites": sites}
     return Response(orjson.dumps(body), media_type=MediaType.json)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
 import orjson
 
@@ -14,6 +14,9 @@ from geo_service.outputs.geojson import feature_collection
 from geo_service.sources.catalog import Layer
 from geo_service.sources.crs import CoordinateSystem, convert_geometry
 from geo_service.store import StoredFeature
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 __all__ = ["ExportFormat", "export_layer"]
 
@@ -27,6 +30,8 @@ class ExportFormat(StrEnum):
 def _frame(
     layer: Layer, features: Sequence[StoredFeature], crs: CoordinateSystem
 ) -> gpd.GeoDataFrame:
+    import geopandas as gpd  # heavy: loaded by the exports that need it, not by --help
+
     rows = []
     for feature in features:
         row = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -586,15 +586,26 @@ def _write(pages) -> bytes:
 
 
 def atlas_pdf(
-    catalog, store, style, *, base_url, size="A4", orientation="portrait", layers=None
+    catalog,
+    store,
+    style,
+    *,
+    base_url,
+    size="A4",
+    orientation="portrait",
+    layers=None,
+    progress: Callable[[float], None] | None = None,
 ) -> bytes:
-    """The overview page, then each town's pages (map, numbered sites, index table)."""
+    """The overview page, then each town's pages (map, numbered sites, index table).
+    ``progress`` hears the share done (0..1) after each town."""
     ctx = _context(catalog, store, style, base_url, size, orientation, layers)
 
     def pages(pdf):
         _overview(pdf, ctx)
-        for town in ctx.towns:
+        for done, town in enumerate(ctx.towns, start=1):
             _town_pages(pdf, ctx, town)
+            if progress is not None:
+                progress(done / (len(ctx.towns) + 1))
 
     return _write(pages)
 

@@ -8,8 +8,6 @@ one transaction with its audit record. Who may write is ``access``'s concern.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 import shapely
@@ -18,42 +16,10 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.errors import FieldProblem, InvalidFeature
 from geo_service.services.importing import feature_id_for
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
-from geo_service.sources.towns import TownIndex
-from geo_service.store import Store, StoredFeature
+from geo_service.sources.towns import Towns
+from geo_service.store import StoredFeature
 
-__all__ = ["Towns", "TownsCache", "merge_patch", "prepare_feature", "stored_as_geojson"]
-
-
-@dataclass(frozen=True)
-class Towns:
-    """The district's towns as an edit needs them: where a point falls, their names."""
-
-    index: TownIndex
-    names: dict[str, str]  # code -> name
-    approximate: bool  # boundaries drawn by judgement: a declared town wins
-
-
-class TownsCache:
-    """``Towns`` rebuilt only when the towns layer changes."""
-
-    def __init__(self, store: Store):
-        self.store = store
-        self._cached: tuple[int, Towns] | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Towns:
-        version = self.store.layer_version("towns")
-        cached = self._cached
-        if cached is None or cached[0] != version:
-            with self._lock:
-                towns = self.store.all_features("towns")
-                built = Towns(
-                    TownIndex((t.id, t.geometry) for t in towns),
-                    {t.id: str(t.properties.get("name") or t.id) for t in towns},
-                    any(t.properties.get("approximate") for t in towns),
-                )
-                self._cached = cached = (version, built)
-        return cached[1]
+__all__ = ["merge_patch", "prepare_feature", "stored_as_geojson"]
 
 
 def prepare_feature(

@@ -3,8 +3,6 @@ the same numbers for the API, the CLI workbook and the coverage map."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +10,9 @@ from typing import Any
 import numpy as np
 
 from geo_service.analysis import coverage as cv
-from geo_service.sources.catalog import Catalog
-from geo_service.store import Store
+from geo_service.runtime import Runtime
 
-__all__ = ["TOWN_COLUMNS", "CoveragePlanner"]
+__all__ = ["COMPLIANCE_COLUMNS", "TOWN_COLUMNS", "Question", "coverage_report", "recommend_sites"]
 
 #: Per-town table columns: (key, Chinese header).
 TOWN_COLUMNS = [
@@ -46,125 +43,101 @@ class Question:
     candidates_file: str | None = None
 
 
-class CoveragePlanner:
-    """Coverage and recommendations over the current store, cached by the
-    store's layer versions (a recommendation takes seconds)."""
+def _inputs(rt: Runtime, question: Question):
+    towns = rt.store.all_features("towns")
+    features = {layer.id: rt.store.all_features(layer.id) for layer in rt.catalog.facility_layers}
+    sites = cv.chosen_facilities(rt.catalog, features, question.layers, question.kinds)
+    grid = rt.results.get(("grid", question.cell_m), lambda: cv.demand_grid(towns, question.cell_m))
+    if question.population_file:
+        lon, lat, people = cv.read_points_file(question.population_file, rt.catalog, "population")
+        grid = cv.apply_population(grid, lon, lat, people, Path(question.population_file).name)
+    return towns, features, sites, grid
 
-    def __init__(self, store: Store, catalog: Catalog, cache_size: int = 16):
-        self.store = store
-        self.catalog = catalog
-        self._cache: OrderedDict[tuple, Any] = OrderedDict()
-        self._size = cache_size
-        self._lock = threading.Lock()
 
-    def _cached(self, key: tuple, build):
-        key = (tuple(sorted(self.store.layer_versions().items())), *key)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        value = build()
-        with self._lock:
-            self._cache[key] = value
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        return value
+def coverage_report(rt: Runtime, question: Question) -> dict[str, Any]:
+    """Coverage and compliance per town, cached until the store changes."""
+    return rt.results.get(("report", question), lambda: _report(rt, question))
 
-    def _inputs(self, question: Question):
-        towns = self.store.all_features("towns")
-        features = {
-            layer.id: self.store.all_features(layer.id) for layer in self.catalog.facility_layers
-        }
-        sites = cv.chosen_facilities(self.catalog, features, question.layers, question.kinds)
-        grid = self._cached(
-            ("grid", question.cell_m), lambda: cv.demand_grid(towns, question.cell_m)
-        )
-        if question.population_file:
-            lon, lat, people = cv.read_points_file(
-                question.population_file, self.catalog, "population"
-            )
-            grid = cv.apply_population(grid, lon, lat, people, Path(question.population_file).name)
-        return towns, features, sites, grid
 
-    def report(self, question: Question) -> dict[str, Any]:
-        return self._cached(("report", question), lambda: self._report(question))
+def _report(rt: Runtime, question: Question) -> dict[str, Any]:
+    towns, features, sites, grid = _inputs(rt, question)
+    rows = cv.coverage_by_town(sites, grid, question.radius_m)
+    every_site = [s for layer in features.values() for s in layer]
+    compliance = cv.compliance_by_town(every_site, towns)
+    table = []
+    for row in rows:
+        entry = {key: getattr(row, key) for key, _zh in TOWN_COLUMNS}
+        entry["by_kind"] = row.by_kind
+        for key in ("population_covered_share", "area_covered_share"):
+            entry[key] = round(entry[key], 4)
+        for key in ("median_distance_m", "p90_distance_m", "max_distance_m"):
+            value = entry[key]
+            # No facility at all (or no cell): no distance, not "inf".
+            entry[key] = round(value, 1) if np.isfinite(value) else None
+        checks = compliance[row.town_code]
+        for item, _zh in COMPLIANCE_COLUMNS:
+            entry[f"has_{item}"] = checks["meets"][item]
+            entry[f"{item}_count"] = checks["counts"][item]
+        entry["all_met"] = checks["all_met"]
+        entry["population_note"] = grid.towns[row.town_code]["note"]
+        table.append(entry)
+    return {
+        "radius_m": question.radius_m,
+        "layers": list(question.layers) if question.layers else None,
+        "kinds": list(question.kinds) if question.kinds else None,
+        "cell_m": question.cell_m,
+        "facilities": len(sites),
+        "distance": cv.distance_assumption(),
+        "towns": table,
+        "progress_by_unit": cv.progress_by_unit(every_site),
+        "uncovered": {row.town_code: row.uncovered for row in rows},
+        "sites": [
+            {
+                "layer": s.layer_id,
+                "id": s.id,
+                "name": s.properties.get("name"),
+                "kind": s.properties.get("kind"),
+                "lon": s.geometry.x,
+                "lat": s.geometry.y,
+            }
+            for s in sites
+        ],
+    }
 
-    def _report(self, question: Question) -> dict[str, Any]:
-        towns, features, sites, grid = self._inputs(question)
-        rows = cv.coverage_by_town(sites, grid, question.radius_m)
-        every_site = [s for layer in features.values() for s in layer]
-        compliance = cv.compliance_by_town(every_site, towns)
-        table = []
-        for row in rows:
-            entry = {key: getattr(row, key) for key, _zh in TOWN_COLUMNS}
-            entry["by_kind"] = row.by_kind
-            for key in ("population_covered_share", "area_covered_share"):
-                entry[key] = round(entry[key], 4)
-            for key in ("median_distance_m", "p90_distance_m", "max_distance_m"):
-                value = entry[key]
-                # No facility at all (or no cell): no distance, not "inf".
-                entry[key] = round(value, 1) if np.isfinite(value) else None
-            checks = compliance[row.town_code]
-            for item, _zh in COMPLIANCE_COLUMNS:
-                entry[f"has_{item}"] = checks["meets"][item]
-                entry[f"{item}_count"] = checks["counts"][item]
-            entry["all_met"] = checks["all_met"]
-            entry["population_note"] = grid.towns[row.town_code]["note"]
-            table.append(entry)
-        return {
-            "radius_m": question.radius_m,
-            "layers": list(question.layers) if question.layers else None,
-            "kinds": list(question.kinds) if question.kinds else None,
-            "cell_m": question.cell_m,
-            "facilities": len(sites),
-            "distance": cv.distance_assumption(),
-            "towns": table,
-            "progress_by_unit": cv.progress_by_unit(every_site),
-            "uncovered": {row.town_code: row.uncovered for row in rows},
-            "sites": [
-                {
-                    "layer": s.layer_id,
-                    "id": s.id,
-                    "name": s.properties.get("name"),
-                    "kind": s.properties.get("kind"),
-                    "lon": s.geometry.x,
-                    "lat": s.geometry.y,
-                }
-                for s in sites
-            ],
-        }
 
-    def recommend(self, question: Question, p: int) -> dict[str, Any]:
-        return self._cached(("sites", question, p), lambda: self._recommend(question, p))
+def recommend_sites(rt: Runtime, question: Question, p: int) -> dict[str, Any]:
+    """Where ``p`` new sites would cover most people (MCLP), cached like the report."""
+    return rt.results.get(("sites", question, p), lambda: _recommend(rt, question, p))
 
-    def _recommend(self, question: Question, p: int) -> dict[str, Any]:
-        _towns, _features, sites, grid = self._inputs(question)
-        candidates = None
-        if question.candidates_file:
-            lon, lat, _ = cv.read_points_file(question.candidates_file, self.catalog, None)
-            candidates = list(zip(lon.tolist(), lat.tolist(), strict=True))
-        result = cv.recommend_for_district(grid, sites, question.radius_m, p, candidates)
-        total = result.total or 1.0
-        return {
-            "radius_m": question.radius_m,
-            "p": p,
-            "distance": cv.distance_assumption(),
-            "population": round(result.total),
-            "covered_before": round(result.covered_before),
-            "covered_after": round(result.covered_after),
-            "covered_share_before": round(result.covered_before / total, 4),
-            "covered_share_after": round(result.covered_after / total, 4),
-            "solve_seconds": round(result.solve_seconds, 3),
-            "candidates": result.candidates,
-            "demand_points": result.demand_points,
-            "sites": [_site(s, grid) for s in result.sites],
-            "greedy": {
-                "covered_after": round(result.greedy_covered_after),
-                "covered_share_after": round(result.greedy_covered_after / total, 4),
-                "sites": [_site(s, grid) for s in result.greedy_sites],
-            },
-            "notes": result.notes,
-        }
+
+def _recommend(rt: Runtime, question: Question, p: int) -> dict[str, Any]:
+    _towns, _features, sites, grid = _inputs(rt, question)
+    candidates = None
+    if question.candidates_file:
+        lon, lat, _ = cv.read_points_file(question.candidates_file, rt.catalog, None)
+        candidates = list(zip(lon.tolist(), lat.tolist(), strict=True))
+    result = cv.recommend_for_district(grid, sites, question.radius_m, p, candidates)
+    total = result.total or 1.0
+    return {
+        "radius_m": question.radius_m,
+        "p": p,
+        "distance": cv.distance_assumption(),
+        "population": round(result.total),
+        "covered_before": round(result.covered_before),
+        "covered_after": round(result.covered_after),
+        "covered_share_before": round(result.covered_before / total, 4),
+        "covered_share_after": round(result.covered_after / total, 4),
+        "solve_seconds": round(result.solve_seconds, 3),
+        "candidates": result.candidates,
+        "demand_points": result.demand_points,
+        "sites": [_site(s, grid) for s in result.sites],
+        "greedy": {
+            "covered_after": round(result.greedy_covered_after),
+            "covered_share_after": round(result.greedy_covered_after / total, 4),
+            "sites": [_site(s, grid) for s in result.greedy_sites],
+        },
+        "notes": result.notes,
+    }
 
 
 def _site(site: dict[str, Any], grid: cv.DemandGrid) -> dict[str, Any]:

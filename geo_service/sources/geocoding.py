@@ -22,21 +22,31 @@ from __future__ import annotations
 
 import csv
 import re
-import threading
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from shapely import wkt
 from shapely.geometry import LineString, Point
+from shapely.geometry.base import BaseGeometry
 
 from geo_service.sources.crs import geodesic_distance
 from geo_service.sources.towns import TownIndex
-from geo_service.store import Store, StoredFeature
 
-__all__ = ["Candidate", "Geocoder", "GeocoderCache", "load_gazetteer"]
+__all__ = ["Candidate", "Geocoder", "PlacedFeature", "load_gazetteer"]
+
+
+class PlacedFeature(Protocol):
+    """What the geocoder reads of a stored town or site (the store's
+    ``PlacedFeature`` is one; sources never import the store)."""
+
+    id: str
+    properties: dict[str, Any]
+    geometry: BaseGeometry
+
 
 DISTRICT_CODE = "370303"
 #: Zhangdian's east-west roads split into 西/东 at the city's central north-south
@@ -125,8 +135,8 @@ class Geocoder:
         self,
         places: list[_Place],
         roads: list[_Road],
-        towns: Iterable[StoredFeature],
-        facilities: Iterable[StoredFeature] = (),
+        towns: Iterable[PlacedFeature],
+        facilities: Iterable[PlacedFeature] = (),
     ):
         self.places = list(places)
         self.roads = [_Road(r.name, r.keys, r.line, r.orientation) for r in roads]
@@ -374,31 +384,3 @@ class Geocoder:
             "town": {"code": code, "name": town[1] if town else None} if code else None,
             "nearest_place": nearest,
         }
-
-
-class GeocoderCache:
-    """A ``Geocoder`` over the store, rebuilt when the towns or facilities change."""
-
-    def __init__(self, store: Store, gazetteer: Path):
-        self.store = store
-        self.gazetteer = load_gazetteer(gazetteer)
-        self._geocoder: Geocoder | None = None
-        self._versions: dict[str, int] | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Geocoder:
-        versions = self.store.layer_versions()
-        if self._geocoder is None or versions != self._versions:
-            with self._lock:
-                if self._geocoder is None or versions != self._versions:
-                    facilities = [
-                        site
-                        for layer in self.store.catalog.facility_layers
-                        for site in self.store.all_features(layer.id)
-                    ]
-                    places, roads = self.gazetteer
-                    self._geocoder = Geocoder(
-                        places, roads, self.store.all_features("towns"), facilities
-                    )
-                    self._versions = versions
-        return self._geocoder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
@@ -11,7 +12,7 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.errors import FieldProblem, InvalidFeature
 from geo_service.sources.catalog import ValidFeature
 
-__all__ = ["TownIndex"]
+__all__ = ["TownIndex", "Towns"]
 
 
 class TownIndex:
@@ -62,3 +63,12 @@ class TownIndex:
             )
         props = dict(feature.properties, town_code=code)
         return ValidFeature(id=feature.id, properties=props, geometry=feature.geometry)
+
+
+@dataclass(frozen=True)
+class Towns:
+    """The district's towns as an edit needs them: where a point falls, their names."""
+
+    index: TownIndex
+    names: dict[str, str]  # code -> name
+    approximate: bool  # boundaries drawn by judgement: a declared town wins

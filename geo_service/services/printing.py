@@ -1,0 +1,130 @@
+"""Printed maps as use cases: the atlas, a town's pages, a resident's sheet.
+
+The options are checked here, once, for the API, the CLI and the job
+workers; the drawing is ``outputs.printing``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from geo_service.errors import InvalidParameter
+from geo_service.runtime import Runtime
+from geo_service.services.geocode import geocode_address
+
+__all__ = ["ORIENTATIONS", "SIZES", "PrintOptions", "atlas", "nearest_sheet", "town"]
+
+SIZES = ("A4", "A3")
+ORIENTATIONS = ("portrait", "landscape")
+
+
+@dataclass(frozen=True)
+class PrintOptions:
+    size: str = "A4"
+    orientation: str = "portrait"
+    layers: tuple[str, ...] | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        rt: Runtime,
+        size: str | None = None,
+        orientation: str | None = None,
+        layers: Sequence[str] | None = None,
+    ) -> PrintOptions:
+        """Paper, orientation and layers as people write them (``a3``), or
+        ``InvalidParameter`` naming the one that is wrong."""
+        size = (size or "A4").upper()
+        if size not in SIZES:
+            raise InvalidParameter("size", "must be A4 or A3")
+        orientation = orientation or "portrait"
+        if orientation not in ORIENTATIONS:
+            raise InvalidParameter("orientation", "must be portrait or landscape")
+        known = {layer.id for layer in rt.catalog.facility_layers}
+        for layer in layers or ():
+            if layer not in known:
+                raise InvalidParameter("layers", f"unknown facility layer {layer!r}")
+        return cls(size, orientation, tuple(layers) if layers else None)
+
+
+def base_url(rt: Runtime, fallback: str) -> str:
+    """Where printed QR codes and links point: the configured public URL, else ``fallback``."""
+    return rt.settings.public_url or fallback
+
+
+def atlas(
+    rt: Runtime,
+    options: PrintOptions,
+    *,
+    base_url: str,
+    progress: Callable[[float], None] | None = None,
+) -> bytes:
+    """The district atlas as PDF bytes."""
+    from geo_service.outputs.printing import atlas_pdf
+
+    return atlas_pdf(
+        rt.catalog,
+        rt.store,
+        rt.style,
+        base_url=base_url,
+        size=options.size,
+        orientation=options.orientation,
+        layers=list(options.layers) if options.layers else None,
+        progress=progress,
+    )
+
+
+def town(rt: Runtime, code: str, options: PrintOptions, *, base_url: str) -> bytes:
+    """One town's pages as PDF bytes (``FeatureNotFound`` for an unknown code)."""
+    from geo_service.outputs.printing import town_pdf
+
+    return town_pdf(
+        rt.catalog,
+        rt.store,
+        rt.style,
+        code,
+        base_url=base_url,
+        size=options.size,
+        orientation=options.orientation,
+        layers=list(options.layers) if options.layers else None,
+    )
+
+
+def nearest_sheet(
+    rt: Runtime,
+    *,
+    lon: float | None = None,
+    lat: float | None = None,
+    address: str | None = None,
+    size: str = "A4",
+    base_url: str,
+) -> bytes:
+    """A resident's one-page sheet, at a position or an address (offline gazetteer)."""
+    from geo_service.outputs.printing import nearest_pdf
+
+    options = PrintOptions.checked(rt, size)
+    if address is not None:
+        if lon is not None or lat is not None:
+            raise InvalidParameter("address", "give either address or lon/lat, not both")
+        found = geocode_address(rt.geocoders.get(), address, 1, parameter="address")
+        if not found:
+            raise InvalidParameter("address", "not found in the offline gazetteer of 张店区")
+        lon, lat, where = found[0].lon, found[0].lat, f"{address}（{found[0].matched}）"
+    else:
+        if lon is None or lat is None:
+            raise InvalidParameter("lon", "give lon and lat, or an address")
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise InvalidParameter("lon", f"coordinates out of range: {lon}, {lat}")
+        where = f"{lon:.5f}, {lat:.5f}"
+    return nearest_pdf(
+        rt.catalog,
+        rt.store,
+        rt.style,
+        rt.site_indexes.get(),
+        lon,
+        lat,
+        base_url=base_url,
+        where=where,
+        size=options.size,
+    )
