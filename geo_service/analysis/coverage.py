@@ -37,7 +37,9 @@ from geo_service.sources.crs import metric_crs
 from geo_service.store import StoredFeature
 
 __all__ = [
+    "COMPLIANCE_COLUMNS",
     "RADIUS_PRESETS",
+    "TOWN_COLUMNS",
     "DemandGrid",
     "Recommendation",
     "TownCoverage",
@@ -344,6 +346,22 @@ COMPLIANCE_ITEMS: list[tuple[str, str, str, tuple[str, ...] | None]] = [
     ("health", "健康服务站或拥军药店", "medical", ("health_station", "partner_pharmacy")),
     ("green_channel", "拥军绿色通道窗口", "green_channels", None),
 ]
+
+#: Per-town table columns: (key, Chinese header).
+TOWN_COLUMNS = [
+    ("town_code", "镇街代码"),
+    ("town_name", "镇街"),
+    ("facilities", "设施数"),
+    ("population", "人口"),
+    ("population_estimated", "人口为估计值"),
+    ("population_covered_share", "覆盖人口比例"),
+    ("area_covered_share", "覆盖面积比例"),
+    ("median_distance_m", "步行距离中位数(米)"),
+    ("p90_distance_m", "步行距离90分位(米)"),
+    ("max_distance_m", "最远步行距离(米)"),
+    ("uncovered_cells", "未覆盖网格数"),
+]
+COMPLIANCE_COLUMNS = [(item, zh) for item, zh, _layer, _kinds in COMPLIANCE_ITEMS]
 
 
 def compliance_by_town(

@@ -13,18 +13,17 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from geo_service.analysis.coverage import MAX_RADIUS_M, parse_radius
+from geo_service.analysis.coverage import (
+    COMPLIANCE_COLUMNS,
+    MAX_RADIUS_M,
+    TOWN_COLUMNS,
+    parse_radius,
+)
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import HTML, catalog_values, json_body
 from geo_service.api.params import query_params
 from geo_service.errors import InvalidParameter
-from geo_service.services.planning import (
-    COMPLIANCE_COLUMNS,
-    TOWN_COLUMNS,
-    Question,
-    coverage_report,
-    recommend_sites,
-)
+from geo_service.services.planning import Question, coverage_report, recommend_sites
 from geo_service.services.queries import list_param, reject_unknown
 
 __all__ = ["router", "town_rows"]

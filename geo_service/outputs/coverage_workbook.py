@@ -9,7 +9,7 @@ from typing import Any
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
-from geo_service.services.planning import COMPLIANCE_COLUMNS, TOWN_COLUMNS
+from geo_service.analysis.coverage import COMPLIANCE_COLUMNS, TOWN_COLUMNS
 
 __all__ = ["write_workbook"]
 

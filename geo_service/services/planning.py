@@ -12,23 +12,7 @@ import numpy as np
 from geo_service.analysis import coverage as cv
 from geo_service.runtime import Runtime
 
-__all__ = ["COMPLIANCE_COLUMNS", "TOWN_COLUMNS", "Question", "coverage_report", "recommend_sites"]
-
-#: Per-town table columns: (key, Chinese header).
-TOWN_COLUMNS = [
-    ("town_code", "镇街代码"),
-    ("town_name", "镇街"),
-    ("facilities", "设施数"),
-    ("population", "人口"),
-    ("population_estimated", "人口为估计值"),
-    ("population_covered_share", "覆盖人口比例"),
-    ("area_covered_share", "覆盖面积比例"),
-    ("median_distance_m", "步行距离中位数(米)"),
-    ("p90_distance_m", "步行距离90分位(米)"),
-    ("max_distance_m", "最远步行距离(米)"),
-    ("uncovered_cells", "未覆盖网格数"),
-]
-COMPLIANCE_COLUMNS = [(item, zh) for item, zh, _layer, _kinds in cv.COMPLIANCE_ITEMS]
+__all__ = ["Question", "coverage_report", "recommend_sites"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +50,7 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
     compliance = cv.compliance_by_town(every_site, towns)
     table = []
     for row in rows:
-        entry = {key: getattr(row, key) for key, _zh in TOWN_COLUMNS}
+        entry = {key: getattr(row, key) for key, _zh in cv.TOWN_COLUMNS}
         entry["by_kind"] = row.by_kind
         for key in ("population_covered_share", "area_covered_share"):
             entry[key] = round(entry[key], 4)
@@ -75,7 +59,7 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
             # No facility at all (or no cell): no distance, not "inf".
             entry[key] = round(value, 1) if np.isfinite(value) else None
         checks = compliance[row.town_code]
-        for item, _zh in COMPLIANCE_COLUMNS:
+        for item, _zh in cv.COMPLIANCE_COLUMNS:
             entry[f"has_{item}"] = checks["meets"][item]
             entry[f"{item}_count"] = checks["counts"][item]
         entry["all_met"] = checks["all_met"]
