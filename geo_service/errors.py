@@ -20,11 +20,13 @@ __all__ = [
     "GeoServiceError",
     "InvalidFeature",
     "InvalidParameter",
+    "JobFailed",
     "NotFound",
     "PayloadTooLarge",
     "PreconditionFailed",
     "PreconditionRequired",
     "PrintError",
+    "ServiceBusy",
     "StoreError",
     "StyleError",
     "Unauthorized",
@@ -164,3 +166,25 @@ class PayloadTooLarge(GeoServiceError, ValueError):
 
 class UnsupportedMediaType(GeoServiceError, ValueError):
     title = "Unsupported media type"
+
+
+class ServiceBusy(GeoServiceError, RuntimeError):
+    """The bounded job queue is full: the work is refused now, not queued forever."""
+
+    title = "Service busy"
+
+    def __init__(self, detail: str, retry_after: int):
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class JobFailed(GeoServiceError, RuntimeError):
+    """A job ended in an error. ``problem`` is that error as it was recorded in
+    the job (its class name, detail and extras), so an adapter in another
+    process answers with the status the original error maps to."""
+
+    title = "Job failed"
+
+    def __init__(self, problem: dict):
+        super().__init__(str(problem.get("detail") or "the job failed"))
+        self.problem = problem
