@@ -8,7 +8,7 @@ import pyogrio
 import pytest
 import shapely
 
-from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
+from geo_service.errors import FeatureNotFound, Forbidden, InvalidParameter, StoreError
 from geo_service.sources.catalog import ValidFeature
 from geo_service.store import open_store
 from geo_service.store.seeding import seed_store
@@ -171,3 +171,76 @@ def test_layer_versions_see_writes_from_here_and_from_another_process(store, cat
     after = store.layer_versions()
     assert after["stations"] == before["stations"] + 1
     assert after["green_channels"] == before["green_channels"] + 1
+
+
+def test_an_editors_import_refuses_a_site_moved_out_of_their_towns_after_planning(store):
+    """An editor of one town plans an import (a new site, an updated phone);
+    before it is written, someone moves one of those sites into another town.
+    The towns are checked again inside the write, against the rows as they
+    are then: the import is refused and nothing of it lands."""
+    stations = store.all_features("stations")
+    site = stations[0]
+    home = site.properties["town_code"]
+    elsewhere = next(s for s in stations if s.properties["town_code"] != home)
+    editor_towns = {home}
+
+    def authorize(before, new) -> None:
+        if before is not None and before.properties.get("town_code") not in editor_towns:
+            raise Forbidden(f"{before.id} is outside the towns this editor may change")
+
+    # Planning: the import's rows, checked against the store as it is now.
+    new_site = ValidFeature(
+        "st-import-new",
+        dict(site.properties, id="st-import-new", name="样例驿站（导入）"),
+        site.geometry,
+    )
+    phone = ValidFeature(site.id, dict(site.properties, phone="0533-1234567"), site.geometry)
+    authorize(None, new_site)
+    authorize(site, phone)
+
+    # Meanwhile the site moves into another town.
+    moved = dict(site.properties, town_code=elsewhere.properties["town_code"])
+    store.change(
+        "stations",
+        site.id,
+        ValidFeature(site.id, moved, elsewhere.geometry),
+        actor="admin",
+        action="replace",
+    )
+    count, version = store.count("stations"), store.layer_version("stations")
+    audit = len(store.audit_records())
+
+    with pytest.raises(Forbidden, match=site.id):
+        store.write_layers(
+            {"stations": [new_site, phone]}, actor="editor", action="import", authorize=authorize
+        )
+    assert store.count("stations") == count
+    with pytest.raises(FeatureNotFound):
+        store.get("stations", "st-import-new")  # written before the refusal, rolled back
+    kept = store.get("stations", site.id)
+    assert kept.properties["town_code"] == elsewhere.properties["town_code"]
+    assert kept.properties["phone"] == site.properties["phone"]
+    assert store.layer_version("stations") == version
+    assert len(store.audit_records()) == audit
+
+
+def test_write_layers_asks_authorize_about_every_row_and_every_deletion(store):
+    medical = store.all_features("medical")
+    first, gone = medical[0], medical[1:]
+    changed = ValidFeature(first.id, dict(first.properties, phone="0533-7654321"), first.geometry)
+    added = ValidFeature("md-new", dict(first.properties, id="md-new"), first.geometry)
+    asked = []
+    result = store.write(
+        "medical",
+        [changed, added],
+        actor="admin",
+        replace=True,
+        authorize=lambda before, new: asked.append(
+            (before and before.id, new and new.id, before is not None and before.revision)
+        ),
+    )
+    assert asked[:2] == [(first.id, first.id, first.revision), (None, "md-new", False)]
+    assert sorted(a[0] for a in asked[2:]) == sorted(f.id for f in gone)
+    assert all(a[1] is None for a in asked[2:])
+    assert result.updated == [first.id] and result.inserted == ["md-new"]
+    assert sorted(result.deleted) == sorted(f.id for f in gone)

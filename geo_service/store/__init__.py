@@ -6,9 +6,11 @@ from pathlib import Path
 
 from geo_service.sources.catalog import Catalog
 from geo_service.store.base import (
+    JOB_STATUSES,
     AuditQuery,
     BBox,
     Change,
+    JobRecord,
     Page,
     Store,
     StoredFeature,
@@ -17,9 +19,11 @@ from geo_service.store.base import (
 )
 
 __all__ = [
+    "JOB_STATUSES",
     "AuditQuery",
     "BBox",
     "Change",
+    "JobRecord",
     "Page",
     "Store",
     "StoredFeature",
@@ -29,14 +33,19 @@ __all__ = [
 ]
 
 
-def open_store(location: str | Path, catalog: Catalog) -> Store:
+def open_store(
+    location: str | Path, catalog: Catalog, *, pool_size: int = 4, pool_timeout: float = 30.0
+) -> Store:
     """Open (creating if needed) the store at ``location``: a file path for the
-    embedded GeoPackage, or a ``postgresql://`` URL for PostGIS."""
+    embedded GeoPackage, or a ``postgresql://`` URL for PostGIS.
+
+    At most ``pool_size`` connections are open at once (per process); a call
+    that waits ``pool_timeout`` seconds for one fails with ``StoreError``."""
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         from geo_service.store.postgis import PostGISStore
 
-        return PostGISStore(text, catalog)
+        return PostGISStore(text, catalog, pool_size=pool_size, pool_timeout=pool_timeout)
     from geo_service.store.geopackage import GeoPackageStore
 
-    return GeoPackageStore(Path(text), catalog)
+    return GeoPackageStore(Path(text), catalog, pool_size=pool_size, pool_timeout=pool_timeout)

@@ -26,9 +26,11 @@ from geo_service.errors import (
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 
 __all__ = [
+    "JOB_STATUSES",
     "AuditQuery",
     "BBox",
     "Change",
+    "JobRecord",
     "Page",
     "Store",
     "StoredFeature",
@@ -120,6 +122,34 @@ class TokenRecord:
         return self.revoked_at is None
 
 
+#: A job's life: accepted -> running -> successful | failed, or dismissed on the way.
+JOB_STATUSES = ("accepted", "running", "successful", "failed", "dismissed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRecord:
+    """An OGC API - Processes job as stored (``gs_jobs``), without its result bytes.
+
+    Times are ISO 8601 UTC text (``now()``); ``inputs`` is JSON text;
+    ``owner`` is the process running it (``host:pid``), ``actor`` who asked."""
+
+    id: str
+    process: str
+    status: str
+    progress: int = 0
+    message: str | None = None
+    inputs: str | None = None
+    cache_key: str | None = None
+    owner: str | None = None
+    actor: str | None = None
+    created: str
+    started: str | None = None
+    finished: str | None = None
+    updated: str
+    result_media: str | None = None
+    has_result: bool = False
+
+
 def etag_matches(if_match: str, etag: str) -> bool:
     """RFC 9110 If-Match: ``*`` or a list of entity tags compared strongly
     (a weak tag ``W/"..."`` never matches)."""
@@ -131,7 +161,9 @@ def etag_matches(if_match: str, etag: str) -> bool:
 class Store(ABC):
     """Where layers live. One interface; an embedded and a PostGIS backend.
 
-    Readers may call from many threads at once. Every change is one
+    Readers may call from many threads at once; each read or write borrows a
+    connection from a bounded pool for its duration (a thread already holding
+    one, inside a write, uses that one). Every change is one
     transaction holding the feature rows, their audit records and the layer's
     change counter: either all of it lands, or none does. The transaction
     logic lives here, once; backends supply the SQL primitives below.
@@ -191,7 +223,12 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release connections."""
+        """Release connections (a later call opens new ones as needed)."""
+
+    @abstractmethod
+    def pool_stats(self) -> dict[str, int]:
+        """The connection pool: ``max_size`` (its bound), ``open`` (connections
+        open now) and ``opened`` (connections opened since the store was)."""
 
     @abstractmethod
     def check(self) -> list[str]:
@@ -258,11 +295,18 @@ class Store(ABC):
         actor: str,
         action: str = "upsert",
         replace: bool = False,
+        authorize: Callable[[StoredFeature | None, ValidFeature | None], None] | None = None,
     ) -> dict[str, WriteResult]:
         """Insert or update features of several layers by id in ONE transaction,
         with an audit record per change: either everything lands or nothing.
         Unchanged features are left alone (re-running a write is idempotent).
-        ``replace`` also deletes each named layer's features that were not given."""
+        ``replace`` also deletes each named layer's features that were not given.
+
+        ``authorize(before, new)`` means what it means in ``change``: called
+        inside the transaction for every given feature (and with ``new=None``
+        for every deletion ``replace`` would make), ``before`` being the row as
+        stored at that moment (None for a new id); raising refuses the whole
+        write, so nothing of it lands (an editor's import limited to towns)."""
         layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
         results = {layer_id: WriteResult() for layer_id in batches}
         with self._transaction() as conn:
@@ -275,6 +319,8 @@ class Store(ABC):
                         raise InvalidParameter("id", f"feature id {feature.id!r} appears twice")
                     seen.add(feature.id)
                     found = self._read(conn, layer, feature.id)
+                    if authorize is not None:
+                        authorize(found[1] if found else None, feature)
                     if found is None:
                         after = self._insert(conn, layer, feature)
                         self._audit(conn, actor, _verb(action, "insert"), None, after)
@@ -289,6 +335,8 @@ class Store(ABC):
                 if replace:
                     for handle, before in self._read_all(conn, layer):
                         if before.id not in seen:
+                            if authorize is not None:
+                                authorize(before, None)
                             self._delete(conn, layer, handle)
                             self._audit(conn, actor, "delete", before, None)
                             result.deleted.append(before.id)
@@ -304,11 +352,12 @@ class Store(ABC):
         actor: str,
         action: str = "upsert",
         replace: bool = False,
+        authorize: Callable[[StoredFeature | None, ValidFeature | None], None] | None = None,
     ) -> WriteResult:
         """``write_layers`` for a single layer."""
-        return self.write_layers({layer_id: features}, actor=actor, action=action, replace=replace)[
-            layer_id
-        ]
+        return self.write_layers(
+            {layer_id: features}, actor=actor, action=action, replace=replace, authorize=authorize
+        )[layer_id]
 
     def change(
         self,
@@ -503,6 +552,175 @@ class Store(ABC):
                 [token_hash],
             )
         return _token_record(rows[0]) if rows else None
+
+    # -- jobs (OGC API - Processes) ---------------------------------------------------
+    # The job engine decides what a job does; the store keeps its record, so
+    # any worker process (and a restarted one) sees the same jobs.
+
+    def create_job(self, record: JobRecord) -> None:
+        """Keep a new job's record (``Conflict`` if the id exists). A new job
+        has no result yet: ``record.has_result`` is ignored."""
+        _check_job_status("status", record.status)
+        _check_progress(record.progress)
+        columns = ", ".join(_JOB_COLUMNS)
+        marks = ", ".join("?" for _ in _JOB_COLUMNS)
+        with self._transaction() as conn:
+            rows = self._sql(
+                conn,
+                f"INSERT INTO gs_jobs ({columns}) VALUES ({marks}) "
+                "ON CONFLICT (id) DO NOTHING RETURNING id",
+                [getattr(record, column) for column in _JOB_COLUMNS],
+            )
+        if not rows:
+            raise Conflict(f"a job {record.id!r} exists")
+
+    def update_job(
+        self, job_id: str, *, expect: Sequence[str] | None = None, **fields: Any
+    ) -> bool:
+        """Set some of a job's ``status``, ``progress``, ``message``, ``started``,
+        ``finished``, ``owner``, ``result`` (bytes or None) and ``result_media``,
+        and ``updated`` to now, in one statement.
+
+        With ``expect``, only while the job's status is one of those: a worker's
+        late progress on a job dismissed meanwhile changes nothing. Returns
+        whether the job was changed (False: no such job, or not as expected).
+        """
+        unknown = sorted(set(fields) - set(_JOB_UPDATABLE))
+        if unknown:
+            raise TypeError(f"update_job cannot set {', '.join(unknown)}")
+        if "status" in fields:
+            _check_job_status("status", fields["status"])
+        if "progress" in fields:
+            _check_progress(fields["progress"])
+        result = fields.get("result")
+        if result is not None and not isinstance(result, bytes | bytearray | memoryview):
+            raise TypeError("a job's result is bytes")
+        # Column names come from the fixed list, never from the caller.
+        columns = [column for column in _JOB_UPDATABLE if column in fields]
+        assignments = ", ".join(f"{column} = ?" for column in [*columns, "updated"])
+        params: list[Any] = [fields[column] for column in columns]
+        params += [now(), job_id]
+        where = "id = ?"
+        if expect is not None:
+            expected = [expect] if isinstance(expect, str) else list(expect)
+            for status in expected:
+                _check_job_status("expect", status)
+            if not expected:
+                return False
+            where += f" AND status IN ({', '.join('?' for _ in expected)})"
+            params += expected
+        with self._transaction() as conn:
+            rows = self._sql(
+                conn, f"UPDATE gs_jobs SET {assignments} WHERE {where} RETURNING id", params
+            )
+        return bool(rows)
+
+    def job(self, job_id: str) -> JobRecord | None:
+        """One job's record, or None."""
+        return next(iter(self._select_jobs("WHERE id = ?", [job_id])), None)
+
+    def job_result(self, job_id: str) -> tuple[bytes, str] | None:
+        """A job's result and its media type, or None when it has none (yet, or any more)."""
+        with self._reading() as conn:
+            rows = self._sql(
+                conn,
+                "SELECT result, result_media FROM gs_jobs WHERE id = ? AND result IS NOT NULL",
+                [job_id],
+            )
+        if not rows:
+            return None
+        result, media = rows[0]
+        return bytes(result), media or "application/octet-stream"
+
+    def jobs(self, limit: int = 100, offset: int = 0) -> list[JobRecord]:
+        """Jobs newest first, paged."""
+        return self._select_jobs("ORDER BY created DESC, id DESC LIMIT ? OFFSET ?", [limit, offset])
+
+    def count_jobs(self) -> int:
+        with self._reading() as conn:
+            return int(self._sql(conn, "SELECT count(*) FROM gs_jobs")[0][0])
+
+    def cached_job(self, process: str, cache_key: str) -> JobRecord | None:
+        """The newest successful job of ``process`` with ``cache_key`` whose
+        result is still kept: its result answers the same request again."""
+        found = self._select_jobs(
+            "WHERE process = ? AND cache_key = ? AND status = 'successful' "
+            "AND result IS NOT NULL ORDER BY created DESC, id DESC LIMIT 1",
+            [process, cache_key],
+        )
+        return found[0] if found else None
+
+    def unfinished_jobs(self) -> list[JobRecord]:
+        """Jobs accepted or running, oldest first (a restarted engine looks at these)."""
+        return self._select_jobs("WHERE status IN ('accepted', 'running') ORDER BY created, id", [])
+
+    def delete_job_result(self, job_id: str) -> bool:
+        """Drop a job's result bytes (the record stays); False when there is no such job."""
+        with self._transaction() as conn:
+            rows = self._sql(
+                conn,
+                "UPDATE gs_jobs SET result = NULL, updated = ? WHERE id = ? RETURNING id",
+                [now(), job_id],
+            )
+        return bool(rows)
+
+    def _select_jobs(self, tail: str, params: Sequence[Any]) -> list[JobRecord]:
+        with self._reading() as conn:
+            rows = self._sql(
+                conn,
+                f"SELECT {', '.join(_JOB_COLUMNS)}, result IS NOT NULL FROM gs_jobs {tail}",
+                params,
+            )
+        return [
+            JobRecord(
+                **dict(zip(_JOB_COLUMNS, row[:-1], strict=True)),
+                has_result=bool(row[-1]),
+            )
+            for row in rows
+        ]
+
+
+#: ``gs_jobs`` columns a ``JobRecord`` holds (all but the result bytes), in table order.
+_JOB_COLUMNS = (
+    "id",
+    "process",
+    "status",
+    "progress",
+    "message",
+    "inputs",
+    "cache_key",
+    "owner",
+    "actor",
+    "created",
+    "started",
+    "finished",
+    "updated",
+    "result_media",
+)
+
+#: What ``update_job`` may set: the only column names its SQL ever holds.
+_JOB_UPDATABLE = (
+    "status",
+    "progress",
+    "message",
+    "started",
+    "finished",
+    "owner",
+    "result",
+    "result_media",
+)
+
+
+def _check_job_status(parameter: str, status: object) -> None:
+    if status not in JOB_STATUSES:
+        raise InvalidParameter(
+            parameter, f"{status!r} is not a job status ({', '.join(JOB_STATUSES)})"
+        )
+
+
+def _check_progress(progress: object) -> None:
+    if not isinstance(progress, int) or isinstance(progress, bool) or not 0 <= progress <= 100:
+        raise InvalidParameter("progress", f"{progress!r} is not a whole percentage (0 to 100)")
 
 
 def _token_record(row: Sequence[Any]) -> TokenRecord:

@@ -8,6 +8,8 @@ tables prefixed ``gs_`` hold per-layer change counters and the audit trail.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with
 ``synchronous=FULL``: a crash leaves either all of a write or none of it.
+Reads and writes borrow one of at most ``pool_size`` connections; in WAL mode
+readers see every committed write and never wait for the writer.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,15 @@ CREATE INDEX IF NOT EXISTS gs_audit_feature ON gs_audit (layer_id, feature_id);
 CREATE TABLE IF NOT EXISTS gs_tokens (
   name TEXT PRIMARY KEY, role TEXT NOT NULL, towns TEXT NOT NULL,
   token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
+CREATE TABLE IF NOT EXISTS gs_jobs (
+  id TEXT PRIMARY KEY, process TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('accepted', 'running', 'successful', 'failed',
+    'dismissed')),
+  progress INTEGER NOT NULL DEFAULT 0, message TEXT, inputs TEXT, cache_key TEXT, owner TEXT,
+  actor TEXT, created TEXT NOT NULL, started TEXT, finished TEXT, updated TEXT NOT NULL,
+  result BLOB, result_media TEXT);
+CREATE INDEX IF NOT EXISTS gs_jobs_cache ON gs_jobs (process, cache_key, status);
+CREATE INDEX IF NOT EXISTS gs_jobs_created ON gs_jobs (created);
 """
 
 _SQL_TYPES = {"boolean": "BOOLEAN", "integer": "INTEGER", "date": "DATE"}
@@ -159,53 +171,179 @@ INSERT INTO gpkg_extensions VALUES ('{t}', '{c}', 'gpkg_rtree_index',
 """
 
 
-class GeoPackageStore(Store):
-    """A GeoPackage file holding every catalog layer; created on first open."""
+class _Connection(sqlite3.Connection):
+    """A pooled connection. ``versions`` memoises ``layer_versions`` for this
+    connection alone: SQLite's ``data_version`` is per connection."""
 
-    def __init__(self, path: Path | str, catalog: Catalog):
+    versions: tuple[tuple[int, int], dict[str, int]] | None = None
+    generation = 0
+
+
+class _ConnectionPool:
+    """At most ``size`` connections to one file, opened when first needed and
+    lent to one thread at a time."""
+
+    def __init__(self, connect: Callable[[], _Connection], size: int, timeout: float):
+        self._connect = connect
+        self.size = size
+        self.timeout = timeout
+        self._idle: list[_Connection] = []
+        self._count = 0  # open or being opened, idle or lent: never above size
+        self._opened = 0
+        self._generation = 0  # close() moves it; older connections close on return
+        self._cond = threading.Condition()
+
+    def acquire(self) -> _Connection:
+        deadline = time.monotonic() + self.timeout
+        with self._cond:
+            while not self._idle and self._count >= self.size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreError(
+                        f"no database connection came free within {self.timeout:g} s "
+                        f"(all {self.size} are busy)"
+                    )
+                self._cond.wait(remaining)
+            if self._idle:
+                return self._idle.pop()  # the most recently used: its pages are warm
+            self._count += 1
+            generation = self._generation
+        try:
+            conn = self._connect()
+        except BaseException:
+            self._forget()
+            raise
+        conn.generation = generation
+        with self._cond:
+            self._opened += 1
+        return conn
+
+    def release(self, conn: _Connection) -> None:
+        usable = conn.generation == self._generation
+        if usable and conn.in_transaction:  # a failed ROLLBACK left one open
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                usable = False
+        if not usable:
+            conn.close()
+            self._forget()
+            return
+        with self._cond:
+            self._idle.append(conn)
+            self._cond.notify()
+
+    def _forget(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Close the idle connections now and lent ones when they come back."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._generation += 1
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "max_size": self.size,
+                "open": self._count,
+                "opened": self._opened,
+                "in_use": self._count - len(self._idle),
+            }
+
+
+class GeoPackageStore(Store):
+    """A GeoPackage file holding every catalog layer; created on first open.
+
+    ``pool_size`` bounds the connections open at once; a read or write that
+    finds them all busy for ``pool_timeout`` seconds fails with ``StoreError``.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        catalog: Catalog,
+        *,
+        pool_size: int = 4,
+        pool_timeout: float = 30.0,
+    ):
+        if pool_size < 1:
+            raise InvalidParameter("pool_size", "the pool needs at least one connection")
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.catalog = catalog
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._pool = _ConnectionPool(self._connect, pool_size, pool_timeout)
+        self._held = threading.local()  # the connection this thread has borrowed
         self._lock = threading.Lock()
         self._writes = 0  # commits through this object: part of the layer_versions memo
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot create the store's folder: {error.strerror}") from None
-        self._initialise()
+        try:
+            self._initialise()
+        except BaseException:
+            self._pool.close()
+            raise
 
     # -- connections ----------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path, isolation_level=None, timeout=30.0, check_same_thread=False
-                )
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA busy_timeout = 30000")
-                conn.execute("PRAGMA synchronous = FULL")
-                conn.execute("PRAGMA foreign_keys = ON")
-            except sqlite3.DatabaseError as error:
-                raise StoreError(f"{self.path.name} is not a usable SQLite file: {error}") from None
-            _register_functions(conn)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+    def _connect(self) -> _Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                timeout=30.0,
+                check_same_thread=False,  # lent to one thread at a time by the pool
+                factory=_Connection,
+            )
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path.name} is not a usable SQLite file: {error}") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as error:
+            conn.close()
+            raise StoreError(f"{self.path.name} is not a usable SQLite file: {error}") from None
+        _register_functions(conn)
         return conn
 
+    @contextmanager
+    def _borrow(self) -> Iterator[_Connection]:
+        # A thread already holding a connection (a read inside its own write)
+        # keeps using it: a second borrow could wait on itself, and the read
+        # should see the write's rows, as it did with one connection per thread.
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        conn = self._pool.acquire()
+        self._held.conn = conn
+        try:
+            yield conn
+        finally:
+            self._held.conn = None
+            self._pool.release(conn)
+
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._pool.close()
+
+    def pool_stats(self) -> dict[str, int]:
+        return self._pool.stats()
 
     def _initialise(self) -> None:
-        conn = self._conn()
+        with self._borrow() as conn:
+            self._initialise_on(conn)
+
+    def _initialise_on(self, conn: sqlite3.Connection) -> None:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA application_id = 1196444487")  # 'GPKG'
@@ -312,63 +450,62 @@ class GeoPackageStore(Store):
     # -- reads ----------------------------------------------------------------
 
     def is_empty(self) -> bool:
-        conn = self._conn()
-        return all(
-            conn.execute(f'SELECT 1 FROM "{layer_id}" LIMIT 1').fetchone() is None
-            for layer_id in self.catalog.layers
-        )
+        with self._reading() as conn:
+            return all(
+                conn.execute(f'SELECT 1 FROM "{layer_id}" LIMIT 1').fetchone() is None
+                for layer_id in self.catalog.layers
+            )
 
     def layer_version(self, layer_id: str) -> int:
         self.catalog.layer(layer_id)
-        row = (
-            self._conn()
-            .execute("SELECT version FROM gs_layer_state WHERE layer_id = ?", (layer_id,))
-            .fetchone()
-        )
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT version FROM gs_layer_state WHERE layer_id = ?", (layer_id,)
+            ).fetchone()
         return int(row["version"]) if row else 0
 
     def layer_versions(self) -> dict[str, int]:
         # Asked on every nearest query, so the table is read only when SQLite's
         # data_version (moves when another connection commits) or this
-        # store's own write count says something may have changed.
-        conn = self._conn()
-        stamp = (conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
-        memo = getattr(self._local, "versions", None)
-        if memo is None or memo[0] != stamp:
-            rows = conn.execute("SELECT layer_id, version FROM gs_layer_state").fetchall()
-            memo = (stamp, {row["layer_id"]: int(row["version"]) for row in rows})
-            self._local.versions = memo
+        # store's own write count says something may have changed. Both the
+        # data_version and the memo belong to the connection borrowed: another
+        # pooled connection's memo says nothing about this one's data_version.
+        with self._reading() as conn:
+            stamp = (conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            memo = conn.versions
+            if memo is None or memo[0] != stamp:
+                rows = conn.execute("SELECT layer_id, version FROM gs_layer_state").fetchall()
+                memo = (stamp, {row["layer_id"]: int(row["version"]) for row in rows})
+                conn.versions = memo
         return dict(memo[1])
 
     def count(self, layer_id: str) -> int:
         layer = self.catalog.layer(layer_id)
-        return int(self._conn().execute(f'SELECT count(*) FROM "{layer.id}"').fetchone()[0])
+        with self._reading() as conn:
+            return int(conn.execute(f'SELECT count(*) FROM "{layer.id}"').fetchone()[0])
 
     def extent(self, layer_id: str) -> BBox | None:
         layer = self.catalog.layer(layer_id)
-        row = (
-            self._conn()
-            .execute(
+        with self._reading() as conn:
+            row = conn.execute(
                 f'SELECT min(minx), min(miny), max(maxx), max(maxy) FROM "rtree_{layer.id}_geom"'
-            )
-            .fetchone()
-        )
+            ).fetchone()
         return None if row[0] is None else (row[0], row[1], row[2], row[3])
 
     def get(self, layer_id: str, feature_id: str) -> StoredFeature:
         layer = self.catalog.layer(layer_id)
-        row = (
-            self._conn()
-            .execute(f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,))
-            .fetchone()
-        )
+        with self._reading() as conn:
+            row = conn.execute(
+                f'SELECT * FROM "{layer.id}" WHERE "id" = ?', (feature_id,)
+            ).fetchone()
         if row is None:
             raise FeatureNotFound(layer_id, feature_id)
         return self._row_to_feature(layer, row)
 
     def all_features(self, layer_id: str) -> list[StoredFeature]:
         layer = self.catalog.layer(layer_id)
-        rows = self._conn().execute(f'SELECT * FROM "{layer.id}" ORDER BY "id"').fetchall()
+        with self._reading() as conn:
+            rows = conn.execute(f'SELECT * FROM "{layer.id}" ORDER BY "id"').fetchall()
         return [self._row_to_feature(layer, row) for row in rows]
 
     def query(
@@ -397,45 +534,52 @@ class GeoPackageStore(Store):
             where.append(clause)
             params += values
         sql_where = f" WHERE {' AND '.join(where)}" if where else ""
-        conn = self._conn()
         select = f'SELECT f.* FROM {source}{sql_where} ORDER BY f."id"'
         if bbox is not None and layer.geometry != "Point":
             # The R-tree matches envelopes; a polygon must really intersect the box,
             # and that test has to come before paging so pages and counts agree.
             box = shapely.box(*bbox)
-            rows = [
-                row
-                for row in conn.execute(select, params)
-                if _from_blob(row["geom"]).intersects(box)
-            ]
+            with self._reading() as conn:
+                rows = [
+                    row
+                    for row in conn.execute(select, params)
+                    if _from_blob(row["geom"]).intersects(box)
+                ]
             features = [self._row_to_feature(layer, row) for row in rows[offset : offset + limit]]
             return Page(features=features, number_matched=len(rows))
-        rows = conn.execute(f"{select} LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
-        matched = conn.execute(f"SELECT count(*) FROM {source}{sql_where}", params).fetchone()[0]
+        with self._reading() as conn:
+            rows = conn.execute(f"{select} LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
+            matched = conn.execute(f"SELECT count(*) FROM {source}{sql_where}", params).fetchone()[
+                0
+            ]
         features = [self._row_to_feature(layer, row) for row in rows]
         return Page(features=features, number_matched=int(matched))
 
     # -- transaction primitives (the logic is in Store) -----------------------------
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[_Connection]:
         # IMMEDIATE takes the write lock at once: checks made inside (If-Match,
         # an id's existence) stay true until COMMIT, across processes too.
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        finally:
-            with self._lock:
-                self._writes += 1
+        with self._borrow() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # some errors (a full disk) roll back by themselves
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                # Counted before the connection goes back to the pool, so a
+                # reader memo on it (layer_versions) can never miss this commit.
+                with self._lock:
+                    self._writes += 1
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        yield self._conn()
+    def _reading(self) -> Iterator[_Connection]:
+        with self._borrow() as conn:
+            yield conn
 
     def _sql(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return conn.execute(sql, list(params)).fetchall()
@@ -490,20 +634,23 @@ class GeoPackageStore(Store):
     def check(self) -> list[str]:
         """SQLite's integrity and foreign-key checks, and each R-tree against its
         table: the problems found (empty when the file is sound)."""
-        conn = self._conn()
-        problems = [row[0] for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
-        problems += [f"foreign key: {tuple(r)}" for r in conn.execute("PRAGMA foreign_key_check")]
-        for layer_id in self.catalog.layers:
-            name = f"rtree_{layer_id}_geom"
-            verdict = conn.execute("SELECT rtreecheck(?)", (name,)).fetchone()[0]
-            if verdict != "ok":
-                problems.append(f"{name}: {verdict}")
+        with self._reading() as conn:
+            problems = [row[0] for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
+            problems += [
+                f"foreign key: {tuple(r)}" for r in conn.execute("PRAGMA foreign_key_check")
+            ]
+            for layer_id in self.catalog.layers:
+                name = f"rtree_{layer_id}_geom"
+                verdict = conn.execute("SELECT rtreecheck(?)", (name,)).fetchone()[0]
+                if verdict != "ok":
+                    problems.append(f"{name}: {verdict}")
         return problems
 
     def backup(self, target: Path) -> None:
         """A consistent copy taken while the service runs: ``VACUUM INTO`` reads
         one snapshot (in WAL mode readers and the writer never block each other)."""
-        self._conn().execute("VACUUM INTO ?", (str(target),))
+        with self._reading() as conn:
+            conn.execute("VACUUM INTO ?", (str(target),))
 
 
 def _encode(spec: PropertySpec, value: Any) -> Any:

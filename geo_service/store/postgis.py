@@ -7,7 +7,9 @@ properties as JSON, in the catalog's order with extras sorted, exactly as the
 embedded store returns them) and ``geom`` (EPSG:4326, GiST-indexed). Change
 counters and the audit trail live in ``gs_layer_state`` and ``gs_audit``.
 Every write is one transaction; ids sort by code point (``COLLATE "C"``), as
-in SQLite, so both backends page identically.
+in SQLite, so both backends page identically. Reads and writes borrow one of
+at most ``pool_size`` connections (``psycopg_pool``), so several server
+workers stay well under PostgreSQL's ``max_connections``.
 """
 
 from __future__ import annotations
@@ -39,44 +41,137 @@ def _stored_properties(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
 
 
 class PostGISStore(Store):
-    def __init__(self, url: str, catalog: Catalog):
+    """Every catalog layer in one PostgreSQL schema.
+
+    ``pool_size`` bounds the connections open at once (one is kept open);
+    a read or write that finds them all busy for ``pool_timeout`` seconds
+    fails with ``StoreError`` instead of waiting forever.
+    """
+
+    def __init__(
+        self, url: str, catalog: Catalog, *, pool_size: int = 4, pool_timeout: float = 30.0
+    ):
         import psycopg
 
+        if pool_size < 1:
+            raise InvalidParameter("pool_size", "the pool needs at least one connection")
         self._psycopg = psycopg
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         self.schema = (query.pop("schema", ["public"]) or ["public"])[0]
         if not self.schema.replace("_", "").isalnum():
             raise StoreError(f"schema name {self.schema!r} must be letters, digits and _")
+        # Named, so the service's connections are plain in pg_stat_activity.
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True}
+        if "application_name" not in query:
+            self._connect_kwargs["application_name"] = "geo-service"
         self.dsn = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         self.location = url  # reopening the same store needs the whole URL
         self.catalog = catalog
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
-        self.initialise()
+        self.pool_size = pool_size
+        self.pool_timeout = pool_timeout
+        self._pool: Any = None  # opened after the schema is ready, again after close()
+        self._pool_lock = threading.Lock()
+        self._opened_before = 0  # connections opened by pools closed since
+        self._held = threading.local()  # the connection this thread has borrowed
+        # One plain connection first: a wrong URL or password is reported at
+        # once, in PostgreSQL's words (a pool would retry quietly until its
+        # timeout), and the schema is ready before any pooled connection exists.
+        try:
+            first = psycopg.connect(self.dsn, **self._connect_kwargs)
+        except psycopg.OperationalError as error:
+            raise StoreError(f"cannot connect to PostgreSQL: {error}".strip()) from None
+        with first:
+            self._configure(first)
+            self._initialise_on(first)
+        self._open_pool()
 
     # -- connections and schema ---------------------------------------------------
 
-    def _conn(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            try:
-                conn = self._psycopg.connect(self.dsn, autocommit=True)
-            except self._psycopg.OperationalError as error:
-                raise StoreError(f"cannot connect to PostgreSQL: {error}".strip()) from None
-            conn.execute(f'SET search_path TO "{self.schema}", public')
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+    def _configure(self, conn) -> None:
+        # Connections are in autocommit: a read sees every commit so far and
+        # never leaves a transaction open between borrows; writes open theirs
+        # with conn.transaction().
+        conn.execute(f'SET search_path TO "{self.schema}", public')
+
+    @staticmethod
+    def _reset(conn) -> None:
+        # The pool has already rolled back anything left open; a borrower
+        # must still find the connection as _configure left it.
+        if not conn.autocommit:
+            conn.autocommit = True
+
+    def _open_pool(self):
+        from psycopg_pool import ConnectionPool
+
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.dsn,
+                    kwargs=self._connect_kwargs,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.pool_timeout,
+                    configure=self._configure,
+                    reset=self._reset,
+                    name=f"geo-service:{self.schema}",
+                    open=False,
+                )
+                self._pool.open(wait=False)
+            return self._pool
+
+    @contextmanager
+    def _borrow(self) -> Iterator[Any]:
+        # A thread already holding a connection (a read inside its own write)
+        # keeps using it: a second borrow could wait on itself, and the read
+        # should see the write's rows, as it did with one connection per thread.
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        from psycopg_pool import PoolTimeout
+
+        pool = self._open_pool()
+        try:
+            conn = pool.getconn()
+        except PoolTimeout:
+            raise StoreError(self._no_connection(pool)) from None
+        self._held.conn = conn
+        try:
+            yield conn
+        finally:
+            self._held.conn = None
+            pool.putconn(conn)  # rolls back and resets, or replaces a broken one
+
+    def _no_connection(self, pool) -> str:
+        stats = pool.get_stats()
+        if stats.get("pool_size", 0) >= self.pool_size and not stats.get("pool_available"):
+            return (
+                f"no database connection came free within {self.pool_timeout:g} s "
+                f"(all {self.pool_size} are busy)"
+            )
+        return f"cannot connect to PostgreSQL (gave up after {self.pool_timeout:g} s)"
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        """Close the pool: idle connections now, borrowed ones as they come back."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                self._opened_before += pool.get_stats().get("connections_num", 0)
+        if pool is not None:
+            pool.close()
+
+    def pool_stats(self) -> dict[str, int]:
+        with self._pool_lock:
+            pool, before = self._pool, self._opened_before
+        stats = pool.get_stats() if pool is not None else {}
+        open_now = stats.get("pool_size", 0)
+        return {
+            "max_size": self.pool_size,
+            "open": open_now,
+            "opened": before + stats.get("connections_num", 0),
+            "in_use": open_now - stats.get("pool_available", 0),
+        }
 
     def _table(self, layer: Layer) -> str:
         return f'"{self.schema}"."layer_{layer.id}"'
@@ -90,7 +185,10 @@ class PostGISStore(Store):
         EXISTS``, ``CREATE INDEX IF NOT EXISTS``), and those deadlocked with
         a concurrent write. So a schema that is complete is left untouched,
         and initialisers that do run DDL queue behind one advisory lock."""
-        conn = self._conn()
+        with self._borrow() as conn:
+            self._initialise_on(conn)
+
+    def _initialise_on(self, conn) -> None:
         if self._schema_complete(conn):
             return
         with conn.transaction():
@@ -120,6 +218,21 @@ class PostGISStore(Store):
                 "role text NOT NULL, towns text NOT NULL, token_hash text NOT NULL UNIQUE, "
                 "created_at text NOT NULL, revoked_at text)"
             )
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self.schema}".gs_jobs (id text COLLATE "C" '
+                "PRIMARY KEY, process text NOT NULL, status text NOT NULL CHECK (status IN "
+                "('accepted', 'running', 'successful', 'failed', 'dismissed')), progress "
+                "integer NOT NULL DEFAULT 0, message text, inputs text, cache_key text, "
+                'owner text, actor text, created text COLLATE "C" NOT NULL, started text, '
+                "finished text, updated text NOT NULL, result bytea, result_media text)"
+            )
+            conn.execute(
+                f'CREATE INDEX IF NOT EXISTS gs_jobs_cache ON "{self.schema}".gs_jobs '
+                "(process, cache_key, status)"
+            )
+            conn.execute(
+                f'CREATE INDEX IF NOT EXISTS gs_jobs_created ON "{self.schema}".gs_jobs (created)'
+            )
             for layer in self.catalog.layers.values():
                 table = self._table(layer)
                 conn.execute(
@@ -138,17 +251,20 @@ class PostGISStore(Store):
                 )
 
     def _schema_complete(self, conn) -> bool:
-        """Every table, column and layer row ``initialise`` would create exists."""
-        tables = ["gs_layer_state", "gs_audit", "gs_tokens"]
+        """Every table, column, index and layer row ``initialise`` would create exists."""
+        tables = ["gs_layer_state", "gs_audit", "gs_tokens", "gs_jobs"]
         tables += [f"layer_{layer_id}" for layer_id in self.catalog.layers]
+        indexes = ["gs_audit_feature", "gs_jobs_cache", "gs_jobs_created"]
+        indexes += [f"layer_{layer_id}_geom_idx" for layer_id in self.catalog.layers]
         row = conn.execute(
             "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = %s "
             "AND tablename = ANY(%s)), (SELECT count(*) FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = 'gs_audit' "
-            "AND column_name = 'previous_town_code')",
-            (self.schema, tables, self.schema),
+            "AND column_name = 'previous_town_code'), (SELECT count(*) FROM pg_indexes "
+            "WHERE schemaname = %s AND indexname = ANY(%s))",
+            (self.schema, tables, self.schema, self.schema, indexes),
         ).fetchone()
-        if row[0] != len(tables) or row[1] != 1:
+        if row[0] != len(tables) or row[1] != 1 or row[2] != len(indexes):
             return False
         known = conn.execute(
             f'SELECT count(*) FROM "{self.schema}".gs_layer_state WHERE layer_id = ANY(%s)',
@@ -171,57 +287,50 @@ class PostGISStore(Store):
 
     _COLUMNS = "fid, revision, props, ST_AsBinary(geom)"
 
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One read statement on a borrowed connection."""
+        with self._reading() as conn:
+            return conn.execute(sql, params).fetchall()
+
     def is_empty(self) -> bool:
-        conn = self._conn()
-        return all(
-            conn.execute(f"SELECT 1 FROM {self._table(layer)} LIMIT 1").fetchone() is None
-            for layer in self.catalog.layers.values()
-        )
+        with self._reading() as conn:
+            return all(
+                conn.execute(f"SELECT 1 FROM {self._table(layer)} LIMIT 1").fetchone() is None
+                for layer in self.catalog.layers.values()
+            )
 
     def layer_version(self, layer_id: str) -> int:
         self.catalog.layer(layer_id)
         return self.layer_versions().get(layer_id, 0)
 
     def layer_versions(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT layer_id, version FROM gs_layer_state").fetchall()
+        rows = self._fetchall("SELECT layer_id, version FROM gs_layer_state")
         return {layer_id: int(version) for layer_id, version in rows}
 
     def count(self, layer_id: str) -> int:
         layer = self.catalog.layer(layer_id)
-        return int(self._conn().execute(f"SELECT count(*) FROM {self._table(layer)}").fetchone()[0])
+        return int(self._fetchall(f"SELECT count(*) FROM {self._table(layer)}")[0][0])
 
     def extent(self, layer_id: str) -> BBox | None:
         layer = self.catalog.layer(layer_id)
-        row = (
-            self._conn()
-            .execute(
-                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
-                f"(SELECT ST_Extent(geom) AS e FROM {self._table(layer)}) AS x"
-            )
-            .fetchone()
+        (row,) = self._fetchall(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+            f"(SELECT ST_Extent(geom) AS e FROM {self._table(layer)}) AS x"
         )
         return None if row[0] is None else (row[0], row[1], row[2], row[3])
 
     def get(self, layer_id: str, feature_id: str) -> StoredFeature:
         layer = self.catalog.layer(layer_id)
-        row = (
-            self._conn()
-            .execute(
-                f"SELECT {self._COLUMNS} FROM {self._table(layer)} WHERE id = %s", (feature_id,)
-            )
-            .fetchone()
+        rows = self._fetchall(
+            f"SELECT {self._COLUMNS} FROM {self._table(layer)} WHERE id = %s", (feature_id,)
         )
-        if row is None:
+        if not rows:
             raise FeatureNotFound(layer_id, feature_id)
-        return self._feature(layer, row)
+        return self._feature(layer, rows[0])
 
     def all_features(self, layer_id: str) -> list[StoredFeature]:
         layer = self.catalog.layer(layer_id)
-        rows = (
-            self._conn()
-            .execute(f"SELECT {self._COLUMNS} FROM {self._table(layer)} ORDER BY id")
-            .fetchall()
-        )
+        rows = self._fetchall(f"SELECT {self._COLUMNS} FROM {self._table(layer)} ORDER BY id")
         return [self._feature(layer, row) for row in rows]
 
     def query(
@@ -248,15 +357,15 @@ class PostGISStore(Store):
             where.append(clause)
             params += values
         sql_where = f" WHERE {' AND '.join(where)}" if where else ""
-        conn = self._conn()
-        rows = conn.execute(
-            f"SELECT {self._COLUMNS} FROM {self._table(layer)}{sql_where} "
-            "ORDER BY id LIMIT %s OFFSET %s",
-            [*params, limit, offset],
-        ).fetchall()
-        matched = conn.execute(
-            f"SELECT count(*) FROM {self._table(layer)}{sql_where}", params
-        ).fetchone()[0]
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {self._COLUMNS} FROM {self._table(layer)}{sql_where} "
+                "ORDER BY id LIMIT %s OFFSET %s",
+                [*params, limit, offset],
+            ).fetchall()
+            matched = conn.execute(
+                f"SELECT count(*) FROM {self._table(layer)}{sql_where}", params
+            ).fetchone()[0]
         return Page([self._feature(layer, row) for row in rows], int(matched))
 
     def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
@@ -267,31 +376,29 @@ class PostGISStore(Store):
         check_tile(z, x, y)
         layer = self.catalog.layer(layer_id)
         attributes = ", ".join(f"props->>'{name}' AS \"{name}\"" for name in TILE_ATTRIBUTES)
-        row = (
-            self._conn()
-            .execute(
-                f"SELECT ST_AsMVT(t, %s, {EXTENT}, 'geom') FROM (SELECT id, {attributes}, "
-                f"ST_AsMVTGeom(ST_Transform(geom, 3857), ST_TileEnvelope(%s, %s, %s), {EXTENT}, "
-                f"{BUFFER}, true) AS geom FROM {self._table(layer)} WHERE geom && "
-                f"ST_Transform(ST_TileEnvelope(%s, %s, %s, margin => {BUFFER / EXTENT}), 4326)) "
-                "AS t WHERE geom IS NOT NULL",
-                (layer.id, z, x, y, z, x, y),
-            )
-            .fetchone()
+        rows = self._fetchall(
+            f"SELECT ST_AsMVT(t, %s, {EXTENT}, 'geom') FROM (SELECT id, {attributes}, "
+            f"ST_AsMVTGeom(ST_Transform(geom, 3857), ST_TileEnvelope(%s, %s, %s), {EXTENT}, "
+            f"{BUFFER}, true) AS geom FROM {self._table(layer)} WHERE geom && "
+            f"ST_Transform(ST_TileEnvelope(%s, %s, %s, margin => {BUFFER / EXTENT}), 4326)) "
+            "AS t WHERE geom IS NOT NULL",
+            (layer.id, z, x, y, z, x, y),
         )
-        return bytes(row[0]) if row and row[0] else b""
+        return bytes(rows[0][0]) if rows and rows[0][0] else b""
 
     # -- transaction primitives (the logic is in Store) -----------------------------
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
-        conn = self._conn()
-        with conn.transaction():
+        # The borrowed connection is in autocommit; transaction() opens a real
+        # one (a savepoint if this thread is already inside a write).
+        with self._borrow() as conn, conn.transaction():
             yield conn
 
     @contextmanager
     def _reading(self) -> Iterator[Any]:
-        yield self._conn()
+        with self._borrow() as conn:
+            yield conn
 
     def _sql(self, conn, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         cursor = conn.execute(_placeholders(sql), list(params))
@@ -346,11 +453,11 @@ class PostGISStore(Store):
         """Geometries PostGIS finds invalid, per layer (the database checks the rest)."""
         problems = []
         for layer in self.catalog.layers.values():
-            rows = self._conn().execute(
+            rows = self._fetchall(
                 f"SELECT id, ST_IsValidReason(geom) FROM {self._table(layer)} "
                 "WHERE NOT ST_IsValid(geom) LIMIT 20"
             )
-            problems += [f"{layer.id}/{fid}: {reason}" for fid, reason in rows.fetchall()]
+            problems += [f"{layer.id}/{fid}: {reason}" for fid, reason in rows]
         return problems
 
     def backup(self, target) -> None:
@@ -381,7 +488,8 @@ class PostGISStore(Store):
         """Remove this store's schema and everything in it (tests, re-init)."""
         if self.schema == "public":
             raise StoreError("refusing to drop the public schema")
-        self._conn().execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+        with self._reading() as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
 def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[str, list[Any]]:
