@@ -628,13 +628,20 @@ def plan_import(
 
 
 def apply_import(
-    plan: ImportPlan, store: Store, *, skip_invalid: bool = False, actor: str = "import"
+    plan: ImportPlan,
+    store: Store,
+    *,
+    skip_invalid: bool = False,
+    actor: str = "import",
+    authorize: Callable[[Any, Any], None] | None = None,
 ) -> dict[str, WriteResult]:
     """Write the plan's valid features in one transaction (with any town
-    changes it carries); refuse if rows have errors and skipping was not asked."""
+    changes it carries); refuse if rows have errors and skipping was not asked.
+    ``authorize(before, new)`` runs inside that transaction for each feature
+    (an editor's towns, against the rows as they are then)."""
     # Town boundaries are all or nothing even with --skip-invalid: facilities
     # point at every town, and a partial set would orphan them.
     if plan.errors and (not skip_invalid or plan.layer_id == "towns"):
         raise ImportRefused(plan)
     batches = {plan.layer_id: list(plan.features.values()), **plan.extra_batches}
-    return store.write_layers(batches, actor=actor, action="import")
+    return store.write_layers(batches, actor=actor, action="import", authorize=authorize)
