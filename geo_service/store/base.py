@@ -228,7 +228,8 @@ class Store(ABC):
     @abstractmethod
     def pool_stats(self) -> dict[str, int]:
         """The connection pool: ``max_size`` (its bound), ``open`` (connections
-        open now) and ``opened`` (connections opened since the store was)."""
+        open now), ``in_use`` (lent out now) and ``opened`` (connections opened
+        since the store was)."""
 
     @abstractmethod
     def check(self) -> list[str]:

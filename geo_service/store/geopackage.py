@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -576,10 +576,8 @@ class GeoPackageStore(Store):
                 with self._lock:
                     self._writes += 1
 
-    @contextmanager
-    def _reading(self) -> Iterator[_Connection]:
-        with self._borrow() as conn:
-            yield conn
+    def _reading(self) -> AbstractContextManager[_Connection]:
+        return self._borrow()
 
     def _sql(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return conn.execute(sql, list(params)).fetchall()

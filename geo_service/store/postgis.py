@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -94,13 +94,6 @@ class PostGISStore(Store):
         # with conn.transaction().
         conn.execute(f'SET search_path TO "{self.schema}", public')
 
-    @staticmethod
-    def _reset(conn) -> None:
-        # The pool has already rolled back anything left open; a borrower
-        # must still find the connection as _configure left it.
-        if not conn.autocommit:
-            conn.autocommit = True
-
     def _open_pool(self):
         from psycopg_pool import ConnectionPool
 
@@ -112,8 +105,11 @@ class PostGISStore(Store):
                     min_size=1,
                     max_size=self.pool_size,
                     timeout=self.pool_timeout,
+                    # No reset callback: the pool already rolls back a transaction
+                    # left open and replaces a broken connection, and with one it
+                    # hands every return to a worker thread (layer_versions took
+                    # 130 us with it, 40 us without, 25 us unpooled).
                     configure=self._configure,
-                    reset=self._reset,
                     name=f"geo-service:{self.schema}",
                     open=False,
                 )
@@ -141,7 +137,7 @@ class PostGISStore(Store):
             yield conn
         finally:
             self._held.conn = None
-            pool.putconn(conn)  # rolls back and resets, or replaces a broken one
+            pool.putconn(conn)  # rolls back anything left open, or replaces a broken one
 
     def _no_connection(self, pool) -> str:
         stats = pool.get_stats()
@@ -395,10 +391,8 @@ class PostGISStore(Store):
         with self._borrow() as conn, conn.transaction():
             yield conn
 
-    @contextmanager
-    def _reading(self) -> Iterator[Any]:
-        with self._borrow() as conn:
-            yield conn
+    def _reading(self) -> AbstractContextManager[Any]:
+        return self._borrow()
 
     def _sql(self, conn, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         cursor = conn.execute(_placeholders(sql), list(params))
