@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from platformdirs import user_data_dir
+from platformdirs import user_cache_dir, user_data_dir
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,6 +54,27 @@ class Settings(BaseSettings):
     )
     max_import_bytes: int = Field(
         default=20_000_000, ge=1_000, description="Largest file sent to POST .../import"
+    )
+    job_workers: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Worker processes for heavy jobs (atlas, town PDFs, coverage, "
+        "site recommendation, imports) per server process",
+    )
+    job_queue: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="Jobs waiting or running per server process; past this, new "
+        "heavy work is refused with 503 and Retry-After",
+    )
+    job_retry_after: int = Field(
+        default=10, ge=1, le=3600, description="Seconds a client refused by a full queue waits"
+    )
+    spool_dir: Path = Field(
+        default_factory=lambda: Path(user_cache_dir("geo-service", appauthor=False)) / "spool",
+        description="Where uploaded import files wait for their job (workers read them)",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

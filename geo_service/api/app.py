@@ -7,14 +7,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
-from geo_service.api import coverage, editing, geocode, nearest, ogc, printing, tiles, webmap
+from geo_service.api import (
+    coverage,
+    editing,
+    geocode,
+    nearest,
+    ogc,
+    printing,
+    processes,
+    tiles,
+    webmap,
+)
 from geo_service.api.guard import Guard
 from geo_service.api.openapi import install_openapi, query_contract
 from geo_service.api.problems import install_problem_handlers
 from geo_service.runtime import Runtime
+from geo_service.services.jobs import JobEngine
 from geo_service.settings import Settings
 from geo_service.sources.catalog import load_catalog
 from geo_service.web.page import build_page
@@ -33,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = Runtime.open(settings)
         app.state.runtime = rt
+        jobs = JobEngine(rt)
+        await run_in_threadpool(jobs.start)  # jobs a previous run left unfinished: failed
+        app.state.jobs = jobs
         # Built once: the page is the same for every resident; data comes by API.
         app.state.map_page = build_page(
             rt.catalog, rt.style, tiles=settings.tiles, tianditu_key=settings.tianditu_key
@@ -40,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await run_in_threadpool(jobs.close)
             rt.close()
 
     app = FastAPI(
@@ -77,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(geocode.router)
     app.include_router(coverage.router)
     app.include_router(printing.router)
+    app.include_router(processes.router)
     app.include_router(tiles.router)
     app.include_router(webmap.router)
     webmap.mount_static(app)

@@ -5,31 +5,28 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import re
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from geo_service.analysis.coverage import (
     COMPLIANCE_COLUMNS,
     MAX_RADIUS_M,
     TOWN_COLUMNS,
-    parse_radius,
 )
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import HTML, catalog_values, json_body
 from geo_service.api.params import query_params
 from geo_service.errors import InvalidParameter
-from geo_service.services.planning import Question, coverage_report, recommend_sites
-from geo_service.services.queries import list_param, reject_unknown
+from geo_service.services.planning import MAX_P
+from geo_service.services.queries import reject_unknown
 
 __all__ = ["router", "town_rows"]
 
 router = APIRouter()
-MAX_P = 10
 
 
 _LISTS = {"layers", "kinds"}
@@ -67,33 +64,21 @@ _P = _parameter(
 )
 
 
-def _question(params: dict[str, str], allowed: set[str]) -> Question:
-    reject_unknown(params, sorted(allowed))
-
-    return Question(
-        tuple(list_param(params.get("layers"), "layers")) or None,
-        tuple(list_param(params.get("kinds"), "kinds")) or None,
-        _radius(params.get("radius")),
-    )
+def _inputs(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    params = query_params(request, _LISTS)
+    reject_unknown(params, allowed)
+    return params
 
 
-def _radius(raw: str | None) -> float:
-    """Metres in any float spelling (``800``, ``1e3``, as OpenAPI's number
-    allows), else what ``parse_radius`` reads (``15min``, ``800m``)."""
-    try:
-        metres = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return parse_radius(raw)
-    if not (math.isfinite(metres) and 0 < metres <= MAX_RADIUS_M):
-        raise InvalidParameter("radius", f"must be more than 0 and at most {MAX_RADIUS_M:.0f} m")
-    return metres
+async def _report(request: Request, inputs: dict[str, str]) -> dict[str, Any]:
+    """The coverage report, computed by a job worker (bounded, cached)."""
+    _record, output = await request.app.state.jobs.run("coverage-report", inputs)
+    return orjson.loads(output.content)
 
 
-def _p(params: dict[str, str]) -> int:
-    raw = params.get("p", "2")
-    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_P:
-        raise InvalidParameter("p", f"must be a whole number from 1 to {MAX_P}, got {raw!r}")
-    return int(raw)
+async def _recommendation(request: Request, inputs: dict[str, str]) -> dict[str, Any]:
+    _record, output = await request.app.state.jobs.run("site-recommendation", inputs)
+    return orjson.loads(output.content)
 
 
 def town_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -134,13 +119,12 @@ def town_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         ]
     },
 )
-def coverage(request: Request) -> Response:
-    params = query_params(request, _LISTS)
-    fmt = params.pop("f", "json")
+async def coverage(request: Request) -> Response:
+    inputs = _inputs(request, ("layers", "kinds", "radius", "f"))
+    fmt = inputs.pop("f", "json")
     if fmt not in {"json", "csv"}:
         raise InvalidParameter("f", "must be json or csv")
-    question = _question(params, {"layers", "kinds", "radius"})
-    report = coverage_report(request.app.state.runtime, question)
+    report = await _report(request, inputs)
     if fmt == "csv":
         header, rows = town_rows(report)
         buffer = io.StringIO()
@@ -169,13 +153,10 @@ def coverage(request: Request) -> Response:
     responses={200: json_body("CoverageSites")},
     openapi_extra={"parameters": [_P, *_QUESTION]},
 )
-def coverage_sites(request: Request) -> Response:
-    params = query_params(request, _LISTS)
-    p = _p(params)
-    params.pop("p", None)
-    question = _question(params, {"layers", "kinds", "radius"})
-    body = recommend_sites(request.app.state.runtime, question, p)
-    return Response(orjson.dumps(body), media_type=MediaType.json)
+async def coverage_sites(request: Request) -> Response:
+    inputs = _inputs(request, ("layers", "kinds", "radius", "p"))
+    inputs.setdefault("p", "2")
+    return Response(orjson.dumps(await _recommendation(request, inputs)), media_type=MediaType.json)
 
 
 @router.get(
@@ -188,15 +169,16 @@ def coverage_sites(request: Request) -> Response:
     responses={200: {"content": HTML}},
     openapi_extra={"parameters": [*_QUESTION, _P]},
 )
-def coverage_page(request: Request) -> HTMLResponse:
+async def coverage_page(request: Request) -> HTMLResponse:
     from geo_service.web.coverage_map import coverage_map
 
-    params = query_params(request, _LISTS)
-    p = _p(params) if "p" in params else None
-    params.pop("p", None)
-    question = _question(params, {"layers", "kinds", "radius"})
-    rt = request.app.state.runtime
-    report = coverage_report(rt, question)
-    recommendation = recommend_sites(rt, question, p) if p else None
-    towns = request.app.state.runtime.store.all_features("towns")
-    return HTMLResponse(coverage_map(report, towns, recommendation))
+    inputs = _inputs(request, ("layers", "kinds", "radius", "p"))
+    p = inputs.pop("p", None)
+    report = await _report(request, inputs)
+    recommendation = await _recommendation(request, {**inputs, "p": p}) if p is not None else None
+
+    def render() -> str:
+        towns = request.app.state.runtime.store.all_features("towns")
+        return coverage_map(report, towns, recommendation)
+
+    return HTMLResponse(await run_in_threadpool(render))

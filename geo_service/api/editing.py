@@ -5,13 +5,11 @@ token; every change of an existing feature needs ``If-Match``."""
 from __future__ import annotations
 
 import datetime as dt
-import re
-import tempfile
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 
@@ -19,18 +17,12 @@ from geo_service.api.media import MediaType
 from geo_service.api.ogc import FEATURE_ID_PATTERN, CollectionId, FeatureId, _base
 from geo_service.api.openapi import catalog_values, change_links, json_body, problem
 from geo_service.errors import (
-    Conflict,
-    Forbidden,
     InvalidParameter,
     PreconditionRequired,
     UnsupportedMediaType,
 )
-from geo_service.runtime import TownsCache
-from geo_service.services.access import Principal, authenticate, authorize_change, require_admin
-from geo_service.services.editing import merge_patch, prepare_feature, stored_as_geojson
-from geo_service.services.importing import ImportPlan, apply_import, plan_import
-from geo_service.sources.catalog import Layer
-from geo_service.sources.crs import CoordinateSystem
+from geo_service.services import editing
+from geo_service.services.access import Principal, authenticate, require_admin
 from geo_service.store import AuditQuery, Store, StoredFeature
 
 __all__ = ["router"]
@@ -111,10 +103,6 @@ def principal(
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
-def _towns(request: Request) -> TownsCache:
-    return request.app.state.runtime.towns  # built once in the app's lifespan
-
-
 async def _json_body(request: Request, accepted: tuple[str, ...]) -> Any:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in accepted:
@@ -151,19 +139,10 @@ def _if_match(value: str | None) -> str:
     return value
 
 
-def _authorizer(request: Request, who: Principal, layer: Layer):
-    names = _towns(request).get().names
-
-    def check(before: StoredFeature | None, after) -> None:
-        authorize_change(who, layer, before, after, names)
-
-    return check
-
-
 def _feature_response(
     request: Request, feature: StoredFeature, status: int = 200, location: bool = False
 ) -> Response:
-    body = stored_as_geojson(feature)
+    body = editing.stored_as_geojson(feature)
     href = f"{_base(request)}/collections/{feature.layer_id}/items/{feature.id}"
     body["links"] = [{"href": href, "rel": "self", "type": MediaType.geojson.value}]
     headers = {"ETag": feature.etag}
@@ -194,47 +173,11 @@ _FEATURE_TYPES = (MediaType.geojson.value, MediaType.json.value)
     },
 )
 async def create_item(request: Request, collection_id: CollectionId, who: PrincipalDep) -> Response:
-    store: Store = request.app.state.runtime.store
-    layer = request.app.state.runtime.catalog.layer(collection_id)
     body = await _json_body(request, _FEATURE_TYPES)
-    feature = prepare_feature(request.app.state.runtime.catalog, layer, body, _towns(request).get())
-    change = store.change(
-        layer.id,
-        feature.id,
-        feature,
-        actor=who.name,
-        action="create",
-        create=True,
-        authorize=_authorizer(request, who, layer),
+    created = await run_in_threadpool(
+        editing.create_feature, request.app.state.runtime, who, collection_id, body
     )
-    assert change.after is not None
-    return _feature_response(request, change.after, 201, location=True)
-
-
-async def _replace(
-    request: Request,
-    layer: Layer,
-    feature_id: str,
-    body: Any,
-    who: Principal,
-    if_match: str,
-    action: str,
-) -> Response:
-    store: Store = request.app.state.runtime.store
-    feature = prepare_feature(
-        request.app.state.runtime.catalog, layer, body, _towns(request).get(), feature_id=feature_id
-    )
-    change = store.change(
-        layer.id,
-        feature_id,
-        feature,
-        actor=who.name,
-        action=action,
-        if_match=if_match,
-        authorize=_authorizer(request, who, layer),
-    )
-    assert change.after is not None
-    return _feature_response(request, change.after)
+    return _feature_response(request, created, 201, location=True)
 
 
 _CHANGE_ERRORS = {
@@ -260,10 +203,18 @@ async def replace_item(
     who: PrincipalDep,
     if_match: IfMatch = None,
 ) -> Response:
-    layer = request.app.state.runtime.catalog.layer(collection_id)
     tag = _if_match(if_match)
     body = await _json_body(request, _FEATURE_TYPES)
-    return await _replace(request, layer, feature_id, body, who, tag, "replace")
+    replaced = await run_in_threadpool(
+        editing.replace_feature,
+        request.app.state.runtime,
+        who,
+        collection_id,
+        feature_id,
+        body,
+        tag,
+    )
+    return _feature_response(request, replaced)
 
 
 @router.patch(
@@ -292,17 +243,18 @@ async def patch_item(
     who: PrincipalDep,
     if_match: IfMatch = None,
 ) -> Response:
-    store: Store = request.app.state.runtime.store
-    layer = request.app.state.runtime.catalog.layer(collection_id)
     tag = _if_match(if_match)
     patch = await _json_body(request, (MediaType.merge_patch.value, MediaType.json.value))
-    if not isinstance(patch, dict):
-        raise InvalidParameter("body", "a merge patch must be a JSON object")
-    current = store.get(layer.id, feature_id)
-    # Patched onto the version read now; the store re-checks If-Match when it
-    # writes, so a change landing in between still answers 412.
-    merged = merge_patch(stored_as_geojson(current), patch)
-    return await _replace(request, layer, feature_id, merged, who, tag, "patch")
+    patched = await run_in_threadpool(
+        editing.patch_feature,
+        request.app.state.runtime,
+        who,
+        collection_id,
+        feature_id,
+        patch,
+        tag,
+    )
+    return _feature_response(request, patched)
 
 
 @router.delete(
@@ -325,82 +277,15 @@ def delete_item(
     who: PrincipalDep,
     if_match: IfMatch = None,
 ) -> Response:
-    store: Store = request.app.state.runtime.store
-    layer = request.app.state.runtime.catalog.layer(collection_id)
-    tag = _if_match(if_match)
-    if not layer.is_facility:
-        # Facilities point at their town: a town (or the district) goes away
-        # only when a new set of boundaries is imported, checked as a whole.
-        raise Conflict(
-            f"{layer.id} features are not deleted one by one; import a new set of "
-            "boundaries instead (geo-service import FILE --layer towns)"
-        )
-    store.change(
-        layer.id,
-        feature_id,
-        None,
-        actor=who.name,
-        action="delete",
-        if_match=tag,
-        authorize=_authorizer(request, who, layer),
+    editing.delete_feature(
+        request.app.state.runtime, who, collection_id, feature_id, _if_match(if_match)
     )
     return Response(status_code=204)
 
 
 # -- import -----------------------------------------------------------------------
 
-_FILE_TYPES = {
-    "text/csv": ".csv",
-    "text/plain": ".csv",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
-    MediaType.geojson.value: ".geojson",
-    MediaType.json.value: ".geojson",
-    "application/geopackage+sqlite3": ".gpkg",
-}
-
-
-def import_report(plan: ImportPlan, written: dict[str, Any] | None) -> dict[str, Any]:
-    return {
-        "collection": plan.layer_id,
-        "source": plan.source,
-        "crs": plan.crs.value if plan.crs else None,
-        "counts": plan.counts(),
-        "notes": plan.notes,
-        "rows": [
-            {
-                "line": row.line,
-                "status": row.status.value,
-                "id": row.id,
-                "name": row.name,
-                "action": row.action or None,
-                "reasons": row.reasons,
-                "geocoded": row.geocoded,
-            }
-            for row in plan.rows
-        ],
-        "written": written,
-    }
-
-
-def _limit_to_towns(
-    plan: ImportPlan, who: Principal, layer: Layer, store: Store, names: dict[str, str]
-) -> None:
-    """An editor's import: the rows the same rule as a single edit refuses
-    (``authorize_change``) become errors, row by row."""
-    if who.is_admin:
-        return
-    rows = {row.line: row for row in plan.rows}
-    for line, feature in list(plan.features.items()):
-        try:
-            stored = store.get(plan.layer_id, feature.id)
-        except LookupError:
-            stored = None
-        try:
-            authorize_change(who, layer, stored, feature, names)
-        except Forbidden as refused:
-            rows[line].fail(refused.detail)
-            rows[line].action = ""
-            del plan.features[line]
+_FILE_TYPES = editing.IMPORT_TYPES
 
 
 @router.post(
@@ -441,9 +326,8 @@ async def import_items(
         Query(max_length=120, description="The file's name, shown in the report"),
     ] = None,
 ) -> Response:
-    store: Store = request.app.state.runtime.store
-    catalog = request.app.state.runtime.catalog
-    layer = catalog.layer(collection_id)
+    rt = request.app.state.runtime
+    layer = rt.catalog.layer(collection_id)
     if not layer.is_facility:
         require_admin(who)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -451,34 +335,20 @@ async def import_items(
         raise UnsupportedMediaType(
             "send the file as one of: " + ", ".join(sorted(set(_FILE_TYPES)))
         )
-    coordinate_system = CoordinateSystem.parse(crs, "crs") if crs else None
-    stem = re.sub(r"[^\w.-]+", "_", FilePath(filename or "upload").stem)[:80] or "upload"
     raw = await request.body()
-    with tempfile.TemporaryDirectory(prefix="gs-import-") as folder:
-        path = FilePath(folder) / f"{stem}{_FILE_TYPES[media]}"
-        path.write_bytes(raw)
-        plan = plan_import(
-            path,
-            layer.id,
-            catalog,
-            store,
-            crs=coordinate_system,
-            actor=who.name,
-            geocoder=request.app.state.runtime.geocoders.get() if layer.is_facility else None,
-        )
-    _limit_to_towns(plan, who, layer, store, _towns(request).get().names)
-    if dry_run:
-        return Response(orjson.dumps(import_report(plan, None)), media_type=MediaType.json)
-    results = apply_import(plan, store, skip_invalid=skip_invalid, actor=who.name)
-    written = {
-        layer_id: {
-            "inserted": len(result.inserted),
-            "updated": len(result.updated),
-            "unchanged": len(result.unchanged),
-        }
-        for layer_id, result in results.items()
+    spool = await run_in_threadpool(editing.spool_upload, rt, raw, media, filename)
+    inputs = {
+        "collection": layer.id,
+        "crs": crs,
+        "dry_run": dry_run,
+        "skip_invalid": skip_invalid,
+        "filename": filename,
+        "spool": str(spool),
+        "who": {"name": who.name, "role": who.role.value, "towns": sorted(who.towns)},
     }
-    return Response(orjson.dumps(import_report(plan, written)), media_type=MediaType.json)
+    # A job like any other: run by a worker process, never on this event loop.
+    _record, output = await request.app.state.jobs.run("import", inputs, actor=who.name)
+    return Response(output.content, media_type=MediaType.json)
 
 
 # -- audit ------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from fastapi.responses import Response
 
 from geo_service.api.openapi import BINARY, catalog_values
 from geo_service.api.params import query_params
-from geo_service.errors import InvalidParameter
 from geo_service.services import printing
-from geo_service.services.printing import ORIENTATIONS, SIZES, PrintOptions
-from geo_service.services.queries import list_param, parse_lonlat, reject_unknown
+from geo_service.services.printing import ORIENTATIONS, SIZES
+from geo_service.services.queries import parse_lonlat, reject_unknown
 
 __all__ = ["router"]
 
@@ -56,19 +55,21 @@ _PDF = {
 }
 
 
-def _options(request: Request) -> PrintOptions:
+def _inputs(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The query as the process's inputs, plus where the printed QR codes point."""
     params = query_params(request, {"layers"})
-    reject_unknown(params, ("size", "orientation", "layers"))
-    return PrintOptions.checked(
-        request.app.state.runtime,
-        params.get("size"),
-        params.get("orientation"),
-        list_param(params.get("layers"), "layers"),
-    )
+    reject_unknown(params, allowed)
+    return {**params, "base_url": _base_url(request)}
 
 
 def _base_url(request: Request) -> str:
     return printing.base_url(request.app.state.runtime, str(request.base_url).rstrip("/"))
+
+
+async def _printed(request: Request, process_id: str, inputs: dict, name: str) -> Response:
+    """Printed by a job worker (bounded, cached): the event loop only waits."""
+    _record, output = await request.app.state.jobs.run(process_id, inputs)
+    return _pdf(output.content, name)
 
 
 def _pdf(content: bytes, name: str) -> Response:
@@ -87,11 +88,9 @@ def _pdf(content: bytes, name: str) -> Response:
     responses=_PDF,
     openapi_extra={"parameters": _OPTIONS},
 )
-def atlas(request: Request) -> Response:
-    content = printing.atlas(
-        request.app.state.runtime, _options(request), base_url=_base_url(request)
-    )
-    return _pdf(content, "zhangdian-atlas.pdf")
+async def atlas(request: Request) -> Response:
+    inputs = _inputs(request, ("size", "orientation", "layers"))
+    return await _printed(request, "print-atlas", inputs, "zhangdian-atlas.pdf")
 
 
 @router.get(
@@ -102,7 +101,7 @@ def atlas(request: Request) -> Response:
     responses=_PDF,
     openapi_extra={"parameters": _OPTIONS},
 )
-def town(
+async def town(
     request: Request,
     code: Annotated[
         str,
@@ -112,10 +111,8 @@ def town(
         ),
     ],
 ) -> Response:
-    content = printing.town(
-        request.app.state.runtime, code, _options(request), base_url=_base_url(request)
-    )
-    return _pdf(content, f"town-{code}.pdf")
+    inputs = {"code": code, **_inputs(request, ("size", "orientation", "layers"))}
+    return await _printed(request, "print-town", inputs, f"town-{code}.pdf")
 
 
 @router.get(
@@ -146,20 +143,9 @@ def town(
         ]
     },
 )
-def nearest_sheet(request: Request) -> Response:
-    params = query_params(request)
-    reject_unknown(params, ("lon", "lat", "address", "size"))
-    if "address" in params:
-        if params.get("lon") or params.get("lat"):
-            raise InvalidParameter("address", "give either address or lon/lat, not both")
-        where = {"address": params["address"]}
-    else:
-        lon, lat = parse_lonlat(params, required_hint=" (or give address)")
-        where = {"lon": lon, "lat": lat}
-    content = printing.nearest_sheet(
-        request.app.state.runtime,
-        **where,
-        size=params.get("size", "A4"),
-        base_url=_base_url(request),
-    )
-    return _pdf(content, "nearest.pdf")
+async def nearest_sheet(request: Request) -> Response:
+    inputs = _inputs(request, ("lon", "lat", "address", "size"))
+    if "address" not in inputs:
+        lon, lat = parse_lonlat(inputs, required_hint=" (or give address)")
+        inputs.update(lon=lon, lat=lat)
+    return await _printed(request, "print-nearest", inputs, "nearest.pdf")

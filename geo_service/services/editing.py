@@ -8,18 +8,45 @@ one transaction with its audit record. Who may write is ``access``'s concern.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geo_service.errors import FieldProblem, InvalidFeature
-from geo_service.services.importing import feature_id_for
+from geo_service.errors import Conflict, FieldProblem, Forbidden, InvalidFeature, InvalidParameter
+from geo_service.runtime import Runtime
+from geo_service.services.access import Principal, Role, authorize_change, require_admin
+from geo_service.services.importing import (
+    ImportPlan,
+    ImportRefused,
+    apply_import,
+    feature_id_for,
+    plan_import,
+)
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
+from geo_service.sources.crs import CoordinateSystem
 from geo_service.sources.towns import Towns
 from geo_service.store import StoredFeature
 
-__all__ = ["merge_patch", "prepare_feature", "stored_as_geojson"]
+__all__ = [
+    "IMPORT_TYPES",
+    "create_feature",
+    "delete_feature",
+    "import_file",
+    "import_report",
+    "import_spooled",
+    "merge_patch",
+    "patch_feature",
+    "prepare_feature",
+    "replace_feature",
+    "spool_upload",
+    "stored_as_geojson",
+]
 
 
 def prepare_feature(
@@ -131,3 +158,255 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+# -- imports ------------------------------------------------------------------------
+
+#: The file types an import takes, by media type, with the suffix the readers go by.
+IMPORT_TYPES = {
+    "text/csv": ".csv",
+    "text/plain": ".csv",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "application/geo+json": ".geojson",
+    "application/json": ".geojson",
+    "application/geopackage+sqlite3": ".gpkg",
+}
+
+
+def spool_upload(rt: Runtime, content: bytes, media: str, filename: str | None) -> Path:
+    """Keep an uploaded file where the job that imports it will read it. The
+    name keeps the client's stem (shown in the report) but never its folders."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(filename or "upload").stem)[:80] or "upload"
+    folder = Path(rt.settings.spool_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}" / f"{stem}{IMPORT_TYPES[media]}"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    return path
+
+
+def import_report(plan: ImportPlan, written: dict[str, Any] | None) -> dict[str, Any]:
+    """The row-by-row report, as JSON data (the API, the console and jobs)."""
+    return {
+        "collection": plan.layer_id,
+        "source": plan.source,
+        "crs": plan.crs.value if plan.crs else None,
+        "counts": plan.counts(),
+        "notes": plan.notes,
+        "rows": [
+            {
+                "line": row.line,
+                "status": row.status.value,
+                "id": row.id,
+                "name": row.name,
+                "action": row.action or None,
+                "reasons": row.reasons,
+                "geocoded": row.geocoded,
+            }
+            for row in plan.rows
+        ],
+        "written": written,
+    }
+
+
+def _refuse_outside_towns(plan: ImportPlan, who: Principal, rt: Runtime) -> None:
+    """An editor's rows that the single-edit rule refuses become errors, row by
+    row, in the report (the same rule runs again inside the write transaction)."""
+    if who.is_admin:
+        return
+    layer = rt.catalog.layer(plan.layer_id)
+    names = rt.towns.get().names
+    rows = {row.line: row for row in plan.rows}
+    for line, feature in list(plan.features.items()):
+        try:
+            stored = rt.store.get(plan.layer_id, feature.id)
+        except LookupError:
+            stored = None
+        try:
+            authorize_change(who, layer, stored, feature, names)
+        except Forbidden as refused:
+            rows[line].fail(refused.detail)
+            rows[line].action = ""
+            del plan.features[line]
+
+
+def import_file(
+    rt: Runtime,
+    who: Principal,
+    layer_id: str,
+    path: Path,
+    *,
+    crs: CoordinateSystem | None = None,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Check a file row by row and, unless ``dry_run``, write it all or nothing.
+
+    An editor imports facilities of their towns only: rows elsewhere are
+    errors in the report, and the towns are checked again inside the write
+    transaction against the rows as they are then (a site moved meanwhile).
+    ``ImportRefused`` (rows with errors) carries the report as ``report``."""
+    layer = rt.catalog.layer(layer_id)
+    if not layer.is_facility:
+        require_admin(who)
+
+    def counted(rows):
+        rows = list(rows)
+        for number, row in enumerate(rows, start=1):
+            if progress is not None and number % 200 == 0:
+                progress(0.9 * number / len(rows))
+            yield row
+
+    plan = plan_import(
+        path,
+        layer.id,
+        rt.catalog,
+        rt.store,
+        crs=crs,
+        actor=who.name,
+        progress=counted,
+        geocoder=rt.geocoders.get() if layer.is_facility else None,
+    )
+    _refuse_outside_towns(plan, who, rt)
+    if dry_run:
+        return import_report(plan, None)
+    names = rt.towns.get().names
+
+    def check(before: StoredFeature | None, after: ValidFeature | None) -> None:
+        authorize_change(who, rt.catalog.layer(layer_id), before, after, names)
+
+    try:
+        results = apply_import(
+            plan,
+            rt.store,
+            skip_invalid=skip_invalid,
+            actor=who.name,
+            authorize=None if who.is_admin else check,
+        )
+    except ImportRefused as refused:
+        refused.report = import_report(plan, None)
+        raise
+    written = {
+        layer_id: {
+            "inserted": len(result.inserted),
+            "updated": len(result.updated),
+            "unchanged": len(result.unchanged),
+        }
+        for layer_id, result in results.items()
+    }
+    return import_report(plan, written)
+
+
+def import_spooled(
+    rt: Runtime, inputs: dict[str, Any], progress: Callable[[float], None]
+) -> dict[str, Any]:
+    """The ``import`` process: a spooled upload imported for the principal who
+    sent it; the upload is removed afterwards, whatever happened."""
+    path = Path(inputs["spool"])
+    who_data = inputs.get("who") or {}
+    who = Principal(who_data["name"], Role(who_data["role"]), frozenset(who_data["towns"]))
+    try:
+        return import_file(
+            rt,
+            who,
+            inputs["collection"],
+            path,
+            crs=CoordinateSystem(inputs["crs"]) if inputs.get("crs") else None,
+            dry_run=inputs["dry_run"],
+            skip_invalid=inputs["skip_invalid"],
+            progress=progress,
+        )
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+# -- single edits -------------------------------------------------------------------
+
+
+def _authorizer(rt: Runtime, who: Principal, layer: Layer):
+    names = rt.towns.get().names
+
+    def check(before: StoredFeature | None, after: ValidFeature | None) -> None:
+        authorize_change(who, layer, before, after, names)
+
+    return check
+
+
+def create_feature(rt: Runtime, who: Principal, layer_id: str, body: Any) -> StoredFeature:
+    """A new feature from a client's GeoJSON; ``Conflict`` if its id exists."""
+    layer = rt.catalog.layer(layer_id)
+    feature = prepare_feature(rt.catalog, layer, body, rt.towns.get())
+    change = rt.store.change(
+        layer.id,
+        feature.id,
+        feature,
+        actor=who.name,
+        action="create",
+        create=True,
+        authorize=_authorizer(rt, who, layer),
+    )
+    assert change.after is not None
+    return change.after
+
+
+def replace_feature(
+    rt: Runtime,
+    who: Principal,
+    layer_id: str,
+    feature_id: str,
+    body: Any,
+    if_match: str,
+    *,
+    action: str = "replace",
+) -> StoredFeature:
+    """The feature as the client sends it whole, if it is still at ``if_match``."""
+    layer = rt.catalog.layer(layer_id)
+    feature = prepare_feature(rt.catalog, layer, body, rt.towns.get(), feature_id=feature_id)
+    change = rt.store.change(
+        layer.id,
+        feature_id,
+        feature,
+        actor=who.name,
+        action=action,
+        if_match=if_match,
+        authorize=_authorizer(rt, who, layer),
+    )
+    assert change.after is not None
+    return change.after
+
+
+def patch_feature(
+    rt: Runtime, who: Principal, layer_id: str, feature_id: str, patch: Any, if_match: str
+) -> StoredFeature:
+    """A JSON Merge Patch applied to the stored feature, if still at ``if_match``."""
+    if not isinstance(patch, dict):
+        raise InvalidParameter("body", "a merge patch must be a JSON object")
+    current = rt.store.get(layer_id, feature_id)
+    # Patched onto the version read now; the store re-checks If-Match when it
+    # writes, so a change landing in between is still refused.
+    merged = merge_patch(stored_as_geojson(current), patch)
+    return replace_feature(rt, who, layer_id, feature_id, merged, if_match, action="patch")
+
+
+def delete_feature(
+    rt: Runtime, who: Principal, layer_id: str, feature_id: str, if_match: str
+) -> None:
+    """Soft-delete a facility (restorable from the audit trail)."""
+    layer = rt.catalog.layer(layer_id)
+    if not layer.is_facility:
+        # Facilities point at their town: a town (or the district) goes away
+        # only when a new set of boundaries is imported, checked as a whole.
+        raise Conflict(
+            f"{layer.id} features are not deleted one by one; import a new set of "
+            "boundaries instead (geo-service import FILE --layer towns)"
+        )
+    rt.store.change(
+        layer.id,
+        feature_id,
+        None,
+        actor=who.name,
+        action="delete",
+        if_match=if_match,
+        authorize=_authorizer(rt, who, layer),
+    )

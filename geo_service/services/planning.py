@@ -3,6 +3,9 @@ the same numbers for the API, the CLI workbook and the coverage map."""
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,9 +13,20 @@ from typing import Any
 import numpy as np
 
 from geo_service.analysis import coverage as cv
+from geo_service.errors import InvalidParameter
 from geo_service.runtime import Runtime
 
-__all__ = ["Question", "coverage_report", "recommend_sites"]
+__all__ = [
+    "MAX_P",
+    "Question",
+    "coverage_report",
+    "parse_p",
+    "question_from",
+    "recommend_sites",
+]
+
+#: The most new sites one recommendation suggests.
+MAX_P = 10
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,43 @@ class Question:
     population_file: str | None = None
     #: the office's candidate sites (a file with 经度/纬度), instead of grid cells
     candidates_file: str | None = None
+
+
+def question_from(
+    rt: Runtime,
+    layers: Sequence[str] | None,
+    kinds: Sequence[str] | None,
+    radius: str | None,
+) -> Question:
+    """The office's question as given (names, ``15min`` or metres in any float
+    spelling), checked against the catalog: ``InvalidParameter`` names the fault."""
+    question = Question(
+        tuple(layers) if layers else None, tuple(kinds) if kinds else None, _radius(radius)
+    )
+    # Checked now against no sites, so a typo is refused before any work is queued.
+    cv.chosen_facilities(
+        rt.catalog, {layer.id: [] for layer in rt.catalog.facility_layers}, layers, kinds
+    )
+    return question
+
+
+def _radius(raw: str | None) -> float:
+    """Metres in any float spelling (``800``, ``1e3``, as OpenAPI's number
+    allows), else what ``parse_radius`` reads (``15min``, ``800m``)."""
+    try:
+        metres = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return cv.parse_radius(raw)
+    if not (math.isfinite(metres) and 0 < metres <= cv.MAX_RADIUS_M):
+        raise InvalidParameter("radius", f"must be more than 0 and at most {cv.MAX_RADIUS_M:.0f} m")
+    return metres
+
+
+def parse_p(raw: str) -> int:
+    """How many new sites: a whole number from 1 to ``MAX_P``."""
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_P:
+        raise InvalidParameter("p", f"must be a whole number from 1 to {MAX_P}, got {raw!r}")
+    return int(raw)
 
 
 def _inputs(rt: Runtime, question: Question):
