@@ -18,6 +18,7 @@ __all__ = [
     "FieldProblem",
     "Forbidden",
     "GeoServiceError",
+    "ImportTooLarge",
     "InvalidFeature",
     "InvalidParameter",
     "JobFailed",
@@ -162,6 +163,14 @@ class PreconditionFailed(GeoServiceError, ValueError):
 
 class PayloadTooLarge(GeoServiceError, ValueError):
     title = "Payload too large"
+
+
+class ImportTooLarge(PayloadTooLarge):
+    """A file to import is over an import limit (rows, columns, cells, the
+    length of a cell, its unpacked size). Found while reading, so a file over
+    a limit costs no more to refuse than the limit itself."""
+
+    title = "File too large to import"
 
 
 class UnsupportedMediaType(GeoServiceError, ValueError):

@@ -17,13 +17,16 @@ from geo_service.errors import (
     Conflict,
     Forbidden,
     GeoServiceError,
+    ImportTooLarge,
     InvalidFeature,
     InvalidParameter,
+    JobFailed,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     PreconditionRequired,
     PrintError,
+    ServiceBusy,
     StoreError,
     StyleError,
     Unauthorized,
@@ -47,16 +50,25 @@ ERROR_STATUS: dict[type[GeoServiceError], int] = {
     Conflict: 409,
     PreconditionFailed: 412,
     PayloadTooLarge: 413,
+    ImportTooLarge: 413,  # over an import limit (rows, columns, cells, unpacked size)
     UnsupportedMediaType: 415,
     PreconditionRequired: 428,
     StoreError: 503,
     CatalogError: 500,
     StyleError: 500,
     PrintError: 503,  # e.g. no CJK font on the server: nothing the client can fix
+    ServiceBusy: 503,  # the job queue is full: Retry-After says when to ask again
 }
 
 
 def status_for(error: GeoServiceError) -> int:
+    if isinstance(error, JobFailed):
+        # Recorded in another process by the error's class name: the same table decides.
+        named = {cls.__name__: status for cls, status in ERROR_STATUS.items()}
+        for name in error.problem.get("error") or ():
+            if name in named:
+                return named[name]
+        return 500
     for cls in type(error).__mro__:
         if cls in ERROR_STATUS:
             return ERROR_STATUS[cls]
@@ -97,12 +109,20 @@ def install_problem_handlers(app: FastAPI) -> None:
         if isinstance(error, InvalidFeature):
             extra["errors"] = [{"field": p.field, "message": p.message} for p in error.problems]
         if isinstance(error, ImportRefused):
-            from geo_service.api.editing import import_report
+            from geo_service.services.editing import import_report
 
             extra["report"] = import_report(error.plan, None)
+        title = error.title
+        if isinstance(error, JobFailed):
+            title = str(error.problem.get("title") or title)
+            extra.update(
+                {k: v for k, v in error.problem.items() if k not in {"error", "title", "detail"}}
+            )
         response = problem_response(
-            status, error.detail, title=error.title, instance=request.url.path, **extra
+            status, error.detail, title=title, instance=request.url.path, **extra
         )
+        if isinstance(error, ServiceBusy):
+            response.headers["Retry-After"] = str(error.retry_after)
         if isinstance(error, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="geo-service"'
         if isinstance(error, PreconditionFailed) and error.current_etag:
