@@ -283,7 +283,8 @@ def finish_bulk(store: Store) -> None:
         # is left without statistics, as the store itself leaves it: with
         # them, its planner scans the whole layer for a bbox query (see
         # bench/README.md).
-        store._conn().execute("ANALYZE")  # type: ignore[attr-defined]
+        with store._reading() as conn:  # type: ignore[attr-defined]
+            conn.execute("ANALYZE")
 
 
 # -- queries --------------------------------------------------------------------------------

@@ -593,6 +593,34 @@ def _print_base_url(rt: Runtime) -> str:
     return printing.base_url(rt, f"http://{rt.settings.host}:{rt.settings.port}")
 
 
+def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, title: str) -> None:
+    """Print through the same process and job records as the server, with a progress bar."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    from geo_service.services.jobs import run_here
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=errors
+    ) as bar:
+        task = bar.add_task(title, total=100)
+        try:
+            with _runtime(store) as rt:
+                inputs = {**inputs, "base_url": _print_base_url(rt)}
+                record, output = run_here(
+                    rt,
+                    process_id,
+                    inputs,
+                    actor=_cli_actor(),
+                    listener=lambda percent: bar.update(task, completed=percent),
+                )
+        except GeoServiceError as error:
+            bar.stop()
+            _fail(error)
+        bar.update(task, completed=100)
+    out.write_bytes(output.content)
+    console.print(f"wrote {out} ({len(output.content) / 1024:.0f} KiB, job {record.id})")
+
+
 @print_app.command("atlas")
 def print_atlas(
     out: Annotated[Path, typer.Option("--out", "-o", help="PDF file to write")],
@@ -602,16 +630,8 @@ def print_atlas(
     store: StoreOption = None,
 ) -> None:
     """The district overview, then every town: map, numbered sites, index table, QR code."""
-    from geo_service.services import printing
-
-    try:
-        with _runtime(store) as rt:
-            options = printing.PrintOptions.checked(rt, size, orientation, split_list(layers))
-            content = printing.atlas(rt, options, base_url=_print_base_url(rt))
-    except GeoServiceError as error:
-        _fail(error)
-    out.write_bytes(content)
-    console.print(f"wrote {out} ({len(content) / 1024:.0f} KiB)")
+    inputs = {"size": size, "orientation": orientation, "layers": split_list(layers) or None}
+    _print_job(store, "print-atlas", inputs, out, "地图册 atlas")
 
 
 @print_app.command("town")
@@ -623,16 +643,8 @@ def print_town(
     store: StoreOption = None,
 ) -> None:
     """One town's pages."""
-    from geo_service.services import printing
-
-    try:
-        with _runtime(store) as rt:
-            options = printing.PrintOptions.checked(rt, size, orientation)
-            content = printing.town(rt, code, options, base_url=_print_base_url(rt))
-    except GeoServiceError as error:
-        _fail(error)
-    out.write_bytes(content)
-    console.print(f"wrote {out} ({len(content) / 1024:.0f} KiB)")
+    inputs = {"code": code, "size": size, "orientation": orientation}
+    _print_job(store, "print-town", inputs, out, f"镇街 town {code}")
 
 
 @print_app.command("nearest")
@@ -644,17 +656,69 @@ def print_nearest(
     store: StoreOption = None,
 ) -> None:
     """A one-page sheet for one resident: the nearest sites of each layer, large type."""
-    from geo_service.services import printing
+    inputs = {"lon": lon, "lat": lat, "address": address}
+    _print_job(store, "print-nearest", inputs, out, "最近服务点 nearest sheet")
 
-    try:
-        with _runtime(store) as rt:
-            content = printing.nearest_sheet(
-                rt, lon=lon, lat=lat, address=address, base_url=_print_base_url(rt)
-            )
-    except GeoServiceError as error:
-        _fail(error)
-    out.write_bytes(content)
-    console.print(f"wrote {out} ({len(content) / 1024:.0f} KiB)")
+
+jobs_app = typer.Typer(help="Jobs: printing, coverage and imports run by the server or here.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, store: StoreOption = None
+) -> None:
+    """The newest jobs with their status and progress."""
+    with _runtime(store, seed=False) as rt:
+        records = rt.store.jobs(limit)
+    table = Table("process", "status", "%", "created (UTC)", "who", "message")
+    table.add_column("id", no_wrap=True)
+    for record in records:
+        table.add_row(
+            record.process,
+            record.status,
+            str(record.progress),
+            record.created[:19],
+            escape(record.actor or "-"),
+            escape(record.message or ""),
+            record.id,
+        )
+    console.print(table)
+
+
+@jobs_app.command("watch")
+def jobs_watch(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write its result")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Follow a job (a server's too) to its end with a progress bar; write its result."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    with _runtime(store, seed=False) as rt:
+        record = rt.store.job(job_id)
+        if record is None:
+            _fail(InvalidParameter("id", f"no job {job_id!r}"))
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=errors
+        ) as bar:
+            task = bar.add_task(record.process, total=100)
+            while record.status in {"accepted", "running"}:
+                bar.update(task, completed=record.progress)
+                time.sleep(0.5)
+                record = rt.store.job(job_id) or record
+            bar.update(task, completed=record.progress)
+        console.print(f"{record.process}: {record.status} — {escape(record.message or '')}")
+        if record.status != "successful":
+            raise typer.Exit(1)
+        if out is not None:
+            result = rt.store.job_result(job_id)
+            if result is None:
+                _fail(InvalidParameter("id", f"job {job_id} has no result any more"))
+            out.write_bytes(bytes(result[0]))
+            console.print(f"wrote {out} ({len(result[0]) / 1024:.0f} KiB)")
 
 
 @app.command("map")

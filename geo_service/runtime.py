@@ -138,7 +138,7 @@ class Runtime:
         settings = settings or Settings()
         catalog = load_catalog(settings.layers_dir)
         style = load_style(settings.style_file, catalog)
-        store = open_store(settings.store, catalog)
+        store = open_store(settings.store, catalog, pool_size=settings.store_pool_size)
         try:
             if seed and store.is_empty():
                 results = seed_store(store, catalog)

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(
         default=20_000_000, ge=1_000, description="Largest file sent to POST .../import"
     )
+    store_pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Database connections each process keeps at most (server "
+        "processes and job workers alike; mind PostgreSQL's max_connections)",
+    )
     job_workers: int = Field(
         default=2,
         ge=1,

@@ -251,7 +251,9 @@ def _start_worker(settings: dict[str, Any]) -> None:
     global _worker_runtime
     with contextlib.suppress(OSError):  # not allowed here: run at the same priority
         os.nice(10)
-    _worker_runtime = Runtime.open(Settings(**settings), seed=False)
+    # A job runs one thing at a time: two connections (the job's and its
+    # progress reports) are all it needs of the database's max_connections.
+    _worker_runtime = Runtime.open(Settings(**{**settings, "store_pool_size": 2}), seed=False)
 
 
 def _work(job_id: str) -> str:
