@@ -112,7 +112,10 @@ assert tuple(_PARAMETER_DOCS) == NEAREST_PARAMETERS and _LISTS == LIST_PARAMETER
         ]
     },
 )
-async def nearest(request: Request) -> Response:
+def nearest(request: Request) -> Response:
+    # A plain def: the index checks the store's layer versions (a database
+    # round trip on PostGIS, a pooled connection on either) and is rebuilt
+    # after a write; neither may hold up the event loop.
     params = query_params(request, _LISTS)
     extra = None
     if "address" in params:
