@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import math
 import re
 import statistics
@@ -28,11 +29,19 @@ from typing import Any
 from geo_service.errors import InvalidFeature, InvalidParameter
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 from geo_service.sources.crs import CoordinateSystem, convert, geodesic_distance, geodesic_inverse
-from geo_service.sources.tables import CellError, SourceRow, SourceTable, read_table
+from geo_service.sources.tables import (
+    DEFAULT_LIMITS,
+    CellError,
+    ImportLimits,
+    SourceRow,
+    SourceTable,
+    read_table,
+)
 from geo_service.sources.towns import TownIndex
 from geo_service.store import Store, WriteResult
 
 __all__ = [
+    "ImportLimits",
     "ImportPlan",
     "ImportRefused",
     "RowReport",
@@ -47,6 +56,18 @@ __all__ = [
 DUPLICATE_DISTANCE_M = 50.0
 #: GCJ-02 declared as WGS-84 puts points about this far east of their address.
 GCJ_SHIFT_HINT_M = (300.0, 800.0)
+#: Rows geocoded to test for that shift: a median needs no more, and each
+#: geocode costs a couple of milliseconds.
+GCJ_SAMPLE_ROWS = 200
+#: Same-named sites compared with each row for "same place" (the earliest in the
+#: file, or in the store, in each grid cell around it), and duplicates named per
+#: row; beyond these a dense cluster of one name gets a single summary warning.
+DUPLICATE_CANDIDATES = 64
+DUPLICATE_REASONS = 5
+#: Grid cells of the duplicate index: 0.001 degrees of latitude (about 111 m) by
+#: 0.002 of longitude (about 178 m in Zibo), both wider than DUPLICATE_DISTANCE_M
+#: up to 77 degrees of latitude, so sites within 50 m are in neighbouring cells.
+_CELL_LAT, _CELL_LON = 0.001, 0.002
 
 
 class RowStatus(StrEnum):
@@ -169,15 +190,23 @@ def _split(value: Any) -> list[str]:
     return [v.strip() for v in re.split(r"[;,；，、/|]", str(value)) if v.strip()]
 
 
+#: id(labels) -> (labels, normalised name -> key): the catalog's label tables
+#: are built once, so each is indexed once instead of on every row.
+_LABEL_INDEXES: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
+
+
 def _lookup(labels: dict[str, Any], value: str) -> str | None:
     """A key from its key, Chinese label or English label (any case)."""
-    wanted = normalise_name(value)
-    for key, label in labels.items():
-        # "汽车站/公交枢纽" answers to either of its parts too.
-        names = [key, label.zh, label.en, *label.zh.split("/"), *label.en.split("/")]
-        if wanted in {normalise_name(name) for name in names}:
-            return key
-    return None
+    cached = _LABEL_INDEXES.get(id(labels))
+    if cached is None or cached[0] is not labels:
+        index: dict[str, str] = {}
+        for key, label in labels.items():
+            # "汽车站/公交枢纽" answers to either of its parts too.
+            names = [key, label.zh, label.en, *label.zh.split("/"), *label.en.split("/")]
+            for name in names:
+                index.setdefault(normalise_name(name), key)  # the first key wins
+        cached = _LABEL_INDEXES[id(labels)] = (labels, index)
+    return cached[1].get(normalise_name(value))
 
 
 # -- planning ------------------------------------------------------------------------
@@ -382,11 +411,16 @@ def _gcj_suspicion(plan_rows, features, ctx: _Context) -> str | None:
     GCJ-02 coordinates declared as WGS-84."""
     if ctx.geocoder is None or ctx.crs != CoordinateSystem.wgs84:
         return None
-    east, north = [], []
+    candidates = []
     for report in plan_rows:
         feature = features.get(report.line)
         if feature is None or report.geocoded or not feature.properties.get("address"):
             continue
+        candidates.append(feature)
+    # An even sample over the whole file: the median needs no more.
+    step = max(1, math.ceil(len(candidates) / GCJ_SAMPLE_ROWS))
+    east, north = [], []
+    for feature in candidates[::step]:
         best = ctx.geocoder.geocode(feature.properties["address"], 1)
         if not best or best[0].level not in {"address", "place", "intersection"}:
             continue
@@ -409,23 +443,105 @@ def _gcj_suspicion(plan_rows, features, ctx: _Context) -> str | None:
     return None
 
 
+class _PlaceIndex:
+    """Sites by normalised name and grid cell, in the order they were added:
+    the candidates for "the same site" as a point are the sites of its name in
+    the 3 x 3 cells around it, so no check compares every pair of rows or
+    every row with every stored site.
+
+    Example
+    -------
+    >>> index = _PlaceIndex()
+    >>> index.add("驿站", "a", (118.0, 36.8), 1)
+    >>> index.add("驿站", "b", (118.1, 36.8), 2)  # 9 km east
+    >>> [key for key, *_ in index.near("驿站", (118.0001, 36.8))]
+    ['a']
+    >>> index.near("别的名字", (118.0, 36.8))
+    []
+    """
+
+    def __init__(self) -> None:
+        self._cells: dict[tuple[str, int, int], dict[str, tuple[Any, float, float]]] = {}
+        self.truncated = False  # the last near() left candidates out
+
+    @staticmethod
+    def _cell(name: str, lon: float, lat: float) -> tuple[str, int, int]:
+        return name, math.floor(lon / _CELL_LON), math.floor(lat / _CELL_LAT)
+
+    def add(self, name: str, key: str, position: tuple[float, float], order: Any) -> None:
+        self._cells.setdefault(self._cell(name, *position), {})[key] = (order, *position)
+
+    def remove(self, name: str, key: str, position: tuple[float, float]) -> None:
+        self._cells.get(self._cell(name, *position), {}).pop(key, None)
+
+    def near(
+        self, name: str, position: tuple[float, float], limit: int = DUPLICATE_CANDIDATES
+    ) -> list[tuple[str, Any, float, float]]:
+        """(key, order, lon, lat) of up to ``limit`` sites of ``name`` in the
+        cells around ``position``, earliest added first."""
+        _, column, row = self._cell(name, *position)
+        found: list[tuple[Any, str, float, float]] = []
+        self.truncated = False
+        for dx, dy in itertools.product((-1, 0, 1), repeat=2):
+            cell = self._cells.get((name, column + dx, row + dy))
+            if not cell:
+                continue
+            if len(cell) > limit:
+                self.truncated = True
+            for key, (order, lon, lat) in itertools.islice(cell.items(), limit):
+                found.append((order, key, lon, lat))
+        found.sort(key=lambda item: item[0])
+        if len(found) > limit:
+            self.truncated = True
+        return [(key, order, lon, lat) for order, key, lon, lat in found[:limit]]
+
+
+class _StoredSites:
+    """The layer's stored sites indexed by name and place, for matching rows
+    without ids (``match``) and for duplicate warnings (``near``)."""
+
+    def __init__(self, stored: dict[str, Any]):
+        self.all = _PlaceIndex()
+        self.unclaimed = _PlaceIndex()
+        self.by_address: dict[str, list[str]] = defaultdict(list)
+        self._place: dict[str, tuple[str, tuple[float, float]]] = {}
+        for order, feature in enumerate(stored.values()):
+            name = normalise_name(feature.properties.get("name") or "")
+            position = (feature.geometry.x, feature.geometry.y)
+            self.all.add(name, feature.id, position, order)
+            self.unclaimed.add(name, feature.id, position, order)
+            self._place[feature.id] = (name, position)
+            if feature.properties.get("address"):
+                self.by_address[normalise_name(feature.properties["address"])].append(feature.id)
+
+    def claim(self, feature_id: str) -> None:
+        """An earlier row has this id: no later row may be matched to it."""
+        place = self._place.get(feature_id)
+        if place is not None:
+            self.unclaimed.remove(place[0], feature_id, place[1])
+
+
 def _match_stored(
-    ctx: _Context, layer: Layer, name: str, position: tuple[float, float], claimed: set[str]
+    ctx: _Context,
+    layer: Layer,
+    name: str,
+    position: tuple[float, float],
+    claimed: Any,
+    sites: _StoredSites,
 ) -> str:
     """The id for a row without one: the stable id of the same name at the same
     place if stored; else the nearest stored site of that name within 50 m not
-    already matched by an earlier row; else a new stable id."""
+    already matched by an earlier row (``claimed``, also taken out of
+    ``sites.unclaimed``); else a new stable id."""
     own = feature_id_for(layer, name, *position)
     if own in ctx.stored and own not in claimed:
         return own
-    wanted = normalise_name(name)
     best: tuple[float, str] | None = None
-    for feature in ctx.stored.values():
-        if feature.id in claimed or normalise_name(feature.properties.get("name") or "") != wanted:
-            continue
-        distance = geodesic_distance(*position, feature.geometry.x, feature.geometry.y)
+    # Earliest stored first, so a tie goes to the first in the store's order.
+    for feature_id, _, lon, lat in sites.unclaimed.near(normalise_name(name), position):
+        distance = geodesic_distance(*position, lon, lat)
         if distance <= DUPLICATE_DISTANCE_M and (best is None or distance < best[0]):
-            best = (distance, feature.id)
+            best = (distance, feature_id)
     return best[1] if best else own
 
 
@@ -450,53 +566,62 @@ def _keep_unchanged_dates(ctx: _Context, feature: ValidFeature) -> ValidFeature:
 
 
 def _check_duplicates(
-    rows: list[RowReport], features: dict[int, ValidFeature], ctx: _Context
+    rows: list[RowReport], features: dict[int, ValidFeature], ctx: _Context, sites: _StoredSites
 ) -> None:
-    by_name: dict[str, list[tuple[int, ValidFeature]]] = defaultdict(list)
-    by_address: dict[str, list[int]] = defaultdict(list)
-    for line, feature in features.items():
-        by_name[normalise_name(feature.properties["name"])].append((line, feature))
+    """Warn of rows that look like another row or a stored site: the same name
+    within 50 m, or the same address. Each row is compared with the same-named
+    sites around it (``_PlaceIndex``), never with every row or stored site."""
+    report_of = {r.line: r for r in rows}
+    in_file = _PlaceIndex()
+    first_at_address: dict[str, tuple[int, str]] = {}
+    for line, feature in features.items():  # in file order
+        report = report_of[line]
+        name = normalise_name(feature.properties["name"])
+        position = (feature.geometry.x, feature.geometry.y)
+        found = []
+        for other_id, other_line, lon, lat in in_file.near(name, position):
+            if other_id == feature.id:
+                continue
+            d = geodesic_distance(*position, lon, lat)
+            if d <= DUPLICATE_DISTANCE_M:
+                found.append(
+                    f"probable duplicate of line {other_line} (same name, {d:.0f} m apart)"
+                )
+        _warn_some(report, found, in_file.truncated, "rows of the same name nearby")
+        in_file.add(name, feature.id, position, line)
         address = feature.properties.get("address")
         if address:
-            by_address[normalise_name(address)].append(line)
-    report_of = {r.line: r for r in rows}
-    for group in by_name.values():
-        for i, (line, feature) in enumerate(group):
-            for other_line, other in group[:i]:
-                if other.id == feature.id:
-                    continue
-                d = geodesic_distance(
-                    feature.geometry.x, feature.geometry.y, other.geometry.x, other.geometry.y
-                )
-                if d <= DUPLICATE_DISTANCE_M:
-                    report_of[line].warn(
-                        f"probable duplicate of line {other_line} (same name, {d:.0f} m apart)"
-                    )
-    for lines in by_address.values():
-        for line in lines[1:]:
-            if features[line].id != features[lines[0]].id:
-                report_of[line].warn(f"probable duplicate of line {lines[0]} (same address)")
-    stored_names: dict[str, list[Any]] = defaultdict(list)
-    stored_addresses: dict[str, list[str]] = defaultdict(list)
-    for stored in ctx.stored.values():
-        stored_names[normalise_name(stored.properties.get("name") or "")].append(stored)
-        if stored.properties.get("address"):
-            stored_addresses[normalise_name(stored.properties["address"])].append(stored.id)
-    for line, feature in features.items():
-        for stored in stored_names.get(normalise_name(feature.properties["name"]), []):
-            if stored.id == feature.id:
+            key = normalise_name(address)
+            if key in first_at_address:
+                first_line, first_id = first_at_address[key]
+                if feature.id != first_id:
+                    report.warn(f"probable duplicate of line {first_line} (same address)")
+            else:
+                first_at_address[key] = (line, feature.id)
+        found = []
+        for stored_id, _, lon, lat in sites.all.near(name, position):
+            if stored_id == feature.id:
                 continue
-            d = geodesic_distance(
-                feature.geometry.x, feature.geometry.y, stored.geometry.x, stored.geometry.y
-            )
+            d = geodesic_distance(*position, lon, lat)
             if d <= DUPLICATE_DISTANCE_M:
-                report_of[line].warn(f"probable duplicate of stored site {stored.id} ({d:.0f} m)")
-        address = feature.properties.get("address")
-        for stored_id in stored_addresses.get(normalise_name(address or ""), []):
-            if stored_id != feature.id:
-                report_of[line].warn(
-                    f"probable duplicate of stored site {stored_id} (same address)"
-                )
+                found.append(f"probable duplicate of stored site {stored_id} ({d:.0f} m)")
+        _warn_some(report, found, sites.all.truncated, "stored sites of the same name nearby")
+        same_address = sites.by_address.get(normalise_name(address or ""), [])
+        found = [
+            f"probable duplicate of stored site {stored_id} (same address)"
+            for stored_id in itertools.islice(same_address, DUPLICATE_CANDIDATES)
+            if stored_id != feature.id
+        ]
+        more = len(same_address) > DUPLICATE_CANDIDATES
+        _warn_some(report, found, more, "stored sites at the same address")
+
+
+def _warn_some(report: RowReport, reasons: list[str], truncated: bool, what: str) -> None:
+    """Name the first few duplicates; a dense cluster of one name gets one line."""
+    for reason in reasons[:DUPLICATE_REASONS]:
+        report.warn(reason)
+    if len(reasons) > DUPLICATE_REASONS or truncated:
+        report.warn(f"and more probable duplicates among {what} (only the first are named)")
 
 
 def plan_import(
@@ -510,17 +635,19 @@ def plan_import(
     today: dt.date | None = None,
     progress: Callable[[Iterable[SourceRow]], Iterable[SourceRow]] | None = None,
     geocoder: Any = None,
+    limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ImportPlan:
-    """Read and check ``path`` for ``layer_id``; nothing is written."""
+    """Read and check ``path`` for ``layer_id``; nothing is written. A file
+    over one of ``limits`` raises ``ImportTooLarge`` as soon as it is found so."""
     layer = catalog.layer(layer_id)
     if not layer.is_facility:
         if layer.id == "towns":
             from geo_service.services.town_import import plan_towns_import
 
-            return plan_towns_import(path, catalog, store, actor=actor, today=today)
+            return plan_towns_import(path, catalog, store, actor=actor, today=today, limits=limits)
         raise InvalidParameter("layer", f"layer {layer.id} cannot be imported from a file")
     aliases = load_header_aliases(catalog.directory / "import_headers.toml")
-    table: SourceTable = read_table(path, set(aliases), normalise_header)
+    table: SourceTable = read_table(path, set(aliases), normalise_header, limits)
     mapping = {
         h: aliases[normalise_header(h)] for h in table.headers if normalise_header(h) in aliases
     }
@@ -574,6 +701,7 @@ def plan_import(
         stored={f.id: f for f in store.all_features(layer.id)},
         geocoder=geocoder,
     )
+    sites = _StoredSites(ctx.stored)
     reports: list[RowReport] = []
     features: dict[int, ValidFeature] = {}
     seen_ids: dict[str, int] = {}
@@ -583,12 +711,13 @@ def plan_import(
         reports.append(report)
         props, position = _row_properties(row, mapping, ctx, report)
         if position is not None and "id" not in props and props.get("name"):
-            props["id"] = _match_stored(ctx, layer, props["name"], position, set(seen_ids))
+            props["id"] = _match_stored(ctx, layer, props["name"], position, seen_ids, sites)
         report.id = props.get("id")
         if report.id in seen_ids:
             report.fail(f"id {report.id} is already used by line {seen_ids[report.id]}")
         elif report.id:
             seen_ids[report.id] = row.line
+            sites.claim(report.id)
         # The catalog's checks run even after an early error, so the report
         # names every reason at once.
         candidate = {
@@ -620,7 +749,7 @@ def plan_import(
         if report.action == "update" and feature.properties == ctx.stored[feature.id].properties:
             report.action = "unchanged"
         features[row.line] = feature
-    _check_duplicates(reports, features, ctx)
+    _check_duplicates(reports, features, ctx, sites)
     suspicion = _gcj_suspicion(reports, features, ctx)
     if suspicion:
         notes.append(suspicion)

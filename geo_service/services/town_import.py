@@ -10,7 +10,7 @@ from shapely.geometry import mapping as to_geojson
 
 from geo_service.errors import InvalidFeature, InvalidParameter
 from geo_service.sources.catalog import Catalog, ValidFeature
-from geo_service.sources.tables import read_table
+from geo_service.sources.tables import DEFAULT_LIMITS, ImportLimits, read_table
 from geo_service.sources.towns import TownIndex
 from geo_service.store import Store
 
@@ -24,6 +24,7 @@ def plan_towns_import(
     *,
     actor: str = "import",
     today: dt.date | None = None,
+    limits: ImportLimits = DEFAULT_LIMITS,
 ):
     from geo_service.services.importing import (
         ImportPlan,
@@ -34,7 +35,7 @@ def plan_towns_import(
     )
 
     aliases = load_header_aliases(catalog.directory / "import_headers.toml")
-    table = read_table(path, set(aliases), normalise_header)
+    table = read_table(path, set(aliases), normalise_header, limits)
     mapping = {h: aliases.get(normalise_header(h)) for h in table.headers}
     code_column = next((h for h, p in mapping.items() if p in {"town", "id"}), None)
     name_column = next((h for h, p in mapping.items() if p == "name"), None)
