@@ -37,8 +37,6 @@ class Settings(BaseSettings):
     public_url: str = Field(
         default="", description="Public base URL used in links when behind a proxy"
     )
-    max_items_limit: int = Field(default=10_000, ge=1)
-    default_items_limit: int = Field(default=100, ge=1)
     style_file: Path = Field(
         default_factory=default_style_file,
         description="Map style (colours, glyphs, title, view) that office staff edit",

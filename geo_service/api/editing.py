@@ -142,7 +142,7 @@ def _if_match(value: str | None) -> str:
 def _feature_response(
     request: Request, feature: StoredFeature, status: int = 200, location: bool = False
 ) -> Response:
-    body = editing.stored_as_geojson(feature)
+    body = feature.geojson()
     href = f"{_base(request)}/collections/{feature.layer_id}/items/{feature.id}"
     body["links"] = [{"href": href, "rel": "self", "type": MediaType.geojson.value}]
     headers = {"ETag": feature.etag}

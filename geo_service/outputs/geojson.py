@@ -33,6 +33,8 @@ def _converted_geometries(features: Sequence[StoredFeature], crs: CoordinateSyst
 def feature_to_geojson(
     feature: StoredFeature, crs: CoordinateSystem = CoordinateSystem.wgs84, geometry: Any = None
 ) -> dict[str, Any]:
+    if geometry is None and crs == CoordinateSystem.wgs84:
+        return feature.geojson()
     if geometry is None:
         geometry = _converted_geometries([feature], crs)[0]
     return {

@@ -45,7 +45,6 @@ __all__ = [
     "prepare_feature",
     "replace_feature",
     "spool_upload",
-    "stored_as_geojson",
 ]
 
 
@@ -135,15 +134,6 @@ def _point(geometry: Any) -> BaseGeometry | None:
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         return None
     return shapely.Point(lon, lat)
-
-
-def stored_as_geojson(feature: StoredFeature) -> dict[str, Any]:
-    return {
-        "type": "Feature",
-        "id": feature.id,
-        "geometry": shapely.geometry.mapping(feature.geometry),
-        "properties": dict(feature.properties),
-    }
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -385,7 +375,7 @@ def patch_feature(
     current = rt.store.get(layer_id, feature_id)
     # Patched onto the version read now; the store re-checks If-Match when it
     # writes, so a change landing in between is still refused.
-    merged = merge_patch(stored_as_geojson(current), patch)
+    merged = merge_patch(current.geojson(), patch)
     return replace_feature(rt, who, layer_id, feature_id, merged, if_match, action="patch")
 
 

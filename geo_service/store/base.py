@@ -62,6 +62,16 @@ class StoredFeature:
         ).hexdigest()[:20]
         return f'"{digest}"'
 
+    def geojson(self) -> dict[str, Any]:
+        """The feature as an RFC 7946 GeoJSON object (WGS-84): the one plain
+        serialization (``outputs.geojson`` converts to GCJ-02 / BD-09)."""
+        return {
+            "type": "Feature",
+            "id": self.id,
+            "geometry": shapely.geometry.mapping(self.geometry),
+            "properties": dict(self.properties),
+        }
+
 
 @dataclass(frozen=True)
 class Page:
@@ -807,11 +817,4 @@ def _town_of(feature: StoredFeature | None) -> str | None:
 def feature_json(feature: StoredFeature | None) -> str | None:
     if feature is None:
         return None
-    return orjson.dumps(
-        {
-            "type": "Feature",
-            "id": feature.id,
-            "properties": feature.properties,
-            "geometry": shapely.geometry.mapping(feature.geometry),
-        }
-    ).decode()
+    return orjson.dumps(feature.geojson()).decode()
