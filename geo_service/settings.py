@@ -91,3 +91,26 @@ class Settings(BaseSettings):
         description="Who may embed the map in a frame (CSP frame-ancestors), e.g. "
         "\"'self' https://www.zhangdian.gov.cn\"",
     )
+    # Import limits: mirror geo_service.sources.tables.ImportLimits (its defaults;
+    # ImportLimits.from_settings reads these). Checked while a file is read.
+    import_max_rows: int = Field(
+        default=50_000, ge=1, description="Rows (or features) a file to import may hold"
+    )
+    import_max_columns: int = Field(
+        default=200, ge=1, description="Columns with data in one row of a file to import"
+    )
+    import_max_cell_chars: int = Field(
+        default=10_000, ge=1, description="Characters in one cell of a file to import"
+    )
+    import_max_cells: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Rows times columns of a file to import; also bounds an XLSX sheet's "
+        "declared range and its merged cells",
+    )
+    import_max_unpacked_bytes: int = Field(
+        default=100_000_000,
+        ge=1_000,
+        description="Bytes an XLSX file or a zipped Shapefile may unpack to, and the "
+        "largest GeoJSON or GeoPackage file to import",
+    )
