@@ -66,7 +66,12 @@ MAX_EXAMPLES = 25
 #: valid request (a location problem up to ten), so they get a few random
 #: valid requests only; their invalid ones, answered before any work, are
 #: still all sent (the coverage phase's negative cases).
-_SLOW = {"^/print/": 2, "^/coverage/(sites|map)$": 2, "^/coverage$": 6}
+_SLOW = {
+    "^/print/": 2,
+    "^/coverage/(sites|map)$": 2,
+    "^/coverage$": 6,
+    "^/processes/{process_id}/execution$": 4,
+}
 #: The fuzz store holds these towns of the shipped layers, and the sites in
 #: them: every layer keeps records, and the planner's demand grid and the
 #: atlas shrink to a tenth of the district's.
@@ -90,6 +95,8 @@ _NOT_STATABLE = {
     "^GET /collections/{collection_id}/tiles/": "x and y depend on the zoom",
     # One site's state (id) needs exactly one layer.
     "^GET /open-state$": "id needs exactly one layer",
+    # Each process takes its own inputs (GET /processes/{id} states them).
+    "^POST /processes/{process_id}/execution$": "the inputs depend on the process",
 }
 
 #: Statuses a valid request may get besides 2xx, where no schema can help:

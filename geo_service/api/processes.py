@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -271,11 +271,11 @@ def _print_base(request: Request) -> str:
     tags=["Processes"],
     response_class=Response,
 )
-def jobs(request: Request, limit: int = 100, offset: int = 0) -> Response:
-    if not 1 <= limit <= 1000:
-        raise InvalidParameter("limit", "must be from 1 to 1000")
-    if offset < 0:
-        raise InvalidParameter("offset", "must be 0 or more")
+def jobs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size, 1..1000")] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Jobs to skip")] = 0,
+) -> Response:
     who = _principal(request)
     engine = request.app.state.jobs
     records = [r for r in engine.rt.store.jobs(limit, offset) if _may_see(who, r)]
