@@ -168,6 +168,16 @@ def test_a_zip_bomb_sheet_is_refused_from_its_declared_size(tmp_path, store, cat
     assert "解压后超过 100 MB" in error.detail
 
 
+def test_a_value_past_the_column_limit_is_refused_before_rows_are_read(tmp_path, store, catalog):
+    far = '<row r="3"><c r="GT3" t="inlineStr"><is><t>x</t></is></c></row>'  # column 202
+    path = rewrite_sheet(
+        office_workbook(tmp_path / "wide.xlsx"),
+        lambda xml: xml.replace("</sheetData>", far + "</sheetData>"),
+    )
+    error = refused_quietly(store, catalog, lambda: plan(path, store, catalog))
+    assert "第 3 行超过 200 列的上限" in error.detail
+
+
 def test_a_sheet_with_a_dtd_is_refused(tmp_path, store, catalog):
     laughs = '<!DOCTYPE worksheet [<!ENTITY a "ha">]>'
     path = rewrite_sheet(
@@ -453,6 +463,49 @@ def test_two_hundred_rows_against_twenty_thousand_stored_sites(tmp_path, store, 
     assert got == expected
     actions = [r.action for r in result.rows]
     assert actions == ["update"] * 150 + ["insert"] * 50
+
+
+def test_a_dense_cluster_of_one_name_gets_a_bounded_report(tmp_path, store, catalog):
+    """3,000 rows of one name at one spot, each with its own id: every pair is
+    a duplicate (4.5 million of them), so each row names the first few and
+    says the rest were not all compared."""
+    path = tmp_path / "cluster.csv"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["编号", "名称", "类型", "地址", "经度", "纬度"])
+    for number in range(3_000):
+        writer.writerow([f"x-{number}", "同一驿站", "拥军服务驿站", f"测试路{number}号", *MASHANG])
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    result = plan(path, store, catalog)
+    assert result.errors == []
+    assert duplicate_reasons(result.rows[0]) == []
+    assert duplicate_reasons(result.rows[1]) == [
+        "probable duplicate of line 2 (same name, 0 m apart)"
+    ]
+    last = result.rows[-1].reasons
+    assert last[:5] == [
+        f"probable duplicate of line {line} (same name, 0 m apart)" for line in range(2, 7)
+    ]
+    assert "only the first 64 were checked" in last[5]
+    assert max(len(r.reasons) for r in result.rows) <= 7
+
+
+def test_a_zipped_shapefile_still_imports(tmp_path, store, catalog):
+    frame = gpd.GeoDataFrame(
+        {"名称": ["压缩包里的驿站"], "类型": ["拥军服务驿站"], "地址": ["马尚街道测试路2号"]},
+        geometry=[Point(*MASHANG)],
+        crs=4326,
+    )
+    folder = tmp_path / "shp"
+    folder.mkdir()
+    frame.to_file(folder / "stations.shp", encoding="utf-8")
+    path = tmp_path / "stations.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for part in folder.iterdir():
+            archive.write(part, part.name)
+    result = plan(path, store, catalog)
+    assert result.errors == [], [r.reasons for r in result.rows]
+    assert result.features[1].properties["name"] == "压缩包里的驿站"
 
 
 # -- limits from the settings, and over HTTP ----------------------------------------

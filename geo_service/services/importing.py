@@ -620,8 +620,13 @@ def _warn_some(report: RowReport, reasons: list[str], truncated: bool, what: str
     """Name the first few duplicates; a dense cluster of one name gets one line."""
     for reason in reasons[:DUPLICATE_REASONS]:
         report.warn(reason)
-    if len(reasons) > DUPLICATE_REASONS or truncated:
-        report.warn(f"and more probable duplicates among {what} (only the first are named)")
+    if truncated:
+        report.warn(
+            f"too many {what} to compare them all: only the first {DUPLICATE_CANDIDATES} "
+            "were checked for duplicates"
+        )
+    elif len(reasons) > DUPLICATE_REASONS:
+        report.warn(f"and {len(reasons) - DUPLICATE_REASONS} more probable duplicates ({what})")
 
 
 def plan_import(

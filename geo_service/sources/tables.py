@@ -445,6 +445,8 @@ class _SheetScan:
     no_result: set[tuple[int, int]] = field(default_factory=set)  # formulas never calculated
     # parser state
     rows: int = 0
+    valued_rows: int = 0
+    last_valued_row: int = 0
     cells: int = 0
     merged_cells: int = 0
     other: int = 0
@@ -541,8 +543,14 @@ class _SheetScan:
                     raise _too_many_columns(self.name, row, self.limits)
                 if row > self.limits.max_lines:
                     raise _too_many_lines(self.name, self.limits)
+                if row != self.last_valued_row:
+                    self.last_valued_row = row
+                    self.valued_rows += 1
                 self.last_row = max(self.last_row, row)
                 self.last_column = max(self.last_column, column)
+                # Every row is read as wide as the widest: bound that before reading.
+                if self.valued_rows * self.last_column > self.limits.max_cells:
+                    raise _too_many_cells(self.name, self.limits)
             self.cell = None
         elif local == "row":
             self.in_row = False
