@@ -176,7 +176,8 @@ def import_file(
     from rich.progress import track
 
     from geo_service.outputs.import_report import print_report, write_report
-    from geo_service.services.importing import ImportRefused, apply_import, plan_import
+    from geo_service.services.importing import apply_import, plan_import
+    from geo_service.sources.importing import ImportRefused
 
     def progress(rows):
         rows = list(rows)
@@ -196,6 +197,7 @@ def import_file(
                 actor=actor,
                 progress=progress,
                 geocoder=geocoder,
+                limits=rt.settings.import_limits(),
             )
             print_report(plan, console)
             if report is not None:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geo_service.sources.catalog import default_layers_dir
 from geo_service.sources.style import Tiles, default_style_file
+from geo_service.sources.tables import ImportLimits
 
 __all__ = ["Settings", "default_store_path"]
 
@@ -91,8 +92,8 @@ class Settings(BaseSettings):
         description="Who may embed the map in a frame (CSP frame-ancestors), e.g. "
         "\"'self' https://www.zhangdian.gov.cn\"",
     )
-    # Import limits: mirror geo_service.sources.tables.ImportLimits (its defaults;
-    # ImportLimits.from_settings reads these). Checked while a file is read.
+    # Import limits: ImportLimits' defaults (``import_limits()`` builds them).
+    # Checked while a file is read.
     import_max_rows: int = Field(
         default=50_000, ge=1, description="Rows (or features) a file to import may hold"
     )
@@ -114,3 +115,13 @@ class Settings(BaseSettings):
         description="Bytes an XLSX file or a zipped Shapefile may unpack to, and the "
         "largest GeoJSON or GeoPackage file to import",
     )
+
+    def import_limits(self) -> ImportLimits:
+        """The limits every import (API, CLI, jobs) checks files against."""
+        return ImportLimits(
+            max_rows=self.import_max_rows,
+            max_columns=self.import_max_columns,
+            max_cell_chars=self.import_max_cell_chars,
+            max_cells=self.import_max_cells,
+            max_unpacked_bytes=self.import_max_unpacked_bytes,
+        )

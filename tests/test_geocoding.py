@@ -12,9 +12,10 @@ import pytest
 from shapely.geometry import Point
 
 from geo_service.runtime import GeocoderCache
-from geo_service.services.importing import RowStatus, plan_import
+from geo_service.services.importing import plan_import
 from geo_service.sources.crs import GEOD, CoordinateSystem, convert
 from geo_service.sources.geocoding import Geocoder, load_gazetteer
+from geo_service.sources.importing import RowStatus
 from tests.conftest import ROOT
 
 

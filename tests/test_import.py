@@ -14,13 +14,9 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import Point
 
-from geo_service.services.importing import (
-    ImportRefused,
-    RowStatus,
-    apply_import,
-    plan_import,
-)
+from geo_service.services.importing import apply_import, plan_import
 from geo_service.sources.crs import GEOD, CoordinateSystem, convert
+from geo_service.sources.importing import ImportRefused, RowStatus
 from tests.conftest import ROOT
 
 TODAY = dt.date(2026, 11, 30)

@@ -17,22 +17,17 @@ import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import geopandas as gpd
 import pytest
 from shapely.geometry import Point
 
 from geo_service.errors import ImportTooLarge, InvalidParameter
-from geo_service.services.importing import (
-    ImportLimits,
-    RowStatus,
-    apply_import,
-    feature_id_for,
-    plan_import,
-)
+from geo_service.services.importing import apply_import, plan_import
 from geo_service.sources.catalog import ValidFeature
 from geo_service.sources.crs import GEOD
+from geo_service.sources.importing import RowStatus, feature_id_for
+from geo_service.sources.tables import ImportLimits
 from geo_service.sources.towns import TownIndex
 from geo_service.store import Store
 
@@ -511,21 +506,14 @@ def test_a_zipped_shapefile_still_imports(tmp_path, store, catalog):
 # -- limits from the settings, and over HTTP ----------------------------------------
 
 
-def test_the_limits_mirror_the_settings():
-    settings = SimpleNamespace(
-        import_max_rows=10,
-        import_max_columns=20,
-        import_max_cell_chars=30,
-        import_max_cells=40,
-        import_max_unpacked_bytes=50,
-    )
-    assert ImportLimits.from_settings(settings) == ImportLimits(10, 20, 30, 40, 50)
+def test_the_limits_mirror_the_settings(monkeypatch):
     from geo_service.settings import Settings
 
-    fields = Settings.model_fields
-    defaults = ImportLimits()
-    if "import_max_rows" in fields:
-        assert ImportLimits.from_settings(Settings()) == defaults
+    assert Settings().import_limits() == ImportLimits()
+    for name, value in (("ROWS", 10), ("COLUMNS", 20), ("CELL_CHARS", 30), ("CELLS", 40)):
+        monkeypatch.setenv(f"GEO_SERVICE_IMPORT_MAX_{name}", str(value))
+    monkeypatch.setenv("GEO_SERVICE_IMPORT_MAX_UNPACKED_BYTES", "5000")
+    assert Settings().import_limits() == ImportLimits(10, 20, 30, 40, 5000)
 
 
 def test_the_merged_range_bomb_over_http_is_a_problem_and_writes_nothing(tmp_path, store, catalog):

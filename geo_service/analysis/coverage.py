@@ -188,7 +188,7 @@ def read_points_file(
     refuses the file, naming the rows."""
     from pathlib import Path
 
-    from geo_service.services.importing import load_header_aliases, normalise_header
+    from geo_service.sources.importing import load_header_aliases, normalise_header
     from geo_service.sources.tables import read_table
 
     aliases = load_header_aliases(catalog.directory / "import_headers.toml")

@@ -32,7 +32,7 @@ from geo_service.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from geo_service.services.importing import ImportRefused
+from geo_service.sources.importing import ImportRefused
 
 __all__ = ["ERROR_STATUS", "install_problem_handlers", "problem_response"]
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from geo_service.errors import InvalidParameter
-from geo_service.services.importing import ImportPlan, RowStatus
+from geo_service.sources.importing import ImportPlan, RowStatus
 
 __all__ = ["print_report", "write_report"]
 

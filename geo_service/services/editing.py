@@ -21,15 +21,10 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.errors import Conflict, FieldProblem, Forbidden, InvalidFeature, InvalidParameter
 from geo_service.runtime import Runtime
 from geo_service.services.access import Principal, Role, authorize_change, require_admin
-from geo_service.services.importing import (
-    ImportPlan,
-    ImportRefused,
-    apply_import,
-    feature_id_for,
-    plan_import,
-)
+from geo_service.services.importing import apply_import, plan_import
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 from geo_service.sources.crs import CoordinateSystem
+from geo_service.sources.importing import ImportPlan, ImportRefused, feature_id_for
 from geo_service.sources.towns import Towns
 from geo_service.store import StoredFeature
 
@@ -257,6 +252,7 @@ def import_file(
         actor=who.name,
         progress=counted,
         geocoder=rt.geocoders.get() if layer.is_facility else None,
+        limits=rt.settings.import_limits(),
     )
     _refuse_outside_towns(plan, who, rt)
     if dry_run:

@@ -26,7 +26,7 @@ def plan_towns_import(
     today: dt.date | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
 ):
-    from geo_service.services.importing import (
+    from geo_service.sources.importing import (
         ImportPlan,
         RowReport,
         RowStatus,

@@ -100,18 +100,6 @@ class ImportLimits:
         """Rows read in all, blank ones and the rows above the header included."""
         return 2 * self.max_rows + HEADER_SEARCH_ROWS
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> ImportLimits:
-        """The limits in ``geo_service.settings.Settings`` (its ``import_max_*``
-        fields; taken by name, as sources sit below settings in the flow)."""
-        return cls(
-            max_rows=settings.import_max_rows,
-            max_columns=settings.import_max_columns,
-            max_cell_chars=settings.import_max_cell_chars,
-            max_cells=settings.import_max_cells,
-            max_unpacked_bytes=settings.import_max_unpacked_bytes,
-        )
-
 
 #: The limits when none are given (ImportLimits is frozen, so one is shared).
 DEFAULT_LIMITS = ImportLimits()
