@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         "site recommendation, imports) per server process",
     )
     job_queue: int = Field(
-        default=8,
+        default=16,
         ge=1,
         le=1000,
         description="Jobs waiting or running per server process; past this, new "

@@ -469,6 +469,11 @@ def _index_table(fig, ctx: _Context, rows, start: int, rect) -> None:
             cell.set_height(line * (_lines(body[row - 1]) + 0.4))
 
 
+#: Numbers spread clear of each other on one map; a page with more sites than
+#: this is no longer a map to read number by number.
+MAX_PLACED_NUMBERS = 300
+
+
 def _place_numbers(ax, points: np.ndarray, marker_size: float = 60.0) -> list:
     """Each site's number beside its marker. adjustText spreads them first;
     then a deterministic rule finishes the job: a number that still touches
@@ -492,7 +497,9 @@ def _place_numbers(ax, points: np.ndarray, marker_size: float = 60.0) -> list:
         )
         for number, (x, y) in enumerate(points, start=1)
     ]
-    if not texts:
+    if not texts or len(texts) > MAX_PLACED_NUMBERS:
+        # adjustText's cost grows with the square of the labels (20,000 sites
+        # asked it for 143 GiB): past a page's worth, numbers stay at their markers.
         return texts
     adjust_text(
         texts, x=points[:, 0], y=points[:, 1], ax=ax, expand=(1.3, 1.4), ensure_inside_axes=True
