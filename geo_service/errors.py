@@ -22,6 +22,7 @@ __all__ = [
     "InvalidFeature",
     "InvalidParameter",
     "JobFailed",
+    "JobInterrupted",
     "NotFound",
     "PayloadTooLarge",
     "PreconditionFailed",
@@ -197,3 +198,10 @@ class JobFailed(GeoServiceError, RuntimeError):
     def __init__(self, problem: dict):
         super().__init__(str(problem.get("detail") or "the job failed"))
         self.problem = problem
+
+
+class JobInterrupted(GeoServiceError, RuntimeError):
+    """A job cut off by a restart or a dead worker: nothing was wrong with
+    what was asked, so asking again is the answer."""
+
+    title = "Job interrupted"

@@ -517,13 +517,6 @@ def test_a_job_cut_off_by_a_killed_server_is_reported_failed_after_the_restart(
         http.delete(again.headers["Location"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/jobs._alive takes a killed worker not yet reaped (a zombie) for a "
-    "live one: os.kill(pid, 0) succeeds and /proc/pid/stat keeps its start time, so the "
-    "job stays 'running' until the zombie is reaped (about 1.5 s here; forever under an "
-    "init or supervisor that does not reap)",
-)
 def test_a_job_whose_worker_died_but_is_not_yet_reaped_is_reported_failed(client, seeded_path):
     corpse = subprocess.Popen(["true"])  # exits at once; never waited for, it is a zombie
     try:

@@ -21,6 +21,7 @@ from geo_service.errors import (
     InvalidFeature,
     InvalidParameter,
     JobFailed,
+    JobInterrupted,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
@@ -58,6 +59,7 @@ ERROR_STATUS: dict[type[GeoServiceError], int] = {
     StyleError: 500,
     PrintError: 503,  # e.g. no CJK font on the server: nothing the client can fix
     ServiceBusy: 503,  # the job queue is full: Retry-After says when to ask again
+    JobInterrupted: 503,  # a restart or a dead worker cut the job off: ask again
 }
 
 

@@ -43,6 +43,7 @@ from geo_service.errors import (
     InvalidFeature,
     InvalidParameter,
     JobFailed,
+    JobInterrupted,
     NotFound,
     ServiceBusy,
 )
@@ -71,15 +72,21 @@ class JobDismissed(Exception):
     """Raised inside a worker when its job was dismissed: stop the work."""
 
 
-def _started(pid: int) -> str:
-    """When a process started (clock ticks since boot, from /proc), so that a
-    new process given an old one's pid is not taken for it; "" elsewhere."""
+def _stat(pid: int) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name (which may hold
+    spaces): [0] is the state, [19] the start time; [] elsewhere."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
-            # Field 22; the command name (field 2) may hold spaces, so count from its ")".
-            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+            return stat.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return []
+
+
+def _started(pid: int) -> str:
+    """When a process started (clock ticks since boot), so that a new process
+    given an old one's pid is not taken for it; "" where /proc does not say."""
+    fields = _stat(pid)
+    return fields[19].decode() if len(fields) > 19 else ""
 
 
 def owner_here() -> str:
@@ -291,12 +298,10 @@ class JobEngine:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         for job_id in pending:
-            self.rt.store.update_job(
+            _interrupted(
+                self.rt,
                 job_id,
-                expect=("accepted", "running"),
-                status="failed",
-                finished=now(),
-                message="服务已停止，任务未完成 (the service stopped before the job finished)",
+                "服务已停止，任务未完成 (the service stopped before the job finished)",
             )
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -317,12 +322,11 @@ class JobEngine:
             return record
         if record.id in self._pending:
             return record
-        self.rt.store.update_job(
+        _interrupted(
+            self.rt,
             record.id,
-            expect=("accepted", "running"),
-            status="failed",
-            finished=now(),
-            message="服务重启，任务未完成 (the service restarted before the job finished)",
+            "服务重启，任务未完成，请重新提交 (the service restarted before the job finished; "
+            "ask again)",
         )
         return self.rt.store.job(record.id) or record
 
@@ -376,12 +380,11 @@ class JobEngine:
             if isinstance(error, BrokenProcessPool):
                 with self._lock:
                     self._pool = None
-            self.rt.store.update_job(
+            _interrupted(
+                self.rt,
                 job_id,
-                expect=("accepted", "running"),
-                status="failed",
-                finished=now(),
-                message="任务进程意外退出 (the worker process running the job stopped)",
+                "任务进程意外退出，请重新提交 "
+                "(the worker process running the job stopped; ask again)",
             )
 
     async def run(
@@ -437,11 +440,37 @@ class JobEngine:
         return len(self._pending)
 
 
+def _interrupted(rt: Runtime, job_id: str, message: str) -> None:
+    """A job that will never finish through no fault of its inputs: failed,
+    with an error that tells the client to ask again (503), not a crash."""
+    problem = {
+        "error": [JobInterrupted.__name__, GeoServiceError.__name__],
+        "title": JobInterrupted.title,
+        "detail": message,
+    }
+    rt.store.update_job(
+        job_id,
+        expect=("accepted", "running"),
+        status="failed",
+        finished=now(),
+        message=message,
+        result=orjson.dumps(problem),
+        result_media="application/problem+json",
+    )
+
+
 def _alive(pid: int, started: str) -> bool:
+    """The process that took the job still runs: it exists, is the same
+    process (its start time), and is not a zombie waiting to be reaped (a
+    killed worker stays one until its parent, or forever under an init that
+    does not reap)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    fields = _stat(pid)
+    if fields and fields[0] in {b"Z", b"X"}:
+        return False
     return _started(pid) == started
