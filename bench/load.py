@@ -29,8 +29,6 @@ import asyncio
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.serving import start_server  # noqa: E402
 from geo_service.services.access import issue_token  # noqa: E402
 from geo_service.sources.catalog import load_catalog  # noqa: E402
 from geo_service.store import AuditQuery, open_store  # noqa: E402
@@ -65,46 +64,6 @@ class Tally:
     increments: int = 0
     conflicts: int = 0  # 412s met (and retried) on the hot site
     writes_ok: int = 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(store: str, workers: int, folder: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    log = (folder / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "geo_service.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=dict(os.environ, GEO_SERVICE_STORE=store),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited; see {folder / 'server.log'}")
-        try:
-            if httpx.get(f"{base}/conformance", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("server did not start")
 
 
 def _record(tally: Tally, kind: str, started: float, response: httpx.Response, ok: set[int]):
@@ -324,7 +283,9 @@ def main() -> None:
         location = f"{pg}{separator}schema=bench_load_{os.getpid()}"
     else:
         location = str(folder / "load.gpkg")
-    process, base = _start_server(location, args.workers, folder)  # seeds the store
+    process, base = start_server(  # seeds the store
+        folder, {"GEO_SERVICE_STORE": location}, "--workers", str(args.workers)
+    )
     store = open_store(location, load_catalog())
     try:
         token = issue_token(store, "load-editor", "editor", [MASHANG], [MASHANG])

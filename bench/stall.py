@@ -67,7 +67,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +79,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.serving import start_server  # noqa: E402
 
 LON = (117.95, 118.15)
 LAT = (36.70, 36.88)
@@ -157,41 +158,13 @@ class CpuSpan:
 # -- server -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_server(store: str, job_workers: int, folder: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    log = (folder / "server.log").open("wb")
-    env = dict(
-        os.environ,
-        GEO_SERVICE_STORE=store,
-        GEO_SERVICE_JOB_WORKERS=str(job_workers),
-        GEO_SERVICE_SPOOL_DIR=str(folder / "spool"),
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited; see {folder / 'server.log'}")
-        try:
-            if httpx.get(f"{base}/conformance", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("server did not start")
+    env = {
+        "GEO_SERVICE_STORE": store,
+        "GEO_SERVICE_JOB_WORKERS": str(job_workers),
+        "GEO_SERVICE_SPOOL_DIR": str(folder / "spool"),
+    }
+    return start_server(folder, env)
 
 
 def _admin_token(store: str) -> str:

@@ -152,3 +152,17 @@ def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_server(tmp_path_factory.mktemp("live")) as base:
         yield base
+
+
+@pytest.fixture(params=["geopackage", "postgis"])
+def server_store(request, tmp_path) -> Iterator[dict[str, str]]:
+    """Where a real server keeps its store (its environment): its own
+    GeoPackage file, or its own PostGIS schema, dropped afterwards."""
+    if request.param == "geopackage":
+        yield {"GEO_SERVICE_STORE": str(tmp_path / "server.gpkg")}
+        return
+    location = _new_pg_location(_require_pg())
+    yield {"GEO_SERVICE_STORE": location}
+    store = open_store(location, load_catalog())
+    store.drop()
+    store.close()

@@ -16,7 +16,6 @@ import io
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -27,7 +26,7 @@ import shapely
 from geo_service.services.access import issue_token
 from geo_service.sources.catalog import load_catalog
 from geo_service.store import open_store
-from tests.conftest import _new_pg_location, _require_pg, running_server
+from tests.conftest import running_server
 
 pytestmark = pytest.mark.server
 
@@ -53,19 +52,6 @@ class Answer:
     @property
     def seconds(self) -> float:
         return self.done - self.sent
-
-
-@pytest.fixture(params=["geopackage", "postgis"])
-def store_env(request, tmp_path) -> Iterator[dict[str, str]]:
-    """The server's store: its own GeoPackage file or PostGIS schema (it seeds it)."""
-    if request.param == "geopackage":
-        yield {"GEO_SERVICE_STORE": str(tmp_path / "busy.gpkg")}
-        return
-    location = _new_pg_location(_require_pg())
-    yield {"GEO_SERVICE_STORE": location}
-    store = open_store(location, load_catalog())
-    store.drop()
-    store.close()
 
 
 def office_token_and_towns(location: str):
@@ -142,14 +128,16 @@ class Work(threading.Thread):
             self.status, self.body = answer.status_code, answer.content
 
 
-def test_a_residents_map_is_answered_while_an_import_atlases_and_planning_run(tmp_path, store_env):
+def test_a_residents_map_is_answered_while_an_import_atlases_and_planning_run(
+    tmp_path, server_store
+):
     env = {
-        **store_env,
+        **server_store,
         "GEO_SERVICE_JOB_WORKERS": "2",
         "GEO_SERVICE_SPOOL_DIR": str(tmp_path / "spool"),
     }
     with running_server(tmp_path, **env) as base, httpx.Client(base_url=base, timeout=600) as http:
-        token, towns = office_token_and_towns(store_env["GEO_SERVICE_STORE"])
+        token, towns = office_token_and_towns(server_store["GEO_SERVICE_STORE"])
         office = {"Authorization": f"Bearer {token}"}
         spreadsheet = stations_csv(towns, ROWS)
         before = http.get("/collections/stations/items", params={"limit": 1}).json()
@@ -215,7 +203,9 @@ def test_a_residents_map_is_answered_while_an_import_atlases_and_planning_run(tm
     assert after["numberMatched"] == before["numberMatched"] + ROWS  # the import landed
 
     heavy_seconds = max(w.done for w in heavy) - min(w.sent for w in heavy)
-    backend = "PostGIS" if store_env["GEO_SERVICE_STORE"].startswith("postgres") else "GeoPackage"
+    backend = (
+        "PostGIS" if server_store["GEO_SERVICE_STORE"].startswith("postgres") else "GeoPackage"
+    )
     print(f"\nheavy work ({backend}):")
     for work in heavy:
         print(f"  {work.name:<20} {work.done - work.sent:6.1f} s")

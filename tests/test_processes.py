@@ -29,7 +29,7 @@ from geo_service.settings import Settings
 from geo_service.sources.catalog import load_catalog
 from geo_service.store import JobRecord, open_store
 from geo_service.store.base import now
-from tests.conftest import _new_pg_location, _require_pg, running_server
+from tests.conftest import running_server
 
 PROCESS_IDS = {
     "print-atlas",
@@ -459,19 +459,6 @@ def _server_family(port: int) -> list[int]:
         if not children:
             return sorted(family)
         family |= children
-
-
-@pytest.fixture(params=["geopackage", "postgis"])
-def server_store(request, tmp_path) -> Iterator[dict[str, str]]:
-    """Where a real server keeps its store: its own GeoPackage or PostGIS schema."""
-    if request.param == "geopackage":
-        yield {"GEO_SERVICE_STORE": str(tmp_path / "restart.gpkg")}
-        return
-    location = _new_pg_location(_require_pg())
-    yield {"GEO_SERVICE_STORE": location}
-    store = open_store(location, load_catalog())
-    store.drop()
-    store.close()
 
 
 @pytest.mark.server
