@@ -66,3 +66,25 @@ def test_unknown_layer_is_a_clear_error_not_a_traceback(store_path, tmp_path):
     assert result.returncode == 2
     assert "no collection 'spaceports'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+#: What a light command must not load: the web framework, the map and chart
+#: libraries, the data-frame stack (seconds of start-up on every call).
+HEAVY = ("fastapi", "starlette", "folium", "matplotlib", "geopandas")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["layers"], ["jobs", "list"], ["tokens", "list"]])
+def test_light_commands_load_no_web_or_drawing_stack(store_path, args):
+    probe = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from geo_service.cli import app\n"
+        f"result = CliRunner().invoke(app, {args!r} + "
+        f"([] if {args!r} == ['--help'] else ['--store', {str(store_path)!r}]))\n"
+        "assert result.exit_code == 0, result.output\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "", f"geo-service {' '.join(args)} loaded {loaded}"
