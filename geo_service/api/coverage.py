@@ -3,8 +3,6 @@ sites, and the coverage map. The same planning service as the CLI."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 import orjson
@@ -21,6 +19,7 @@ from geo_service.api.media import MediaType
 from geo_service.api.openapi import HTML, catalog_values, json_body
 from geo_service.api.params import query_params
 from geo_service.errors import InvalidParameter
+from geo_service.outputs.cells import csv_bytes
 from geo_service.services.planning import MAX_P
 from geo_service.services.queries import reject_unknown
 
@@ -127,12 +126,8 @@ async def coverage(request: Request) -> Response:
     report = await _report(request, inputs)
     if fmt == "csv":
         header, rows = town_rows(report)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(header)
-        writer.writerows(rows)
         return Response(
-            buffer.getvalue().encode("utf-8-sig"),
+            csv_bytes(header, rows),  # town names are store text: kept from running as formulas
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="coverage.csv"'},
         )

@@ -1,5 +1,8 @@
 """The coverage workbook for the office (Chinese headers): per-town coverage
-and compliance, progress by responsible unit, and recommended sites."""
+and compliance, progress by responsible unit, and recommended sites. Town
+names, notes and unit names come from the store and from office files: they
+go through ``outputs.cells`` (``xlsx_row``, and ``save_workbook``'s sweep of
+every cell), so none of them runs as a formula."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 
 from geo_service.analysis.coverage import COMPLIANCE_COLUMNS, TOWN_COLUMNS
+from geo_service.outputs.cells import save_workbook, xlsx_row
 
 __all__ = ["write_workbook"]
 
@@ -17,11 +21,11 @@ __all__ = ["write_workbook"]
 def _sheet(book: Workbook, title: str, header: list[str], rows: list[list[Any]], first=False):
     sheet = book.active if first else book.create_sheet()
     sheet.title = title
-    sheet.append(header)
+    sheet.append(xlsx_row(header))
     for cell in sheet[1]:
         cell.font = Font(bold=True)
     for row in rows:
-        sheet.append(row)
+        sheet.append(xlsx_row(row))
     for column in sheet.columns:
         width = max(len(str(c.value or "")) for c in column) + 2
         sheet.column_dimensions[column[0].column_letter].width = min(max(width, 8), 40)
@@ -67,5 +71,5 @@ def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str,
         )
         sheet.append(["求解时间（秒）", recommendation["solve_seconds"]])
         for note in recommendation["notes"]:
-            sheet.append(["说明", note])
-    book.save(path)
+            sheet.append(xlsx_row(["说明", note]))
+    save_workbook(book, path)

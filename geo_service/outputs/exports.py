@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
+from geo_service.outputs.cells import write_frame_csv
 from geo_service.outputs.geojson import feature_collection
 from geo_service.sources.catalog import Layer
 from geo_service.sources.crs import CoordinateSystem, convert_geometry
@@ -60,7 +61,8 @@ def export_layer(
     """Write ``features`` of ``layer`` to ``out``; returns the number written.
 
     CSV carries ``lon``/``lat`` columns for point layers and WKT for polygons,
-    UTF-8 with a byte-order mark so Excel shows the Chinese text correctly.
+    UTF-8 with a byte-order mark so Excel shows the Chinese text correctly,
+    every text cell neutralised against formula injection (``outputs.cells``).
     A GCJ-02/BD-09 GeoPackage is still labelled EPSG:4326 (those systems have
     no EPSG code), so prefer WGS-84 for GIS files.
     """
@@ -83,5 +85,5 @@ def export_layer(
         table.insert(2, "lat", frame.geometry.y.round(7))
     else:
         table["wkt"] = frame.geometry.to_wkt()
-    table.to_csv(out, index=False, encoding="utf-8-sig")
+    write_frame_csv(table, out)
     return len(table)

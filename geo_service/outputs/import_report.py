@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
+from typing import Any
 
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from geo_service.errors import InvalidParameter
+from geo_service.outputs.cells import save_workbook, write_csv, xlsx_row
 from geo_service.sources.importing import ImportPlan, RowStatus
 
 __all__ = ["print_report", "write_report"]
@@ -53,22 +53,18 @@ def print_report(plan: ImportPlan, console: Console) -> None:
     )
 
 
-def _safe_cell(text: str) -> str:
-    """Spreadsheet-safe text: no control characters openpyxl refuses, and a
-    leading = + - @ is not run as a formula when the report is opened."""
-    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
-    return "'" + text if text[:1] in {"=", "+", "-", "@"} else text
+def _file_cells(row) -> list[Any]:
+    """A row of the file: the line a number (blank for rows of no line), the
+    rest as on screen; ``outputs.cells`` keeps the text from running as formulas."""
+    return [row.line or None, *_cells(row)[1:]]
 
 
 def write_report(plan: ImportPlan, path: Path) -> None:
     """CSV (UTF-8 with BOM, so Excel shows the Chinese) or XLSX, by extension."""
     suffix = path.suffix.lower()
-    rows = [_cells(row) for row in plan.rows]
+    rows = [_file_cells(row) for row in plan.rows]
     if suffix == ".csv":
-        with path.open("w", encoding="utf-8-sig", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
-            writer.writerows(rows)
+        write_csv(path, COLUMNS, rows)
     elif suffix == ".xlsx":
         from openpyxl import Workbook
 
@@ -77,9 +73,9 @@ def write_report(plan: ImportPlan, path: Path) -> None:
         sheet.title = "import report"
         sheet.append(COLUMNS)
         for row in rows:
-            sheet.append([_safe_cell(cell) for cell in row])
+            sheet.append(xlsx_row(row))
         for column, width in zip("ABCDEF", (8, 10, 22, 30, 10, 80), strict=True):
             sheet.column_dimensions[column].width = width
-        book.save(path)
+        save_workbook(book, path)
     else:
         raise InvalidParameter("report", f"write the report as .csv or .xlsx, not {suffix!r}")

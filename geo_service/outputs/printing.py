@@ -7,6 +7,13 @@ Maps are drawn in the district's metric projection (EPSG:4548), so the scale
 bar is true. Numbers on a town page are the rows of its index table; the
 labels of town names are placed by ``adjustText`` so they keep off each other
 and off the markers.
+
+Every text from the store or a request is drawn literally: matplotlib would
+read ``$...$`` as a TeX formula (a broken one fails the whole PDF, a valid one
+prints something else). Mathtext and usetex are off for the printing's texts
+from their creation (``use_cjk_font``), and ``_LiteralPages.savefig`` turns
+them off again on every text of the figure, table cells included, just
+before any page is written: a new page or label needs no care of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ import shapely
 from matplotlib import font_manager, patheffects
 from matplotlib import pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
 from matplotlib.patches import Polygon as PolygonPatch
+from matplotlib.table import Table
+from matplotlib.text import Text
 
 from geo_service.analysis.nearest import LOCAL_TIME, SiteIndex, nearest_sites
 from geo_service.errors import PrintError
@@ -73,8 +83,33 @@ def use_cjk_font() -> None:
             "font.family": FONT_FAMILY,
             "pdf.fonttype": 42,  # embed the font itself, text stays searchable
             "axes.unicode_minus": False,
+            # Names and addresses are printed as written: "$x^2$" is text, not TeX.
+            "text.parse_math": False,
+            "text.usetex": False,
         }
     )
+
+
+def _literal_text(figure: Figure) -> None:
+    """Every text of ``figure`` drawn as written, never as mathtext or TeX.
+    ``findobj`` does not reach a table's cells (a cell is a patch that draws
+    its own text), so those are added."""
+    texts = figure.findobj(Text)
+    for table in figure.findobj(Table):
+        texts += [cell.get_text() for cell in table.get_celld().values()]
+    for text in texts:
+        text.set_parse_math(False)
+        text.set_usetex(False)
+
+
+class _LiteralPages(PdfPages):
+    """The only way a printed page is written: each figure's text made literal first."""
+
+    def savefig(self, figure=None, **kwargs) -> None:
+        if not isinstance(figure, Figure):
+            figure = plt.gcf() if figure is None else plt.figure(figure)
+        _literal_text(figure)
+        super().savefig(figure, **kwargs)
 
 
 @dataclass
@@ -585,7 +620,7 @@ def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
 
 def _write(pages) -> bytes:
     buffer = io.BytesIO()
-    with PdfPages(
+    with _LiteralPages(
         buffer, metadata={"Title": "张店区拥军服务资源地图", "Creator": "geo-service"}
     ) as pdf:
         pages(pdf)
