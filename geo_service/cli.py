@@ -323,7 +323,7 @@ def coverage(
     mark = {True: "✓", False: "✗"}
     for town in report["towns"]:
         table.add_row(
-            town["town_name"] + ("*" if town["population_estimated"] else ""),
+            escape(town["town_name"]) + ("*" if town["population_estimated"] else ""),
             str(town["facilities"]),
             f"{town['population']:,}",
             f"{town['population_covered_share']:.0%}",
@@ -346,7 +346,7 @@ def coverage(
         )
         for number, site in enumerate(recommendation["sites"], start=1):
             console.print(
-                f"  {number}. {site['lon']:.6f}, {site['lat']:.6f} in {site['town_name']}: "
+                f"  {number}. {site['lon']:.6f}, {site['lat']:.6f} in {escape(site['town_name'])}: "
                 f"+{site['gain']:,} people"
             )
     if out is not None:

@@ -88,3 +88,20 @@ def test_light_commands_load_no_web_or_drawing_stack(store_path, args):
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "", f"geo-service {' '.join(args)} loaded {loaded}"
+
+
+def test_coverage_prints_a_town_name_that_looks_like_markup_as_it_is(store_path):
+    """Rich reads [red]…[/] as markup: a town named so must print as text, not
+    crash the table or colour it."""
+    from geo_service.sources.catalog import ValidFeature, load_catalog
+    from geo_service.store import open_store
+
+    run("layers", store=store_path)
+    store = open_store(store_path, load_catalog())
+    town = store.get("towns", "370303002")
+    props = dict(town.properties, name="[/]公园[red]街道")
+    store.write("towns", [ValidFeature(town.id, props, town.geometry)], actor="test")
+    store.close()
+    result = run("coverage", "--radius", "15min", "-p", "1", store=store_path, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "[/]公园[red]街道" in result.stdout
