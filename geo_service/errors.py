@@ -31,6 +31,7 @@ __all__ = [
     "ServiceBusy",
     "StoreError",
     "StyleError",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
 ]
@@ -182,6 +183,16 @@ class ServiceBusy(GeoServiceError, RuntimeError):
     """The bounded job queue is full: the work is refused now, not queued forever."""
 
     title = "Service busy"
+
+    def __init__(self, detail: str, retry_after: int):
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class TooManyRequests(GeoServiceError, RuntimeError):
+    """One client asks more often than its rate limit allows."""
+
+    title = "Too many requests"
 
     def __init__(self, detail: str, retry_after: int):
         super().__init__(detail)

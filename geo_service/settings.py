@@ -36,7 +36,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     public_url: str = Field(
-        default="", description="Public base URL used in links when behind a proxy"
+        default="",
+        description="Public base URL, e.g. https://map.example.gov.cn: absolute links "
+        "start with it (relative links without it) and printed QR codes point at it "
+        "(without it, at http://host:port, which phones elsewhere cannot reach: set it "
+        "in deployment). Never taken from the request's Host header",
     )
     style_file: Path = Field(
         default_factory=default_style_file,
@@ -114,6 +118,40 @@ class Settings(BaseSettings):
         ge=1_000,
         description="Bytes an XLSX file or a zipped Shapefile may unpack to, and the "
         "largest GeoJSON or GeoPackage file to import",
+    )
+
+    # Per-client rate limits: token buckets per client address, in each server
+    # process (uvicorn --workers 4 allows four times as much); 0 turns one off.
+    rate_heavy_per_minute: int = Field(
+        default=30,
+        ge=0,
+        description="Heavy requests (/print/*, /coverage*, /processes/*/execution, "
+        "POST .../import) one client may make a minute; past it, 429 with Retry-After",
+    )
+    rate_heavy_burst: int = Field(
+        default=30, ge=1, description="Heavy requests one client may make at once"
+    )
+    rate_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Requests of any kind one client may make a minute (0: no limit). "
+        "Off by default: behind a proxy not named in forwarded_allow_ips, every "
+        "resident would share one address",
+    )
+    rate_burst: int = Field(
+        default=600, ge=1, description="Requests of any kind one client may make at once"
+    )
+    rate_clients: int = Field(
+        default=10_000,
+        ge=1,
+        description="Clients the rate limits remember (the least recent are forgotten)",
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description='Proxies (addresses or networks, e.g. ["127.0.0.1", "10.0.0.0/8"]) '
+        "whose X-Forwarded-For names the client; none by default, so a client "
+        "cannot choose its own address (uvicorn started by hand: add --no-proxy-headers, "
+        "as its own default trusts 127.0.0.1)",
     )
 
     def import_limits(self) -> ImportLimits:

@@ -275,7 +275,8 @@ def asgi_target(
 ) -> Iterator[Target]:
     path = tmp_path_factory.mktemp("fuzz-asgi") / "fuzz.gpkg"
     ASGI.token = _throwaway_store(seeded_file, path, layers_dir)
-    APP.app = create_app(Settings(store=str(path), layers_dir=layers_dir))
+    # Thousands of requests from one client: no rate limit (it would answer 429).
+    APP.app = create_app(Settings(store=str(path), layers_dir=layers_dir, rate_heavy_per_minute=0))
     yield ASGI
     print(ASGI.summary())
     # Schemathesis keeps an app's lifespan running for the process; end it
@@ -375,7 +376,9 @@ def live_target(
     folder = tmp_path_factory.mktemp("fuzz-live")
     # The server opens the store it finds there (seeded, with our token).
     LIVE.token = _throwaway_store(seeded_file, folder / "live.gpkg", layers_dir)
-    with running_server(folder, GEO_SERVICE_LAYERS_DIR=str(layers_dir)) as base:
+    with running_server(
+        folder, GEO_SERVICE_LAYERS_DIR=str(layers_dir), GEO_SERVICE_RATE_HEAVY_PER_MINUTE="0"
+    ) as base:
         # The document fuzzed is the one this server serves.
         assert httpx.get(f"{base}/openapi.json", timeout=30).json() == SPEC
         LIVE.call_kwargs = {"base_url": base}

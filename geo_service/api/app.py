@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from geo_service.api import (
     coverage,
@@ -22,7 +23,7 @@ from geo_service.api import (
     tiles,
     webmap,
 )
-from geo_service.api.guard import Guard
+from geo_service.api.guard import Guard, RateLimit, TokenBuckets
 from geo_service.api.openapi import install_openapi, query_contract
 from geo_service.api.problems import install_problem_handlers
 from geo_service.runtime import Runtime
@@ -79,12 +80,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "If-Match"],
             expose_headers=["ETag", "Location"],
         )
+    # The last added runs first: the client's address, then the wall (HEAD,
+    # limits, headers, on 429s too), then the rate limits.
+    heavy = _buckets(settings.rate_heavy_per_minute, settings.rate_heavy_burst, settings)
+    general = _buckets(settings.rate_per_minute, settings.rate_burst, settings)
+    if heavy is not None or general is not None:
+        app.add_middleware(RateLimit, heavy=heavy, general=general)
     app.add_middleware(
         Guard,
         max_body=settings.max_body_bytes,
         max_import=settings.max_import_bytes,
         frame_ancestors=settings.frame_ancestors,
     )
+    if settings.forwarded_allow_ips:
+        # The client a trusted proxy names in X-Forwarded-For, for the rate limits.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     install_problem_handlers(app)
     install_openapi(app, lambda: load_catalog(settings.layers_dir))
     app.include_router(ogc.router)
@@ -98,3 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webmap.router)
     webmap.mount_static(app)
     return app
+
+
+def _buckets(per_minute: int, burst: int, settings: Settings) -> TokenBuckets | None:
+    return TokenBuckets(per_minute, burst, settings.rate_clients) if per_minute else None

@@ -16,6 +16,7 @@ from fastapi.security import HTTPBearer
 from geo_service.api.media import MediaType
 from geo_service.api.ogc import FEATURE_ID_PATTERN, CollectionId, FeatureId, _base
 from geo_service.api.openapi import catalog_values, change_links, json_body, problem
+from geo_service.api.params import load_json_body
 from geo_service.errors import (
     InvalidParameter,
     PreconditionRequired,
@@ -109,11 +110,7 @@ async def _json_body(request: Request, accepted: tuple[str, ...]) -> Any:
         raise UnsupportedMediaType(
             f"send the body as {' or '.join(accepted)} (got {media or 'no Content-Type'})"
         )
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidParameter("body", f"not valid JSON ({error.msg})") from None
+    body = load_json_body(await request.body())
     if _has_nul(body):
         # No store keeps U+0000 in text (PostgreSQL refuses it outright).
         raise InvalidParameter("body", "text must not contain the NUL character (U+0000)")

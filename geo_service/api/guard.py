@@ -1,24 +1,32 @@
-"""The service's outer wall: request body limits, no NUL in URLs, and security headers.
+"""The service's outer wall: request body limits, no NUL in URLs, security
+headers, HEAD wherever GET, and per-client rate limits.
 
-A plain ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``: it
-adds a few header bytes and one length check, and the nearest-service path
-(hundreds of requests a second) does not pay for an extra task per request.
+Plain ASGI middlewares rather than Starlette's ``BaseHTTPMiddleware``: they
+add a few header bytes, one length check and one bucket lookup, and the
+nearest-service path (hundreds of requests a second) does not pay for an
+extra task per request.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-from geo_service.api.problems import problem_response
-from geo_service.errors import PayloadTooLarge
+from geo_service.api.problems import problem_response, status_for
+from geo_service.errors import PayloadTooLarge, TooManyRequests
 
-__all__ = ["Guard"]
+__all__ = ["Guard", "RateLimit", "TokenBuckets", "client_key", "is_heavy"]
 
 
 class Guard:
     """Refuse bodies over the limit (413) before reading them where the client
     says how long they are, and while reading them where it does not; add
-    security headers to every response."""
+    security headers to every response; answer HEAD as GET without the body
+    (RFC 9110: the same headers), wherever GET is answered."""
 
     def __init__(self, app: Any, *, max_body: int, max_import: int, frame_ancestors: str):
         self.app = app
@@ -43,6 +51,11 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "HEAD":
+            # The routes declare GET only; the server's own copy of the scope
+            # keeps HEAD, so it sends no body either.
+            scope = {**scope, "method": "GET"}
+            send = _without_body(send)
         query = scope.get("query_string") or b""
         if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
             # No id, name or filter of this service contains U+0000, and some
@@ -87,5 +100,130 @@ class Guard:
         return send_with_headers
 
 
+def _without_body(send):
+    async def send_headers_only(message) -> None:
+        if message["type"] in {"http.response.body", "http.response.pathsend"}:
+            if message.get("more_body"):
+                return  # one empty last part ends the response
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_headers_only
+
+
 def _too_large(limit: int) -> str:
     return f"the request body is larger than {limit:,} bytes"
+
+
+# -- rate limits ----------------------------------------------------------------------
+
+
+class TokenBuckets:
+    """One token bucket per client: ``per_minute`` tokens a minute, at most
+    ``burst`` saved up. The table remembers the ``max_clients`` clients seen
+    most recently; a client forgotten starts again with a full bucket.
+
+    >>> buckets = TokenBuckets(per_minute=60, burst=2, clock=lambda: 0.0)
+    >>> [buckets.take("10.0.0.1") for _ in range(3)], buckets.take("10.0.0.2")
+    ([0.0, 0.0, 1.0], 0.0)
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        burst: int,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self.clock = clock
+        # client -> (tokens, when counted). One event loop per process: no lock.
+        self._clients: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, client: str) -> float:
+        """Take a token: 0.0 when there was one, else the seconds until there is."""
+        now = self.clock()
+        tokens, then = self._clients.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._clients[client] = (tokens, now)
+        if len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)
+        return wait
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+
+def is_heavy(path: str) -> bool:
+    """The requests that start a PDF, a coverage run, a job or an import."""
+    return (
+        path.startswith(("/print/", "/coverage"))
+        or path.endswith("/import")
+        or (path.startswith("/processes/") and path.endswith("/execution"))
+    )
+
+
+def client_key(scope) -> str:
+    """Whom a request counts against: its client's address (the one a trusted
+    proxy named, when ``forwarded_allow_ips`` put uvicorn's proxy middleware in
+    front). An IPv6 client is its /64, the block one subscriber is given."""
+    client = scope.get("client")
+    host = client[0] if client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # a Unix socket, a test client
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
+
+
+class RateLimit:
+    """429 with ``Retry-After`` for a client past its rate: one bucket for the
+    heavy requests (``is_heavy``), one for all; ``None`` turns one off. The job
+    pool bounds heavy work for everybody (503 when full); this keeps one client
+    from taking all of it."""
+
+    def __init__(self, app: Any, *, heavy: TokenBuckets | None, general: TokenBuckets | None):
+        self.app = app
+        self.heavy = heavy
+        self.general = general
+
+    async def __call__(self, scope, receive, send) -> None:
+        # A CORS preflight costs nothing and precedes the request it asks about.
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        buckets = [self.general]
+        if is_heavy(path):
+            buckets.append(self.heavy)
+        key = ""
+        for bucket in buckets:
+            if bucket is None:
+                continue
+            key = key or client_key(scope)
+            wait = bucket.take(key)
+            if wait > 0:
+                seconds = max(1, math.ceil(wait))
+                error = TooManyRequests(
+                    f"请求过于频繁，请 {seconds} 秒后再试 · too many requests from this "
+                    f"address; try again in {seconds} s",
+                    retry_after=seconds,
+                )
+                response = problem_response(
+                    status_for(error), error.detail, title=error.title, instance=path
+                )
+                response.headers["Retry-After"] = str(seconds)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -79,12 +79,33 @@ def _ok(schema: str, media: str = MediaType.json.value, html: bool = True, **ext
 
 
 def _base(request: Request) -> str:
-    public = request.app.state.runtime.settings.public_url
-    return (public or str(request.base_url)).rstrip("/")
+    """The start of every link: the ``public_url`` setting, else nothing (links
+    relative to this host). Never the request's ``Host`` header, which the
+    client chooses: echoed into links, it lets one client point another's
+    cached answers anywhere."""
+    return request.app.state.runtime.settings.public_url.rstrip("/")
 
 
 def _json(body: Any, media_type: str = MediaType.json, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(body), media_type=media_type, headers=headers)
+    """The JSON answer of a resource that also has an HTML view (``Vary: Accept``)."""
+    return _vary(Response(orjson.dumps(body), media_type=media_type, headers=headers))
+
+
+def _vary(response: Response) -> Response:
+    # Every resource here answers JSON or HTML by the Accept header: a cache
+    # must not hand a browser's page to an API client, or the reverse.
+    response.headers["Vary"] = "Accept"
+    return response
+
+
+def _none_match(header: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: ``*`` or a list of entity tags, compared weakly."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == ours for tag in header.split(","))
 
 
 def _link(href: str, rel: str, media: str, title: str) -> dict[str, str]:
@@ -120,11 +141,9 @@ def landing(request: Request, f: FormatParam = None) -> Response:
     if wants_html(request, f):
         # A browser opening the service gets the web map; ?f=html the API's front page.
         if f is None:
-            return HTMLResponse(request.app.state.map_page, headers={"Vary": "Accept"})
-        return html.page(body["title"], html.landing(body))
-    response = _json(body)
-    response.headers["Vary"] = "Accept"  # the same URL answers browsers with the map
-    return response
+            return _vary(HTMLResponse(request.app.state.map_page))
+        return _vary(html.page(body["title"], html.landing(body)))
+    return _json(body)
 
 
 @router.get(
@@ -137,7 +156,7 @@ def landing(request: Request, f: FormatParam = None) -> Response:
 def conformance(request: Request, f: FormatParam = None) -> Response:
     body = {"conformsTo": CONFORMANCE}
     if wants_html(request, f):
-        return html.page("Conformance", html.json_block(body))
+        return _vary(html.page("Conformance", html.json_block(body)))
     return _json(body)
 
 
@@ -193,7 +212,7 @@ def collections(
         ],
     }
     if wants_html(request, f):
-        return html.page("图层 Collections", html.collections(body))
+        return _vary(html.page("图层 Collections", html.collections(body)))
     return _json(body)
 
 
@@ -214,7 +233,7 @@ def collection(
     layer = catalog.layer(collection_id)
     body = _collection_body(request, store, layer)
     if wants_html(request, f):
-        return html.page(layer.zh, html.collections({"collections": [body]}))
+        return _vary(html.page(layer.zh, html.collections({"collections": [body]})))
     return _json(body)
 
 
@@ -367,7 +386,7 @@ def items(
         links=links,
     )
     if wants_html(request, f):
-        return html.page(f"{layer.zh} ({page.number_matched})", html.items(layer, body))
+        return _vary(html.page(f"{layer.zh} ({page.number_matched})", html.items(layer, body)))
     return _json(body, MediaType.geojson)
 
 
@@ -395,6 +414,10 @@ def item(
 ) -> Response:
     layer = catalog.layer(collection_id)
     feature = store.get(layer.id, feature_id)
+    as_html = wants_html(request, f)
+    if not as_html and _none_match(request.headers.get("if-none-match"), feature.etag):
+        # The client's copy is current (only the JSON view carries the ETag).
+        return _vary(Response(status_code=304, headers={"ETag": feature.etag}))
     base = _base(request)
     body = feature_to_geojson(feature, crs)
     if crs != CoordinateSystem.wgs84:
@@ -408,8 +431,11 @@ def item(
         ),
         _link(f"{base}/collections/{layer.id}", "collection", MediaType.json, layer.zh),
     ]
-    if wants_html(request, f):
-        return html.page(
-            str(feature.properties.get("name", feature.id)), html.items(layer, {"features": [body]})
+    if as_html:
+        return _vary(
+            html.page(
+                str(feature.properties.get("name", feature.id)),
+                html.items(layer, {"features": [body]}),
+            )
         )
     return _json(body, MediaType.geojson, headers={"ETag": feature.etag})

@@ -30,6 +30,7 @@ from geo_service.errors import (
     ServiceBusy,
     StoreError,
     StyleError,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -54,6 +55,7 @@ ERROR_STATUS: dict[type[GeoServiceError], int] = {
     ImportTooLarge: 413,  # over an import limit (rows, columns, cells, unpacked size)
     UnsupportedMediaType: 415,
     PreconditionRequired: 428,
+    TooManyRequests: 429,  # one client over its rate limit: Retry-After says when
     StoreError: 503,
     CatalogError: 500,
     StyleError: 500,
@@ -123,7 +125,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         response = problem_response(
             status, error.detail, title=title, instance=request.url.path, **extra
         )
-        if isinstance(error, ServiceBusy):
+        if isinstance(error, ServiceBusy | TooManyRequests):
             response.headers["Retry-After"] = str(error.retry_after)
         if isinstance(error, Unauthorized):
             response.headers["WWW-Authenticate"] = 'Bearer realm="geo-service"'
@@ -172,6 +174,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception) -> Response:
         # Details go to the log; the client sees a safe message only.
         log.exception("unexpected error on %s", request.url.path)
-        return problem_response(
+        response = problem_response(
             500, "an unexpected error occurred; it has been logged", instance=request.url.path
         )
+        # The server drops the connection after an unhandled error: say so.
+        response.headers["Connection"] = "close"
+        return response

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from geo_service.api.media import MediaType
 from geo_service.api.ogc import _base
 from geo_service.api.openapi import problem
+from geo_service.api.params import load_json_body
 from geo_service.errors import InvalidParameter, Unauthorized, UnsupportedMediaType
 from geo_service.services.access import Principal, authenticate
 from geo_service.services.processes import PROCESSES, Process, process, unknown_inputs
@@ -207,10 +208,7 @@ async def execute(request: Request, process_id: ProcessId) -> Response:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != MediaType.json.value:
         raise UnsupportedMediaType("send the execute request as application/json")
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as error:
-        raise InvalidParameter("body", f"not valid JSON ({error.msg})") from None
+    body = load_json_body(await request.body())
     if not isinstance(body, dict) or not isinstance(body.get("inputs", {}), dict):
         raise InvalidParameter("inputs", 'give {"inputs": {...}}')
     response_mode = body.get("response", "raw")
@@ -259,7 +257,7 @@ async def execute(request: Request, process_id: ProcessId) -> Response:
 def _print_base(request: Request) -> str:
     from geo_service.services.printing import base_url
 
-    return base_url(request.app.state.runtime, str(request.base_url).rstrip("/"))
+    return base_url(request.app.state.runtime)
 
 
 @router.get(

@@ -6,6 +6,7 @@ workers; the drawing is ``outputs.printing``'s.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -48,9 +49,23 @@ class PrintOptions:
         return cls(size, orientation, tuple(layers) if layers else None)
 
 
-def base_url(rt: Runtime, fallback: str) -> str:
-    """Where printed QR codes and links point: the configured public URL, else ``fallback``."""
-    return rt.settings.public_url or fallback
+def base_url(rt: Runtime, *_ignored: object) -> str:
+    """Where printed QR codes and links point: the ``public_url`` setting, else
+    the address this service is set to listen on (``http://host:port``, useful
+    on that network only: deployments set ``public_url``). A QR code needs an
+    absolute URL, but never the request's ``Host`` header, which any client
+    chooses (an argument older callers pass, the request's address, is ignored).
+    """
+    settings = rt.settings
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = settings.host
+    if host in {"", "0.0.0.0", "::"}:
+        # Listening everywhere: this machine's name is the one address that reaches it.
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{settings.port}"
 
 
 def atlas(

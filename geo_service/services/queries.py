@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable
 
 from geo_service.errors import InvalidParameter
-from geo_service.sources.crs import CoordinateSystem, convert
+from geo_service.sources.crs import _CHINA_LAT, _CHINA_LON, CoordinateSystem, convert
 from geo_service.store import BBox
 
 __all__ = [
@@ -116,9 +116,38 @@ def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wg
     if south > north:
         raise InvalidParameter("bbox", f"south ({south}) is north of north ({north})")
     if bbox_crs != CoordinateSystem.wgs84:
-        lons, lats = convert(
-            [west, east, west, east], [south, south, north, north], bbox_crs, CoordinateSystem.wgs84
-        )
-        west, east = float(min(lons)), float(max(lons))
-        south, north = float(min(lats)), float(max(lats))
+        west, south, east, north = _box_to_wgs84((west, south, east, north), bbox_crs)
     return (west, south, east, north)
+
+
+#: Where the GCJ-02 and BD-09 offsets apply (the "inside China" rectangle of
+#: ``sources.crs``), widened by more than the largest offset (about 0.02°).
+_OFFSET_LON = (_CHINA_LON[0] - 0.1, _CHINA_LON[1] + 0.1)
+_OFFSET_LAT = (_CHINA_LAT[0] - 0.1, _CHINA_LAT[1] + 0.1)
+
+
+def _box_to_wgs84(box: BBox, source: CoordinateSystem) -> BBox:
+    """A GCJ-02 or BD-09 box in WGS-84. Only an edge inside the region where
+    the offsets apply moves (by at most a few hundred metres); an edge outside
+    it stays where it is. Converting the world's corners instead sends them
+    across the antimeridian (BD-09 turns every position a little about the
+    origin), and a whole-world box came back a sliver that held nothing."""
+    west, south, east, north = box
+    in_lon = [min(max(v, _OFFSET_LON[0]), _OFFSET_LON[1]) for v in (west, east, west, east)]
+    in_lat = [min(max(v, _OFFSET_LAT[0]), _OFFSET_LAT[1]) for v in (south, south, north, north)]
+    lons, lats = convert(in_lon, in_lat, source, CoordinateSystem.wgs84)
+
+    def edge(value: float, valid: tuple[float, float], moved: float) -> float:
+        return float(moved) if valid[0] < value < valid[1] else value
+
+    new_west = edge(west, _OFFSET_LON, min(lons[0], lons[2]))
+    new_east = edge(east, _OFFSET_LON, max(lons[1], lons[3]))
+    new_south = edge(south, _OFFSET_LAT, min(lats[0], lats[1]))
+    new_north = edge(north, _OFFSET_LAT, max(lats[2], lats[3]))
+    # A box narrower than the offsets, straddling the region's edge, may cross.
+    return (
+        min(new_west, new_east),
+        min(new_south, new_north),
+        max(new_west, new_east),
+        max(new_south, new_north),
+    )

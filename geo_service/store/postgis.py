@@ -456,25 +456,53 @@ class PostGISStore(Store):
 
     def backup(self, target) -> None:
         """``pg_dump`` in its custom format (restore with ``pg_restore``): one
-        consistent snapshot, taken while the service runs."""
+        consistent snapshot, taken while the service runs.
+
+        The password never goes on ``pg_dump``'s command line, which every
+        local user can read in ``ps``: it goes in a password file only this
+        user may read, for the one run (in the environment, which is as
+        private on Linux, if it holds a line break)."""
+        import os
         import shutil
         import subprocess
+        import tempfile
+
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         if shutil.which("pg_dump") is None:
             raise StoreError("pg_dump is not installed; install PostgreSQL's client tools")
-        result = subprocess.run(
-            [
-                "pg_dump",
-                "--format=custom",
-                f"--schema={self.schema}",
-                "--file",
-                str(target),
-                self.dsn,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        params = conninfo_to_dict(self.dsn)
+        password = params.pop("password", None)
+        env = dict(os.environ)
+        with tempfile.TemporaryDirectory(prefix="geo-service-backup-") as folder:
+            if password is not None:
+                env.pop("PGPASSWORD", None)  # it would win over the URL's password
+            if password is not None and "\n" in password:
+                env["PGPASSWORD"] = password  # a password file cannot hold a line break
+            elif password is not None:
+                # ~/.pgpass format: any host, port, database and user; ':' and
+                # '\' escaped. The folder is 0700 and the file 0600.
+                passfile = os.path.join(folder, "pgpass")
+                escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+                descriptor = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                    file.write(f"*:*:*:*:{escaped}\n")
+                env["PGPASSFILE"] = passfile
+            result = subprocess.run(
+                [
+                    "pg_dump",
+                    "--format=custom",
+                    f"--schema={self.schema}",
+                    "--file",
+                    str(target),
+                    "--dbname",
+                    make_conninfo(**params),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                env=env,
+            )
         if result.returncode != 0:
             raise StoreError("pg_dump failed: " + result.stderr.strip().splitlines()[-1])
 
