@@ -95,6 +95,10 @@ def serve(
         # 5 s; on a busy small machine a worker loading the geo stack and
         # building its indexes can take longer, and was killed in a loop.
         timeout_worker_healthcheck=60,
+        # X-Forwarded-For is trusted only through forwarded_allow_ips (the app
+        # adds uvicorn's proxy middleware then); uvicorn's own default trusts
+        # 127.0.0.1, which would let a local client choose its rate-limit address.
+        proxy_headers=False,
     )
 
 
@@ -588,13 +592,6 @@ SizeOption = Annotated[str, typer.Option("--size", help="A4 or A3")]
 OrientationOption = Annotated[str, typer.Option("--orientation", help="portrait or landscape")]
 
 
-def _print_base_url(rt: Runtime) -> str:
-    """Where the printed QR codes point: the public URL, else this machine's service."""
-    from geo_service.services import printing
-
-    return printing.base_url(rt, f"http://{rt.settings.host}:{rt.settings.port}")
-
-
 def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, title: str) -> None:
     """Print through the same process and job records as the server, with a progress bar."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -607,7 +604,6 @@ def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, titl
         task = bar.add_task(title, total=100)
         try:
             with _runtime(store) as rt:
-                inputs = {**inputs, "base_url": _print_base_url(rt)}
                 record, output = run_here(
                     rt,
                     process_id,

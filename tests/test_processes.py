@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -425,7 +426,7 @@ def test_owslib_lists_describes_and_runs_processes_on_a_real_server(small_server
     status = service.execute("print-atlas", inputs={"layers": ["stations"]}, async_=True)
     assert status["status"] in {"accepted", "running"} and status["processID"] == "print-atlas"
     job_url = f"{small_server}/jobs/{status['jobID']}"
-    assert service.response_headers["Location"] == job_url
+    assert urljoin(small_server + "/", service.response_headers["Location"]) == job_url
     with httpx.Client(timeout=60) as http:
         assert follow(http, job_url)[-1]["status"] == "successful"
         pdf = http.get(f"{job_url}/results")

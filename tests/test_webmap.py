@@ -128,7 +128,7 @@ def test_a_browser_at_the_root_gets_the_map_and_api_clients_get_json(client):
     assert "Accept" in answer.headers["vary"].split(", ")
     body = answer.json()
     assert {
-        "href": "http://testserver/map",
+        "href": "/map",
         "rel": "related",
         "type": "text/html",
         "title": "Web map 地图",

@@ -10,7 +10,6 @@ from fastapi.responses import Response
 
 from geo_service.api.openapi import BINARY, catalog_values
 from geo_service.api.params import query_params
-from geo_service.services import printing
 from geo_service.services.printing import ORIENTATIONS, SIZES
 from geo_service.services.queries import parse_lonlat, reject_unknown
 
@@ -56,14 +55,10 @@ _PDF = {
 
 
 def _inputs(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
-    """The query as the process's inputs, plus where the printed QR codes point."""
+    """The query as the process's inputs."""
     params = query_params(request, {"layers"})
     reject_unknown(params, allowed)
-    return {**params, "base_url": _base_url(request)}
-
-
-def _base_url(request: Request) -> str:
-    return printing.base_url(request.app.state.runtime, str(request.base_url).rstrip("/"))
+    return params
 
 
 async def _printed(request: Request, process_id: str, inputs: dict, name: str) -> Response:

@@ -223,8 +223,6 @@ async def execute(request: Request, process_id: ProcessId) -> Response:
             raise Unauthorized("this process needs a token: Authorization: Bearer TOKEN")
         inputs["who"] = {"name": who.name, "role": who.role.value, "towns": sorted(who.towns)}
         actor = who.name
-    if "base_url" in proc.internal:
-        inputs["base_url"] = _print_base(request)
     engine = request.app.state.jobs
     if "respond-async" in request.headers.get("prefer", ""):
         proc_inputs = await run_in_threadpool(proc.check, request.app.state.runtime, inputs)
@@ -252,12 +250,6 @@ async def execute(request: Request, process_id: ProcessId) -> Response:
         media_type=output.media_type,
         headers={"Location": f"{_base(request)}/jobs/{record.id}"},
     )
-
-
-def _print_base(request: Request) -> str:
-    from geo_service.services.printing import base_url
-
-    return base_url(request.app.state.runtime)
 
 
 @router.get(

@@ -49,12 +49,12 @@ class PrintOptions:
         return cls(size, orientation, tuple(layers) if layers else None)
 
 
-def base_url(rt: Runtime, *_ignored: object) -> str:
+def base_url(rt: Runtime) -> str:
     """Where printed QR codes and links point: the ``public_url`` setting, else
     the address this service is set to listen on (``http://host:port``, useful
     on that network only: deployments set ``public_url``). A QR code needs an
     absolute URL, but never the request's ``Host`` header, which any client
-    chooses (an argument older callers pass, the request's address, is ignored).
+    chooses.
     """
     settings = rt.settings
     if settings.public_url:

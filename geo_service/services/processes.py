@@ -118,8 +118,6 @@ def _flag(raw: dict[str, Any], name: str) -> bool:
 _SIZE = {"type": "string", "enum": ["A4", "A3"], "default": "A4"}
 _ORIENTATION = {"type": "string", "enum": ["portrait", "landscape"], "default": "portrait"}
 _LAYERS = {"type": "array", "items": {"type": "string"}, "description": "Facility layer ids"}
-#: Filled in by the service, never by the client: where printed QR codes point.
-_INTERNAL_PRINT = frozenset({"base_url"})
 
 
 def _print_options(rt: Runtime, raw: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +130,6 @@ def _print_options(rt: Runtime, raw: dict[str, Any]) -> dict[str, Any]:
         "size": options.size,
         "orientation": options.orientation,
         "layers": list(options.layers) if options.layers else None,
-        "base_url": _text(raw, "base_url") or rt.settings.public_url,
     }
 
 
@@ -145,7 +142,7 @@ def _run_atlas(rt: Runtime, inputs: dict[str, Any], progress: Progress) -> Outpu
     from geo_service.services import printing
 
     options = printing.PrintOptions(inputs["size"], inputs["orientation"], _tuple(inputs))
-    content = printing.atlas(rt, options, base_url=inputs["base_url"], progress=progress)
+    content = printing.atlas(rt, options, base_url=printing.base_url(rt), progress=progress)
     return Output(content, PDF)
 
 
@@ -161,7 +158,6 @@ PRINT_ATLAS = Process(
     media_type=PDF,
     check=_check_atlas,
     run=_run_atlas,
-    internal=_INTERNAL_PRINT,
 )
 
 
@@ -177,7 +173,7 @@ def _run_town(rt: Runtime, inputs: dict[str, Any], progress: Progress) -> Output
     from geo_service.services import printing
 
     options = printing.PrintOptions(inputs["size"], inputs["orientation"], _tuple(inputs))
-    return Output(printing.town(rt, inputs["code"], options, base_url=inputs["base_url"]), PDF)
+    return Output(printing.town(rt, inputs["code"], options, base_url=printing.base_url(rt)), PDF)
 
 
 PRINT_TOWN = Process(
@@ -194,7 +190,6 @@ PRINT_TOWN = Process(
     check=_check_town,
     run=_run_town,
     required=("code",),
-    internal=_INTERNAL_PRINT,
 )
 
 
@@ -217,8 +212,7 @@ def _check_nearest_sheet(rt: Runtime, raw: dict[str, Any]) -> dict[str, Any]:
             if not -bound <= value <= bound:
                 raise InvalidParameter(name, f"{value} is outside -{bound}..{bound}")
     size = PrintOptions.checked(rt, _text(raw, "size")).size
-    base_url = _text(raw, "base_url") or rt.settings.public_url
-    return {"lon": lon, "lat": lat, "address": address, "size": size, "base_url": base_url}
+    return {"lon": lon, "lat": lat, "address": address, "size": size}
 
 
 def _run_nearest_sheet(rt: Runtime, inputs: dict[str, Any], progress: Progress) -> Output:
@@ -230,7 +224,7 @@ def _run_nearest_sheet(rt: Runtime, inputs: dict[str, Any], progress: Progress) 
         lat=inputs["lat"],
         address=inputs["address"],
         size=inputs["size"],
-        base_url=inputs["base_url"],
+        base_url=printing.base_url(rt),
     )
     return Output(content, PDF)
 
@@ -248,7 +242,6 @@ PRINT_NEAREST = Process(
     media_type=PDF,
     check=_check_nearest_sheet,
     run=_run_nearest_sheet,
-    internal=_INTERNAL_PRINT,
 )
 
 

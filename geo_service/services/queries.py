@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable
 
 from geo_service.errors import InvalidParameter
-from geo_service.sources.crs import _CHINA_LAT, _CHINA_LON, CoordinateSystem, convert
+from geo_service.sources.crs import CHINA_LAT, CHINA_LON, CoordinateSystem, convert
 from geo_service.store import BBox
 
 __all__ = [
@@ -122,8 +122,8 @@ def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wg
 
 #: Where the GCJ-02 and BD-09 offsets apply (the "inside China" rectangle of
 #: ``sources.crs``), widened by more than the largest offset (about 0.02°).
-_OFFSET_LON = (_CHINA_LON[0] - 0.1, _CHINA_LON[1] + 0.1)
-_OFFSET_LAT = (_CHINA_LAT[0] - 0.1, _CHINA_LAT[1] + 0.1)
+_OFFSET_LON = (CHINA_LON[0] - 0.1, CHINA_LON[1] + 0.1)
+_OFFSET_LAT = (CHINA_LAT[0] - 0.1, CHINA_LAT[1] + 0.1)
 
 
 def _box_to_wgs84(box: BBox, source: CoordinateSystem) -> BBox:

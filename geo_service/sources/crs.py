@@ -32,6 +32,8 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.errors import InvalidParameter
 
 __all__ = [
+    "CHINA_LAT",
+    "CHINA_LON",
     "GEOD",
     "CoordinateSystem",
     "bd09_to_gcj02",
@@ -51,9 +53,10 @@ GEOD = pyproj.Geod(ellps="WGS84")
 # Krasovsky 1940 ellipsoid, which the GCJ-02 formula is defined on.
 _A = 6378245.0
 _EE = 0.00669342162296594323
-# The conventional "inside China" rectangle of open GCJ-02 implementations.
-_CHINA_LON = (72.004, 137.8347)
-_CHINA_LAT = (0.8293, 55.8271)
+#: The conventional "inside China" rectangle of open GCJ-02 implementations:
+#: the offsets apply inside it only.
+CHINA_LON = (72.004, 137.8347)
+CHINA_LAT = (0.8293, 55.8271)
 _BD_PI = np.pi * 3000.0 / 180.0
 
 
@@ -98,10 +101,10 @@ def _unwrap(lon, lat, scalar: bool):
 
 def _inside_china(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return (
-        (lon >= _CHINA_LON[0])
-        & (lon <= _CHINA_LON[1])
-        & (lat >= _CHINA_LAT[0])
-        & (lat <= _CHINA_LAT[1])
+        (lon >= CHINA_LON[0])
+        & (lon <= CHINA_LON[1])
+        & (lat >= CHINA_LAT[0])
+        & (lat <= CHINA_LAT[1])
     )
 
 
