@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
+from geo_service.api.guard import is_heavy
 from geo_service.api.media import MediaType
 from geo_service.errors import InvalidParameter
 from geo_service.services.queries import MAX_LIST_VALUES
@@ -484,7 +485,10 @@ _ERRORS = {
     404: "No such collection, feature or town",
     413: "Request body too large",
     415: "Unsupported Content-Type",
+    429: "Too many heavy requests from this client; `Retry-After` says when to ask again",
+    503: "The job queue is full, or a job was cut off; `Retry-After` (when given) says when",
 }
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}}
 _METHODS = {"get", "put", "post", "delete", "patch"}
 #: Comma-separated parameters that their routes declare as plain strings.
 _LIST_PARAMETERS = {
@@ -562,6 +566,11 @@ def _item_filters(parameters: list[dict[str, Any]], catalog: Catalog) -> None:
         parameter["schema"] = {"type": "array", "items": schema, "minItems": 1}
 
 
+def _concrete(path: str) -> str:
+    """A path template as a request would spell it, for the guard's path rules."""
+    return re.sub(r"\{[^}]+\}", "x", path)
+
+
 def finish(spec: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     """Apply the service-wide rules to the generated document (in place)."""
     components = spec.setdefault("components", {})
@@ -617,8 +626,13 @@ def finish(spec: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
                 wanted |= {401, 403}
             if "requestBody" in operation:
                 wanted |= {413, 415}
+            if is_heavy(_concrete(path)):
+                # Run as a job: a per-client limit (429) and a bounded queue (503).
+                wanted |= {429, 503}
             for status in sorted(wanted):
                 responses.setdefault(str(status), problem(_ERRORS[status]))
+                if status in {429, 503}:
+                    responses[str(status)].setdefault("headers", _RETRY_AFTER)
             for status, response in responses.items():
                 if status[0] == "2":
                     for media, content in response.get("content", {}).items():
