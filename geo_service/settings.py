@@ -8,7 +8,7 @@ from platformdirs import user_cache_dir, user_data_dir
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from geo_service.sources.catalog import default_layers_dir
+from geo_service.sources.catalog import WriteLimits, default_layers_dir
 from geo_service.sources.style import Tiles, default_style_file
 from geo_service.sources.tables import ImportLimits
 
@@ -162,4 +162,51 @@ class Settings(BaseSettings):
             max_cell_chars=self.import_max_cell_chars,
             max_cells=self.import_max_cells,
             max_unpacked_bytes=self.import_max_unpacked_bytes,
+        )
+
+    # Write limits: WriteLimits' defaults (``write_limits()`` builds them); the
+    # runtime gives them to the catalog, which checks every write.
+    town_tolerance_m: float = Field(
+        default=500.0,
+        ge=0,
+        le=5_000,
+        description="While the town boundaries are approximate (the shipped ones), a "
+        "site's declared town is kept when the site lies within this many metres of "
+        "it, and a site this close to the district still counts as in it; beyond, the "
+        "position decides the town (official boundaries are exact)",
+    )
+    extra_max_count: int = Field(
+        default=20,
+        ge=0,
+        le=1_000,
+        description="Extra properties (beyond the catalog's) a site may carry",
+    )
+    extra_max_key_chars: int = Field(
+        default=64, ge=1, le=1_000, description="Characters in an extra property's name"
+    )
+    extra_max_value_chars: int = Field(
+        default=2_000,
+        ge=1,
+        le=100_000,
+        description="Characters in one extra property's value (as JSON, for arrays and objects)",
+    )
+    extra_max_bytes: int = Field(
+        default=8_192,
+        ge=1,
+        le=1_000_000,
+        description="Bytes of a site's extra properties together, as JSON",
+    )
+    extra_max_depth: int = Field(
+        default=3, ge=0, le=32, description="Levels of arrays and objects in an extra value"
+    )
+
+    def write_limits(self) -> WriteLimits:
+        """The limits every write (API, imports, restores) is checked against."""
+        return WriteLimits(
+            max_extras=self.extra_max_count,
+            max_extra_key_chars=self.extra_max_key_chars,
+            max_extra_value_chars=self.extra_max_value_chars,
+            max_extras_bytes=self.extra_max_bytes,
+            max_extra_depth=self.extra_max_depth,
+            town_tolerance_m=self.town_tolerance_m,
         )

@@ -5,6 +5,9 @@ Residents read anonymously. Staff send ``Authorization: Bearer TOKEN``:
 - ``admin`` (the district office) may change everything and read the audit trail;
 - ``editor`` (town staff) may create, change and delete facilities whose
   ``town_code`` is one of their towns, and may not move one out of them.
+  That ``town_code`` is the one the site's position decides
+  (``sources.importing.town_of_position``, applied before this check to
+  single edits and import rows alike), never merely the one a body declares.
   Town boundaries and the district outline are the office's.
 
 Tokens are made by ``geo-service tokens add`` and shown once. The store keeps
@@ -114,7 +117,9 @@ def authorize_change(
 ) -> None:
     """Raise ``Forbidden`` unless ``principal`` may turn ``before`` into ``after``
     (None for a creation / a deletion). Called inside the write transaction,
-    so ``before`` is the feature as stored at that moment."""
+    before any ``If-Match`` comparison (a change refused here is 403 whatever
+    the ETag), so ``before`` is the feature as stored at that moment. The
+    same words answer an API edit (403) and an import row (its error)."""
     if principal.is_admin:
         return
     if not layer.is_facility:

@@ -22,9 +22,14 @@ from geo_service.errors import Conflict, FieldProblem, Forbidden, InvalidFeature
 from geo_service.runtime import Runtime
 from geo_service.services.access import Principal, Role, authorize_change, require_admin
 from geo_service.services.importing import apply_import, plan_import
-from geo_service.sources.catalog import Catalog, Layer, ValidFeature
+from geo_service.sources.catalog import Catalog, Layer, ValidFeature, printable
 from geo_service.sources.crs import CoordinateSystem
-from geo_service.sources.importing import ImportPlan, ImportRefused, feature_id_for
+from geo_service.sources.importing import (
+    ImportPlan,
+    ImportRefused,
+    feature_id_for,
+    town_of_position,
+)
 from geo_service.sources.towns import Towns
 from geo_service.store import StoredFeature
 
@@ -58,8 +63,11 @@ def prepare_feature(
     the last edit), ``sample`` (false: an edit is real data), a default
     ``source``, the id when none is given (stable for a name at a place, so a
     repeated POST is refused as a duplicate rather than stored twice) and
-    ``town_code`` from the position when it is missing. A declared town must
-    agree with the position unless the boundaries are approximate.
+    ``town_code`` by the town rule (``town_of_position``): the position
+    decides, a declared town being kept only within the tolerance of the
+    approximate boundaries; a point outside the district is refused, for
+    admins too. Whether the writer may write in that town is for
+    ``authorize_change`` to say, inside the write transaction.
     """
     if not isinstance(body, dict) or body.get("type") != "Feature":
         raise InvalidFeature(None, [FieldProblem("type", "must be a GeoJSON Feature object")])
@@ -89,29 +97,36 @@ def prepare_feature(
             props["source"] = f"entered through the editing API on {today_text}"
         if point is not None and props.get("id") in (None, "") and props.get("name"):
             props["id"] = feature_id_for(layer, str(props["name"]), point.x, point.y)
-        if point is not None:
-            located = towns.index.locate(point.x, point.y)
-            declared = props.get("town_code")
-            if declared in (None, ""):
-                if located is None:
-                    raise InvalidFeature(
-                        props.get("id"),
-                        [FieldProblem("geometry", "lies outside every town of the district")],
-                    )
-                props["town_code"] = located
-            elif located is not None and declared != located and not towns.approximate:
+        declared = _declared_town(props.get("town_code"))
+        if point is not None and (declared is None or declared in towns.index.codes):
+            # An unknown or malformed code is left for the catalog to refuse.
+            choice = town_of_position(
+                towns.index,
+                point.x,
+                point.y,
+                declared,
+                approximate=towns.approximate,
+                tolerance_m=catalog.limits.town_tolerance_m,
+            )
+            if choice.code is None:
+                shown = printable(str(props["id"])) if props.get("id") else None
                 raise InvalidFeature(
-                    props.get("id"),
-                    [
-                        FieldProblem(
-                            "town_code",
-                            f"declared {declared} but the position lies in "
-                            f"{towns.names.get(located, located)} ({located})",
-                        )
-                    ],
+                    shown, [FieldProblem("geometry", choice.outside(point.x, point.y))]
                 )
+            props["town_code"] = choice.code
     candidate = {**body, "id": props.get("id"), "properties": props}
     return catalog.validate_feature(layer.id, candidate, town_codes=set(towns.index.codes))
+
+
+def _declared_town(value: Any) -> str | None:
+    """A declared ``town_code`` as text (JSON may send it as a number), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return repr(value)  # never a town code: refused by the catalog
 
 
 def _point(geometry: Any) -> BaseGeometry | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from shapely.geometry import mapping as to_geojson
 
 from geo_service.errors import InvalidFeature, InvalidParameter
-from geo_service.sources.catalog import Catalog, ValidFeature
+from geo_service.sources.catalog import Catalog, ValidFeature, printable
 from geo_service.sources.tables import DEFAULT_LIMITS, ImportLimits, read_table
 from geo_service.sources.towns import TownIndex
 from geo_service.store import Store
@@ -30,8 +30,11 @@ def plan_towns_import(
         ImportPlan,
         RowReport,
         RowStatus,
+        file_label,
+        fold_cell,
         load_header_aliases,
         normalise_header,
+        town_of_position,
     )
 
     aliases = load_header_aliases(catalog.directory / "import_headers.toml")
@@ -46,14 +49,17 @@ def plan_towns_import(
             f"and a name column (名称, name); it has {', '.join(table.headers)}",
         )
     today_text = (today or dt.date.today()).isoformat()
+    source_name = file_label(table.name)
     population_column = next((h for h, p in mapping.items() if p == "population"), None)
     reports, features, seen = [], {}, {}
     for row in table.rows:
         report = RowReport(line=row.line)
         reports.append(report)
         code = str(row.values.get(code_column) or "").strip().split(".")[0]
-        name = str(row.values.get(name_column) or "").strip()
-        report.id, report.name = code, name
+        name, folded = fold_cell(str(row.values.get(name_column) or "").strip())
+        if folded:
+            report.warn("name: line breaks or tabs in the cell were folded to spaces")
+        report.id, report.name = printable(code), printable(name)
         if row.geometry is None or row.geometry.geom_type not in {"Polygon", "MultiPolygon"}:
             report.fail("not a polygon")
             continue
@@ -63,8 +69,8 @@ def plan_towns_import(
             "kind": "town" if name.endswith("镇") else "subdistrict",
             "approximate": False,
             # Public text: who imported stays in the audit trail, never on the map.
-            "boundary_source": f"{table.name} (imported on {today_text})",
-            "source": f"imported from {table.name} on {today_text}",
+            "boundary_source": f"{source_name} (imported on {today_text})",
+            "source": f"imported from {source_name} on {today_text}",
             "updated_at": today_text,
         }
         if population_column and row.values.get(population_column) not in (None, ""):
@@ -74,7 +80,7 @@ def plan_towns_import(
                 report.fail(f"population {row.values[population_column]!r} is not a number")
                 continue
         if code in seen:
-            report.fail(f"town code {code} is already used by line {seen[code]}")
+            report.fail(f"town code {printable(code)} is already used by line {seen[code]}")
             continue
         seen[code] = row.line
         candidate = {
@@ -108,8 +114,18 @@ def plan_towns_import(
     for layer in catalog.facility_layers:
         moved = []
         for site in store.all_features(layer.id):
-            code = index.locate(site.geometry.x, site.geometry.y)
             old = site.properties.get("town_code")
+            # The town rule of every write; these boundaries are official, so
+            # exact: a site on a shared edge keeps its town, any other goes
+            # to the polygon that holds it.
+            code = town_of_position(
+                index,
+                site.geometry.x,
+                site.geometry.y,
+                old,
+                approximate=False,
+                tolerance_m=catalog.limits.town_tolerance_m,
+            ).code
             if code is None:
                 notes.append(f"{layer.id}/{site.id}: outside every new boundary; kept {old}")
             elif code != old:

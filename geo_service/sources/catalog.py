@@ -23,12 +23,13 @@ import datetime as dt
 import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import opening_hours
+import orjson
 import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
@@ -37,13 +38,18 @@ from geo_service import resources
 from geo_service.errors import CatalogError, CollectionNotFound, FieldProblem, InvalidFeature
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "FILTERABLE_TYPES",
     "Catalog",
     "Layer",
     "PropertySpec",
     "ValidFeature",
+    "WriteLimits",
+    "control_character",
+    "control_message",
     "default_layers_dir",
     "load_catalog",
+    "printable",
 ]
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -72,6 +78,57 @@ _TYPES = {
     "integer",
     "date",
 }
+
+
+#: Control characters no stored text may hold: C0 (U+0000-U+001F, tab and line
+#: breaks included), DEL and C1 (U+0080-U+009F). NUL breaks PostgreSQL text;
+#: the others hide or reorder text on screens and drive terminals. (Format
+#: characters such as U+202E are text, kept and shown inert.)
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def control_character(text: str) -> str | None:
+    r"""The first control character of ``text`` as ``U+0007``, or None.
+
+    >>> control_character("示例\x07站"), control_character("拥军\u202e站")
+    ('U+0007', None)
+    """
+    found = CONTROL_CHARACTERS.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
+def control_message(code_point: str) -> str:
+    """The one wording of the refusal, for API problems and import rows alike."""
+    return f"不能包含控制字符 (control character {code_point})"
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """``text`` safe to quote in a message: control characters escaped, cut at ``limit``."""
+    shown = CONTROL_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class WriteLimits:
+    """What one feature may carry besides its catalog properties, and how far
+    a site may lie from the town it declares (``Settings.write_limits``).
+
+    Extra properties (an office's own spreadsheet columns) are shown to every
+    map visitor, so they are bounded: how many, their names, each value, their
+    nesting and their size together as JSON. ``town_tolerance_m`` is the
+    slack the approximate town boundaries get (see
+    ``sources.importing.town_of_position``).
+    """
+
+    max_extras: int = 20
+    max_extra_key_chars: int = 64
+    max_extra_value_chars: int = 2_000
+    max_extras_bytes: int = 8_192
+    max_extra_depth: int = 3
+    town_tolerance_m: float = 500.0
+
+
+DEFAULT_WRITE_LIMITS = WriteLimits()
 
 
 def default_layers_dir() -> Path:
@@ -134,6 +191,7 @@ class Catalog:
     values: dict[str, dict[str, Label]]
     layers: dict[str, Layer]
     directory: Path
+    limits: WriteLimits = field(default=DEFAULT_WRITE_LIMITS)
 
     # -- lookup -----------------------------------------------------------
 
@@ -161,7 +219,12 @@ class Catalog:
         a facility's ``town_code`` must be one of them. Returns the normalised
         feature, or raises ``InvalidFeature`` naming every bad field. Unknown
         properties are kept (an office's extra spreadsheet columns), provided
-        they are plain JSON values.
+        they are plain JSON values within ``self.limits``.
+
+        Every write passes here (API bodies, import rows, town files,
+        restores), so this is where control characters are refused: in any
+        property's value, an extra property's name, and anything nested in
+        an extra value (``CONTROL_CHARACTERS``).
         """
         layer = self.layer(layer_id)
         problems: list[FieldProblem] = []
@@ -173,10 +236,17 @@ class Catalog:
         if not isinstance(props, dict):
             problems.append(FieldProblem("properties", "must be an object"))
             props = {}
+        top_id = feature.get("id")
+        if isinstance(top_id, str) and (code := control_character(top_id)):
+            problems.append(FieldProblem("id", control_message(code)))
         geometry = _check_geometry(layer, feature.get("geometry"), problems)
         clean: dict[str, Any] = {}
         for name, spec in layer.properties.items():
             value = props.get(name)
+            found = _find_control(value, self.limits.max_extra_depth)
+            if found is not None:
+                problems.append(FieldProblem(name, control_message(found[1])))
+                continue
             if _is_blank(value):
                 if spec.required:
                     problems.append(FieldProblem(name, "is required"))
@@ -185,24 +255,14 @@ class Catalog:
                 continue
             checked = self._check_value(layer, spec, value, problems, town_codes)
             clean[name] = checked
-        for name, value in props.items():
-            if name in layer.properties:
-                continue
-            if isinstance(value, dict | list) and not _is_plain_json(value):
-                problems.append(FieldProblem(name, "extra properties must be plain JSON values"))
-            elif isinstance(value, float) and not math.isfinite(value):
-                problems.append(FieldProblem(name, "must be a finite number"))
-            else:
-                clean[name] = value
+        extras = {name: value for name, value in props.items() if name not in layer.properties}
+        clean.update(_check_extras(extras, self.limits, problems))
         feature_id = clean.get("id")
-        if (
-            feature.get("id") not in (None, "")
-            and feature_id is not None
-            and (str(feature["id"]) != str(feature_id))
-        ):
+        if top_id not in (None, "") and feature_id is not None and (str(top_id) != str(feature_id)):
             problems.append(FieldProblem("id", "the feature id and properties.id differ"))
         if problems:
-            raise InvalidFeature(str(feature_id) if feature_id else None, problems)
+            shown = printable(str(feature_id)) if feature_id else None
+            raise InvalidFeature(shown, problems)
         return ValidFeature(id=str(feature_id), properties=clean, geometry=geometry)
 
     def _check_value(
@@ -317,6 +377,8 @@ def _is_blank(value: Any) -> bool:
 
 
 def _is_plain_json(value: Any) -> bool:
+    """Plain JSON (objects with text keys, arrays, finite numbers, text, true,
+    false, null); called on values already known to be shallow."""
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_plain_json(v) for k, v in value.items())
     if isinstance(value, list):
@@ -324,6 +386,125 @@ def _is_plain_json(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return value is None or isinstance(value, str | int | bool)
+
+
+def _too_deep(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` nests arrays or objects more than ``max_depth`` levels
+    (a scalar is level 0); stops looking there, so any depth is safe to ask."""
+    level, frontier = 0, [value]
+    while frontier:
+        containers = [v for v in frontier if isinstance(v, dict | list)]
+        if not containers:
+            return False
+        level += 1
+        if level > max_depth:
+            return True
+        frontier = [
+            item
+            for container in containers
+            for item in (container.values() if isinstance(container, dict) else container)
+        ]
+    return False
+
+
+def _find_control(value: Any, max_depth: int) -> tuple[str, str] | None:
+    """The first control character in ``value``'s text or object keys, nested
+    at most ``max_depth`` levels (deeper ones are refused for their depth):
+    (where, as ``.key`` / ``[index]`` steps, or "" for the value itself; ``U+XXXX``)."""
+    stack: list[tuple[str, Any, int]] = [("", value, 0)]
+    while stack:
+        where, item, level = stack.pop()
+        if isinstance(item, str):
+            code = control_character(item)
+            if code:
+                return where, code
+        elif level < max_depth and isinstance(item, dict):
+            for key, inner in item.items():
+                step = f"{where}.{printable(str(key), 40)}"
+                code = control_character(key) if isinstance(key, str) else None
+                if code:
+                    return step, code
+                stack.append((step, inner, level + 1))
+        elif level < max_depth and isinstance(item, list):
+            stack.extend((f"{where}[{i}]", inner, level + 1) for i, inner in enumerate(item))
+    return None
+
+
+def _check_extras(
+    extras: dict[str, Any], limits: WriteLimits, problems: list[FieldProblem]
+) -> dict[str, Any]:
+    """The extra properties that pass, in order; each bad one named in ``problems``."""
+    kept: dict[str, Any] = {}
+    bad = False
+    for name, value in extras.items():
+        label = printable(name, limits.max_extra_key_chars + 16)
+        before = len(problems)
+        if code := control_character(name):
+            problems.append(FieldProblem(label, "property name: " + control_message(code)))
+        elif not name.strip():
+            problems.append(FieldProblem("properties", "an extra property has an empty name"))
+        elif len(name) > limits.max_extra_key_chars:
+            problems.append(
+                FieldProblem(
+                    label,
+                    f"extra property names are at most {limits.max_extra_key_chars} "
+                    f"characters (this one has {len(name)})",
+                )
+            )
+        if _too_deep(value, limits.max_extra_depth):
+            problems.append(
+                FieldProblem(
+                    label,
+                    f"extra property values nest at most {limits.max_extra_depth} levels "
+                    "of arrays and objects",
+                )
+            )
+        elif (found := _find_control(value, limits.max_extra_depth)) is not None:
+            problems.append(FieldProblem(label + found[0], control_message(found[1])))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(FieldProblem(label, "must be a finite number"))
+        elif not _is_plain_json(value):
+            problems.append(FieldProblem(label, "extra properties must be plain JSON values"))
+        else:
+            size = len(value) if isinstance(value, str) else len(_json(value).decode())
+            if size > limits.max_extra_value_chars:
+                as_json = "" if isinstance(value, str) else " as JSON"
+                problems.append(
+                    FieldProblem(
+                        label,
+                        f"extra property values are at most {limits.max_extra_value_chars:,} "
+                        f"characters{as_json} (this one has {size:,})",
+                    )
+                )
+        if len(problems) > before:
+            bad = True
+        else:
+            kept[name] = value
+    if len(extras) > limits.max_extras:
+        names = ", ".join(printable(str(n), 24) for n in list(extras)[:5])
+        names += ", …" if len(extras) > 5 else ""
+        problems.append(
+            FieldProblem(
+                "properties",
+                f"at most {limits.max_extras} extra properties (beyond the catalog's) are "
+                f"kept; got {len(extras)}: {names}",
+            )
+        )
+    elif not bad and kept:
+        total = len(_json(kept))
+        if total > limits.max_extras_bytes:
+            problems.append(
+                FieldProblem(
+                    "properties",
+                    f"extra properties hold at most {limits.max_extras_bytes:,} bytes as JSON "
+                    f"together; these hold {total:,}",
+                )
+            )
+    return kept
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value)
 
 
 def _check_geometry(
@@ -378,8 +559,11 @@ def _check_geometry(
 # -- loading ------------------------------------------------------------------
 
 
-def load_catalog(directory: Path | str | None = None) -> Catalog:
-    """Read ``catalog.toml`` from ``directory`` (default: the shipped ``layers/``)."""
+def load_catalog(
+    directory: Path | str | None = None, *, limits: WriteLimits | None = None
+) -> Catalog:
+    """Read ``catalog.toml`` from ``directory`` (default: the shipped ``layers/``);
+    ``limits`` bound every write validated against it (default ``WriteLimits()``)."""
     directory = Path(directory) if directory else default_layers_dir()
     path = directory / "catalog.toml"
     try:
@@ -389,9 +573,12 @@ def load_catalog(directory: Path | str | None = None) -> Catalog:
     except tomllib.TOMLDecodeError as error:
         raise CatalogError(f"catalog.toml is not valid TOML: {error}") from None
     try:
-        return _parse_catalog(raw, directory)
+        catalog = _parse_catalog(raw, directory)
     except (KeyError, TypeError) as error:
         raise CatalogError(f"catalog.toml is missing or mistypes {error}") from None
+    if limits is not None:
+        catalog.limits = limits
+    return catalog
 
 
 def _labels(table: dict[str, Any]) -> dict[str, Label]:

@@ -17,8 +17,10 @@ import itertools
 import math
 import re
 import statistics
+import threading
 import tomllib
 import unicodedata
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +28,27 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyproj
+import shapely
+
 from geo_service.errors import InvalidFeature, InvalidParameter
-from geo_service.sources.catalog import Catalog, Layer, ValidFeature
-from geo_service.sources.crs import CoordinateSystem, convert, geodesic_distance, geodesic_inverse
+from geo_service.sources.catalog import (
+    CONTROL_CHARACTERS,
+    Catalog,
+    Layer,
+    ValidFeature,
+    control_character,
+    control_message,
+    printable,
+)
+from geo_service.sources.crs import (
+    CoordinateSystem,
+    convert,
+    geodesic_distance,
+    geodesic_inverse,
+    metric_crs,
+)
 from geo_service.sources.geocoding import PlacedFeature
 from geo_service.sources.tables import (
     DEFAULT_LIMITS,
@@ -46,10 +66,14 @@ __all__ = [
     "ImportRefused",
     "RowReport",
     "RowStatus",
+    "TownChoice",
     "feature_id_for",
+    "file_label",
+    "fold_cell",
     "load_header_aliases",
     "normalise_header",
     "plan_rows",
+    "town_of_position",
 ]
 
 #: Two rows with the same normalised name closer than this are probably one site.
@@ -164,7 +188,178 @@ def _crs_hint(header: str) -> CoordinateSystem | None:
     return None
 
 
+# -- the town rule -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TownChoice:
+    """The town a site is in, by ``town_of_position``, and how it was decided."""
+
+    code: str | None  # the site's town; None: outside the district
+    located: str | None  # the town whose polygon holds the point, if any
+    declared: str | None  # the town the site declared, if any (a known code)
+    distance_m: float | None  # from the declared town's polygon, when it was measured
+    tolerance_m: float  # the tolerance that applied (0 for official boundaries)
+
+    @property
+    def kept_declared(self) -> bool:
+        """The declared town was kept though the point falls outside its polygon."""
+        return self.declared is not None and self.code == self.declared != self.located
+
+    @property
+    def overruled(self) -> bool:
+        """A declared town was too far from the point: the position decided."""
+        return self.declared is not None and self.code is not None and self.code != self.declared
+
+    def outside(self, lon: float, lat: float) -> str:
+        """Why a point with no town is refused (API problems and import rows alike)."""
+        beyond = (
+            f"more than {self.tolerance_m:,.0f} m from every town"
+            if self.tolerance_m
+            else "outside every town"
+        )
+        return f"outside the district: {beyond} ({lon:.5f}, {lat:.5f} in WGS-84)"
+
+
+_METRIC_TOWNS: weakref.WeakKeyDictionary[TownIndex, tuple[Any, np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
+_METRIC_LOCK = threading.Lock()
+
+
+def _town_distances_m(towns: TownIndex, lon: float, lat: float) -> np.ndarray:
+    """Metres from the point to each town polygon (``towns.codes`` order), in
+    the district's metric projection (CGCS2000 / GK CM 117E in Zibo)."""
+    with _METRIC_LOCK:
+        cached = _METRIC_TOWNS.get(towns)
+        if cached is None:
+            bounds = tuple(float(b) for b in shapely.total_bounds(towns.geometries))
+            to_metric = pyproj.Transformer.from_crs(4326, metric_crs(bounds), always_xy=True)
+
+            def project(xy: np.ndarray) -> np.ndarray:
+                return np.column_stack(to_metric.transform(xy[:, 0], xy[:, 1]))
+
+            projected = np.array([shapely.transform(g, project) for g in towns.geometries])
+            cached = _METRIC_TOWNS[towns] = (to_metric, projected)
+    to_metric, projected = cached
+    x, y = to_metric.transform(lon, lat)
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return np.full(len(projected), math.inf)
+    return shapely.distance(projected, shapely.Point(x, y))
+
+
+def town_of_position(
+    towns: TownIndex,
+    lon: float,
+    lat: float,
+    declared: str | None,
+    *,
+    approximate: bool,
+    tolerance_m: float,
+) -> TownChoice:
+    """The town rule, for every write (single edits, import rows, restores,
+    new boundaries): **the position decides the town**.
+
+    - A declared town (a known code) is kept when the point lies on its
+      polygon, or, while the boundaries are ``approximate``, within
+      ``tolerance_m`` metres of it: drawn boundaries are off by that much.
+    - Otherwise the town is the one whose polygon holds the point.
+    - A point in no polygon goes, while the boundaries are approximate, to
+      the nearest town within ``tolerance_m``; beyond that (or outside
+      official boundaries) it is outside the district: ``code`` is None.
+
+    Whether the writer may write in the town decided here is
+    ``services.access.authorize_change``'s question.
+
+    Example
+    -------
+    >>> from shapely.geometry import box
+    >>> towns = TownIndex([("370303001", box(118.0, 36.8, 118.01, 36.81)),
+    ...                    ("370303002", box(118.01, 36.8, 118.02, 36.81))])
+    >>> near = town_of_position(towns, 118.011, 36.805, "370303001",
+    ...                         approximate=True, tolerance_m=500)
+    >>> near.code, near.kept_declared, round(near.distance_m)
+    ('370303001', True, 89)
+    >>> far = town_of_position(towns, 118.019, 36.805, "370303001",
+    ...                        approximate=True, tolerance_m=500)
+    >>> far.code, far.overruled
+    ('370303002', True)
+    >>> town_of_position(towns, 116.4, 39.9, "370303001",
+    ...                  approximate=True, tolerance_m=500).code is None
+    True
+    """
+    tolerance = float(tolerance_m) if approximate else 0.0
+    if declared is not None and declared not in towns.codes:
+        declared = None  # an unknown code is the catalog's to refuse
+    if len(towns) == 0:
+        return TownChoice(None, None, declared, None, tolerance)
+    located = towns.locate(lon, lat)
+    if declared is None or declared == located:
+        code = located
+        distance = None
+        if code is None and tolerance > 0:
+            distances = _town_distances_m(towns, lon, lat)
+            nearest = int(np.argmin(distances))
+            if distances[nearest] <= tolerance:
+                code, distance = towns.codes[nearest], float(distances[nearest])
+        return TownChoice(code, located, declared, distance, tolerance)
+    index = towns.codes.index(declared)
+    if towns.geometries[index].intersects(shapely.Point(lon, lat)):
+        return TownChoice(declared, located, declared, 0.0, tolerance)  # on a shared edge
+    distances = _town_distances_m(towns, lon, lat)
+    distance = float(distances[index])
+    if distance <= tolerance:
+        return TownChoice(declared, located, declared, distance, tolerance)
+    code = located
+    if code is None and tolerance > 0:
+        nearest = int(np.argmin(distances))
+        if distances[nearest] <= tolerance:
+            code = towns.codes[nearest]
+    return TownChoice(code, located, declared, distance, tolerance)
+
+
 # -- values ------------------------------------------------------------------------
+
+#: Line breaks and tabs inside a spreadsheet cell (Excel's Alt+Enter), with
+#: the spaces around them: folded to one space on import, with a row warning.
+_CELL_BREAKS = re.compile(r"[ ]*[\t\r\n][ \t\r\n]*")
+
+
+def fold_cell(value: Any) -> tuple[Any, bool]:
+    r"""A cell's text with tabs and line breaks folded to single spaces, and
+    whether any were (other control characters are left for the checks to refuse).
+
+    >>> fold_cell("张店区\r\n  人民路1号")
+    ('张店区 人民路1号', True)
+    """
+    if not isinstance(value, str) or not _CELL_BREAKS.search(value):
+        return value, False
+    return _CELL_BREAKS.sub(" ", value).strip(), True
+
+
+def file_label(name: str) -> str:
+    """A file's name as the ``source`` text of what it brings (a name may hold
+    control characters; stored text may not)."""
+    return CONTROL_CHARACTERS.sub("_", name)
+
+
+def _checked_cells(row: SourceRow, mapping: dict[str, str], report: RowReport) -> dict[str, Any]:
+    """The row's cells as planning uses them: tabs and line breaks folded to a
+    space (a warning); any other control character is a row error naming the
+    field, and is then shown as U+FFFD by the row's other checks (the row is
+    not written)."""
+    cells: dict[str, Any] = {}
+    for header, value in row.values.items():
+        value, folded = fold_cell(value)
+        field_name = mapping.get(header) or printable(header)
+        if folded:
+            report.warn(f"{field_name}: line breaks or tabs in the cell were folded to spaces")
+        code = control_character(value) if isinstance(value, str) else None
+        if code:
+            report.fail(f"{field_name}: {control_message(code)}")
+            value = CONTROL_CHARACTERS.sub("\ufffd", value)
+        cells[header] = value
+    return cells
 
 
 def _text(value: Any) -> str | None:
@@ -225,6 +420,18 @@ class _Context:
     approximate_towns: bool
     stored: dict[str, Any]  # id -> StoredFeature of the layer
     geocoder: Any = None  # geo_service.sources.geocoding.Geocoder, for rows without coordinates
+    town_labels: dict[str, str] = field(default_factory=dict)  # code -> name
+
+
+def _town_label(ctx: _Context, code: str | None) -> str:
+    name = ctx.town_labels.get(code or "")
+    return f"{name} ({code})" if name else str(code)
+
+
+def _extra_name(header: str) -> str:
+    """An office's own column kept as an extra property, named by its header
+    (a line break in a header cell folded like one in any cell)."""
+    return fold_cell(header)[0]
 
 
 def _town_context(towns: Sequence[PlacedFeature]) -> tuple[TownIndex, dict[str, str], bool]:
@@ -253,15 +460,15 @@ def _row_properties(
     """The row as catalog properties (extras kept) and its WGS-84 position."""
     props: dict[str, Any] = {}
     given: dict[str, Any] = {}
-    for header, value in row.values.items():
+    for header, value in _checked_cells(row, mapping, report).items():
         if isinstance(value, CellError):
-            report.fail(f"column {header}: {value}")
+            report.fail(f"column {printable(header)}: {value}")
             continue
         prop = mapping.get(header)
         if prop is None:
             text = _text(value)
             if text is not None:
-                props[header] = text  # an office's own column: kept as is
+                props[_extra_name(header)] = text  # an office's own column: kept as is
         elif value not in (None, ""):
             given[prop] = value
 
@@ -302,26 +509,35 @@ def _row_properties(
     if position is not None:
         lon, lat = float(position[0]), float(position[1])
         position = (lon, lat)
-        code = ctx.towns.locate(lon, lat)
         declared = _text(given.get("town"))
         declared_code = ctx.town_names.get(normalise_name(declared)) if declared else None
         if declared and declared_code is None:
             report.fail(f"unknown town {declared!r}")
-        if code is None:
-            report.fail(f"outside the district ({lon:.5f}, {lat:.5f} in WGS-84)")
-        elif declared_code and declared_code != code:
-            if ctx.approximate_towns:
-                report.warn(
-                    f"town mismatch: declared {declared} ({declared_code}) but the position "
-                    f"falls in {code} by the approximate boundaries; kept the declared town"
-                )
-                code = declared_code
-            else:
-                report.fail(
-                    f"town mismatch: declared {declared} ({declared_code}) but the position "
-                    f"lies in {code}"
-                )
-        props["town_code"] = code
+        choice = town_of_position(
+            ctx.towns,
+            lon,
+            lat,
+            declared_code,
+            approximate=ctx.approximate_towns,
+            tolerance_m=ctx.catalog.limits.town_tolerance_m,
+        )
+        if choice.code is None:
+            report.fail(choice.outside(lon, lat))
+        elif choice.kept_declared:
+            report.warn(
+                f"town mismatch: declared {declared} ({declared_code}) but the position "
+                f"falls in {_town_label(ctx, choice.located)} by the approximate boundaries, "
+                f"{choice.distance_m:,.0f} m from {declared} (within the "
+                f"{choice.tolerance_m:,.0f} m tolerance); kept the declared town"
+            )
+        elif choice.overruled:
+            report.warn(
+                f"town mismatch: declared {declared} ({declared_code}) but the position "
+                f"lies in {_town_label(ctx, choice.code)}, {choice.distance_m:,.0f} m from "
+                f"{declared} (beyond the {choice.tolerance_m:,.0f} m tolerance); the position "
+                "decides the town"
+            )
+        props["town_code"] = choice.code
 
     kind = _text(given.get("kind"))
     if kind:
@@ -694,12 +910,13 @@ def plan_rows(
         actor=actor,
         today=today_text,
         # Public text: who imported stays in the audit trail, never on the map.
-        source=f"imported from {table.name} on {today_text}",
+        source=f"imported from {file_label(table.name)} on {today_text}",
         towns=town_index,
         town_names=town_names,
         approximate_towns=approximate,
         stored={f.id: f for f in stored},
         geocoder=geocoder,
+        town_labels={town.id: str(town.properties.get("name") or town.id) for town in towns},
     )
     sites = _StoredSites(ctx.stored)
     reports: list[RowReport] = []

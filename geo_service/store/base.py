@@ -19,11 +19,15 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.errors import (
     Conflict,
     FeatureNotFound,
+    FieldProblem,
+    InvalidFeature,
     InvalidParameter,
     NotFound,
     PreconditionFailed,
 )
-from geo_service.sources.catalog import Catalog, Layer, ValidFeature
+from geo_service.sources.catalog import Catalog, Layer, ValidFeature, printable
+from geo_service.sources.importing import town_of_position
+from geo_service.sources.towns import TownIndex
 
 __all__ = [
     "JOB_STATUSES",
@@ -381,14 +385,20 @@ class Store(ABC):
         if_match: str | None = None,
         create: bool = False,
         authorize: Callable[[StoredFeature | None, ValidFeature | None], None] | None = None,
+        revive: bool = False,
     ) -> Change:
         """Create (``create=True``), replace or delete (``new=None``) ONE feature.
 
         Everything is checked inside the transaction that writes, against the
-        row as it is then: ``create`` refuses an id that exists (``Conflict``);
-        otherwise the feature must exist, and ``if_match`` must name its current
-        ETag (``PreconditionFailed``). ``authorize(before, new)`` raises to refuse
-        (an editor's towns). A replacement equal to what is stored writes nothing.
+        row as it is then, in this order: ``create`` refuses an id that exists
+        or existed (``Conflict``: a deleted feature's id stays reserved for its
+        restore; ``revive`` is that restore); otherwise the feature must exist
+        (``FeatureNotFound``); ``authorize(before, new)`` raises to refuse (an
+        editor's towns); and only then must ``if_match`` name its current ETag
+        (``PreconditionFailed``), so that a request refused anyway learns
+        nothing from a stale ETag (RFC 9110 section 13.2.1: preconditions are
+        evaluated after authorization). A replacement equal to what is stored
+        writes nothing.
         """
         layer = self.catalog.layer(layer_id)
         with self._transaction() as conn:
@@ -397,8 +407,16 @@ class Store(ABC):
             before = found[1] if found else None
             if create and before is not None:
                 raise Conflict(f"feature {feature_id!r} already exists in {layer_id}")
+            if create and not revive and self._had(conn, layer, feature_id):
+                raise Conflict(
+                    f"feature {feature_id!r} of {layer_id} was deleted, and a deleted "
+                    "feature's id stays reserved so that it can be restored "
+                    f"(geo-service restore {feature_id}); choose another id"
+                )
             if not create and before is None:
                 raise FeatureNotFound(layer_id, feature_id)
+            if authorize is not None:
+                authorize(before, new)
             if (
                 if_match is not None
                 and before is not None
@@ -409,8 +427,6 @@ class Store(ABC):
                     f"(its ETag is now {before.etag}); read it again and reapply your change",
                     before.etag,
                 )
-            if authorize is not None:
-                authorize(before, new)
             if new is None:
                 assert found is not None
                 self._delete(conn, layer, found[0])
@@ -425,18 +441,70 @@ class Store(ABC):
             self._bump(conn, layer)
         return Change(before, after, seq)
 
+    def _had(self, conn: Any, layer: Layer, feature_id: str) -> bool:
+        """Whether the audit trail knows ``feature_id`` in ``layer`` (every write
+        is audited, so an id not stored now but known there was deleted)."""
+        return bool(
+            self._sql(
+                conn,
+                "SELECT 1 FROM gs_audit WHERE layer_id = ? AND feature_id = ? LIMIT 1",
+                [layer.id, feature_id],
+            )
+        )
+
     def restore(self, layer_id: str, feature_id: str, *, actor: str) -> Change:
-        """Bring back a deleted feature from the audit trail, as it was when deleted."""
-        self.catalog.layer(layer_id)
+        """Bring back a deleted feature from the audit trail, as it was when deleted.
+
+        The old version is checked as any write is, against the catalog and
+        the towns as they are now (the town rule of
+        ``sources.importing.town_of_position``): one that no longer passes
+        (a control character stored before they were refused, a position
+        outside new boundaries) is refused with the reasons, not stored again.
+        """
+        layer = self.catalog.layer(layer_id)
         records, _ = self.audit_log(
             AuditQuery(layer_id=layer_id, feature_id=feature_id, limit=1), newest_first=True
         )
         if not records or records[0]["after"] is not None:
             raise NotFound(f"{layer_id}/{feature_id} is not a deleted feature")
         snapshot = orjson.loads(records[0]["before"])
-        feature = self.catalog.validate_feature(layer_id, snapshot)
+        towns = self.all_features("towns") if layer.is_facility else []
+        index = TownIndex((town.id, town.geometry) for town in towns)
+        try:
+            feature = self.catalog.validate_feature(
+                layer_id, snapshot, town_codes=set(index.codes) or None
+            )
+            if layer.is_facility:
+                point = feature.geometry
+                choice = town_of_position(
+                    index,
+                    point.x,
+                    point.y,
+                    feature.properties.get("town_code"),
+                    approximate=any(town.properties.get("approximate") for town in towns),
+                    tolerance_m=self.catalog.limits.town_tolerance_m,
+                )
+                if choice.code is None:
+                    raise InvalidFeature(
+                        feature.id, [FieldProblem("geometry", choice.outside(point.x, point.y))]
+                    )
+                props = dict(feature.properties, town_code=choice.code)
+                feature = ValidFeature(feature.id, props, feature.geometry)
+        except InvalidFeature as refused:
+            raise InvalidFeature(
+                printable(feature_id),
+                [
+                    FieldProblem(
+                        "restore",
+                        f"the deleted version of {layer_id}/{printable(feature_id)} does not "
+                        "pass today's checks, so it is not restored; create the site again "
+                        "with corrected values",
+                    ),
+                    *refused.problems,
+                ],
+            ) from None
         return self.change(
-            layer_id, feature_id, feature, actor=actor, action="restore", create=True
+            layer_id, feature_id, feature, actor=actor, action="restore", create=True, revive=True
         )
 
     def _audit(
