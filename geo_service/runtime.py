@@ -136,7 +136,7 @@ class Runtime:
         """Read the catalog and the style, open the store (seeding a new one
         from the shipped layers unless ``seed`` is false)."""
         settings = settings or Settings()
-        catalog = load_catalog(settings.layers_dir)
+        catalog = load_catalog(settings.layers_dir, limits=settings.write_limits())
         style = load_style(settings.style_file, catalog)
         store = open_store(settings.store, catalog, pool_size=settings.store_pool_size)
         try:

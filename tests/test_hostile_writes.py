@@ -314,17 +314,8 @@ def test_the_cli_restore_says_why_it_refuses(store: Store):
 
 
 def test_a_nul_left_in_an_old_store_does_not_break_filters_or_tiles(
-    store: Store, request: pytest.FixtureRequest
+    store: Store,
 ):
-    if store.location.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="PostgreSQL cannot turn a JSON \\u0000 into text: needs the "
-                "store/postgis.py change of issue 15 (filters and tiles read props "
-                "with any \\u0000 replaced)",
-            )
-        )
     plant(store, MASHANG_SITE, name="示例\x00站", note="a\x00b")
     app = create_app(Settings(store=store.location))
     with TestClient(app) as client:
@@ -620,11 +611,6 @@ def test_write_limits_come_from_the_catalog_the_settings_build(tmp_path):
     assert load_catalog().validate_feature("stations", feature).properties["b"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs runtime.py to build the catalog with the settings' write limits "
-    "(load_catalog(settings.layers_dir, limits=settings.write_limits())): issue 15",
-)
 def test_the_settings_reach_every_write_through_the_runtime(tmp_path):
     settings = Settings(store=str(tmp_path / "s.gpkg"), town_tolerance_m=0, extra_max_count=2)
     with TestClient(create_app(settings)) as client:

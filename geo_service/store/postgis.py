@@ -371,7 +371,7 @@ class PostGISStore(Store):
 
         check_tile(z, x, y)
         layer = self.catalog.layer(layer_id)
-        attributes = ", ".join(f"props->>'{name}' AS \"{name}\"" for name in TILE_ATTRIBUTES)
+        attributes = ", ".join(f"{_PROPS}->>'{name}' AS \"{name}\"" for name in TILE_ATTRIBUTES)
         rows = self._fetchall(
             f"SELECT ST_AsMVT(t, %s, {EXTENT}, 'geom') FROM (SELECT id, {attributes}, "
             f"ST_AsMVTGeom(ST_Transform(geom, 3857), ST_TileEnvelope(%s, %s, %s), {EXTENT}, "
@@ -514,6 +514,16 @@ class PostGISStore(Store):
             conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
+#: ``props`` as filters and tiles read it. PostgreSQL cannot turn a JSON
+#: ``\u0000`` into text, and one left in a row by an older version (before
+#: control characters were refused on every write) would make every filter
+#: and tile over it fail; such rows are read with it as U+FFFD, stored as they are.
+_PROPS = (
+    "(CASE WHEN strpos(props::text, '\\u0000') > 0 "
+    "THEN replace(props::text, '\\u0000', '\\ufffd')::json ELSE props END)"
+)
+
+
 def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[str, list[Any]]:
     spec = layer.properties.get(name)
     if spec is None or name not in layer.filterable:
@@ -525,11 +535,11 @@ def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[st
         values = ["true" if v.lower() in {"true", "1", "yes"} else "false" for v in values]
     if spec.type == "list":
         return (
-            f"EXISTS (SELECT 1 FROM json_array_elements_text(props->'{name}') AS v "
+            f"EXISTS (SELECT 1 FROM json_array_elements_text({_PROPS}->'{name}') AS v "
             "WHERE v = ANY(%s))",
             [values],
         )
-    return f"props->>'{name}' = ANY(%s)", [values]
+    return f"{_PROPS}->>'{name}' = ANY(%s)", [values]
 
 
 def _placeholders(sql: str) -> str:
