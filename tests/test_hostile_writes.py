@@ -25,7 +25,7 @@ from openpyxl.utils.exceptions import IllegalCharacterError
 from shapely.geometry import box, mapping
 
 from geo_service.api import create_app
-from geo_service.errors import InvalidFeature
+from geo_service.errors import Conflict, InvalidFeature
 from geo_service.services.access import issue_token
 from geo_service.settings import Settings
 from geo_service.sources.catalog import ValidFeature, WriteLimits, load_catalog
@@ -513,6 +513,29 @@ def test_a_deleted_sites_id_cannot_be_taken_and_its_restore_still_works(staff: S
     staff.store.restore("stations", MASHANG_SITE, actor="cli:test")
     restored, _ = staff.read(MASHANG_SITE)
     assert restored["properties"] == body["properties"]
+
+
+def test_an_import_cannot_take_a_deleted_sites_id_either(staff: Staff):
+    """The import is a write path too: a row naming a deleted site's id is a
+    row error that says to restore it, and the store refuses it inside the
+    transaction even if a plan let it through."""
+    site = staff.store.get("stations", MASHANG_SITE)
+    _, etag = staff.read(MASHANG_SITE)
+    deleted = staff.client.delete(
+        f"{STATIONS}/{MASHANG_SITE}", headers=staff.headers("mashang-a", etag)
+    )
+    assert deleted.status_code == 204
+    before = snapshot(staff.store)
+    content = csv_bytes([["编号", *HEADER], [MASHANG_SITE, *site_row("占用编号")]])
+    answer = import_file(staff, "office", content, "text/csv")
+    assert answer.status_code == 422, answer.text
+    reasons = " ".join(" ".join(r["reasons"]) for r in answer.json()["report"]["rows"])
+    assert "restore" in reasons and MASHANG_SITE in reasons
+    assert snapshot(staff.store) == before
+    again = ValidFeature(site.id, dict(site.properties), site.geometry)
+    with pytest.raises(Conflict, match="stays reserved"):
+        staff.store.write("stations", [again], actor="test", action="import")
+    assert snapshot(staff.store) == before
 
 
 # -- 4. authorization before preconditions ---------------------------------------------

@@ -49,6 +49,7 @@ def plan_import(
         catalog,
         towns=store.all_features("towns") if layer.is_facility else [],
         stored=store.all_features(layer.id) if layer.is_facility else [],
+        retired=store.audited_ids(layer.id) if layer.is_facility else (),
         crs=crs,
         actor=actor,
         today=today,

@@ -22,7 +22,7 @@ import tomllib
 import unicodedata
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -850,6 +850,7 @@ def plan_rows(
     *,
     towns: Sequence[PlacedFeature],
     stored: Sequence[PlacedFeature],
+    retired: Collection[str] = (),
     crs: CoordinateSystem | None = None,
     actor: str = "import",
     today: dt.date | None = None,
@@ -858,8 +859,10 @@ def plan_rows(
     limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ImportPlan:
     """Read and check ``path`` for the facility layer ``layer_id`` against the
-    stored ``towns`` and the layer's ``stored`` sites; nothing is written. A
-    file over one of ``limits`` raises ``ImportTooLarge`` as soon as it is found so."""
+    stored ``towns`` and the layer's ``stored`` sites; nothing is written.
+    ``retired`` are the ids of deleted sites: they stay reserved for a restore,
+    so a row naming one is an error. A file over one of ``limits`` raises
+    ``ImportTooLarge`` as soon as it is found so."""
     layer = catalog.layer(layer_id)
     if not layer.is_facility:
         raise InvalidParameter("layer", f"layer {layer.id} cannot be imported row by row")
@@ -930,6 +933,12 @@ def plan_rows(
         if position is not None and "id" not in props and props.get("name"):
             props["id"] = _match_stored(ctx, layer, props["name"], position, seen_ids, sites)
         report.id = props.get("id")
+        if report.id in retired and report.id not in ctx.stored:
+            report.fail(
+                f"id {report.id} 属于一个已删除的站点，请恢复它（geo-service restore "
+                f"{report.id}）或换一个 id (the id of a deleted site: restore it, or use "
+                "another id)"
+            )
         if report.id in seen_ids:
             report.fail(f"id {report.id} is already used by line {seen_ids[report.id]}")
         elif report.id:

@@ -329,6 +329,7 @@ class Store(ABC):
                 layer, result = layers[layer_id], results[layer_id]
                 self._lock_layer(conn, layer)
                 seen: set[str] = set()
+                known: set[str] | None = None  # ids the audit trail knows, read once
                 for feature in features:
                     if feature.id in seen:
                         raise InvalidParameter("id", f"feature id {feature.id!r} appears twice")
@@ -336,6 +337,14 @@ class Store(ABC):
                     found = self._read(conn, layer, feature.id)
                     if authorize is not None:
                         authorize(found[1] if found else None, feature)
+                    if found is None and action == "import":
+                        if known is None:
+                            known = self._audited_ids(conn, layer.id)
+                        if feature.id in known:
+                            raise Conflict(
+                                f"{feature.id} is the id of a deleted feature of {layer.id}: "
+                                "it stays reserved for its restore"
+                            )
                     if found is None:
                         after = self._insert(conn, layer, feature)
                         self._audit(conn, actor, _verb(action, "insert"), None, after)
@@ -440,6 +449,18 @@ class Store(ABC):
             seq = self._audit(conn, actor, action, before, after)
             self._bump(conn, layer)
         return Change(before, after, seq)
+
+    def audited_ids(self, layer_id: str) -> set[str]:
+        """Every id of ``layer_id`` the audit trail knows: the stored ones and
+        the deleted ones (reserved for their restore)."""
+        with self._reading() as conn:
+            return self._audited_ids(conn, self.catalog.layer(layer_id).id)
+
+    def _audited_ids(self, conn: Any, layer_id: str) -> set[str]:
+        rows = self._sql(
+            conn, "SELECT DISTINCT feature_id FROM gs_audit WHERE layer_id = ?", [layer_id]
+        )
+        return {row[0] for row in rows}
 
     def _had(self, conn: Any, layer: Layer, feature_id: str) -> bool:
         """Whether the audit trail knows ``feature_id`` in ``layer`` (every write
