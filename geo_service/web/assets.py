@@ -17,7 +17,7 @@ from pathlib import Path
 import xstatic.pkg.leaflet as xs_leaflet
 import xstatic.pkg.leaflet_markercluster as xs_markercluster
 
-__all__ = ["APP_DIR", "ASSET_DIRS", "SCRIPTS", "STYLESHEETS", "Asset", "default_icon_script"]
+__all__ = ["APP_DIR", "ASSET_DIRS", "SCRIPTS", "STYLESHEETS", "Asset"]
 
 APP_DIR = Path(__file__).resolve().parent / "static"
 
@@ -76,20 +76,3 @@ STYLESHEETS = [
     Asset("markercluster", "MarkerCluster.Default.css"),
     Asset("app", "app.css"),
 ]
-
-
-def default_icon_script() -> str:
-    """Leaflet's default marker images as data: URIs. folium adds a marker
-    with the default icon before giving it its own, and a page opened from
-    disk would otherwise ask for marker-icon.png next to itself."""
-    images = ASSET_DIRS["leaflet"] / "images"
-
-    def uri(name: str) -> str:
-        return "data:image/png;base64," + base64.b64encode((images / name).read_bytes()).decode()
-
-    return (
-        "<script>L.Icon.Default.imagePath = '';"
-        f"L.Icon.Default.mergeOptions({{iconUrl: '{uri('marker-icon.png')}', "
-        f"iconRetinaUrl: '{uri('marker-icon-2x.png')}', shadowUrl: '{uri('marker-shadow.png')}'}});"
-        "</script>"
-    )

@@ -1,6 +1,6 @@
-"""The coverage map: a folium choropleth of the covered share per town, the
-cells left uncovered, existing and recommended sites, town labels, a legend.
-Leaflet is inlined from the installed package: the page needs no network."""
+"""The coverage map: a choropleth of the covered share per town, the cells
+left uncovered, existing and recommended sites, town labels, a legend.
+Leaflet and the page's script are inlined: the page needs no network."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Any
 import folium
 import numpy as np
 import shapely
-from branca.element import Element
+from branca.element import Element, MacroElement
+from jinja2 import Template
 from shapely.geometry import box, mapping
 
 from geo_service.store import StoredFeature
-from geo_service.web.assets import Asset, default_icon_script
+from geo_service.web.assets import Asset
+from geo_service.web.markup import finish_page, json_script
 
-__all__ = ["coverage_map"]
+__all__ = ["coverage_data", "coverage_map"]
 
 #: Covered share of people -> fill colour (light to dark green), as in the legend.
 BANDS = [(0.0, "#fde0dd"), (0.25, "#fee8c8"), (0.5, "#d9f0a3"), (0.75, "#78c679"), (0.9, "#238443")]
@@ -52,112 +54,112 @@ def coverage_map(
     recommendation: dict[str, Any] | None = None,
     title: str = "张店区拥军服务覆盖分析",
 ) -> str:
+    """The coverage map as one HTML page that needs no network.
+
+    folium makes the map; everything drawn from the report (town shapes and
+    labels, uncovered cells, sites, suggested sites, tooltips, the legend)
+    reaches the page as one JSON block that ``static/coverage.js`` draws with
+    text nodes: no name ever passes through folium's template literals."""
     fmap = folium.Map(location=[36.80, 118.05], zoom_start=11, tiles=None, control_scale=True)
     fmap.default_js, fmap.default_css = [], []
     root = fmap.get_root()
-    root.title = title
+    root.title = escape(title)  # branca writes the title as it is
     root.header.add_child(Element('<link rel="icon" href="data:,">'))
     root.header.add_child(Element(f"<style>{Asset('leaflet', 'leaflet.css').inlined()}</style>"))
+    root.header.add_child(Element(f"<style>{Asset('app', 'coverage.css').inlined()}</style>"))
     root.header.add_child(Element(f"<script>{Asset('leaflet', 'leaflet.js').inlined()}</script>"))
-    root.header.add_child(Element(default_icon_script()))
+    root.header.add_child(Element(f"<script>{Asset('app', 'coverage.js').inlined()}</script>"))
+    data = coverage_data(report, towns, recommendation, title)
+    root.html.add_child(Element(json_script("cov-data", data)))
+    fmap.add_child(_Draw())
+    return finish_page(root.render())
+
+
+class _Draw(MacroElement):
+    """Draws the page's JSON block on the map folium made."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        GeoServiceCoverage.draw({{ this._parent.get_name() }},
+            JSON.parse(document.getElementById("cov-data").textContent));
+        {% endmacro %}
+        """
+    )
+
+
+def coverage_data(
+    report: dict[str, Any],
+    towns: list[StoredFeature],
+    recommendation: dict[str, Any] | None = None,
+    title: str = "张店区拥军服务覆盖分析",
+) -> dict[str, Any]:
+    """What the coverage page draws, its texts already formatted as people
+    write them (plain text: the page shows it, never parses it)."""
     rows = {row["town_code"]: row for row in report["towns"]}
-    radius = report["radius_m"]
+    drawn_towns = []
     for town in towns:
         row = rows.get(town.id)
         if row is None:
             continue
         share = row["population_covered_share"]
         median = row["median_distance_m"]
-        label = (
-            f"<b>{escape(row['town_name'])}</b><br>覆盖人口 {share:.0%} · 面积 "
-            f"{row['area_covered_share']:.0%}<br>步行距离中位数 "
-            f"{'-' if median is None else f'{median:.0f} 米'}"
-            f"<br>设施 {row['facilities']} 个"
-        )
-        fill = _colour(share)
-        folium.GeoJson(
-            {"type": "Feature", "geometry": mapping(town.geometry), "properties": {}},
-            style_function=lambda _f, colour=fill: {
-                "fillColor": colour,
-                "fillOpacity": 0.65,
-                "color": "#555",
-                "weight": 1.5,
-            },
-            tooltip=folium.Tooltip(label),
-            name=town.id,
-        ).add_to(fmap)
         point = town.geometry.representative_point()
-        folium.Marker(
-            [point.y, point.x],
-            icon=folium.DivIcon(
-                html=f'<div class="cov-label">{escape(row["town_name"])}<br>{share:.0%}</div>',
-                icon_size=(90, 34),
-                icon_anchor=(45, 17),
-            ),
-        ).add_to(fmap)
-        shape = _uncovered_shape(report["uncovered"].get(town.id, []), report["cell_m"])
-        if shape:
-            folium.GeoJson(
-                shape,
-                style_function=lambda _f: {
-                    "fillColor": "#b2182b",
-                    "fillOpacity": 0.25,
-                    "color": "#b2182b",
-                    "weight": 0,
+        drawn_towns.append(
+            {
+                "code": town.id,
+                "geometry": mapping(town.geometry),
+                "fill": _colour(share),
+                "tooltip": {
+                    "title": row["town_name"],
+                    "lines": [
+                        f"覆盖人口 {share:.0%} · 面积 {row['area_covered_share']:.0%}",
+                        f"步行距离中位数 {'-' if median is None else f'{median:.0f} 米'}",
+                        f"设施 {row['facilities']} 个",
+                    ],
                 },
-                name=f"uncovered-{town.id}",
-            ).add_to(fmap)
-    for site in report["sites"]:
-        folium.CircleMarker(
-            [site["lat"], site["lon"]],
-            radius=5,
-            color="#1f2328",
-            fill=True,
-            fill_opacity=1,
-            tooltip=escape(f"{site['name']} ({site['kind']})"),
-        ).add_to(fmap)
-    if recommendation:
-        for number, site in enumerate(recommendation["sites"], start=1):
-            folium.Marker(
-                [site["lat"], site["lon"]],
-                icon=folium.DivIcon(
-                    html=f'<div class="cov-new">★{number}</div>',
-                    icon_size=(36, 36),
-                    icon_anchor=(18, 18),
+                "label": {"at": [point.y, point.x], "lines": [row["town_name"], f"{share:.0%}"]},
+                "uncovered": _uncovered_shape(
+                    report["uncovered"].get(town.id, []), report["cell_m"]
                 ),
-                tooltip=f"建议新址 {number}: +{site['gain']:,} 人 ({escape(site['town_name'])})",
-            ).add_to(fmap)
-    bands = "".join(
-        f'<div><span style="background:{colour}"></span>≥ {floor:.0%}</div>'
-        for floor, colour in BANDS
-    )
-    after = ""
-    if recommendation:
-        after = (
-            f"<div>建议新址 ★ (MCLP): 覆盖 {recommendation['covered_share_before']:.1%} → "
-            f"{recommendation['covered_share_after']:.1%}</div>"
+            }
         )
-    legend = f"""
-    <style>
-    .cov-label {{font: 12px/1.3 "Noto Sans CJK SC", sans-serif; text-align: center; color: #222;
-      text-shadow: 0 0 3px #fff, 0 0 3px #fff; font-weight: 700}}
-    .cov-new {{font: 700 18px/36px sans-serif; color: #fff; background: #6a1b9a;
-      border-radius: 18px; text-align: center; box-shadow: 0 0 0 2px #fff}}
-    .cov-legend {{position: absolute; z-index: 1000; right: 10px; bottom: 24px; background: #fff;
-      padding: 8px 10px; border: 1px solid #ccc; border-radius: 6px;
-      font: 13px/1.5 "Noto Sans CJK SC", sans-serif; max-width: 300px}}
-    .cov-legend span {{display: inline-block; width: 16px; height: 12px; margin-right: 6px;
-      border: 1px solid #999}}
-    </style>
-    <div class="cov-legend" id="cov-legend"><b>{escape(title)}</b>
-      <div>覆盖人口比例（步行 {radius:.0f} 米内）</div>{bands}
-      <div><span style="background:#b2182b;opacity:.4"></span>未覆盖网格</div>
-      <div><span style="background:#1f2328;border-radius:6px"></span>现有设施</div>{after}
-      <div style="color:#555;font-size:11px">{escape(report["distance"])}</div>
-    </div>"""
-    root.html.add_child(Element(legend))
+    sites = [
+        {"at": [site["lat"], site["lon"]], "tooltip": {"title": f"{site['name']} ({site['kind']})"}}
+        for site in report["sites"]
+    ]
+    suggested = []
+    legend_lines = []
+    if recommendation:
+        suggested = [
+            {
+                "at": [site["lat"], site["lon"]],
+                "number": number,
+                "tooltip": {
+                    "title": f"建议新址 {number}: +{site['gain']:,} 人 ({site['town_name']})"
+                },
+            }
+            for number, site in enumerate(recommendation["sites"], start=1)
+        ]
+        legend_lines.append(
+            f"建议新址 ★ (MCLP): 覆盖 {recommendation['covered_share_before']:.1%} → "
+            f"{recommendation['covered_share_after']:.1%}"
+        )
     bounds = shapely.total_bounds([t.geometry for t in towns]) if towns else None
-    if bounds is not None:
-        fmap.fit_bounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]])
-    html = root.render()
-    return html.replace("<html>", '<html lang="zh-CN">', 1)
+    return {
+        "towns": drawn_towns,
+        "sites": sites,
+        "suggested": suggested,
+        "legend": {
+            "title": title,
+            "subtitle": f"覆盖人口比例（步行 {report['radius_m']:.0f} 米内）",
+            "bands": [{"colour": colour, "text": f"≥ {floor:.0%}"} for floor, colour in BANDS],
+            "uncovered": "未覆盖网格",
+            "sites": "现有设施",
+            "lines": legend_lines,
+            "note": report["distance"],
+        },
+        "bounds": None
+        if bounds is None
+        else [[float(bounds[1]), float(bounds[0])], [float(bounds[3]), float(bounds[2])]],
+    }

@@ -16,10 +16,10 @@ GeoJSON, clustering, popups, search, locate, the nearest panel). Two forms:
 from __future__ import annotations
 
 import datetime as dt
+from html import escape
 from typing import Any
 
 import folium
-import orjson
 from branca.element import Element, MacroElement
 from jinja2 import Template
 
@@ -30,6 +30,7 @@ from geo_service.sources.catalog import Catalog
 from geo_service.sources.style import MapStyle, Tiles
 from geo_service.store import Store
 from geo_service.web.assets import SCRIPTS, STYLESHEETS
+from geo_service.web.markup import finish_page, json_script
 
 __all__ = ["build_page", "page_data"]
 
@@ -88,20 +89,6 @@ class _App(MacroElement):
         self.embedded = embedded
 
 
-def _json_script(element_id: str, value: Any) -> str:
-    # With <, > and & as JSON escapes, no text in the data ("</script>", or
-    # "<!--<script>", which would swallow the real end tag) can change how the
-    # HTML parser reads the block; JSON.parse gets the same value back.
-    text = (
-        orjson.dumps(value)
-        .decode()
-        .replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-    )
-    return f'<script type="application/json" id="{element_id}">{text}</script>'
-
-
 def build_page(
     catalog: Catalog,
     style: MapStyle,
@@ -126,7 +113,7 @@ def build_page(
     fmap.default_js, fmap.default_css = [], []
     _add_tiles(fmap, tiles, tianditu_key)
     root = fmap.get_root()
-    root.title = style.title_zh
+    root.title = escape(style.title_zh)  # branca writes the title as it is
     # No favicon request: browsers would otherwise ask for /favicon.ico.
     root.header.add_child(Element('<link rel="icon" href="data:,">'))
     for sheet in STYLESHEETS:
@@ -148,12 +135,14 @@ def build_page(
         "walking": {"detour": DETOUR_FACTOR, "speedKmh": WALKING_SPEED_KMH},
         "district": {"zh": catalog.district_zh, "en": catalog.district_en},
     }
-    root.html.add_child(Element(_json_script("gs-config", config)))
+    # Data reaches the page only as JSON; app.js builds the DOM from it as text.
+    root.html.add_child(Element(json_script("gs-config", config)))
     if standalone:
-        root.html.add_child(Element(_json_script("gs-data", data)))
+        root.html.add_child(Element(json_script("gs-data", data)))
     fmap.add_child(_App(embedded=standalone))
-    html = root.render()
-    return html.replace("<html>", '<html lang="zh-CN">', 1)
+    return finish_page(
+        root.render(), connect=not standalone, images="" if tiles == Tiles.none else "https:"
+    )
 
 
 def page_data(

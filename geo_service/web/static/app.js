@@ -140,22 +140,40 @@
     return 2 * R * Math.asin(Math.sqrt(a));
   }
 
-  function escapeHtml(value) {
-    return String(value == null ? "" : value).replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-    });
+  // Every text from the store or a request reaches the page through el():
+  // as a text node or an attribute value, never parsed as markup, and every
+  // link through safeHref(). Popups, tooltips and icons are given the
+  // elements el() builds, never HTML strings (tests/test_hostile_pages.py
+  // keeps it so).
+  var LINK_SCHEMES = { "https:": true, "http:": true, "tel:": true };
+
+  // A link built from data goes out only with a scheme known to be harmless;
+  // anything else (javascript:, data:, ...) becomes no link at all.
+  function safeHref(value) {
+    var url;
+    try { url = new URL(String(value), document.baseURI); } catch (e) { return null; }
+    return LINK_SCHEMES[url.protocol] ? url.href : null;
   }
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") node.textContent = attrs[key];
-      else if (key === "html") node.innerHTML = attrs[key];
-      else if (key.slice(0, 2) === "on") node.addEventListener(key.slice(2), attrs[key]);
-      else node.setAttribute(key, attrs[key]);
+      var value = attrs[key];
+      if (value == null) return;
+      if (key === "text") node.textContent = value;
+      else if (key.slice(0, 2) === "on") node.addEventListener(key.slice(2), value);
+      else if (key === "href") { value = safeHref(value); if (value) node.setAttribute("href", value); }
+      else node.setAttribute(key, value);
     });
-    (children || []).forEach(function (child) { if (child) node.appendChild(child); });
+    (children || []).forEach(function (child) {
+      if (child == null || child === "") return;
+      node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+    });
     return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
   }
 
   function formatDistance(metres) {
@@ -208,7 +226,7 @@
     // Clustering needs a zoom range; with no tile layer the map has none of its own.
     this.map.setMinZoom(8);
     this.map.setMaxZoom(19);
-    L.control.zoom({ position: "topright" }).addTo(this.map);
+    this.zoomControl = L.control.zoom({ position: "topright" }).addTo(this.map);
     if (this.config.tiles === "none") {
       this.map.getContainer().style.background = this.config.boundaries.water;
     }
@@ -232,12 +250,19 @@
           iconCreateFunction: function (cluster) {
             return L.divIcon({
               className: "gs-cluster",
-              html: '<span data-layer="' + layer.id + '" style="background:' + layer.colour + '">' + cluster.getChildCount() + "</span>",
+              html: el("span", { "data-layer": layer.id, style: "background:" + layer.colour, text: String(cluster.getChildCount()) }),
               iconSize: [44, 44]
             });
           }
         })
       };
+    });
+    // Every popup makes room for itself when it opens (see makeRoomForPopup).
+    this.Popup = L.Popup.extend({
+      onAdd: function (map) {
+        self.makeRoomForPopup(this);
+        L.Popup.prototype.onAdd.call(this, map);
+      }
     });
     this.buildUi();
     window.addEventListener("resize", function () { self.layoutTop(); });
@@ -391,7 +416,7 @@
       style: { color: colours.town, weight: 1.5, dashArray: "5 4", fill: false },
       onEachFeature: function (feature, layer) {
         self.townLayers[feature.id] = layer;
-        layer.bindTooltip(escapeHtml(feature.properties.name), {
+        layer.bindTooltip(el("span", { text: feature.properties.name }), {
           permanent: true, direction: "center", className: "gs-town-label", interactive: false
         });
       }
@@ -409,15 +434,14 @@
         alt: props.name,
         icon: L.divIcon({
           className: "gs-marker",
-          html: '<span data-layer="' + layerId + '" data-id="' + escapeHtml(feature.id) +
-            '" style="background:' + kind.colour + '">' + escapeHtml(kind.glyph) + "</span>",
+          html: el("span", { "data-layer": layerId, "data-id": feature.id, style: "background:" + kind.colour, text: kind.glyph }),
           iconSize: [44, 44],
           iconAnchor: [22, 22],
           popupAnchor: [0, -16]
         })
       });
       var site = { layer: layerId, feature: feature, marker: marker };
-      marker.bindPopup(function () { return self.popupHtml(site); }, { maxWidth: 300, autoPanPaddingTopLeft: [10, 60] });
+      marker.bindPopup(new self.Popup().setContent(function () { return self.popupContent(site); }));
       entry.markers.push(marker);
       self.sites.push(site);
       if (props.sample) self.sampleShown = true;
@@ -465,9 +489,9 @@
   // is fetched whole and shown in the same popup a marker has.
   App.prototype.openTiledPopup = function (layerId, id, latlng) {
     var self = this;
-    var popup = L.popup({ maxWidth: 300, autoPanPaddingTopLeft: [10, 60] })
+    var popup = new this.Popup()
       .setLatLng(latlng)
-      .setContent('<div class="gs-popup gs-hint">' + escapeHtml(this.t("loading")) + "</div>")
+      .setContent(el("div", { "class": "gs-popup gs-hint", text: this.t("loading") }))
       .openOn(this.map);
     var url = "collections/" + layerId + "/items/" + encodeURIComponent(id) + "?crs=" + this.config.crs;
     var state = "open-state?layers=" + encodeURIComponent(layerId) + "&id=" + encodeURIComponent(id);
@@ -475,9 +499,9 @@
       var feature = answers[0];
       Object.keys(answers[1].sites).forEach(function (key) { self.openState[key] = answers[1].sites[key]; });
       var c = feature.geometry.coordinates;
-      popup.setLatLng([c[1], c[0]]).setContent(self.popupHtml({ layer: layerId, feature: feature }));
+      popup.setLatLng([c[1], c[0]]).setContent(self.popupContent({ layer: layerId, feature: feature }));
     }, function (error) {
-      popup.setContent('<div class="gs-popup gs-error">' + escapeHtml(self.t("failed") + error.message) + "</div>");
+      popup.setContent(el("div", { "class": "gs-popup gs-error", text: self.t("failed") + error.message }));
     });
   };
 
@@ -509,7 +533,7 @@
 
   App.prototype.stateBadge = function (state, atExport) {
     var suffix = atExport && state !== "unknown" ? this.t("asOfExport") : "";
-    return '<span class="gs-badge gs-' + state + '">' + this.t(state) + suffix + "</span>";
+    return el("span", { "class": "gs-badge gs-" + state, text: this.t(state) + suffix });
   };
 
   App.prototype.navigationLinks = function (site) {
@@ -527,33 +551,40 @@
     };
   };
 
-  App.prototype.popupHtml = function (site) {
+  App.prototype.popupContent = function (site) {
     var self = this, p = site.feature.properties, values = this.config.values, names = this.config.properties;
     var layer = this.layers[site.layer].config, kind = this.kindConfig(site.layer, p.kind);
-    function row(name, html) {
-      return html ? "<dt>" + escapeHtml(self.label(names[name])) + "</dt><dd>" + html + "</dd>" : "";
+    var rows = [];
+    function row(name, content) {
+      var parts = [].concat(content).filter(function (part) { return part != null && part !== ""; });
+      if (parts.length) rows.push(el("dt", { text: self.label(names[name]) }), el("dd", {}, parts));
     }
     function list(name, key) {
-      return (p[name] || []).map(function (v) { return escapeHtml(self.label(values[key][v]) || v); }).join("、");
+      return (p[name] || []).map(function (v) { return self.label(values[key][v]) || String(v); }).join("、");
     }
-    var phone = p.phone ? '<a href="tel:' + escapeHtml(String(p.phone).replace(/[^0-9+]/g, "")) + '">' + escapeHtml(p.phone) + "</a>" : "";
-    var hours = (p.opening_hours ? escapeHtml(p.opening_hours) + " " : "") + this.openBadge(site);
+    // Only digits and + reach the tel: link; the number is shown as stored.
+    var dial = p.phone ? String(p.phone).replace(/[^0-9+]/g, "") : "";
+    row("address", p.address == null ? null : String(p.address));
+    if (p.phone) row("phone", dial ? el("a", { href: "tel:" + dial, text: String(p.phone) }) : String(p.phone));
+    row("opening_hours", [p.opening_hours ? String(p.opening_hours) + " " : "", this.openBadge(site)]);
+    row("window", p.window == null ? null : String(p.window));
+    row("services", list("services", "services"));
+    row("eligible", list("eligible", "eligible"));
+    row("responsible_unit", p.responsible_unit == null ? null : String(p.responsible_unit));
+    if (p.status && p.status !== "open") row("status", this.label(values.status[p.status]) || String(p.status));
     var links = this.navigationLinks(site);
-    return '<div class="gs-popup" lang="' + (this.lang === "zh" ? "zh-CN" : "en") + '">' +
-      "<h3>" + escapeHtml(p.name) + (p.sample ? ' <span class="gs-badge gs-sample-tag">' + this.t("sampleTag") + "</span>" : "") + "</h3>" +
-      '<div class="gs-meta">' + escapeHtml(this.label(layer)) + " · " + escapeHtml(this.label(kind)) + "</div><dl>" +
-      row("address", escapeHtml(p.address)) +
-      row("phone", phone) +
-      row("opening_hours", hours) +
-      row("window", escapeHtml(p.window)) +
-      row("services", list("services", "services")) +
-      row("eligible", list("eligible", "eligible")) +
-      row("responsible_unit", escapeHtml(p.responsible_unit)) +
-      (p.status && p.status !== "open" ? row("status", escapeHtml(this.label(values.status[p.status]))) : "") +
-      "</dl><div class=\"gs-nav\" aria-label=\"" + this.t("navigate") + "\">" +
-      ["amap", "baidu", "tencent"].map(function (app) {
-        return '<a target="_blank" rel="noopener" data-app="' + app + '" href="' + escapeHtml(links[app]) + '">' + self.t(app) + "</a>";
-      }).join("") + "</div></div>";
+    return el("div", { "class": "gs-popup", lang: this.lang === "zh" ? "zh-CN" : "en" }, [
+      el("h3", {}, [
+        p.name == null ? "" : String(p.name),
+        p.sample ? " " : null,
+        p.sample ? el("span", { "class": "gs-badge gs-sample-tag", text: this.t("sampleTag") }) : null
+      ]),
+      el("div", { "class": "gs-meta", text: this.label(layer) + " · " + this.label(kind) }),
+      el("dl", {}, rows),
+      el("div", { "class": "gs-nav", "aria-label": this.t("navigate") }, ["amap", "baidu", "tencent"].map(function (app) {
+        return el("a", { target: "_blank", rel: "noopener", "data-app": app, href: links[app], text: self.t(app) });
+      }))
+    ]);
   };
 
   // -- the panel -------------------------------------------------------------
@@ -639,10 +670,29 @@
     this.map.closePopup();
   };
 
-  App.prototype.togglePanel = function () {
-    var collapsed = this.ui.panel.classList.toggle("gs-collapsed");
+  App.prototype.togglePanel = function (collapse) {
+    var collapsed = this.ui.panel.classList.toggle("gs-collapsed", collapse);
     this.ui.toggle.setAttribute("aria-expanded", collapsed ? "false" : "true");
     this.ui.toggle.textContent = this.t(collapsed ? "expand" : "collapse");
+  };
+
+  // A popup opens whole on the screen, below the title bar and beside the
+  // panel: as wide as a phone allows, panned clear of what covers the map. On
+  // a phone the panel covers half the map, so it folds away (展开 brings it
+  // back), and the popup, as wide as the screen, goes below the zoom buttons.
+  App.prototype.makeRoomForPopup = function (popup) {
+    var map = this.map.getContainer().getBoundingClientRect();
+    var phone = this.ui.panel.getBoundingClientRect().width >= map.width * 0.8;
+    if (phone) this.togglePanel(true);
+    var padding = this.viewPadding();
+    if (phone) {
+      var zoom = this.zoomControl.getContainer().getBoundingClientRect();
+      padding.paddingTopLeft[1] = Math.max(padding.paddingTopLeft[1], zoom.bottom - map.top + 10);
+    }
+    // Leaflet adds 62 px of margins and border around the content.
+    popup.options.maxWidth = Math.max(160, Math.min(300, map.width - padding.paddingTopLeft[0] - padding.paddingBottomRight[0] - 62));
+    popup.options.autoPanPaddingTopLeft = padding.paddingTopLeft;
+    popup.options.autoPanPaddingBottomRight = padding.paddingBottomRight;
   };
 
   App.prototype.updateSampleNotice = function () {
@@ -666,7 +716,7 @@
 
   App.prototype.fillLayerSelect = function () {
     var self = this, select = this.ui.layerSelect, current = select.value;
-    select.innerHTML = "";
+    clear(select);
     select.appendChild(el("option", { value: "", text: this.t("allLayers") }));
     this.config.layers.forEach(function (layer) {
       select.appendChild(el("option", { value: layer.id, text: self.label(layer) }));
@@ -678,7 +728,7 @@
 
   App.prototype.fillKindSelect = function () {
     var self = this, select = this.ui.kindSelect, current = select.value, layerId = this.ui.layerSelect.value;
-    select.innerHTML = "";
+    clear(select);
     select.appendChild(el("option", { value: "", text: this.t("allKinds") }));
     this.config.layers.forEach(function (layer) {
       if (layerId && layer.id !== layerId) return;
@@ -699,7 +749,7 @@
       var key = s.layer + "/" + s.feature.properties.kind;
       counts[key] = (counts[key] || 0) + 1;
     });
-    legend.innerHTML = "";
+    clear(legend);
     this.config.layers.forEach(function (layer) {
       var entry = self.layers[layer.id];
       var box = el("input", { type: "checkbox", "data-layer": layer.id, onchange: function (e) { self.setLayerVisible(layer.id, e.target.checked); } });
@@ -757,7 +807,7 @@
 
   App.prototype.search = function (text) {
     var self = this, query = text.trim().toLowerCase(), list = this.ui.matches;
-    list.innerHTML = "";
+    clear(list);
     if (!query) return;
     var found = this.sites.filter(function (s) {
       return String(s.feature.properties.name || "").toLowerCase().indexOf(query) >= 0;
@@ -846,7 +896,7 @@
         // Answers for an earlier point must not stay drawn from this one.
         self.lastResults = null;
         self.nearestLayer.clearLayers();
-        self.ui.results.innerHTML = "";
+        clear(self.ui.results);
         self.showError(self.t("failed") + error.message);
       }
       return [];
@@ -877,10 +927,10 @@
 
   App.prototype.renderResults = function (results) {
     var self = this, list = this.ui.results, p = results.point || this.point;
-    list.innerHTML = "";
+    clear(list);
     this.nearestLayer.clearLayers();
     L.marker(p, {
-      icon: L.divIcon({ className: "gs-here", html: "<span></span>", iconSize: [44, 44], iconAnchor: [22, 22] }),
+      icon: L.divIcon({ className: "gs-here", html: el("span"), iconSize: [44, 44], iconAnchor: [22, 22] }),
       title: this.t("here"), interactive: false, keyboard: false
     }).addTo(this.nearestLayer);
     this.ui.status.className = "gs-hint";
@@ -894,11 +944,11 @@
       L.polyline([p, target], { color: kind.colour, weight: 3, dashArray: "6 6", opacity: 0.85, interactive: false }).addTo(self.nearestLayer);
       // The list's number beside the site, so list and map are read together.
       L.marker(target, {
-        icon: L.divIcon({ className: "gs-result-num", html: "<span>" + (i + 1) + "</span>", iconSize: [22, 22], iconAnchor: [-8, 30] }),
+        icon: L.divIcon({ className: "gs-result-num", html: el("span", { text: String(i + 1) }), iconSize: [22, 22], iconAnchor: [-8, 30] }),
         interactive: false, keyboard: false, zIndexOffset: 1000
       }).addTo(self.nearestLayer);
       // Served answers carry their own open state, evaluated with the query.
-      var badge = result.state ? self.stateBadge(result.state, false) : result.site ? self.openBadge(result.site) : "";
+      var badge = result.state ? self.stateBadge(result.state, false) : result.site ? self.openBadge(result.site) : null;
       var button = el("button", { type: "button", "data-id": f.id, "data-layer": layerId, onclick: function () {
         if (result.site) self.focus(result.site);
         else if (self.layers[layerId] && self.layers[layerId].tiled) self.focusTiled(layerId, f);
@@ -906,8 +956,11 @@
         el("span", { "class": "gs-num", text: String(i + 1) }),
         el("span", {}, [
           el("span", { "class": "gs-name", text: props.name }),
-          el("span", { "class": "gs-meta", html: escapeHtml(self.label(kind)) + " · " + formatDistance(result.distance) + " · " +
-            escapeHtml(self.t("walk", { m: Math.max(1, Math.round(result.walk)) })) + " " + badge })
+          el("span", { "class": "gs-meta" }, [
+            self.label(kind) + " · " + formatDistance(result.distance) + " · " +
+              self.t("walk", { m: Math.max(1, Math.round(result.walk)) }) + " ",
+            badge
+          ])
         ])
       ]);
       list.appendChild(el("li", {}, [button]));
