@@ -41,6 +41,9 @@ _STORED_RAW: list[tuple[str, str]] = [
     ("emoji and CJK", "拥军🎖️服务站"),
     ("json break", '"}]};window.__pwned=1;//'),
     ("css", "</style><style>*{display:none}</style>"),
+    # A template literal closed and reopened around an expression: the script
+    # stays valid, where "`;...//" only breaks it.
+    ("template literal breakout", "x`+(window.__pwned=1)+`y"),
 ]
 
 STORED: list[tuple[str, str]] = [

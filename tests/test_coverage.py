@@ -12,6 +12,7 @@ from shapely.geometry import Point, box
 from geo_service.analysis import coverage as cv
 from geo_service.errors import InvalidParameter
 from geo_service.store import StoredFeature
+from geo_service.web.markup import read_json_script
 
 # A square town 6 km wide in Zibo (EPSG:4548 metres), and its WGS-84 outline.
 TO_WGS = pyproj.Transformer.from_crs(4548, 4326, always_xy=True)
@@ -260,9 +261,14 @@ def test_cli_api_and_map_agree(client, seeded_path, tmp_path):
     ]
     html = page.read_text(encoding="utf-8")
     served = client.get("/coverage/map", params={**STATIONS, "p": 2}).text
-    for town in api["towns"]:
-        label = f"<b>{town['town_name']}</b><br>覆盖人口 {town['population_covered_share']:.0%}"
-        assert label in html and label in served
+    # The names travel as data (a JSON block the page's script draws from).
+    for page_text in (html, served):
+        towns = read_json_script(page_text, "cov-data")["towns"]
+        tips = {t["code"]: t["tooltip"] for t in towns}
+        for town in api["towns"]:
+            tip = tips[town["town_code"]]
+            assert tip["title"] == town["town_name"]
+            assert tip["lines"][0].startswith(f"覆盖人口 {town['population_covered_share']:.0%}")
     assert "建议新址 1:" in html and "建议新址 2:" in served
 
 

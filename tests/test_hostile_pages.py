@@ -44,9 +44,9 @@ STATIC = ROOT / "geo_service" / "web" / "static"
 #: 人民公园, in 公园街道 (WGS-84): the hostile sites stand around it.
 CENTRE = (118.0427, 36.8101)
 PARK_TOWN = "370303002"
-#: The corpus, and one more: a template literal closed and reopened around an
+#: The corpus; its last string closes and reopens a template literal around an
 #: expression, which keeps the script valid where "`;...//" breaks it.
-TEXTS = [text for _what, text in STORED] + [f"{MARKER}-{len(STORED)} x`+(window.__pwned=1)+`y"]
+TEXTS = [text for _what, text in STORED]
 #: The thirteen towns' names: the markup and script strings, and the last one.
 TOWN_NAMES = TEXTS[:12] + TEXTS[-1:]
 
