@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -166,3 +167,29 @@ def server_store(request, tmp_path) -> Iterator[dict[str, str]]:
     store = open_store(location, load_catalog())
     store.drop()
     store.close()
+
+
+#: Debian's Chromium, driven through Playwright (never a downloaded browser).
+CHROMIUM = os.environ.get("GEO_SERVICE_CHROMIUM") or shutil.which("chromium")
+
+
+def missing(reason: str) -> None:
+    """A test's dependency is absent: skip it here, fail it in CI (CI=true)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: these tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium for the browser tests, one per test process."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright is not installed")
+    if not CHROMIUM:
+        missing("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()

@@ -14,9 +14,7 @@ Chromium, Playwright or PostGIS fails these tests; elsewhere they are skipped.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,7 +35,6 @@ from tests.hostile import MARKER, STORED
 
 pytestmark = pytest.mark.server
 
-CHROMIUM = os.environ.get("GEO_SERVICE_CHROMIUM") or shutil.which("chromium")
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 STATIC = ROOT / "geo_service" / "web" / "static"
 
@@ -150,26 +147,6 @@ def hostile(request, tmp_path_factory) -> Iterator[Hostile]:
 
 
 # -- the browser ---------------------------------------------------------------------
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: browser tests must run)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed")
-    if not CHROMIUM:
-        _missing("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,36 +20,15 @@ import httpx
 import pytest
 
 from geo_service.sources.crs import convert
-from tests.conftest import ROOT, running_server
+from tests.conftest import ROOT, missing, running_server
 
 pytestmark = pytest.mark.server
 
-CHROMIUM = os.environ.get("GEO_SERVICE_CHROMIUM") or shutil.which("chromium")
 #: CI keeps this folder; the screenshots are looked at before an issue is closed.
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 # A resident in 人民公园 (WGS-84), and a spot with no marker under it at zoom 15.
 PARK = (118.042742, 36.810131)
 EMPTY_SPOT = (118.0650, 36.7905)
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: browser tests must run)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed")
-    if not CHROMIUM:
-        _missing("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @dataclass
@@ -749,7 +727,7 @@ def test_the_page_decodes_postgis_tiles_as_mapbox_vector_tile_does(tmp_path, ope
     from tests.conftest import TEST_PG
 
     if not TEST_PG:
-        _missing("no PostGIS database (set GEO_SERVICE_TEST_PG=postgresql://...)")
+        missing("no PostGIS database (set GEO_SERVICE_TEST_PG=postgresql://...)")
     import uuid
 
     import psycopg
