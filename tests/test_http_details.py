@@ -26,8 +26,9 @@ from geo_service.errors import InvalidParameter
 from geo_service.services import printing
 from geo_service.services.access import issue_token
 from geo_service.settings import Settings
+from geo_service.store import open_store
 from geo_service.store.postgis import PostGISStore
-from tests.conftest import free_port
+from tests.conftest import _new_pg_location, _require_pg, free_port
 from tests.hostile import DEEP_JSON
 
 SITE = "st-town-mashang"  # 马尚街道 service station, in the shipped sample
@@ -401,30 +402,36 @@ def test_pg_dump_never_sees_the_password_on_its_command_line(tmp_path, monkeypat
 
 
 def test_a_real_postgis_backup_works_with_the_password_kept_off_the_command_line(
-    store, tmp_path, monkeypatch
+    catalog, tmp_path, monkeypatch
 ):
-    if not isinstance(store, PostGISStore):
-        pytest.skip("pg_dump backs up PostGIS; the GeoPackage copies itself")
-    password = conninfo_to_dict(store.dsn).get("password")
-    if not password:
-        pytest.skip("the test database URL carries no password")
-    commands: list[list[str]] = []
-    real_run = subprocess.run
+    # pg_dump backs up PostGIS only (the GeoPackage copies itself): no store
+    # parameter, a PostGIS schema of its own.
+    store = open_store(_new_pg_location(_require_pg()), catalog)
+    try:
+        password = conninfo_to_dict(store.dsn).get("password")
+        assert password, (
+            "the test database URL must carry a password for this test to mean anything"
+        )
+        commands: list[list[str]] = []
+        real_run = subprocess.run
 
-    def recording_run(argv, **kwargs):
-        commands.append(list(argv))
-        return real_run(argv, **kwargs)
+        def recording_run(argv, **kwargs):
+            commands.append(list(argv))
+            return real_run(argv, **kwargs)
 
-    monkeypatch.setattr(subprocess, "run", recording_run)
-    monkeypatch.delenv("PGPASSWORD", raising=False)
-    target = tmp_path / "backup.dump"
-    store.backup(target)
-    assert target.stat().st_size > 0
-    (argv,) = commands
-    dbname = argv[argv.index("--dbname") + 1]
-    assert f":{password}@" not in " ".join(argv) and "password" not in dbname
-    listing = real_run(["pg_restore", "--list", str(target)], capture_output=True, text=True)
-    assert listing.returncode == 0 and "stations" in listing.stdout
+        monkeypatch.setattr(subprocess, "run", recording_run)
+        monkeypatch.delenv("PGPASSWORD", raising=False)
+        target = tmp_path / "backup.dump"
+        store.backup(target)
+        assert target.stat().st_size > 0
+        (argv,) = commands
+        dbname = argv[argv.index("--dbname") + 1]
+        assert f":{password}@" not in " ".join(argv) and "password" not in dbname
+        listing = real_run(["pg_restore", "--list", str(target)], capture_output=True, text=True)
+        assert listing.returncode == 0 and "stations" in listing.stdout
+    finally:
+        store.drop()
+        store.close()
 
 
 # -- rate limits ------------------------------------------------------------------------
