@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from geo_service.api import (
     coverage,
+    docs,
     editing,
     geocode,
     nearest,
@@ -68,6 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Errors are RFC 9457 problem+json.",
         version="0.1.0",
         lifespan=lifespan,
+        # /docs and /redoc come from api/docs.py, with their files served here, not a CDN.
+        docs_url=None,
+        redoc_url=None,
         dependencies=[Depends(query_contract)],
     )
     # GeoJSON shrinks about tenfold: what a phone on a slow line needs most.
@@ -107,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tiles.router)
     app.include_router(webmap.router)
     webmap.mount_static(app)
+    app.include_router(docs.router)
+    docs.mount_static(app)
     return app
 
 
