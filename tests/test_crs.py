@@ -101,3 +101,42 @@ def test_empty_arrays_convert_to_empty_arrays(target):
     for source, dest in ((CoordinateSystem.wgs84, target), (target, CoordinateSystem.wgs84)):
         lon, lat = crs.convert(empty, empty, source, dest)
         assert lon.shape == lat.shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("text", "system", "lat_first", "uri"),
+    [
+        (crs.CRS84_URI, CoordinateSystem.wgs84, False, crs.CRS84_URI),
+        (crs.EPSG4326_URI, CoordinateSystem.wgs84, True, crs.EPSG4326_URI),
+        (None, CoordinateSystem.wgs84, False, crs.CRS84_URI),
+        ("wgs84", CoordinateSystem.wgs84, False, crs.CRS84_URI),
+        ("gcj02", CoordinateSystem.gcj02, False, None),
+        ("BD-09", CoordinateSystem.bd09, False, None),
+    ],
+)
+def test_crs_reference_parses_part_2_uris_and_short_names(text, system, lat_first, uri):
+    ref = crs.CrsReference.parse(text)
+    assert (ref.system, ref.lat_first, ref.uri) == (system, lat_first, uri)
+
+
+@pytest.mark.parametrize(
+    "text", ["http://www.opengis.net/def/crs/EPSG/0/3857", "urn:ogc:def:crs:EPSG::3857", "x"]
+)
+def test_crs_reference_rejects_other_crs_naming_the_parameter(text):
+    with pytest.raises(InvalidParameter, match=r"bbox-crs.*CRS84"):
+        crs.CrsReference.parse(text, "bbox-crs")
+
+
+def test_epsg_4326_bbox_is_latitude_first():
+    from geo_service.services.queries import parse_bbox
+
+    lat_first = crs.CrsReference.parse(crs.EPSG4326_URI)
+    assert parse_bbox("36.78,118.0,36.83,118.06", lat_first) == (118.0, 36.78, 118.06, 36.83)
+    assert parse_bbox("118.0,36.78,118.06,36.83", crs.CrsReference()) == (
+        118.0,
+        36.78,
+        118.06,
+        36.83,
+    )
+    with pytest.raises(InvalidParameter, match="latitudes"):
+        parse_bbox("118.0,36.78,118.06,36.83", lat_first)

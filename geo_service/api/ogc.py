@@ -1,4 +1,4 @@
-"""OGC API - Features Part 1 (Core, GeoJSON, HTML, OpenAPI 3.0) over the store."""
+"""OGC API - Features Part 1 (Core, GeoJSON, HTML, OpenAPI 3.0) and Part 2 (CRS) over the store."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from geo_service.api.openapi import HTML, change_links, json_body
 from geo_service.api.params import output_crs, wants_html
 from geo_service.errors import InvalidParameter
 from geo_service.outputs.geojson import feature_collection, feature_to_geojson
-from geo_service.services.queries import CRS_NAMES, MAX_LIST_VALUES, parse_bbox
+from geo_service.services.queries import MAX_LIST_VALUES, OGC_CRS_NAMES, parse_bbox
 from geo_service.sources.catalog import Catalog, Layer
-from geo_service.sources.crs import CoordinateSystem
+from geo_service.sources.crs import CRS84_URI, OGC_CRS_URIS, CoordinateSystem, CrsReference
 from geo_service.store import Store
 
 __all__ = ["MAX_LIMIT", "router"]
@@ -27,12 +27,13 @@ router = APIRouter()
 
 MAX_LIMIT = 10_000
 MAX_OFFSET = 10_000_000
-CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CRS84 = CRS84_URI
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
 ]
 _ITEMS_PARAMS = {"bbox", "bbox-crs", "limit", "offset", "crs", "f"}
 
@@ -168,7 +169,7 @@ def _collection_body(request: Request, store: Store, layer: Layer) -> dict[str, 
         "title": layer.zh,
         "description": layer.en,
         "itemType": "feature",
-        "crs": [CRS84],
+        "crs": list(OGC_CRS_URIS),
         "storageCrs": CRS84,
         "geometryType": layer.geometry,
         "kinds": {key: {"zh": label.zh, "en": label.en} for key, label in layer.kinds.items()},
@@ -302,7 +303,7 @@ def items(
     collection_id: CollectionId,
     store: StoreDep,
     catalog: CatalogDep,
-    crs: Annotated[CoordinateSystem, Depends(output_crs)],
+    crs: Annotated[CrsReference, Depends(output_crs)],
     bbox: Annotated[
         str | None,
         Query(
@@ -322,8 +323,10 @@ def items(
         str | None,
         Query(
             alias="bbox-crs",
-            description="Coordinate system of `bbox`: wgs84 (default), gcj02, bd09",
-            json_schema_extra={"enum": CRS_NAMES},
+            description=f"Coordinate system of `bbox`: `{CRS84_URI}` or `wgs84` "
+            "(the default), the EPSG:4326 URI (then `bbox` is south,west,north,east: "
+            "latitude first), or the non-standard `gcj02` and `bd09`",
+            json_schema_extra={"enum": OGC_CRS_NAMES},
         ),
     ] = None,
     limit: Annotated[
@@ -359,7 +362,7 @@ def items(
     f: FormatParam = None,
 ) -> Response:
     layer = catalog.layer(collection_id)
-    box = parse_bbox(bbox, CoordinateSystem.parse(bbox_crs, "bbox-crs"))
+    box = parse_bbox(bbox, CrsReference.parse(bbox_crs, "bbox-crs"))
     filters = _property_filters(request, layer, catalog)
     page = store.query(layer.id, bbox=box, filters=filters, limit=limit, offset=offset)
     base = f"{_base(request)}/collections/{layer.id}/items"
@@ -387,7 +390,12 @@ def items(
     )
     if wants_html(request, f):
         return _vary(html.page(f"{layer.zh} ({page.number_matched})", html.items(layer, body)))
-    return _json(body, MediaType.geojson)
+    return _json(body, MediaType.geojson, headers=_content_crs(crs))
+
+
+def _content_crs(crs: CrsReference) -> dict[str, str]:
+    """Part 2's ``Content-Crs`` header; GCJ-02 and BD-09 have no URI to name."""
+    return {"Content-Crs": f"<{crs.uri}>"} if crs.uri else {}
 
 
 @router.get(
@@ -409,7 +417,7 @@ def item(
     feature_id: FeatureId,
     store: StoreDep,
     catalog: CatalogDep,
-    crs: Annotated[CoordinateSystem, Depends(output_crs)],
+    crs: Annotated[CrsReference, Depends(output_crs)],
     f: FormatParam = None,
 ) -> Response:
     layer = catalog.layer(collection_id)
@@ -420,8 +428,8 @@ def item(
         return _vary(Response(status_code=304, headers={"ETag": feature.etag}))
     base = _base(request)
     body = feature_to_geojson(feature, crs)
-    if crs != CoordinateSystem.wgs84:
-        body["coordinate_system"] = crs.value
+    if crs.system != CoordinateSystem.wgs84:
+        body["coordinate_system"] = crs.system.value
     body["links"] = [
         _link(
             f"{base}/collections/{layer.id}/items/{feature.id}",
@@ -438,4 +446,4 @@ def item(
                 html.items(layer, {"features": [body]}),
             )
         )
-    return _json(body, MediaType.geojson, headers={"ETag": feature.etag})
+    return _json(body, MediaType.geojson, headers={"ETag": feature.etag, **_content_crs(crs)})

@@ -11,8 +11,8 @@ import orjson
 from fastapi import Query, Request
 
 from geo_service.errors import InvalidParameter
-from geo_service.services.queries import CRS_NAMES
-from geo_service.sources.crs import CoordinateSystem
+from geo_service.services.queries import OGC_CRS_NAMES
+from geo_service.sources.crs import CRS84_URI, EPSG4326_URI, CrsReference
 
 __all__ = ["MAX_JSON_DEPTH", "load_json_body", "output_crs", "query_params", "wants_html"]
 
@@ -41,14 +41,18 @@ def output_crs(
     crs: Annotated[
         str | None,
         Query(
-            description="Coordinate system of the output: `wgs84` (default, RFC 7946), "
-            "`gcj02` (Amap, Tencent, WeChat) or `bd09` (Baidu); case-insensitive",
+            description="Coordinate system of the output (OGC API - Features Part 2): "
+            f"`{CRS84_URI}` (WGS-84 longitude first, the default, RFC 7946) or "
+            f"`{EPSG4326_URI}` (WGS-84, **latitude first**); or a short name, longitude "
+            "first and case-insensitive: `wgs84` (= CRS84), and the non-standard Chinese "
+            "web-map systems `gcj02` (Amap, Tencent, WeChat) and `bd09` (Baidu), which "
+            "have no CRS URI. The answer's `Content-Crs` header names the URI.",
             examples=["gcj02"],
-            json_schema_extra={"enum": CRS_NAMES},
+            json_schema_extra={"enum": OGC_CRS_NAMES},
         ),
     ] = None,
-) -> CoordinateSystem:
-    return CoordinateSystem.parse(crs, "crs")
+) -> CrsReference:
+    return CrsReference.parse(crs, "crs")
 
 
 def wants_html(request: Request, f: str | None) -> bool:

@@ -1,4 +1,8 @@
-"""Stored features to RFC 7946 GeoJSON, in WGS-84 or converted to GCJ-02 / BD-09."""
+"""Stored features to RFC 7946 GeoJSON, in WGS-84 or converted to GCJ-02 / BD-09.
+
+WGS-84 may also be written latitude first, as the EPSG:4326 URI of OGC API -
+Features Part 2 asks (``CrsReference.lat_first``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import numpy as np
 import shapely
 from shapely.geometry import mapping
 
-from geo_service.sources.crs import CoordinateSystem, convert
+from geo_service.sources.crs import CoordinateSystem, CrsReference, convert
 from geo_service.store import StoredFeature
 
 __all__ = ["feature_collection", "feature_to_geojson"]
@@ -18,22 +22,31 @@ __all__ = ["feature_collection", "feature_to_geojson"]
 _DIGITS = 7
 
 
-def _converted_geometries(features: Sequence[StoredFeature], crs: CoordinateSystem) -> list:
+Crs = CoordinateSystem | CrsReference
+
+
+def _reference(crs: Crs) -> CrsReference:
+    return crs if isinstance(crs, CrsReference) else CrsReference(CoordinateSystem(crs))
+
+
+def _converted_geometries(features: Sequence[StoredFeature], crs: Crs) -> list:
+    ref = _reference(crs)
     geometries = np.array([f.geometry for f in features], dtype=object)
-    if crs != CoordinateSystem.wgs84 and len(geometries):
+    if (ref.system != CoordinateSystem.wgs84 or ref.lat_first) and len(geometries):
 
         def _to_target(xy: np.ndarray) -> np.ndarray:
-            lon, lat = convert(xy[:, 0], xy[:, 1], CoordinateSystem.wgs84, crs)
-            return np.round(np.column_stack([lon, lat]), _DIGITS)
+            lon, lat = convert(xy[:, 0], xy[:, 1], CoordinateSystem.wgs84, ref.system)
+            pairs = [lat, lon] if ref.lat_first else [lon, lat]
+            return np.round(np.column_stack(pairs), _DIGITS)
 
         geometries = shapely.transform(geometries, _to_target)
     return list(geometries)
 
 
 def feature_to_geojson(
-    feature: StoredFeature, crs: CoordinateSystem = CoordinateSystem.wgs84, geometry: Any = None
+    feature: StoredFeature, crs: Crs = CoordinateSystem.wgs84, geometry: Any = None
 ) -> dict[str, Any]:
-    if geometry is None and crs == CoordinateSystem.wgs84:
+    if geometry is None and _reference(crs) == CrsReference():
         return feature.geojson()
     if geometry is None:
         geometry = _converted_geometries([feature], crs)[0]
@@ -47,7 +60,7 @@ def feature_to_geojson(
 
 def feature_collection(
     features: Sequence[StoredFeature],
-    crs: CoordinateSystem = CoordinateSystem.wgs84,
+    crs: Crs = CoordinateSystem.wgs84,
     **members: Any,
 ) -> dict[str, Any]:
     """A FeatureCollection; ``members`` are added at the top level (numberMatched,
@@ -60,7 +73,8 @@ def feature_collection(
             feature_to_geojson(f, crs, g) for f, g in zip(features, geometries, strict=True)
         ],
     }
-    if crs != CoordinateSystem.wgs84:
-        collection["coordinate_system"] = crs.value
+    system = _reference(crs).system
+    if system != CoordinateSystem.wgs84:
+        collection["coordinate_system"] = system.value
     collection.update(members)
     return collection

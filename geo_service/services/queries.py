@@ -8,12 +8,20 @@ import math
 from collections.abc import Iterable
 
 from geo_service.errors import InvalidParameter
-from geo_service.sources.crs import CHINA_LAT, CHINA_LON, CoordinateSystem, convert
+from geo_service.sources.crs import (
+    CHINA_LAT,
+    CHINA_LON,
+    OGC_CRS_URIS,
+    CoordinateSystem,
+    CrsReference,
+    convert,
+)
 from geo_service.store import BBox
 
 __all__ = [
     "CRS_NAMES",
     "MAX_LIST_VALUES",
+    "OGC_CRS_NAMES",
     "list_param",
     "parse_bbox",
     "parse_lonlat",
@@ -30,6 +38,9 @@ MAX_LIST_VALUES = 50
 #: What ``CoordinateSystem.parse`` accepts (case and '-'/'_' aside), for the
 #: OpenAPI description of every ``crs`` parameter.
 CRS_NAMES = ["wgs84", "gcj02", "bd09", "epsg:4326", "4326", "amap", "baidu"]
+#: What ``CrsReference.parse`` accepts: the OGC API - Features Part 2 URIs
+#: (CRS84 longitude first, EPSG:4326 latitude first) and the names above.
+OGC_CRS_NAMES = [*OGC_CRS_URIS, *CRS_NAMES]
 
 
 def split_list(
@@ -91,8 +102,13 @@ def parse_number(name: str, raw: str) -> float:
     return value
 
 
-def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wgs84) -> BBox | None:
+def parse_bbox(
+    raw: str | None, bbox_crs: CoordinateSystem | CrsReference = CoordinateSystem.wgs84
+) -> BBox | None:
     """``west,south,east,north`` (a 6-number 3D box drops its heights) in WGS-84.
+
+    A latitude-first ``bbox_crs`` (the EPSG:4326 URI) reads
+    ``south,west,north,east`` instead, as OGC API - Features Part 2 orders it.
 
     Longitudes must lie within ±180 and latitudes within ±90; a box whose west
     edge is east of its east edge, or south above north, is rejected: no site
@@ -102,11 +118,18 @@ def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wg
         return None
     parts = [p.strip() for p in raw.split(",")]
     if len(parts) not in (4, 6):
-        raise InvalidParameter("bbox", "needs 4 numbers: west,south,east,north")
+        raise InvalidParameter(
+            "bbox", "needs 4 numbers: west,south,east,north (south,west,north,east in EPSG:4326)"
+        )
     numbers = [parse_number("bbox", p) for p in parts]
     if len(numbers) == 6:
         numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
-    west, south, east, north = numbers
+    if not isinstance(bbox_crs, CrsReference):
+        bbox_crs = CrsReference(CoordinateSystem(bbox_crs))
+    if bbox_crs.lat_first:
+        south, west, north, east = numbers
+    else:
+        west, south, east, north = numbers
     if not (-180 <= west <= 180 and -180 <= east <= 180):
         raise InvalidParameter("bbox", "longitudes must lie within -180..180")
     if not (-90 <= south <= 90 and -90 <= north <= 90):
@@ -115,8 +138,8 @@ def parse_bbox(raw: str | None, bbox_crs: CoordinateSystem = CoordinateSystem.wg
         raise InvalidParameter("bbox", f"west ({west}) is east of east ({east})")
     if south > north:
         raise InvalidParameter("bbox", f"south ({south}) is north of north ({north})")
-    if bbox_crs != CoordinateSystem.wgs84:
-        west, south, east, north = _box_to_wgs84((west, south, east, north), bbox_crs)
+    if bbox_crs.system != CoordinateSystem.wgs84:
+        west, south, east, north = _box_to_wgs84((west, south, east, north), bbox_crs.system)
     return (west, south, east, north)
 
 

@@ -22,6 +22,7 @@ Example
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -34,8 +35,12 @@ from geo_service.errors import InvalidParameter
 __all__ = [
     "CHINA_LAT",
     "CHINA_LON",
+    "CRS84_URI",
+    "EPSG4326_URI",
     "GEOD",
+    "OGC_CRS_URIS",
     "CoordinateSystem",
+    "CrsReference",
     "bd09_to_gcj02",
     "convert",
     "convert_geometry",
@@ -87,6 +92,55 @@ class CoordinateSystem(StrEnum):
                 parameter, f"unknown coordinate system {value!r}; use wgs84, gcj02 or bd09"
             )
         return aliases[key]
+
+
+#: WGS-84 with longitude first, as GeoJSON (RFC 7946) orders it.
+CRS84_URI = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+#: WGS-84 in the EPSG axis order: latitude first (OGC API - Features Part 2).
+EPSG4326_URI = "http://www.opengis.net/def/crs/EPSG/0/4326"
+#: The CRS URIs the OGC endpoints accept in ``crs`` and ``bbox-crs``.
+OGC_CRS_URIS = [CRS84_URI, EPSG4326_URI]
+
+
+@dataclass(frozen=True)
+class CrsReference:
+    """A ``crs`` or ``bbox-crs`` of the OGC endpoints: a coordinate system and
+    its axis order. OGC API - Features Part 2 names WGS-84 by URI, and the
+    EPSG:4326 URI puts latitude first; the service's short names (``wgs84``,
+    ``gcj02``, ``bd09``; GCJ-02 and BD-09 have no standard URI) stay
+    longitude first.
+
+    >>> CrsReference.parse("http://www.opengis.net/def/crs/EPSG/0/4326").lat_first
+    True
+    >>> CrsReference.parse("gcj02").uri is None
+    True
+    """
+
+    system: CoordinateSystem = CoordinateSystem.wgs84
+    lat_first: bool = False
+
+    @property
+    def uri(self) -> str | None:
+        """The URI for ``Content-Crs``; None for GCJ-02 and BD-09, which have none."""
+        if self.system != CoordinateSystem.wgs84:
+            return None
+        return EPSG4326_URI if self.lat_first else CRS84_URI
+
+    @classmethod
+    def parse(cls, value: str | None, parameter: str = "crs") -> CrsReference:
+        """A CRS URI (exact, as Part 2 spells it) or a short name (``CoordinateSystem.parse``)."""
+        if value is not None and value.strip() == EPSG4326_URI:
+            return cls(CoordinateSystem.wgs84, lat_first=True)
+        if value is not None and value.strip() == CRS84_URI:
+            return cls(CoordinateSystem.wgs84)
+        try:
+            return cls(CoordinateSystem.parse(value, parameter))
+        except InvalidParameter:
+            raise InvalidParameter(
+                parameter,
+                f"unknown coordinate system {value!r}; use {CRS84_URI}, {EPSG4326_URI} "
+                "(latitude first), wgs84, gcj02 or bd09",
+            ) from None
 
 
 def _as_arrays(lon, lat):

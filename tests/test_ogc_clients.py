@@ -1,0 +1,160 @@
+"""Real OGC API - Features clients against a real server: GDAL's OAPIF driver
+(what QGIS, ogr2ogr and geopandas use) through pyogrio, and OWSLib; and the
+Part 2 CRS parameters they send, over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from shapely.geometry import shape
+
+from geo_service.sources.catalog import load_catalog
+from geo_service.store import open_store
+from tests.conftest import _new_pg_location, _require_pg, missing, running_server
+
+CATALOG = load_catalog()
+LAYERS = list(CATALOG.layers)
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+EPSG4326 = "http://www.opengis.net/def/crs/EPSG/0/4326"
+PART2 = "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs"
+
+
+@pytest.fixture(scope="module", params=["geopackage", "postgis"])
+def server(request, tmp_path_factory) -> Iterator[str]:
+    """A real uvicorn server over each backend, seeded by itself."""
+    folder = tmp_path_factory.mktemp(f"clients-{request.param}")
+    if request.param == "geopackage":
+        with running_server(folder, GEO_SERVICE_STORE=str(folder / "server.gpkg")) as base:
+            yield base
+        return
+    location = _new_pg_location(_require_pg())
+    try:
+        with running_server(folder, GEO_SERVICE_STORE=location) as base:
+            yield base
+    finally:
+        store = open_store(location, load_catalog())
+        store.drop()
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def pyogrio():
+    try:
+        import pyogrio
+    except ImportError:
+        missing("pyogrio is not installed")
+    if "OAPIF" not in pyogrio.list_drivers():
+        missing(f"GDAL {pyogrio.__gdal_version_string__} in pyogrio has no OAPIF driver")
+    return pyogrio
+
+
+def _api_features(base: str, layer: str, **params) -> list[dict]:
+    response = httpx.get(f"{base}/collections/{layer}/items", params={"limit": 10000, **params})
+    assert response.status_code == 200, response.text
+    return response.json()["features"]
+
+
+def test_gdal_lists_every_layer(server, pyogrio):
+    layers = pyogrio.list_layers("OAPIF:" + server)
+    assert sorted(name for name, _geometry in layers) == sorted(LAYERS)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_gdal_reads_every_layer_as_the_api_serves_it(server, pyogrio, layer):
+    frame = pyogrio.read_dataframe("OAPIF:" + server, layer=layer)
+    api = {f["id"]: shape(f["geometry"]) for f in _api_features(server, layer)}
+    assert len(frame) == len(api) > 0
+    assert sorted(frame["id"]) == sorted(api)
+    assert frame.crs is not None and frame.crs.to_string() == "OGC:CRS84"
+    for feature_id, geometry in zip(frame["id"], frame.geometry, strict=True):
+        # Same axis order (lon, lat) and the same vertices to 1e-7 degrees.
+        assert geometry.equals_exact(api[feature_id], tolerance=1e-7), feature_id
+
+
+def test_gdal_reads_a_bbox(server, pyogrio):
+    box = (118.0, 36.78, 118.06, 36.83)
+    frame = pyogrio.read_dataframe("OAPIF:" + server, layer="stations", bbox=box)
+    api = _api_features(server, "stations", bbox=",".join(map(str, box)))
+    everything = _api_features(server, "stations")
+    assert 0 < len(api) < len(everything)
+    assert sorted(frame["id"]) == sorted(f["id"] for f in api)
+
+
+def test_owslib_reads_collections_and_items(server):
+    try:
+        from owslib.ogcapi.features import Features
+    except ImportError:
+        missing("OWSLib is not installed")
+    client = Features(server)
+    ids = [c["id"] for c in client.collections()["collections"]]
+    assert sorted(ids) == sorted(LAYERS)
+    assert PART2 in client.conformance()["conformsTo"]
+    for layer in LAYERS:
+        collection = client.collection(layer)
+        assert collection["storageCrs"] == CRS84
+        assert set(collection["crs"]) >= {CRS84, EPSG4326}
+        items = client.collection_items(layer, limit=10000)
+        assert sorted(f["id"] for f in items["features"]) == sorted(
+            f["id"] for f in _api_features(server, layer)
+        )
+
+
+def test_crs_uris_axis_order_and_content_crs(server):
+    plain = _api_features(server, "stations")
+    site = plain[0]
+    lon, lat = site["geometry"]["coordinates"]
+    url = f"{server}/collections/stations/items"
+    for crs, expected in [(CRS84, [lon, lat]), (EPSG4326, [lat, lon]), (None, [lon, lat])]:
+        params = {"limit": 10000} | ({"crs": crs} if crs else {})
+        response = httpx.get(url, params=params)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-crs"] == f"<{crs or CRS84}>"
+        first = next(f for f in response.json()["features"] if f["id"] == site["id"])
+        assert first["geometry"]["coordinates"] == expected
+        one = httpx.get(f"{url}/{site['id']}", params={"crs": crs} if crs else {})
+        assert one.status_code == 200
+        assert one.headers["content-crs"] == f"<{crs or CRS84}>"
+        assert one.json()["geometry"]["coordinates"] == expected
+    # GCJ-02 has no CRS URI: no Content-Crs, the body says which system it is.
+    gcj = httpx.get(url, params={"crs": "gcj02", "limit": 1})
+    assert "content-crs" not in gcj.headers and gcj.json()["coordinate_system"] == "gcj02"
+
+
+def test_bbox_crs_uris_and_epsg_4326_latitude_first(server):
+    url = f"{server}/collections/stations/items"
+    lonlat = "118.0,36.78,118.06,36.83"
+    latlon = "36.78,118.0,36.83,118.06"
+
+    def ids(**params) -> list[str]:
+        response = httpx.get(url, params={"limit": 10000, **params})
+        assert response.status_code == 200, response.text
+        return sorted(f["id"] for f in response.json()["features"])
+
+    expected = ids(bbox=lonlat)
+    assert expected
+    assert ids(bbox=lonlat, **{"bbox-crs": CRS84}) == expected
+    assert ids(bbox=latlon, **{"bbox-crs": EPSG4326}) == expected
+    # Read lon-first, the lat-first box is out of range: a 400, never a silent miss.
+    assert httpx.get(url, params={"bbox": latlon}).status_code == 400
+
+
+@pytest.mark.parametrize("parameter", ["crs", "bbox-crs"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://www.opengis.net/def/crs/EPSG/0/3857",
+        "http://www.opengis.net/def/crs/OGC/1.3/CRS83",
+        "EPSG:3857",
+        "mercator",
+    ],
+)
+def test_unknown_crs_is_a_400_naming_the_parameter(server, parameter, value):
+    params = {parameter: value}
+    if parameter == "bbox-crs":
+        params["bbox"] = "118.0,36.78,118.06,36.83"
+    response = httpx.get(f"{server}/collections/stations/items", params=params)
+    assert response.status_code == 400
+    problem = response.json()
+    assert parameter in str(problem) and "CRS84" in str(problem)
