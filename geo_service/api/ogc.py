@@ -71,6 +71,16 @@ FeatureId = Annotated[
 ]
 
 
+#: OpenAPI of Part 2's ``Content-Crs`` header (absent for GCJ-02 and BD-09).
+_CONTENT_CRS_DOC = {
+    "Content-Crs": {
+        "schema": {"type": "string"},
+        "description": "The coordinates' CRS as `<uri>` (OGC API - Features Part 2); "
+        "absent for the non-standard gcj02 and bd09, which have no CRS URI",
+    }
+}
+
+
 def _ok(schema: str, media: str = MediaType.json.value, html: bool = True, **extra: Any) -> dict:
     """The 200 response: the named schema, and the HTML view of ``f=html``."""
     response = json_body(schema, media, **extra)
@@ -296,7 +306,7 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
     "unknown parameters are rejected with 400.",
     tags=["OGC API - Features"],
     response_class=Response,
-    responses=_ok("FeatureCollection", MediaType.geojson.value),
+    responses=_ok("FeatureCollection", MediaType.geojson.value, headers=_CONTENT_CRS_DOC),
 )
 def items(
     request: Request,
@@ -407,7 +417,10 @@ def _content_crs(crs: CrsReference) -> dict[str, str]:
     responses=_ok(
         "Feature",
         MediaType.geojson.value,
-        headers={"ETag": {"schema": {"type": "string"}, "description": "Send as If-Match"}},
+        headers={
+            "ETag": {"schema": {"type": "string"}, "description": "Send as If-Match"},
+            **_CONTENT_CRS_DOC,
+        },
         links=change_links(),
     ),
 )
