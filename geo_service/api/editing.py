@@ -329,7 +329,7 @@ async def import_items(
         "skip_invalid": skip_invalid,
         "filename": filename,
         "spool": str(spool),
-        "who": {"name": who.name, "role": who.role.value, "towns": sorted(who.towns)},
+        "who": who.as_inputs(),
     }
     # A job like any other: run by a worker process, never on this event loop.
     _record, output = await request.app.state.jobs.run("import", inputs, actor=who.name)

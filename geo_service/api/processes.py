@@ -221,12 +221,11 @@ async def execute(request: Request, process_id: ProcessId) -> Response:
     if proc.needs_principal:
         if who is None:
             raise Unauthorized("this process needs a token: Authorization: Bearer TOKEN")
-        inputs["who"] = {"name": who.name, "role": who.role.value, "towns": sorted(who.towns)}
+        inputs["who"] = who.as_inputs()
         actor = who.name
     engine = request.app.state.jobs
     if "respond-async" in request.headers.get("prefer", ""):
-        proc_inputs = await run_in_threadpool(proc.check, request.app.state.runtime, inputs)
-        record = await run_in_threadpool(engine.submit, proc, proc_inputs, actor=actor)
+        record = await engine.queue(process_id, inputs, actor=actor)
         return _json(
             _status_info(request, record),
             201,

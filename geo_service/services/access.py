@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from geo_service.errors import Forbidden, InvalidParameter, Unauthorized
 from geo_service.sources.catalog import Layer, ValidFeature
@@ -60,6 +61,14 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == Role.admin
+
+    def as_inputs(self) -> dict[str, Any]:
+        """Who asked, as a job records it (JSON), for the job to act as them."""
+        return {"name": self.name, "role": self.role.value, "towns": sorted(self.towns)}
+
+    @classmethod
+    def from_inputs(cls, data: dict[str, Any]) -> Principal:
+        return cls(data["name"], Role(data["role"]), frozenset(data["towns"]))
 
 
 def hash_token(token: str) -> str:

@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geo_service.errors import Conflict, FieldProblem, Forbidden, InvalidFeature, InvalidParameter
 from geo_service.runtime import Runtime
-from geo_service.services.access import Principal, Role, authorize_change, require_admin
+from geo_service.services.access import Principal, authorize_change, require_admin
 from geo_service.services.importing import apply_import, plan_import
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature, printable
 from geo_service.sources.crs import CoordinateSystem
@@ -305,8 +305,7 @@ def import_spooled(
     """The ``import`` process: a spooled upload imported for the principal who
     sent it; the upload is removed afterwards, whatever happened."""
     path = Path(inputs["spool"])
-    who_data = inputs.get("who") or {}
-    who = Principal(who_data["name"], Role(who_data["role"]), frozenset(who_data["towns"]))
+    who = Principal.from_inputs(inputs["who"])
     try:
         return import_file(
             rt,

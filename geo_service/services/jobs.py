@@ -387,14 +387,20 @@ class JobEngine:
                 "(the worker process running the job stopped; ask again)",
             )
 
+    async def queue(
+        self, process_id: str, raw: dict[str, Any], *, actor: str | None = None
+    ) -> JobRecord:
+        """Check and queue a job (or find the one that answers it) without
+        blocking the event loop."""
+        proc = process(process_id)
+        inputs = await asyncio.to_thread(proc.check, self.rt, raw)
+        return await asyncio.to_thread(self.submit, proc, inputs, actor=actor)
+
     async def run(
         self, process_id: str, raw: dict[str, Any], *, actor: str | None = None
     ) -> tuple[JobRecord, Output]:
-        """Check, queue and wait for a job without blocking the event loop;
-        returns its record and result, or raises its error (``JobFailed``)."""
-        proc = process(process_id)
-        inputs = await asyncio.to_thread(proc.check, self.rt, raw)
-        record = await asyncio.to_thread(self.submit, proc, inputs, actor=actor)
+        """``queue`` and wait: the job's record and result, or its error (``JobFailed``)."""
+        record = await self.queue(process_id, raw, actor=actor)
         return await self.wait(record.id)
 
     async def wait(self, job_id: str) -> tuple[JobRecord, Output]:
