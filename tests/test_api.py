@@ -163,7 +163,7 @@ def test_items_html_shows_the_sample_notice(client):
 
 def test_openapi_describes_every_items_parameter(client):
     spec = client.get("/openapi.json").json()
-    operation = spec["paths"]["/collections/{collection_id}/items"]["get"]
+    operation = spec["paths"]["/collections/{collectionId}/items"]["get"]
     for parameter in operation["parameters"]:
         assert parameter.get("description"), parameter["name"]
     names = {p["name"] for p in operation["parameters"]}

@@ -82,17 +82,17 @@ FUZZ_TOWNS = {"370303002", "370303004", "370303006"}
 _NOT_STATABLE = {
     # Filters: the kinds and properties a layer has depend on the collection
     # in the path (``kind=hospital`` is a 400 on ``stations``).
-    "^GET /collections/{collection_id}/items$": "values depend on the collection",
+    "^GET /collections/{collectionId}/items$": "values depend on the collection",
     # Writes: a feature's properties, kind and position must fit the layer in
     # the path and lie inside a town polygon.
-    "^(POST|PUT|PATCH) /collections/{collection_id}/items": "the body depends on the layer",
-    "^POST /collections/{collection_id}/import$": "the file's rows are checked against it",
+    "^(POST|PUT|PATCH) /collections/{collectionId}/items": "the body depends on the layer",
+    "^POST /collections/{collectionId}/import$": "the file's rows are checked against it",
     # lon/lat or address (not both); kinds of the chosen layers; open_now or open_at.
     "^GET /nearest$": "parameters depend on each other",
     "^GET /print/nearest.pdf$": "lon/lat or address, not both",
     "^GET /coverage": "kinds must belong to the chosen layers",
     # A tile's x and y run to 2^z - 1: bounds that depend on z.
-    "^GET /collections/{collection_id}/tiles/": "x and y depend on the zoom",
+    "^GET /collections/{collectionId}/tiles/": "x and y depend on the zoom",
     # One site's state (id) needs exactly one layer.
     "^GET /open-state$": "id needs exactly one layer",
     # Each process takes its own inputs (GET /processes/{id} states them).
@@ -314,8 +314,8 @@ def test_a_write_flow_answers_as_documented(asgi_target: Target) -> None:
     delete one feature as the OpenAPI links describe, every answer held to
     every check as above."""
     schema = in_process
-    collection = {"collection_id": "stations"}
-    body = SPEC["paths"]["/collections/{collection_id}/items"]["post"]["requestBody"]
+    collection = {"collectionId": "stations"}
+    body = SPEC["paths"]["/collections/{collectionId}/items"]["post"]["requestBody"]
     example = body["content"]["application/geo+json"]["example"]
     # Named apart from the example, which the fuzz run may have created already.
     feature = {**example, "properties": {**example["properties"], "name": "示例：写入流程驿站"}}
@@ -330,16 +330,16 @@ def test_a_write_flow_answers_as_documented(asgi_target: Target) -> None:
         case.validate_response(response, headers=headers)
         return response
 
-    item = "/collections/{collection_id}/items/{feature_id}"
+    item = "/collections/{collectionId}/items/{featureId}"
     created = step(
-        "/collections/{collection_id}/items",
+        "/collections/{collectionId}/items",
         "POST",
         201,
         path_parameters=collection,
         body=feature,
         media_type="application/geo+json",
     )
-    where = {**collection, "feature_id": created.json()["id"]}
+    where = {**collection, "featureId": created.json()["id"]}
     read = step(item, "GET", 200, path_parameters=where)
     patched = step(
         item,

@@ -142,7 +142,7 @@ _FEATURE_TYPES = (MediaType.geojson.value, MediaType.json.value)
 
 
 @router.post(
-    "/collections/{collection_id}/items",
+    "/collections/{collectionId}/items",
     summary="Add a feature",
     operation_id="createFeature",
     description="Needs a token (an editor: inside their towns). Missing `updated_at`, "
@@ -173,7 +173,7 @@ _CHANGE_ERRORS = {
 
 
 @router.put(
-    "/collections/{collection_id}/items/{feature_id}",
+    "/collections/{collectionId}/items/{featureId}",
     summary="Replace a feature",
     operation_id="replaceFeature",
     tags=["Editing"],
@@ -203,7 +203,7 @@ async def replace_item(
 
 
 @router.patch(
-    "/collections/{collection_id}/items/{feature_id}",
+    "/collections/{collectionId}/items/{featureId}",
     summary="Change part of a feature (JSON Merge Patch, RFC 7396)",
     operation_id="patchFeature",
     description='Send only what changes, e.g. `{"properties": {"phone": "0533-1234567"}}`; '
@@ -243,7 +243,7 @@ async def patch_item(
 
 
 @router.delete(
-    "/collections/{collection_id}/items/{feature_id}",
+    "/collections/{collectionId}/items/{featureId}",
     summary="Delete a feature (it can be restored: `geo-service restore ID`)",
     operation_id="deleteFeature",
     tags=["Editing"],
@@ -274,7 +274,7 @@ _FILE_TYPES = editing.IMPORT_TYPES
 
 
 @router.post(
-    "/collections/{collection_id}/import",
+    "/collections/{collectionId}/import",
     summary="Import a spreadsheet or GIS file (the report comes back row by row)",
     operation_id="importFeatures",
     description="The body is the file itself: CSV (UTF-8 or GBK), XLSX, GeoJSON or "

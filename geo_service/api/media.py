@@ -10,6 +10,7 @@ class MediaType(StrEnum):
     geojson = "application/geo+json"
     problem = "application/problem+json"
     merge_patch = "application/merge-patch+json"
+    schema = "application/schema+json"
     html = "text/html; charset=utf-8"
     openapi = "application/vnd.oai.openapi+json;version=3.0"
     csv = "text/csv; charset=utf-8"

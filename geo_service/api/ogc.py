@@ -1,4 +1,5 @@
-"""OGC API - Features Part 1 (Core, GeoJSON, HTML, OpenAPI 3.0) and Part 2 (CRS) over the store."""
+"""OGC API - Features Part 1 (Core, GeoJSON, HTML, OpenAPI 3.0), Part 2 (CRS)
+and Part 3 (queryables and CQL2 filters) over the store."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ from geo_service.api.openapi import HTML, change_links, json_body
 from geo_service.api.params import output_crs, wants_html
 from geo_service.errors import InvalidParameter
 from geo_service.outputs.geojson import feature_collection, feature_to_geojson
-from geo_service.services.queries import MAX_LIST_VALUES, OGC_CRS_NAMES, parse_bbox
+from geo_service.services.queries import (
+    MAX_LIST_VALUES,
+    OGC_CRS_NAMES,
+    parse_bbox,
+    parse_cql2,
+)
 from geo_service.sources.catalog import Catalog, Layer
 from geo_service.sources.crs import CRS84_URI, OGC_CRS_URIS, CoordinateSystem, CrsReference
 from geo_service.store import Store
+from geo_service.store.filtering import CQL2_CONFORMANCE, FILTER_LANGS, queryables
 
 __all__ = ["MAX_LIMIT", "router"]
 
@@ -34,8 +41,21 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    *CQL2_CONFORMANCE,
 ]
-_ITEMS_PARAMS = {"bbox", "bbox-crs", "limit", "offset", "crs", "f"}
+_ITEMS_PARAMS = {
+    "bbox",
+    "bbox-crs",
+    "limit",
+    "offset",
+    "crs",
+    "f",
+    "filter",
+    "filter-lang",
+    "filter-crs",
+}
+#: Part 3's link relation from a collection to its queryables.
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 
 FormatParam = Annotated[
     str | None,
@@ -56,14 +76,22 @@ def get_catalog(request: Request) -> Catalog:
 
 StoreDep = Annotated[Store, Depends(get_store)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+# Named as the OGC API specification names them: clients such as GDAL's
+# OAPIF driver find the items parameters under "/collections/{collectionId}/items".
 CollectionId = Annotated[
-    str, Path(description="Layer id, e.g. `green_channels`", examples=["stations"])
+    str,
+    Path(
+        alias="collectionId",
+        description="Layer id, e.g. `green_channels`",
+        examples=["stations"],
+    ),
 ]
 #: Feature ids as the catalog allows them (``catalog._ID_PATTERN``).
 FEATURE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 FeatureId = Annotated[
     str,
     Path(
+        alias="featureId",
         description="The feature's id: a letter or digit, then letters, digits, '.', '_' "
         "or '-' (128 at most)",
         json_schema_extra={"pattern": FEATURE_ID_PATTERN},
@@ -198,6 +226,12 @@ def _collection_body(request: Request, store: Store, layer: Layer) -> dict[str, 
                 "text/html",
                 f"{layer.zh} (HTML)",
             ),
+            _link(
+                f"{base}/collections/{layer.id}/queryables",
+                QUERYABLES_REL,
+                MediaType.schema,
+                f"{layer.zh}: queryables",
+            ),
         ],
     }
     if extent is not None:
@@ -228,7 +262,7 @@ def collections(
 
 
 @router.get(
-    "/collections/{collection_id}",
+    "/collections/{collectionId}",
     summary="One layer",
     tags=["OGC API - Features"],
     response_class=Response,
@@ -298,7 +332,7 @@ def _property_filters(request: Request, layer: Layer, catalog: Catalog) -> dict[
 
 
 @router.get(
-    "/collections/{collection_id}/items",
+    "/collections/{collectionId}/items",
     summary="Features of a layer",
     description="GeoJSON features ordered by id. Besides the parameters below, any "
     "filterable property of the layer may be given as `name=value[,value...]` "
@@ -369,12 +403,41 @@ def items(
             json_schema_extra={"type": "array", "items": {"type": "string"}},
         ),
     ] = None,
+    filter: Annotated[
+        str | None,
+        Query(
+            description="A CQL2 filter over the collection's queryables "
+            "(`/collections/{id}/queryables`), e.g. `kind = 'bank' AND "
+            "A_CONTAINS(eligible, ('veteran'))` or `S_DWITHIN(geometry, "
+            "POINT(118.05 36.81), 1000, 'meters')`",
+            examples=["kind IN ('bank','hospital') AND status = 'open'"],
+        ),
+    ] = None,
+    filter_lang: Annotated[
+        str | None,
+        Query(
+            alias="filter-lang",
+            description="`cql2-text` (the default) or `cql2-json`; `cql-text`, the "
+            "draft name GDAL's OGC API driver sends, is read as `cql2-text`",
+            json_schema_extra={"enum": list(FILTER_LANGS)},
+        ),
+    ] = None,
+    filter_crs: Annotated[
+        str | None,
+        Query(
+            alias="filter-crs",
+            description=f"Coordinate system of the filter's geometries: `{CRS84_URI}` "
+            "(the default) or the EPSG:4326 URI (latitude first)",
+            json_schema_extra={"enum": list(OGC_CRS_URIS)},
+        ),
+    ] = None,
     f: FormatParam = None,
 ) -> Response:
     layer = catalog.layer(collection_id)
     box = parse_bbox(bbox, CrsReference.parse(bbox_crs, "bbox-crs"))
     filters = _property_filters(request, layer, catalog)
-    page = store.query(layer.id, bbox=box, filters=filters, limit=limit, offset=offset)
+    where = parse_cql2(filter, filter_lang, filter_crs, layer, catalog)
+    page = store.query(layer.id, bbox=box, filters=filters, where=where, limit=limit, offset=offset)
     base = f"{_base(request)}/collections/{layer.id}/items"
     params = [(k, v) for k, v in request.query_params.multi_items() if k not in {"offset", "f"}]
 
@@ -403,13 +466,33 @@ def items(
     return _json(body, MediaType.geojson, headers=_content_crs(crs))
 
 
+@router.get(
+    "/collections/{collectionId}/queryables",
+    summary="What a filter may ask of a layer",
+    description="The properties a CQL2 `filter` may name, as JSON Schema "
+    "(OGC API - Features Part 3), with their types and allowed values.",
+    tags=["OGC API - Features"],
+    response_class=Response,
+    responses=_ok("Queryables", MediaType.schema.value),
+)
+def collection_queryables(
+    request: Request, collection_id: CollectionId, catalog: CatalogDep, f: FormatParam = None
+) -> Response:
+    layer = catalog.layer(collection_id)
+    schema_id = f"{_base(request)}/collections/{layer.id}/queryables"
+    body = queryables(layer, catalog, schema_id)
+    if wants_html(request, f):
+        return _vary(html.page(f"{layer.zh}: queryables", html.json_block(body)))
+    return _vary(_json(body, MediaType.schema))
+
+
 def _content_crs(crs: CrsReference) -> dict[str, str]:
     """Part 2's ``Content-Crs`` header; GCJ-02 and BD-09 have no URI to name."""
     return {"Content-Crs": f"<{crs.uri}>"} if crs.uri else {}
 
 
 @router.get(
-    "/collections/{collection_id}/items/{feature_id}",
+    "/collections/{collectionId}/items/{featureId}",
     summary="One feature",
     operation_id="getFeature",
     tags=["OGC API - Features"],

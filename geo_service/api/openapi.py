@@ -102,8 +102,8 @@ def change_links() -> dict[str, Any]:
     """OpenAPI links from an answer that names a feature and its version to
     the changes of that version: read, then change with If-Match."""
     feature = {
-        "path.collection_id": "$request.path.collection_id",
-        "path.feature_id": "$response.body#/id",
+        "path.collectionId": "$request.path.collectionId",
+        "path.featureId": "$response.body#/id",
     }
     return {
         "getFeature": {"operationId": "getFeature", "parameters": feature},
@@ -526,7 +526,7 @@ def _tile_parameters(operation: dict[str, Any]) -> None:
             parameter.setdefault("description", f"Tile {name} at zoom z: 0..2^z-1 (400 outside)")
 
 
-ITEMS_PATH = "/collections/{collection_id}/items"
+ITEMS_PATH = "/collections/{collectionId}/items"
 _ITEM_VALUE_SCHEMAS = {
     "town_code": {"type": "string", "pattern": "^[0-9]{9}$"},
     "integer": {"type": "string", "pattern": "^[0-9]{1,18}$"},
@@ -601,7 +601,7 @@ def finish(spec: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
                     # and bounded (``params.MAX_LIST_VALUES``).
                     parameter["style"], parameter["explode"] = "form", False
                     schema.setdefault("maxItems", MAX_LIST_VALUES)
-                if parameter["name"] == "collection_id" and parameter["in"] == "path":
+                if parameter["name"] == "collectionId" and parameter["in"] == "path":
                     examples = {"examples": schema["examples"]} if "examples" in schema else {}
                     schema = {"type": "string", "enum": layer_ids, **examples}
                 if parameter["in"] == "query":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from geo_service.api.ogc import CollectionId
+
 __all__ = ["router"]
 
 router = APIRouter()
@@ -12,7 +14,7 @@ MVT = "application/vnd.mapbox-vector-tile"
 
 
 @router.get(
-    "/collections/{collection_id}/tiles/{z}/{x}/{y}.mvt",
+    "/collections/{collectionId}/tiles/{z}/{x}/{y}.mvt",
     summary="A vector tile of the layer (Web Mercator z/x/y)",
     description="For layers too large to send as GeoJSON. Each feature has its id, name, "
     "kind and status. An empty tile is an empty body (200).",
@@ -20,6 +22,6 @@ MVT = "application/vnd.mapbox-vector-tile"
     response_class=Response,
     responses={200: {"content": {MVT: {}}}},
 )
-def tile(request: Request, collection_id: str, z: int, x: int, y: int) -> Response:
+def tile(request: Request, collection_id: CollectionId, z: int, x: int, y: int) -> Response:
     content = request.app.state.runtime.store.tile(collection_id, z, x, y)
     return Response(content, media_type=MVT, headers={"Cache-Control": "public, max-age=60"})

@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 
 from geo_service.errors import InvalidParameter
+from geo_service.sources.catalog import Catalog, Layer
 from geo_service.sources.crs import (
     CHINA_LAT,
     CHINA_LON,
@@ -17,6 +18,7 @@ from geo_service.sources.crs import (
     convert,
 )
 from geo_service.store import BBox
+from geo_service.store.filtering import Filter, parse_filter
 
 __all__ = [
     "CRS_NAMES",
@@ -24,6 +26,7 @@ __all__ = [
     "OGC_CRS_NAMES",
     "list_param",
     "parse_bbox",
+    "parse_cql2",
     "parse_lonlat",
     "parse_number",
     "reject_unknown",
@@ -100,6 +103,25 @@ def parse_number(name: str, raw: str) -> float:
     if not math.isfinite(value):
         raise InvalidParameter(name, f"{raw!r} is not a finite number")
     return value
+
+
+def parse_cql2(
+    raw: str | None,
+    lang: str | None,
+    filter_crs: str | None,
+    layer: Layer,
+    catalog: Catalog,
+) -> Filter | None:
+    """The ``filter``, ``filter-lang`` and ``filter-crs`` parameters of OGC
+    API - Features Part 3 as one filter checked against ``layer`` (None when
+    there is no ``filter``; ``filter-lang`` or ``filter-crs`` alone are a 400)."""
+    if raw is None:
+        for name, value in (("filter-lang", lang), ("filter-crs", filter_crs)):
+            if value is not None:
+                raise InvalidParameter(name, "given without a filter")
+        return None
+    crs = CrsReference.parse(filter_crs, "filter-crs")
+    return parse_filter(raw, lang, layer, catalog, crs)
 
 
 def parse_bbox(

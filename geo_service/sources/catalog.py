@@ -597,6 +597,10 @@ def _parse_catalog(raw: dict[str, Any], directory: Path) -> Catalog:
             props[name] = _spec(name, spec, values)
         if entry["geometry"] not in {"Point", "Polygon"}:
             raise CatalogError(f"layer {entry['id']}: geometry must be Point or Polygon")
+        if not _NAME.fullmatch(entry["id"]):
+            raise CatalogError(
+                f"layer {entry['id']!r}: ids are a-z, 0-9 and _, starting with a letter"
+            )
         if entry["id"] in layers:
             raise CatalogError(f"layer {entry['id']} is defined twice")
         layers[entry["id"]] = Layer(
@@ -621,7 +625,14 @@ def _parse_catalog(raw: dict[str, Any], directory: Path) -> Catalog:
     )
 
 
+#: Layer and property names become SQL identifiers (tables, columns, JSON
+#: keys) in both stores, so they are plain lower-case names, never quoted text.
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
 def _spec(name: str, spec: dict[str, Any], values: dict[str, Any]) -> PropertySpec:
+    if not _NAME.fullmatch(name):
+        raise CatalogError(f"property {name!r}: names are a-z, 0-9 and _, starting with a letter")
     if spec["type"] not in _TYPES:
         raise CatalogError(f"property {name}: unknown type {spec['type']!r}")
     if spec["type"] in {"enum", "list"} and spec.get("values") not in values:

@@ -28,6 +28,7 @@ from geo_service.errors import (
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature, printable
 from geo_service.sources.importing import town_of_position
 from geo_service.sources.towns import TownIndex
+from geo_service.store.filtering import Filter
 
 __all__ = [
     "JOB_STATUSES",
@@ -219,11 +220,13 @@ class Store(ABC):
         *,
         bbox: BBox | None = None,
         filters: dict[str, Sequence[str]] | None = None,
+        where: Filter | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> Page:
         """Features intersecting ``bbox`` whose properties match ``filters``
-        (property -> accepted values), ordered by id, paged."""
+        (property -> accepted values) and the CQL2 filter ``where``, ordered
+        by id, paged."""
 
     @abstractmethod
     def all_features(self, layer_id: str) -> list[StoredFeature]:

@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
 from geo_service.sources.catalog import Catalog, Layer, PropertySpec, ValidFeature
 from geo_service.store.base import BBox, Page, Store, StoredFeature, stored_geometry
+from geo_service.store.filtering import Filter, SqlDialect, register_sqlite_functions
 
 __all__ = ["GeoPackageStore"]
 
@@ -141,6 +142,7 @@ def _register_functions(conn: sqlite3.Connection) -> None:
     conn.create_function(
         "ST_IsEmpty", 1, lambda blob: 1 if _blob_bounds(blob) is None else 0, deterministic=True
     )
+    register_sqlite_functions(conn, _from_blob)
 
 
 def _rtree_sql(table: str) -> str:
@@ -514,11 +516,12 @@ class GeoPackageStore(Store):
         *,
         bbox: BBox | None = None,
         filters: dict[str, Sequence[str]] | None = None,
+        where: Filter | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> Page:
         layer = self.catalog.layer(layer_id)
-        where: list[str] = []
+        conditions: list[str] = []
         params: list[Any] = []
         source = f'"{layer.id}" AS f'
         if bbox is not None:
@@ -527,13 +530,17 @@ class GeoPackageStore(Store):
             # (after ANALYZE) SQLite otherwise walks the whole id index to
             # skip the sort and probes the R-tree per row, 100x slower.
             source = f'"rtree_{layer.id}_geom" AS r CROSS JOIN "{layer.id}" AS f ON f.fid = r.id'
-            where.append("r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ?")
+            conditions.append("r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ?")
             params += [west, east, south, north]
         for name, accepted in (filters or {}).items():
             clause, values = _filter_clause(layer, name, accepted)
-            where.append(clause)
+            conditions.append(clause)
             params += values
-        sql_where = f" WHERE {' AND '.join(where)}" if where else ""
+        if where is not None:
+            clause, values = SQL_DIALECT.compile(where)
+            conditions.append(clause)
+            params += values
+        sql_where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         select = f'SELECT f.* FROM {source}{sql_where} ORDER BY f."id"'
         if bbox is not None and layer.geometry != "Point":
             # The R-tree matches envelopes; a polygon must really intersect the box,
@@ -681,3 +688,33 @@ def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[st
     if spec.type == "list":
         return (f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value IN ({marks}))", values)
     return f"{column} IN ({marks})", values
+
+
+_ARRAY_SQL = {
+    # every value asked is in the list
+    "a_contains": "NOT EXISTS (SELECT 1 FROM json_each({m}) AS w "
+    "WHERE w.value NOT IN (SELECT value FROM json_each({j})))",
+    # every value in the list is one asked
+    "a_containedby": "NOT EXISTS (SELECT 1 FROM json_each({j}) AS e "
+    "WHERE e.value NOT IN (SELECT value FROM json_each({m})))",
+    "a_overlaps": "EXISTS (SELECT 1 FROM json_each({j}) AS e "
+    "WHERE e.value IN (SELECT value FROM json_each({m})))",
+    "a_equals": "(json({j}) = json({m}))",
+}
+
+#: CQL2 filters in SQLite: catalog properties are columns (lists as JSON
+#: text, booleans as 0/1); spatial tests, LIKE and lower case are the Python
+#: functions ``filtering.register_sqlite_functions`` adds to each connection.
+SQL_DIALECT = SqlDialect(
+    mark="?",
+    collate="",  # SQLite compares text by code point already
+    column=lambda prop: 'f."id"' if prop.column_type == "id" else f'f."{prop.name}"',
+    list_json=lambda prop: f'f."{prop.name}"',
+    like=lambda expr, mark: f"(gs_like({expr}, {mark}) = 1)",
+    lower=lambda expr: f"gs_lower({expr})",
+    spatial=lambda name, mark: f"(gs_spatial('{name}', f.geom, {mark}) = 1)",
+    dwithin=lambda wkb, metres: f"(gs_dwithin(f.geom, {wkb}, {metres}) = 1)",
+    array=lambda op, j, mark: "(" + _ARRAY_SQL[op].format(j=j, m=mark) + ")",
+    list_empty=lambda j: f"(COALESCE(json_array_length({j}), 0) = 0)",
+    boolean=lambda value: 1 if value else 0,
+)

@@ -27,6 +27,7 @@ import shapely
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 from geo_service.store.base import BBox, Page, Store, StoredFeature, normalised, stored_geometry
+from geo_service.store.filtering import Filter, SqlDialect
 
 __all__ = ["PostGISStore"]
 
@@ -335,24 +336,29 @@ class PostGISStore(Store):
         *,
         bbox: BBox | None = None,
         filters: dict[str, Sequence[str]] | None = None,
+        where: Filter | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> Page:
         layer = self.catalog.layer(layer_id)
-        where: list[str] = []
+        conditions: list[str] = []
         params: list[Any] = []
         if bbox is not None:
             # && uses the GiST index; ST_Intersects makes polygons really meet the box.
-            where.append(
+            conditions.append(
                 "geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326) AND "
                 "ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))"
             )
             params += [*bbox, *bbox]
         for name, accepted in (filters or {}).items():
             clause, values = _filter_clause(layer, name, accepted)
-            where.append(clause)
+            conditions.append(clause)
             params += values
-        sql_where = f" WHERE {' AND '.join(where)}" if where else ""
+        if where is not None:
+            clause, values = SQL_DIALECT.compile(where)
+            conditions.append(clause)
+            params += values
+        sql_where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._reading() as conn:
             rows = conn.execute(
                 f"SELECT {self._COLUMNS} FROM {self._table(layer)}{sql_where} "
@@ -545,3 +551,52 @@ def _filter_clause(layer: Layer, name: str, accepted: Sequence[str]) -> tuple[st
 def _placeholders(sql: str) -> str:
     """The shared SQL in ``Store`` is written with ``?``; psycopg wants ``%s``."""
     return re.sub(r"\?", "%s", sql.replace("%", "%%"))
+
+
+def _column(prop) -> str:
+    if prop.column_type == "id":
+        return "id"
+    text = f"({_PROPS}->>'{prop.name}')"
+    return {"number": f"{text}::numeric", "boolean": f"{text}::boolean"}.get(prop.type, text)
+
+
+def _list_json(prop) -> str:
+    return f"({_PROPS}->'{prop.name}')"
+
+
+_ARRAY_SQL = {
+    "a_contains": "({j}::jsonb @> {m}::jsonb)",
+    "a_containedby": "({j}::jsonb <@ {m}::jsonb)",
+    "a_overlaps": "({j}::jsonb ?| ARRAY(SELECT jsonb_array_elements_text({m}::jsonb)))",
+    "a_equals": "({j}::jsonb = {m}::jsonb)",
+}
+_SPATIAL_SQL = {
+    "intersects": "ST_Intersects",
+    "disjoint": "ST_Disjoint",
+    "within": "ST_Within",
+    "contains": "ST_Contains",
+    "equals": "ST_Equals",
+    "touches": "ST_Touches",
+    "crosses": "ST_Crosses",
+    "overlaps": "ST_Overlaps",
+}
+
+#: CQL2 filters in PostgreSQL: properties read from the JSON ``props``, text
+#: ordered by code point (as SQLite orders it), distances on the spheroid.
+SQL_DIALECT = SqlDialect(
+    mark="%s",
+    collate=' COLLATE "C"',
+    column=_column,
+    list_json=_list_json,
+    like=lambda expr, mark: f"({expr} LIKE {mark} ESCAPE '\\')",
+    lower=lambda expr: f"lower({expr})",
+    spatial=lambda name, mark: f"{_SPATIAL_SQL[name]}(geom, ST_GeomFromWKB({mark}, 4326))",
+    dwithin=lambda wkb, metres: (
+        f"ST_DWithin(geom::geography, ST_GeomFromWKB({wkb}, 4326)::geography, {metres})"
+    ),
+    array=lambda op, j, mark: _ARRAY_SQL[op].format(j=j, m=mark),
+    list_empty=lambda j: (
+        f"(COALESCE(json_array_length(CASE WHEN json_typeof({j}) = 'array' THEN {j} END), 0) = 0)"
+    ),
+    boolean=lambda value: value,
+)
