@@ -210,3 +210,15 @@ def test_owslib_reads_queryables_and_filters_in_both_encodings(server):
         **{"filter-lang": "cql2-json"},
     )
     assert sorted(f["id"] for f in as_json["features"]) == expected
+
+
+@pytest.mark.parametrize("parameter", ["crs", "bbox-crs", "filter-crs"])
+@pytest.mark.parametrize("value", ["EPSG:4326", "epsg:4326", "4326"])
+def test_the_axis_ambiguous_epsg_4326_name_is_refused_with_both_choices(server, parameter, value):
+    params = {parameter: value, "bbox": "118.0,36.78,118.06,36.83"}
+    if parameter == "filter-crs":
+        params = {parameter: value, "filter": "S_INTERSECTS(geometry, POINT(118.05 36.81))"}
+    response = httpx.get(f"{server}/collections/stations/items", params=params)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert EPSG4326 in detail and CRS84 in detail and "latitude first" in detail

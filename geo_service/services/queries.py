@@ -42,8 +42,9 @@ MAX_LIST_VALUES = 50
 #: OpenAPI description of every ``crs`` parameter.
 CRS_NAMES = ["wgs84", "gcj02", "bd09", "epsg:4326", "4326", "amap", "baidu"]
 #: What ``CrsReference.parse`` accepts: the OGC API - Features Part 2 URIs
-#: (CRS84 longitude first, EPSG:4326 latitude first) and the names above.
-OGC_CRS_NAMES = [*OGC_CRS_URIS, *CRS_NAMES]
+#: (CRS84 longitude first, EPSG:4326 latitude first) and the names above but
+#: the axis-ambiguous ``epsg:4326`` / ``4326``.
+OGC_CRS_NAMES = [*OGC_CRS_URIS, *(n for n in CRS_NAMES if n not in {"epsg:4326", "4326"})]
 
 
 def split_list(

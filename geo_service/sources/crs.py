@@ -133,6 +133,15 @@ class CrsReference:
             return cls(CoordinateSystem.wgs84, lat_first=True)
         if value is not None and value.strip() == CRS84_URI:
             return cls(CoordinateSystem.wgs84)
+        if value is not None and value.strip().lower() in {"epsg:4326", "4326"}:
+            # Where geometries and boxes are written in it, "EPSG:4326" is
+            # ambiguous: the EPSG definition puts latitude first, most web
+            # tools write longitude first. Neither guess is safe.
+            raise InvalidParameter(
+                parameter,
+                f"{value.strip()!r} does not say which axis comes first: use {EPSG4326_URI} "
+                f"(latitude first) or {CRS84_URI} / wgs84 (longitude first)",
+            )
         try:
             return cls(CoordinateSystem.parse(value, parameter))
         except InvalidParameter:
