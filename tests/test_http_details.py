@@ -307,6 +307,32 @@ def test_a_forged_host_header_never_reaches_a_link(client, public, path):
     assert all(h.startswith(f"{PUBLIC}/") for h in _hrefs(absolute.json()))
 
 
+@pytest.mark.parametrize(
+    ("host", "base"),
+    [
+        ("127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("localhost:8123", "http://localhost:8123"),
+        ("LOCALHOST", "http://LOCALHOST"),
+        ("[::1]:8000", "http://[::1]:8000"),
+        ("localhost.evil.example:8000", ""),
+        ("127.0.0.1.evil.example", ""),
+        ("127.0.0.1:80@evil.example", ""),
+        ("[::1]evil", ""),
+        ("192.168.1.20:8000", ""),
+    ],
+)
+def test_links_are_absolute_for_a_client_on_this_machine_only(client, host, base):
+    """A loopback Host can only point links back at this machine, so a local
+    client (QGIS 3.22 needs absolute links) gets them; any other Host gets
+    links relative to itself."""
+    hrefs = _hrefs(client.get("/collections", headers={"Host": host}).json())
+    assert hrefs
+    if base:
+        assert all(h.startswith(f"{base}/") for h in hrefs), hrefs
+    else:
+        assert all(h.startswith("/") for h in hrefs), hrefs
+
+
 def test_the_printed_qr_codes_point_at_the_public_url_whatever_the_host(public, client):
     forged = {"Host": EVIL}
     started = public.post(

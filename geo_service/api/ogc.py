@@ -117,12 +117,27 @@ def _ok(schema: str, media: str = MediaType.json.value, html: bool = True, **ext
     return {200: response}
 
 
+#: Host names that can only mean this machine.
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+
+
 def _base(request: Request) -> str:
-    """The start of every link: the ``public_url`` setting, else nothing (links
-    relative to this host). Never the request's ``Host`` header, which the
-    client chooses: echoed into links, it lets one client point another's
-    cached answers anywhere."""
-    return request.app.state.runtime.settings.public_url.rstrip("/")
+    """The start of every link: the ``public_url`` setting; else, for a
+    client on this machine (a loopback ``Host``), that host, so that clients
+    which do not resolve relative links (QGIS 3.22's OGC API provider stops
+    at the landing page) work out of the box; else nothing (links relative to
+    the host). Never any other ``Host`` header, which the client chooses:
+    echoed into links, it lets one client point another's cached answers
+    anywhere, and a loopback one can only point them back at this machine."""
+    public = request.app.state.runtime.settings.public_url.rstrip("/")
+    if public:
+        return public
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    port = host[len(name) + 1 :]
+    if name.lower() in _LOOPBACK_HOSTS and (port == "" or port.isdigit()):
+        return f"{request.url.scheme}://{host}"
+    return ""
 
 
 def _json(body: Any, media_type: str = MediaType.json, headers: dict | None = None) -> Response:
