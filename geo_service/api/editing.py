@@ -47,8 +47,14 @@ _FEATURE_SCHEMA = {
     "required": ["type", "geometry", "properties"],
     "properties": {
         "type": {"type": "string", "enum": ["Feature"]},
-        # Absent or empty: made from the name and the position.
-        "id": {"type": ["string", "null"], "pattern": f"^({FEATURE_ID_PATTERN[1:-1]})?$"},
+        # Absent or empty: made from the name and the position. RFC 7946 allows
+        # a number too: it is stored, and answered, as text ("7").
+        "id": {
+            "anyOf": [
+                {"type": ["string", "null"], "pattern": f"^({FEATURE_ID_PATTERN[1:-1]})?$"},
+                {"type": "integer", "minimum": 0},
+            ]
+        },
         "geometry": {"type": "object"},
         "properties": {"type": "object"},
     },

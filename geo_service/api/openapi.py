@@ -223,6 +223,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["conformsTo"],
         "properties": {"conformsTo": {"type": "array", "items": {"type": "string"}}},
     },
+    "Queryables": {
+        "description": "A JSON Schema (2020-12) of the properties a CQL2 filter may name",
+        "type": "object",
+        "required": ["$schema", "$id", "type", "properties"],
+        "properties": {
+            "$schema": {"type": "string"},
+            "$id": {"type": "string"},
+            "type": {"type": "string", "enum": ["object"]},
+            "title": {"type": "string"},
+            "properties": {"type": "object", "additionalProperties": {"type": "object"}},
+            "additionalProperties": {"type": "boolean"},
+        },
+    },
     "Collection": {
         "type": "object",
         "required": ["id", "title", "links", "numberOfFeatures", "kinds"],
