@@ -23,6 +23,9 @@ main{max-width:60rem;margin:0 auto;padding:1rem}
 max-width:24rem;margin:2rem auto}
 h1{font-size:1.4rem;margin:0 0 1rem}
 label{display:block;margin:.75rem 0 .25rem;font-weight:600}
+input,button,nav a{min-height:44px}
+input,button{font-family:inherit}
+.service{margin:0 0 .25rem;color:#5f6368;font-size:.9rem}
 input{width:100%;font-size:1rem;padding:.6rem;border:1px solid #9aa0a6;border-radius:6px}
 button{font-size:1rem;padding:.6rem 1.2rem;border:0;border-radius:6px;background:#b3261e;
 color:#fff;cursor:pointer}
@@ -57,6 +60,7 @@ NAV = (
 _WORDS = {
     "zh": {
         "title": "登录 · 张店区拥军服务资源地图",
+        "service": "张店区拥军服务资源地图 · 管理后台",
         "heading": "登录",
         "name": "用户名",
         "password": "密码",
@@ -65,6 +69,7 @@ _WORDS = {
     },
     "en": {
         "title": "Sign in · Zhangdian support-resource map",
+        "service": "Zhangdian support-resource map · office console",
         "heading": "Sign in",
         "name": "User name",
         "password": "Password",
@@ -74,7 +79,9 @@ _WORDS = {
 }
 
 
-def _document(lang: str, title: str, body: Html, head: Html = _NO_HTML) -> str:
+def _document(
+    lang: str, title: str, body: Html, head: Html = _NO_HTML, *, connect: bool = False
+) -> str:
     page = html(
         '<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -86,7 +93,7 @@ def _document(lang: str, title: str, body: Html, head: Html = _NO_HTML) -> str:
         style=_STYLE,
         body=body,
     )
-    return finish_page(page, forms=True)
+    return finish_page(page, forms=True, connect=connect)
 
 
 def login_page(lang: str = "zh", *, message: str | None = None, name: str = "") -> str:
@@ -98,7 +105,8 @@ def login_page(lang: str = "zh", *, message: str | None = None, name: str = "") 
     notice = html('<p class="message" role="alert">{}</p>', message) if message else Html("")
     body = html(
         '<main><div class="card"><p class="lang"><a href="/admin/login?lang={switch_lang}" '
-        'hreflang="{switch_lang}">{switch_label}</a></p><h1>{heading}</h1>{notice}'
+        'hreflang="{switch_lang}">{switch_label}</a></p><p class="service">{service}</p>'
+        "<h1>{heading}</h1>{notice}"
         '<form class="sign-in" method="post" action="/admin/login">'
         '<input type="hidden" name="lang" value="{lang}">'
         '<label for="name">{name_label}</label>'
@@ -110,6 +118,7 @@ def login_page(lang: str = "zh", *, message: str | None = None, name: str = "") 
         '<button type="submit">{submit}</button></form></div></main>',
         switch_lang=switch_lang,
         switch_label=switch_label,
+        service=words["service"],
         heading=words["heading"],
         notice=notice,
         lang=lang,
@@ -155,4 +164,5 @@ def console_page(*, name: str, role: str, towns: list[tuple[str, str]], csrf_tok
     )
     # For the console's scripts to come: the token their changes must carry.
     head = html('<meta name="csrf-token" content="{}">', csrf_token)
-    return _document("zh", "管理后台 · 张店区拥军服务资源地图", body, head)
+    # connect: the console's scripts will call the editing API under /admin/api.
+    return _document("zh", "管理后台 · 张店区拥军服务资源地图", body, head, connect=True)
