@@ -225,3 +225,26 @@ def test_a_bearer_token_needs_no_csrf_token_under_admin_api(office_app):
             headers={"Authorization": f"Bearer {token}", "If-Match": feature.headers["ETag"]},
         )
         assert response.status_code == 200, response.text
+
+
+def test_the_console_pages_keep_store_and_form_text_inert():
+    from geo_service.web.console import console_page, login_page
+
+    hostile = '"><script>alert(1)</script>'
+    page = console_page(
+        name="王芳", role="editor", towns=[(MASHANG, hostile)], csrf_token="token-1"
+    )
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
+    assert "form-action 'self'" in page and "script-src 'self' 'unsafe-eval';" in page
+    # The name a person typed comes back in the form, as text.
+    refilled = login_page("zh", message="用户名或密码不正确。", name=hostile)
+    assert "<script>alert" not in refilled and 'value="&quot;&gt;&lt;script&gt;' in refilled
+
+
+def test_the_login_form_answers_an_unknown_name_like_a_wrong_password(office_app):
+    with office_app() as client:
+        _add_office(client)
+        wrong = client.post("/admin/login", data={"name": "office", "password": "guess"})
+        unknown = client.post("/admin/login", data={"name": "nobody", "password": "guess"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.text.replace("office", "nobody") == unknown.text
