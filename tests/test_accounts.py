@@ -248,3 +248,15 @@ def test_the_login_form_answers_an_unknown_name_like_a_wrong_password(office_app
         unknown = client.post("/admin/login", data={"name": "nobody", "password": "guess"})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.text.replace("office", "nobody") == unknown.text
+
+
+def test_signing_in_again_ends_the_browsers_previous_session(office_app):
+    with office_app() as client:
+        _add_office(client)
+        form = {"name": "office", "password": "correct horse 1"}
+        first = client.post("/admin/login", data=form, follow_redirects=False)
+        client.post("/admin/login", data=form, follow_redirects=False)
+        store = client.app.state.runtime.store
+        with store._reading() as conn:
+            (count,) = store._sql(conn, "SELECT count(*) FROM gs_sessions")[0]
+    assert count == 1 and first.cookies["gs_session"] != client.cookies["gs_session"]

@@ -143,6 +143,9 @@ async def login(request: Request) -> Response:
         response = _page(page, 429)
         response.headers["Retry-After"] = str(locked.retry_after)
         return response
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:  # signing in again (as anyone) ends the session this browser had
+        await run_in_threadpool(accounts.sign_out, store, previous)
     response = RedirectResponse("/admin/", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
