@@ -100,7 +100,7 @@ def test_sessions_end_when_idle_too_long_or_too_old(empty_store: Store):
         accounts.session_for(empty_store, idle.session_id, POLICY)
 
     busy = accounts.sign_in(empty_store, "office", password, POLICY)
-    # Used a minute ago: still alive, and its idle time starts again.
+    # Used two minutes ago: still alive, and its idle time starts again.
     age(empty_store, "office", last_seen=dt.timedelta(minutes=2))
     accounts.session_for(empty_store, busy.session_id, POLICY)
     record = empty_store.session(accounts._session_hash(busy.session_id))

@@ -89,7 +89,7 @@ IfMatch = Annotated[
     ),
 ]
 #: Declares the bearer token in OpenAPI (``securitySchemes``); the header
-#: itself is read by ``authenticate``, which words every refusal (401).
+#: itself is read by ``admin.principal``, which words every refusal (401).
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearerToken",

@@ -10,6 +10,9 @@ Residents read anonymously. Staff send ``Authorization: Bearer TOKEN``:
   single edits and import rows alike), never merely the one a body declares.
   Town boundaries and the district outline are the office's.
 
+People sign in to the office console instead (``services.accounts``); a
+session acts as a ``Principal`` too, under the same roles and towns.
+
 Tokens are made by ``geo-service tokens add`` and shown once. The store keeps
 only their SHA-256: a token is 256 random bits, so nobody can guess one from
 its hash (a slow password hash buys nothing for such a secret). Every request
