@@ -473,6 +473,103 @@ def tokens_revoke(name: str, store: StoreOption = None) -> None:
     console.print(f"token {name!r} revoked")
 
 
+users_app = typer.Typer(
+    help="People who sign in to the office console at /admin/ (admin, or editor of towns)."
+)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Option("--name", help="Sign-in name (shown in the audit trail)")],
+    role: Annotated[str, typer.Option("--role", help="admin or editor")],
+    towns: Annotated[
+        str | None, typer.Option("--towns", help="Editor's town codes, comma-separated")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Create a user. Their initial password is printed once, on the last line."""
+    from geo_service.services import accounts
+
+    try:
+        with _runtime(store) as rt:
+            known = [town.id for town in rt.store.all_features("towns")]
+            password = accounts.add_user(rt.store, name, role, split_list(towns), known)
+    except GeoServiceError as error:
+        _fail(error)
+    errors.print(f"user {name!r} ({role}) created; hand them this initial password:")
+    print(password)
+
+
+@users_app.command("passwd")
+def users_passwd(
+    name: str,
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the new password from standard input")
+    ] = False,
+    store: StoreOption = None,
+) -> None:
+    """Give a user a new password (printed on the last line unless read from
+    --stdin); it ends their sessions and clears a lock."""
+    from geo_service.services import accounts
+
+    given = sys.stdin.readline().rstrip("\r\n") if stdin else None
+    try:
+        with _runtime(store) as rt:
+            password = accounts.change_password(rt.store, name, given)
+    except GeoServiceError as error:
+        _fail(error)
+    if stdin:
+        console.print(f"password of {name!r} changed; their sessions have ended")
+        return
+    errors.print(f"password of {name!r} changed; their sessions have ended. New password:")
+    print(password)
+
+
+@users_app.command("disable")
+def users_disable(name: str, store: StoreOption = None) -> None:
+    """Stop a user from signing in; their sessions end at once."""
+    from geo_service.services import accounts
+
+    try:
+        with _runtime(store) as rt:
+            accounts.disable_user(rt.store, name)
+    except GeoServiceError as error:
+        _fail(error)
+    console.print(f"user {name!r} disabled")
+
+
+@users_app.command("enable")
+def users_enable(name: str, store: StoreOption = None) -> None:
+    """Let a disabled user sign in again (with their password as it was)."""
+    from geo_service.services import accounts
+
+    try:
+        with _runtime(store) as rt:
+            accounts.enable_user(rt.store, name)
+    except GeoServiceError as error:
+        _fail(error)
+    console.print(f"user {name!r} enabled")
+
+
+@users_app.command("list")
+def users_list(store: StoreOption = None) -> None:
+    """Every user's name, role, towns, dates and lock (never a password or hash)."""
+    with _runtime(store) as rt:
+        records = rt.store.users()
+    table = Table("name", "role", "towns", "created", "disabled", "locked until")
+    for record in records:
+        table.add_row(
+            escape(record.name),
+            record.role,
+            ", ".join(record.towns) or "all",
+            record.created_at[:19],
+            (record.disabled_at or "")[:19],
+            (record.locked_until or "")[:19],
+        )
+    console.print(table)
+
+
 @app.command()
 def audit(
     town: Annotated[str | None, typer.Option(help="Town code (before or after the change)")] = None,

@@ -154,6 +154,35 @@ class Settings(BaseSettings):
         "as its own default trusts 127.0.0.1)",
     )
 
+    # The office console: people sign in with a password (services.accounts).
+    session_idle_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        description="A console session unused this long ends (each request starts the count again)",
+    )
+    session_max_hours: int = Field(
+        default=12, ge=1, le=7 * 24, description="A console session ends this long after sign-in"
+    )
+    sign_in_max_failures: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Wrong passwords in a row that lock an account (in every worker)",
+    )
+    sign_in_lock_minutes: int = Field(
+        default=15, ge=1, le=24 * 60, description="How long a locked account stays locked"
+    )
+    sign_in_per_minute: int = Field(
+        default=10,
+        ge=0,
+        description="Sign-in attempts one client address may make a minute, per server "
+        "process (0: no limit); past it, 429 with Retry-After",
+    )
+    sign_in_burst: int = Field(
+        default=10, ge=1, description="Sign-in attempts one client address may make at once"
+    )
+
     def import_limits(self) -> ImportLimits:
         """The limits every import (API, CLI, jobs) checks files against."""
         return ImportLimits(

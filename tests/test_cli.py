@@ -73,7 +73,9 @@ def test_unknown_layer_is_a_clear_error_not_a_traceback(store_path, tmp_path):
 HEAVY = ("fastapi", "starlette", "folium", "matplotlib", "geopandas")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["layers"], ["jobs", "list"], ["tokens", "list"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["layers"], ["jobs", "list"], ["tokens", "list"], ["users", "list"]]
+)
 def test_light_commands_load_no_web_or_drawing_stack(store_path, args):
     probe = (
         "import sys\n"
@@ -105,3 +107,91 @@ def test_coverage_prints_a_town_name_that_looks_like_markup_as_it_is(store_path)
     result = run("coverage", "--radius", "15min", "-p", "1", store=store_path, check=False)
     assert result.returncode == 0, result.stderr
     assert "[/]公园[red]街道" in result.stdout
+
+
+def test_users_add_passwd_disable_enable_and_list(store_path):
+    from geo_service.errors import Unauthorized
+    from geo_service.services import accounts
+    from geo_service.settings import Settings
+    from geo_service.sources.catalog import load_catalog
+    from geo_service.store import open_store
+
+    policy = accounts.AccountPolicy.from_settings(Settings())
+    added = run(
+        "users",
+        "add",
+        "--name",
+        "王芳",
+        "--role",
+        "editor",
+        "--towns",
+        "370303009",
+        store=store_path,
+    )
+    initial = added.stdout.splitlines()[-1]
+    assert len(initial) >= 16 and initial not in added.stderr
+
+    store = open_store(store_path, load_catalog())
+    try:
+        first = accounts.sign_in(store, "王芳", initial, policy)
+        # A new generated password: printed last, and the old sessions end.
+        changed = run("users", "passwd", "王芳", store=store_path).stdout.splitlines()[-1]
+        assert changed != initial
+        with pytest.raises(Unauthorized):
+            accounts.session_for(store, first.session_id, policy)
+        with pytest.raises(Unauthorized):
+            accounts.sign_in(store, "王芳", initial, policy)
+        # A password chosen by the office, from standard input (never an argument).
+        chosen = "长城-Great-Wall-42"
+        piped = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "geo_service.cli",
+                "users",
+                "passwd",
+                "王芳",
+                "--stdin",
+                "--store",
+                str(store_path),
+            ],
+            input=chosen + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"COLUMNS": "120", "PATH": ""},
+        )
+        assert chosen not in piped.stdout + piped.stderr
+        second = accounts.sign_in(store, "王芳", chosen, policy)
+
+        run("users", "disable", "王芳", store=store_path)
+        with pytest.raises(Unauthorized):
+            accounts.session_for(store, second.session_id, policy)
+        with pytest.raises(Unauthorized):
+            accounts.sign_in(store, "王芳", chosen, policy)
+        listed = run("users", "list", store=store_path).stdout
+        assert "王芳" in listed and "370303009" in listed and "$argon2" not in listed
+        assert chosen not in listed
+
+        run("users", "enable", "王芳", store=store_path)
+        accounts.sign_in(store, "王芳", chosen, policy)
+    finally:
+        store.close()
+
+
+def test_users_refuses_unknown_towns_and_names(store_path):
+    refused = run(
+        "users",
+        "add",
+        "--name",
+        "x",
+        "--role",
+        "editor",
+        "--towns",
+        "999",
+        store=store_path,
+        check=False,
+    )
+    assert refused.returncode == 2 and "unknown town code" in refused.stderr
+    missing = run("users", "disable", "nobody", store=store_path, check=False)
+    assert missing.returncode == 2 and "no user named 'nobody'" in missing.stderr

@@ -13,6 +13,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from geo_service.api import (
+    admin,
     coverage,
     docs,
     editing,
@@ -103,6 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, lambda: load_catalog(settings.layers_dir))
     app.include_router(ogc.router)
     app.include_router(editing.router)
+    # The same routes where the console's session cookie (Path=/admin) reaches them.
+    app.include_router(editing.router, prefix="/admin/api", include_in_schema=False)
+    app.include_router(admin.router)
+    app.state.sign_in_buckets = admin.sign_in_buckets(settings)
     app.include_router(nearest.router)
     app.include_router(geocode.router)
     app.include_router(coverage.router)

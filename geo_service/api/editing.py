@@ -1,6 +1,7 @@
 """Writes in the style of OGC API - Features Part 4 (create, replace, update,
 delete), the file import, and the audit trail. Every write needs a bearer
-token; every change of an existing feature needs ``If-Match``."""
+token (or, under ``/admin/api``, the office console's session and its CSRF
+token); every change of an existing feature needs ``If-Match``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 
+from geo_service.api import admin
 from geo_service.api.media import MediaType
 from geo_service.api.ogc import FEATURE_ID_PATTERN, CollectionId, FeatureId, _base
 from geo_service.api.openapi import catalog_values, change_links, json_body, problem
@@ -23,7 +25,7 @@ from geo_service.errors import (
     UnsupportedMediaType,
 )
 from geo_service.services import editing
-from geo_service.services.access import Principal, authenticate, require_admin
+from geo_service.services.access import Principal, require_admin
 from geo_service.store import AuditQuery, Store, StoredFeature
 
 __all__ = ["router"]
@@ -93,7 +95,7 @@ IfMatch = Annotated[
     ),
 ]
 #: Declares the bearer token in OpenAPI (``securitySchemes``); the header
-#: itself is read by ``authenticate``, which words every refusal (401).
+#: itself is read by ``admin.principal``, which words every refusal (401).
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearerToken",
@@ -104,7 +106,8 @@ _bearer = HTTPBearer(
 def principal(
     request: Request, _declared: Annotated[object, Security(_bearer)] = None
 ) -> Principal:
-    return authenticate(request.app.state.runtime.store, request.headers.get("authorization"))
+    # A bearer token, or the office console's session cookie with its CSRF token.
+    return admin.principal(request)
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]
@@ -338,7 +341,7 @@ async def import_items(
         "who": who.as_inputs(),
     }
     # A job like any other: run by a worker process, never on this event loop.
-    _record, output = await request.app.state.jobs.run("import", inputs, actor=who.name)
+    _record, output = await request.app.state.jobs.run("import", inputs, actor=who.actor)
     return Response(output.content, media_type=MediaType.json)
 
 

@@ -106,7 +106,7 @@ def _principal(request: Request) -> Principal | None:
 def _may_see(who: Principal | None, record: JobRecord) -> bool:
     """Anyone may follow a job nobody signed for (printing, coverage); a job
     an editor started (an import) is theirs and the admins'."""
-    return record.actor is None or (who is not None and (who.is_admin or who.name == record.actor))
+    return record.actor is None or (who is not None and (who.is_admin or who.actor == record.actor))
 
 
 def _job_for(request: Request, job_id: str) -> JobRecord:
@@ -222,7 +222,7 @@ async def execute(request: Request, process_id: ProcessId) -> Response:
         if who is None:
             raise Unauthorized("this process needs a token: Authorization: Bearer TOKEN")
         inputs["who"] = who.as_inputs()
-        actor = who.name
+        actor = who.actor
     engine = request.app.state.jobs
     if "respond-async" in request.headers.get("prefer", ""):
         record = await engine.queue(process_id, inputs, actor=actor)

@@ -10,6 +10,9 @@ Residents read anonymously. Staff send ``Authorization: Bearer TOKEN``:
   single edits and import rows alike), never merely the one a body declares.
   Town boundaries and the district outline are the office's.
 
+People sign in to the office console instead (``services.accounts``); a
+session acts as a ``Principal`` too, under the same roles and towns.
+
 Tokens are made by ``geo-service tokens add`` and shown once. The store keeps
 only their SHA-256: a token is 256 random bits, so nobody can guess one from
 its hash (a slow password hash buys nothing for such a secret). Every request
@@ -36,6 +39,7 @@ __all__ = [
     "Role",
     "authenticate",
     "authorize_change",
+    "check_grant",
     "hash_token",
     "issue_token",
 ]
@@ -49,26 +53,46 @@ class Role(StrEnum):
     editor = "editor"
 
 
+#: How the audit trail names a person signed in to the office console,
+#: "user:NAME", apart from a token's bare name and the CLI's "cli:USER"
+#: (token and user names cannot hold a colon).
+PERSON_PREFIX = "user:"
+
+
 @dataclass(frozen=True)
 class Principal:
-    """The bearer of a valid token: its name (what the audit trail records),
-    role and, for an editor, towns."""
+    """Who makes a change: the bearer of a valid token, or a person signed in
+    to the office console (``person``); its name, role and, for an editor,
+    towns. ``actor`` is what the audit trail records."""
 
     name: str
     role: Role
     towns: frozenset[str]
+    person: bool = False
 
     @property
     def is_admin(self) -> bool:
         return self.role == Role.admin
 
+    @property
+    def actor(self) -> str:
+        return PERSON_PREFIX + self.name if self.person else self.name
+
     def as_inputs(self) -> dict[str, Any]:
         """Who asked, as a job records it (JSON), for the job to act as them."""
-        return {"name": self.name, "role": self.role.value, "towns": sorted(self.towns)}
+        return {
+            "name": self.name,
+            "role": self.role.value,
+            "towns": sorted(self.towns),
+            "person": self.person,
+        }
 
     @classmethod
     def from_inputs(cls, data: dict[str, Any]) -> Principal:
-        return cls(data["name"], Role(data["role"]), frozenset(data["towns"]))
+        # Jobs recorded before people could sign in carry no "person".
+        return cls(
+            data["name"], Role(data["role"]), frozenset(data["towns"]), bool(data.get("person"))
+        )
 
 
 def hash_token(token: str) -> str:
@@ -79,6 +103,16 @@ def issue_token(
     store: Store, name: str, role: str, towns: Iterable[str], known_towns: Iterable[str]
 ) -> str:
     """Create a token, keep its hash, and return the token (the only time it exists)."""
+    role, towns = check_grant(name, role, towns, known_towns)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    store.add_token(name, role.value, towns, hash_token(token))
+    return token
+
+
+def check_grant(
+    name: str, role: str, towns: Iterable[str], known_towns: Iterable[str]
+) -> tuple[Role, list[str]]:
+    """The role and sorted towns of a new token or user, or ``InvalidParameter``."""
     if not _NAME.fullmatch(name):
         raise InvalidParameter("name", "1-64 letters, digits, '.', '_', '-' or '@'")
     try:
@@ -87,16 +121,14 @@ def issue_token(
         raise InvalidParameter("role", f"{role!r} is not a role; use admin or editor") from None
     towns = sorted(set(towns))
     if role == Role.admin and towns:
-        raise InvalidParameter("towns", "an admin token covers every town; give no --towns")
+        raise InvalidParameter("towns", "an admin covers every town; give no --towns")
     if role == Role.editor:
         if not towns:
-            raise InvalidParameter("towns", "an editor token needs the town codes it may edit")
+            raise InvalidParameter("towns", "an editor needs the town codes they may edit")
         unknown = sorted(set(towns) - set(known_towns))
         if unknown:
             raise InvalidParameter("towns", f"unknown town code(s): {', '.join(unknown)}")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    store.add_token(name, role.value, towns, hash_token(token))
-    return token
+    return role, towns
 
 
 def authenticate(store: Store, authorization: str | None) -> Principal:
@@ -134,6 +166,7 @@ def authorize_change(
     if not layer.is_facility:
         raise Forbidden(f"only an admin may change {layer.id}")
     names = town_names or {}
+    holder = "this account" if principal.person else "this token"
 
     def label(code: object) -> str:
         return f"{names[code]} ({code})" if code in names else str(code)
@@ -141,13 +174,9 @@ def authorize_change(
     if before is not None:
         code = before.properties.get("town_code")
         if code not in principal.towns:
-            raise Forbidden(
-                f"{before.id} is in {label(code)}, outside the towns this token may edit"
-            )
+            raise Forbidden(f"{before.id} is in {label(code)}, outside the towns {holder} may edit")
     if after is not None:
         code = after.properties.get("town_code")
         if code not in principal.towns:
             verb = "move a site to" if before is not None else "create a site in"
-            raise Forbidden(
-                f"this token may not {verb} {label(code)}, outside the towns it may edit"
-            )
+            raise Forbidden(f"{holder} may not {verb} {label(code)}, outside the towns it may edit")

@@ -12,9 +12,11 @@ from geo_service.store.base import (
     Change,
     JobRecord,
     Page,
+    SessionRecord,
     Store,
     StoredFeature,
     TokenRecord,
+    UserRecord,
     WriteResult,
 )
 
@@ -25,9 +27,11 @@ __all__ = [
     "Change",
     "JobRecord",
     "Page",
+    "SessionRecord",
     "Store",
     "StoredFeature",
     "TokenRecord",
+    "UserRecord",
     "WriteResult",
     "open_store",
 ]

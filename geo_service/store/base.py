@@ -37,9 +37,11 @@ __all__ = [
     "Change",
     "JobRecord",
     "Page",
+    "SessionRecord",
     "Store",
     "StoredFeature",
     "TokenRecord",
+    "UserRecord",
     "WriteResult",
     "etag_matches",
 ]
@@ -135,6 +137,36 @@ class TokenRecord:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A person who signs in to the office console (``gs_users``). The Argon2
+    hash is kept out of ``repr`` so that no log line or traceback prints it."""
+
+    name: str
+    role: str
+    towns: tuple[str, ...]
+    created_at: str
+    disabled_at: str | None
+    failed_sign_ins: int  # consecutive, since the last success or lock
+    locked_until: str | None
+    password_hash: str = field(repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A console session (``gs_sessions``) and its user. The store knows the
+    session only by the SHA-256 of its id; the id itself lives in the cookie."""
+
+    user: UserRecord
+    csrf_token: str = field(repr=False)
+    created_at: str
+    last_seen: str
 
 
 #: A job's life: accepted -> running -> successful | failed, or dismissed on the way.
@@ -656,6 +688,151 @@ class Store(ABC):
             )
         return _token_record(rows[0]) if rows else None
 
+    # -- console users and their sessions ----------------------------------------------
+    # The account rules (lockout, expiry) live in services.accounts; the store
+    # keeps the state so that it holds across workers and restarts.
+
+    _USER_COLUMNS = (
+        "name, role, towns, created_at, disabled_at, failed_sign_ins, locked_until, password_hash"
+    )
+
+    def add_user(self, name: str, role: str, towns: Sequence[str], password_hash: str) -> None:
+        """Keep a new user; a name is never reused, so the audit trail's names
+        stay unambiguous."""
+        with self._transaction() as conn:
+            if self._sql(conn, "SELECT 1 FROM gs_users WHERE name = ?", [name]):
+                raise Conflict(f"a user named {name!r} exists (names are never reused)")
+            self._sql(
+                conn,
+                "INSERT INTO gs_users (name, role, towns, password_hash, created_at, "
+                "failed_sign_ins) VALUES (?, ?, ?, ?, ?, 0)",
+                [name, role, ",".join(towns), password_hash, now()],
+            )
+
+    def users(self) -> list[UserRecord]:
+        with self._reading() as conn:
+            rows = self._sql(conn, f"SELECT {self._USER_COLUMNS} FROM gs_users ORDER BY name")
+        return [_user_record(row) for row in rows]
+
+    def user(self, name: str) -> UserRecord | None:
+        with self._reading() as conn:
+            rows = self._sql(
+                conn, f"SELECT {self._USER_COLUMNS} FROM gs_users WHERE name = ?", [name]
+            )
+        return _user_record(rows[0]) if rows else None
+
+    def set_password_hash(self, name: str, password_hash: str, *, end_sessions: bool) -> None:
+        """Replace a user's hash and clear their lock. ``end_sessions``: a new
+        password (not merely a rehash of the same one) signs them out everywhere."""
+        with self._transaction() as conn:
+            rows = self._sql(
+                conn,
+                "UPDATE gs_users SET password_hash = ?, failed_sign_ins = 0, locked_until = NULL "
+                "WHERE name = ? RETURNING name",
+                [password_hash, name],
+            )
+            if not rows:
+                raise NotFound(f"no user named {name!r}")
+            if end_sessions:
+                self._sql(conn, "DELETE FROM gs_sessions WHERE user_name = ?", [name])
+
+    def set_user_disabled(self, name: str, disabled: bool) -> None:
+        """Disable (and sign out everywhere) or enable a user."""
+        with self._transaction() as conn:
+            rows = self._sql(conn, "SELECT disabled_at FROM gs_users WHERE name = ?", [name])
+            if not rows:
+                raise NotFound(f"no user named {name!r}")
+            if disabled:
+                if rows[0][0] is None:
+                    self._sql(
+                        conn, "UPDATE gs_users SET disabled_at = ? WHERE name = ?", [now(), name]
+                    )
+                self._sql(conn, "DELETE FROM gs_sessions WHERE user_name = ?", [name])
+            else:
+                self._sql(
+                    conn,
+                    "UPDATE gs_users SET disabled_at = NULL, failed_sign_ins = 0, "
+                    "locked_until = NULL WHERE name = ?",
+                    [name],
+                )
+
+    def record_failed_sign_in(self, name: str, *, limit: int, lock_until: str) -> str | None:
+        """Count one more failed sign-in of ``name`` in one transaction (so
+        workers racing each other count every attempt); at ``limit`` in a row
+        the account is locked until ``lock_until`` and the count starts again.
+        Returns the lock's end when this failure set it, else None."""
+        with self._transaction() as conn:
+            rows = self._sql(
+                conn,
+                "UPDATE gs_users SET failed_sign_ins = failed_sign_ins + 1 WHERE name = ? "
+                "RETURNING failed_sign_ins",
+                [name],
+            )
+            if not rows or int(rows[0][0]) < limit:
+                return None
+            self._sql(
+                conn,
+                "UPDATE gs_users SET failed_sign_ins = 0, locked_until = ? WHERE name = ?",
+                [lock_until, name],
+            )
+            return lock_until
+
+    def create_session(self, session_hash: str, name: str, csrf_token: str) -> None:
+        """Start a session for ``name`` after a successful sign-in, which also
+        ends the user's run of failures."""
+        at = now()
+        with self._transaction() as conn:
+            self._sql(
+                conn,
+                "UPDATE gs_users SET failed_sign_ins = 0, locked_until = NULL WHERE name = ?",
+                [name],
+            )
+            self._sql(
+                conn,
+                "INSERT INTO gs_sessions (session_hash, user_name, csrf_token, created_at, "
+                "last_seen) VALUES (?, ?, ?, ?, ?)",
+                [session_hash, name, csrf_token, at, at],
+            )
+
+    def session(self, session_hash: str) -> SessionRecord | None:
+        """The session with this hash and its user, read fresh on every call."""
+        columns = ", ".join(f"u.{c.strip()}" for c in self._USER_COLUMNS.split(","))
+        with self._reading() as conn:
+            rows = self._sql(
+                conn,
+                f"SELECT {columns}, s.csrf_token, s.created_at, s.last_seen FROM gs_sessions s "
+                "JOIN gs_users u ON u.name = s.user_name WHERE s.session_hash = ?",
+                [session_hash],
+            )
+        if not rows:
+            return None
+        row = rows[0]
+        return SessionRecord(_user_record(row[:8]), row[8], row[9], row[10])
+
+    def touch_session(self, session_hash: str) -> None:
+        """The session was used now: its idle time starts again."""
+        with self._transaction() as conn:
+            self._sql(
+                conn,
+                "UPDATE gs_sessions SET last_seen = ? WHERE session_hash = ?",
+                [now(), session_hash],
+            )
+
+    def end_session(self, session_hash: str) -> None:
+        with self._transaction() as conn:
+            self._sql(conn, "DELETE FROM gs_sessions WHERE session_hash = ?", [session_hash])
+
+    def end_stale_sessions(self, *, idle_since: str, created_before: str) -> int:
+        """Delete sessions unused since ``idle_since`` or older than ``created_before``."""
+        with self._transaction() as conn:
+            rows = self._sql(
+                conn,
+                "DELETE FROM gs_sessions WHERE last_seen < ? OR created_at < ? "
+                "RETURNING session_hash",
+                [idle_since, created_before],
+            )
+        return len(rows)
+
     # -- jobs (OGC API - Processes) ---------------------------------------------------
     # The job engine decides what a job does; the store keeps its record, so
     # any worker process (and a restarted one) sees the same jobs.
@@ -830,6 +1007,20 @@ def _token_record(row: Sequence[Any]) -> TokenRecord:
     name, role, towns, created_at, revoked_at = row
     return TokenRecord(
         name, role, tuple(t for t in (towns or "").split(",") if t), created_at, revoked_at
+    )
+
+
+def _user_record(row: Sequence[Any]) -> UserRecord:
+    name, role, towns, created_at, disabled_at, failed, locked_until, password_hash = row
+    return UserRecord(
+        name,
+        role,
+        tuple(t for t in (towns or "").split(",") if t),
+        created_at,
+        disabled_at,
+        int(failed or 0),
+        locked_until,
+        password_hash,
     )
 
 

@@ -74,6 +74,14 @@ CREATE INDEX IF NOT EXISTS gs_audit_feature ON gs_audit (layer_id, feature_id);
 CREATE TABLE IF NOT EXISTS gs_tokens (
   name TEXT PRIMARY KEY, role TEXT NOT NULL, towns TEXT NOT NULL,
   token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
+CREATE TABLE IF NOT EXISTS gs_users (
+  name TEXT PRIMARY KEY, role TEXT NOT NULL, towns TEXT NOT NULL, password_hash TEXT NOT NULL,
+  created_at TEXT NOT NULL, disabled_at TEXT, failed_sign_ins INTEGER NOT NULL DEFAULT 0,
+  locked_until TEXT);
+CREATE TABLE IF NOT EXISTS gs_sessions (
+  session_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL REFERENCES gs_users (name),
+  csrf_token TEXT NOT NULL, created_at TEXT NOT NULL, last_seen TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS gs_sessions_user ON gs_sessions (user_name);
 CREATE TABLE IF NOT EXISTS gs_jobs (
   id TEXT PRIMARY KEY, process TEXT NOT NULL,
   status TEXT NOT NULL CHECK (status IN ('accepted', 'running', 'successful', 'failed',

@@ -216,6 +216,22 @@ class PostGISStore(Store):
                 "created_at text NOT NULL, revoked_at text)"
             )
             conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self.schema}".gs_users (name text PRIMARY KEY, '
+                "role text NOT NULL, towns text NOT NULL, password_hash text NOT NULL, "
+                "created_at text NOT NULL, disabled_at text, failed_sign_ins integer NOT NULL "
+                "DEFAULT 0, locked_until text)"
+            )
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self.schema}".gs_sessions (session_hash text '
+                f'PRIMARY KEY, user_name text NOT NULL REFERENCES "{self.schema}".gs_users '
+                "(name), csrf_token text NOT NULL, created_at text NOT NULL, last_seen text "
+                "NOT NULL)"
+            )
+            conn.execute(
+                f'CREATE INDEX IF NOT EXISTS gs_sessions_user ON "{self.schema}".gs_sessions '
+                "(user_name)"
+            )
+            conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{self.schema}".gs_jobs (id text COLLATE "C" '
                 "PRIMARY KEY, process text NOT NULL, status text NOT NULL CHECK (status IN "
                 "('accepted', 'running', 'successful', 'failed', 'dismissed')), progress "
@@ -249,9 +265,9 @@ class PostGISStore(Store):
 
     def _schema_complete(self, conn) -> bool:
         """Every table, column, index and layer row ``initialise`` would create exists."""
-        tables = ["gs_layer_state", "gs_audit", "gs_tokens", "gs_jobs"]
+        tables = ["gs_layer_state", "gs_audit", "gs_tokens", "gs_users", "gs_sessions", "gs_jobs"]
         tables += [f"layer_{layer_id}" for layer_id in self.catalog.layers]
-        indexes = ["gs_audit_feature", "gs_jobs_cache", "gs_jobs_created"]
+        indexes = ["gs_audit_feature", "gs_sessions_user", "gs_jobs_cache", "gs_jobs_created"]
         indexes += [f"layer_{layer_id}_geom_idx" for layer_id in self.catalog.layers]
         row = conn.execute(
             "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = %s "

@@ -133,12 +133,13 @@ def _script_hashes(page: str) -> list[str]:
     return sorted(set(hashes))
 
 
-def finish_page(page: str, *, connect: bool = False, images: str = "") -> str:
+def finish_page(page: str, *, connect: bool = False, images: str = "", forms: bool = False) -> str:
     """The page with ``lang="zh-CN"`` and a Content-Security-Policy that runs
     only its own scripts: those under ``static/`` and its inline ones as they
     are now (by hash). ``connect``: the page may ask its own service
     (``fetch``); ``images``: sources of images besides the page and data:
-    URIs (e.g. ``https:`` for map tiles)."""
+    URIs (e.g. ``https:`` for map tiles); ``forms``: the page's forms may
+    post to its own service (the office console's)."""
     # 'unsafe-eval': the pages' scripts never evaluate text (a test keeps it
     # so), while browser tests evaluate their expressions in the page.
     scripts = " ".join(["'self'", "'unsafe-eval'", *_script_hashes(page)])
@@ -151,7 +152,7 @@ def finish_page(page: str, *, connect: bool = False, images: str = "") -> str:
             f"img-src 'self' data: {images}".strip(),
             "connect-src 'self'" if connect else "connect-src 'none'",
             "base-uri 'none'",
-            "form-action 'none'",
+            "form-action 'self'" if forms else "form-action 'none'",
         ]
     )
     if '"' in policy:
