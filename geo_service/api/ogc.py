@@ -17,6 +17,7 @@ from geo_service.api.params import output_crs, wants_html
 from geo_service.errors import InvalidParameter
 from geo_service.outputs.geojson import feature_collection, feature_to_geojson
 from geo_service.services.queries import MAX_LIST_VALUES, OGC_CRS_NAMES, parse_bbox
+from geo_service.services.samples import count_samples, sample_note
 from geo_service.sources.catalog import Catalog, Layer
 from geo_service.sources.crs import CRS84_URI, OGC_CRS_URIS, CoordinateSystem, CrsReference
 from geo_service.store import Store
@@ -202,6 +203,12 @@ def _collection_body(request: Request, store: Store, layer: Layer) -> dict[str, 
     }
     if extent is not None:
         body["extent"] = {"spatial": {"bbox": [list(extent)], "crs": CRS84}}
+    samples = count_samples(store, layer)
+    if samples is not None:
+        # Counts that include sample features say so (DESIGN.md, honesty of the data).
+        body["sampleFeatures"] = samples
+        if samples:
+            body["sampleNote"] = sample_note(samples, body["numberOfFeatures"])
     return body
 
 

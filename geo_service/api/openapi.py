@@ -195,6 +195,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "properties": {"type": "object"},
             "links": {"type": "array", "items": ref("Link")},
             "coordinate_system": {"type": "string", "enum": ["gcj02", "bd09"]},
+            # Only on a create: the sample sites the new one probably replaces.
+            "warnings": {"type": "array", "items": {"type": "string"}},
         },
     },
     "FeatureCollection": {
@@ -243,6 +245,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 },
             },
             "numberOfFeatures": {"type": "integer", "minimum": 0},
+            "sampleFeatures": {"type": "integer", "minimum": 0},
+            "sampleNote": {
+                "type": "object",
+                "required": ["zh", "en"],
+                "properties": {"zh": {"type": "string"}, "en": {"type": "string"}},
+            },
             "links": {"type": "array", "items": ref("Link")},
             "extent": {
                 "type": "object",
