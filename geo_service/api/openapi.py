@@ -377,6 +377,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "cell_m": {"type": "number"},
             "facilities": {"type": "integer", "minimum": 0},
             "distance": {"type": "string"},
+            "sample_sites": {
+                "type": "object",
+                "description": "Sample sites counted by the coverage and by the compliance check",
+                "properties": {
+                    "coverage": {"type": "integer", "minimum": 0},
+                    "compliance": {"type": "integer", "minimum": 0},
+                },
+            },
+            "sample_note": {
+                "type": ["string", "null"],
+                "description": "Said (Chinese first) whenever sample sites are counted",
+            },
             "towns": {
                 "type": "array",
                 "items": {

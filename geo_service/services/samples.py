@@ -10,7 +10,7 @@ from geo_service.sources.catalog import Layer, ValidFeature
 from geo_service.sources.samples import SampleNames, SampleSite
 from geo_service.store import Store
 
-__all__ = ["count_samples", "probable_samples", "sample_note"]
+__all__ = ["count_samples", "coverage_sample_note", "probable_samples", "sample_note"]
 
 #: Sample sites read per query when listing them.
 _PAGE = 10_000
@@ -37,6 +37,30 @@ def sample_note(samples: int, total: int) -> dict[str, str]:
         "en": f"{samples} of {total} features are sample data: their position or service "
         "is illustrative; do not rely on them.",
     }
+
+
+def coverage_sample_note(coverage: tuple[int, int], compliance: tuple[int, int]) -> str | None:
+    """What a coverage report that counts sample sites must say, Chinese
+    first: ``coverage`` and ``compliance`` are (sample sites, all sites)
+    counted by each part. None when no sample site is counted.
+
+    >>> note = coverage_sample_note((24, 24), (70, 82))
+    >>> note.startswith("注意：本报告计入了示例站点"), "82 个开放站点中有 70 个" in note
+    (True, True)
+    >>> coverage_sample_note((0, 5), (0, 9)) is None
+    True
+    """
+    (in_coverage, coverage_total), (in_compliance, compliance_total) = coverage, compliance
+    if not in_coverage and not in_compliance:
+        return None
+    return (
+        f"注意：本报告计入了示例站点：覆盖分析的 {coverage_total} 个站点中有 {in_coverage} 个、"
+        f"达标检查的 {compliance_total} 个开放站点中有 {in_compliance} 个为示例数据（sample），"
+        "结果仅作演示，不代表实际情况。 "
+        f"(Sample sites are counted: {in_coverage} of the {coverage_total} sites in the "
+        f"coverage and {in_compliance} of the {compliance_total} open sites in the compliance "
+        "check are sample data; the results are illustrative.)"
+    )
 
 
 def probable_samples(store: Store, layer: Layer, feature: ValidFeature) -> list[SampleSite]:
