@@ -96,15 +96,15 @@ DUPLICATE_REASONS = 5
 #: site shows up for residents as the office most likely meant, and every such
 #: row says so.
 FILLED_DEFAULTS = {
+    # property: (Chinese name, Chinese default, English name, English default)
     "position_quality": (
-        "位置精度，记为“示意位置”（approximate），不是“实测”",
-        "a position quality, recorded as approximate, not surveyed",
+        "位置精度",
+        "记为“示意位置”（approximate），不是“实测”",
+        "position quality",
+        "recorded as approximate, not surveyed",
     ),
-    "eligible": (
-        "服务对象，记为全部五类优抚对象",
-        "eligible groups, recorded as all five",
-    ),
-    "status": ("状态，记为“正常开放”", "a status, recorded as open"),
+    "eligible": ("服务对象", "记为全部五类优抚对象", "eligible groups", "recorded as all five"),
+    "status": ("状态", "记为“正常开放”", "status", "recorded as open"),
 }
 DEFAULT_VALUES = {"position_quality": "approximate", "status": "open"}
 #: Grid cells of the duplicate index: 0.001 degrees of latitude (about 111 m) by
@@ -183,8 +183,11 @@ class ImportPlan:
         lines = []
         for prop, rows in self.default_counts().items():
             if rows:
-                zh, en = FILLED_DEFAULTS[prop]
-                lines.append(f"{rows} 行未填{zh} ({rows} rows without {en})")
+                name_zh, default_zh, name_en, default_en = FILLED_DEFAULTS[prop]
+                lines.append(
+                    f"{rows} 行未填{name_zh}，{default_zh} "
+                    f"({rows} rows without {name_en}: {default_en})"
+                )
         samples = sum(bool(row.same_as_samples) for row in self.rows)
         if samples:
             lines.append(
@@ -663,8 +666,8 @@ def _state_defaults(rows: list[RowReport]) -> None:
         if report.status == RowStatus.error:
             continue  # not written: its defaults do not matter
         for prop in report.defaults:
-            zh, en = FILLED_DEFAULTS[prop]
-            report.note(f"未填{zh} (no {en})")
+            name_zh, default_zh, name_en, default_en = FILLED_DEFAULTS[prop]
+            report.note(f"未填{name_zh}，{default_zh} (no {name_en} given: {default_en})")
 
 
 def _geocode_row(given: dict[str, Any], ctx: _Context, report: RowReport):
