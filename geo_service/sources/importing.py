@@ -90,7 +90,7 @@ GCJ_SAMPLE_ROWS = 200
 DUPLICATE_CANDIDATES = 64
 DUPLICATE_REASONS = 5
 #: What the import fills in when a row leaves a property empty, and how the
-#: report names it: (Chinese, English). A missing position quality is
+#: report names it. A missing position quality is
 #: ``approximate`` (never ``surveyed``: nobody said the point was measured);
 #: a missing eligibility is every group and a missing status ``open``, so the
 #: site shows up for residents as the office most likely meant, and every such
@@ -179,7 +179,7 @@ class ImportPlan:
     def summary(self) -> list[str]:
         """What the office should know about the file as a whole, beyond the
         counts: the defaults filled in and the sample sites probably replaced
-        (Chinese first); shown after the rows by the CLI, and in the reports."""
+        (Chinese first); shown after the rows by the CLI, and in the JSON report."""
         lines = []
         for prop, rows in self.default_counts().items():
             if rows:
@@ -188,7 +188,9 @@ class ImportPlan:
                     f"{rows} 行未填{name_zh}，{default_zh} "
                     f"({rows} rows without {name_en}: {default_en})"
                 )
-        samples = sum(bool(row.same_as_samples) for row in self.rows)
+        samples = sum(
+            bool(row.same_as_samples) for row in self.rows if row.status != RowStatus.error
+        )
         if samples:
             lines.append(
                 f"{samples} 行可能与示例站点是同一地点，核实后请删除或替换示例 "
@@ -621,14 +623,14 @@ def _row_properties(
         props[prop] = keys
     if "eligible" not in props:
         props["eligible"] = list(ctx.catalog.values["eligible"])
-        _filled_default(report, "eligible")
+        report.defaults.append("eligible")
     for prop in ("status", "position_quality"):
         text = _text(given.get(prop))
         if text:
             props[prop] = _lookup(ctx.catalog.values[prop], text) or text
         else:
             props[prop] = DEFAULT_VALUES[prop]
-            _filled_default(report, prop)
+            report.defaults.append(prop)  # said by _state_defaults, after the row's faults
     phone = given.get("phone")
     if isinstance(phone, int | float) and not isinstance(phone, bool):
         digits = _text(phone) or ""
@@ -650,12 +652,6 @@ def _row_properties(
     if row_id:
         props["id"] = row_id
     return props, position
-
-
-def _filled_default(report: RowReport, prop: str) -> None:
-    """A property the row left empty, filled with its default (said once the
-    row's checks are done, after what there is to fix)."""
-    report.defaults.append(prop)
 
 
 def _state_defaults(rows: list[RowReport]) -> None:
