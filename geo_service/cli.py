@@ -342,6 +342,8 @@ def coverage(
         )
     console.print(table)
     console.print("* population is a placeholder (no figure for that town)")
+    if report["sample_note"]:
+        console.print(f"[bold yellow]{escape(report['sample_note'])}[/]")
     if recommendation:
         console.print(
             f"suggested {p} new sites (MCLP, {recommendation['solve_seconds']} s): covered "

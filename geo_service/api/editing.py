@@ -134,11 +134,17 @@ def _if_match(value: str | None) -> str:
 
 
 def _feature_response(
-    request: Request, feature: StoredFeature, status: int = 200, location: bool = False
+    request: Request,
+    feature: StoredFeature,
+    status: int = 200,
+    location: bool = False,
+    warnings: list[str] | None = None,
 ) -> Response:
     body = feature.geojson()
     href = f"{_base(request)}/collections/{feature.layer_id}/items/{feature.id}"
     body["links"] = [{"href": href, "rel": "self", "type": MediaType.geojson.value}]
+    if warnings:
+        body["warnings"] = warnings  # a foreign member: GeoJSON readers ignore it
     headers = {"ETag": feature.etag}
     if location:
         headers["Location"] = href
@@ -155,7 +161,10 @@ _FEATURE_TYPES = (MediaType.geojson.value, MediaType.json.value)
     summary="Add a feature",
     operation_id="createFeature",
     description="Needs a token (an editor: inside their towns). Missing `updated_at`, "
-    "`sample`, `source`, `town_code` (from the position) and `id` are filled in.",
+    "`sample`, `source`, `town_code` (from the position) and `id` are filled in. "
+    "A site named like a sample site of the layer (sample markers such as 示例： "
+    "ignored), wherever that lies, is created all the same; the answer's `warnings` "
+    "names the sample it probably replaces.",
     tags=["Editing"],
     status_code=201,
     response_class=Response,
@@ -171,7 +180,9 @@ async def create_item(request: Request, collection_id: CollectionId, who: Princi
     created = await run_in_threadpool(
         editing.create_feature, request.app.state.runtime, who, collection_id, body
     )
-    return _feature_response(request, created, 201, location=True)
+    return _feature_response(
+        request, created.feature, 201, location=True, warnings=created.warnings
+    )
 
 
 _CHANGE_ERRORS = {

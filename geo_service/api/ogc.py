@@ -23,6 +23,7 @@ from geo_service.services.queries import (
     parse_bbox,
     parse_cql2,
 )
+from geo_service.services.samples import count_samples, sample_note
 from geo_service.sources.catalog import Catalog, Layer
 from geo_service.sources.crs import CRS84_URI, OGC_CRS_URIS, CoordinateSystem, CrsReference
 from geo_service.store import Store
@@ -251,6 +252,12 @@ def _collection_body(request: Request, store: Store, layer: Layer) -> dict[str, 
     }
     if extent is not None:
         body["extent"] = {"spatial": {"bbox": [list(extent)], "crs": CRS84}}
+    samples = count_samples(store, layer)
+    if samples is not None:
+        # Counts that include sample features say so (DESIGN.md, honesty of the data).
+        body["sampleFeatures"] = samples
+        if samples:
+            body["sampleNote"] = sample_note(samples, body["numberOfFeatures"])
     return body
 
 

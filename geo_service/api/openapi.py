@@ -195,6 +195,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "properties": {"type": "object"},
             "links": {"type": "array", "items": ref("Link")},
             "coordinate_system": {"type": "string", "enum": ["gcj02", "bd09"]},
+            # Only on a create: the sample sites the new one probably replaces.
+            "warnings": {"type": "array", "items": {"type": "string"}},
         },
     },
     "FeatureCollection": {
@@ -256,6 +258,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 },
             },
             "numberOfFeatures": {"type": "integer", "minimum": 0},
+            "sampleFeatures": {"type": "integer", "minimum": 0},
+            "sampleNote": {
+                "type": "object",
+                "required": ["zh", "en"],
+                "properties": {"zh": {"type": "string"}, "en": {"type": "string"}},
+            },
             "links": {"type": "array", "items": ref("Link")},
             "extent": {
                 "type": "object",
@@ -382,6 +390,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "cell_m": {"type": "number"},
             "facilities": {"type": "integer", "minimum": 0},
             "distance": {"type": "string"},
+            "sample_sites": {
+                "type": "object",
+                "description": "Sample sites counted by the coverage and by the compliance check",
+                "properties": {
+                    "coverage": {"type": "integer", "minimum": 0},
+                    "compliance": {"type": "integer", "minimum": 0},
+                },
+            },
+            "sample_note": {
+                "type": ["string", "null"],
+                "description": "Said (Chinese first) whenever sample sites are counted",
+            },
             "towns": {
                 "type": "array",
                 "items": {

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook
-from openpyxl.styles import Font
+from openpyxl.styles import Font, PatternFill
 
 from geo_service.analysis.coverage import COMPLIANCE_COLUMNS, TOWN_COLUMNS
 from geo_service.outputs.cells import save_workbook, xlsx_row
@@ -45,6 +45,13 @@ def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str,
     sheet = _sheet(book, "镇街覆盖与达标", header, rows, first=True)
     sheet.append([])
     sheet.append([f"覆盖半径 {report['radius_m']:.0f} 米；{report['distance']}"])
+    if report.get("sample_note"):
+        # Under the table, in the yellow of the map's sample notice: the numbers
+        # above include sample sites.
+        sheet.append([report["sample_note"]])
+        note = sheet.cell(row=sheet.max_row, column=1)
+        note.font = Font(bold=True)
+        note.fill = PatternFill("solid", fgColor="FFF3CD")
     units = [
         [unit, c["open"], c["planned"], c["suspended"]]
         for unit, c in report["progress_by_unit"].items()

@@ -51,6 +51,8 @@ def print_report(plan: ImportPlan, console: Console) -> None:
     console.print(
         f"{counts['OK']} OK, {counts['warning']} with warnings, {counts['error']} with errors"
     )
+    for line in plan.summary():
+        console.print(f"· {escape(line)}")
 
 
 def _file_cells(row) -> list[Any]:

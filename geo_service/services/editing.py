@@ -12,6 +12,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from geo_service.errors import Conflict, FieldProblem, Forbidden, InvalidFeature
 from geo_service.runtime import Runtime
 from geo_service.services.access import Principal, authorize_change, require_admin
 from geo_service.services.importing import apply_import, plan_import
+from geo_service.services.samples import probable_samples
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature, printable
 from geo_service.sources.crs import CoordinateSystem
 from geo_service.sources.importing import (
@@ -30,11 +32,13 @@ from geo_service.sources.importing import (
     feature_id_for,
     town_of_position,
 )
+from geo_service.sources.samples import SampleSite, same_place_warning
 from geo_service.sources.towns import Towns
 from geo_service.store import StoredFeature
 
 __all__ = [
     "IMPORT_TYPES",
+    "Created",
     "create_feature",
     "delete_feature",
     "import_file",
@@ -192,7 +196,10 @@ def import_report(plan: ImportPlan, written: dict[str, Any] | None) -> dict[str,
         "source": plan.source,
         "crs": plan.crs.value if plan.crs else None,
         "counts": plan.counts(),
+        # Rows per property filled with a default (each row also says so).
+        "defaults": plan.default_counts(),
         "notes": plan.notes,
+        "summary": plan.summary(),
         "rows": [
             {
                 "line": row.line,
@@ -202,6 +209,8 @@ def import_report(plan: ImportPlan, written: dict[str, Any] | None) -> dict[str,
                 "action": row.action or None,
                 "reasons": row.reasons,
                 "geocoded": row.geocoded,
+                "defaults": row.defaults,
+                "same_as_samples": row.same_as_samples,
             }
             for row in plan.rows
         ],
@@ -333,8 +342,22 @@ def _authorizer(rt: Runtime, who: Principal, layer: Layer):
     return check
 
 
-def create_feature(rt: Runtime, who: Principal, layer_id: str, body: Any) -> StoredFeature:
-    """A new feature from a client's GeoJSON; ``Conflict`` if its id exists."""
+@dataclass
+class Created:
+    """A feature just created, and what the writer should know about it."""
+
+    feature: StoredFeature
+    #: Sample sites it is probably the same place as (a warning, not a refusal).
+    same_as_samples: list[SampleSite] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [same_place_warning(sample) for sample in self.same_as_samples]
+
+
+def create_feature(rt: Runtime, who: Principal, layer_id: str, body: Any) -> Created:
+    """A new feature from a client's GeoJSON; ``Conflict`` if its id exists.
+    The answer names the sample sites it probably replaces."""
     layer = rt.catalog.layer(layer_id)
     feature = prepare_feature(rt.catalog, layer, body, rt.towns.get())
     change = rt.store.change(
@@ -347,7 +370,7 @@ def create_feature(rt: Runtime, who: Principal, layer_id: str, body: Any) -> Sto
         authorize=_authorizer(rt, who, layer),
     )
     assert change.after is not None
-    return change.after
+    return Created(change.after, probable_samples(rt.store, layer, feature))
 
 
 def replace_feature(

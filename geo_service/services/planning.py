@@ -15,6 +15,7 @@ import numpy as np
 from geo_service.analysis import coverage as cv
 from geo_service.errors import InvalidParameter
 from geo_service.runtime import Runtime
+from geo_service.services.samples import coverage_sample_note
 
 __all__ = [
     "MAX_P",
@@ -116,6 +117,12 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
         entry["all_met"] = checks["all_met"]
         entry["population_note"] = grid.towns[row.town_code]["note"]
         table.append(entry)
+    # Compliance counts open sites of every layer (``compliance_by_town``).
+    open_sites = [s for s in every_site if s.properties.get("status") == "open"]
+    samples = {
+        "coverage": sum(bool(s.properties.get("sample")) for s in sites),
+        "compliance": sum(bool(s.properties.get("sample")) for s in open_sites),
+    }
     return {
         "radius_m": question.radius_m,
         "layers": list(question.layers) if question.layers else None,
@@ -123,6 +130,11 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
         "cell_m": question.cell_m,
         "facilities": len(sites),
         "distance": cv.distance_assumption(),
+        # Sample sites counted, and the note every output shows when there are any.
+        "sample_sites": samples,
+        "sample_note": coverage_sample_note(
+            (samples["coverage"], len(sites)), (samples["compliance"], len(open_sites))
+        ),
         "towns": table,
         "progress_by_unit": cv.progress_by_unit(every_site),
         "uncovered": {row.town_code: row.uncovered for row in rows},

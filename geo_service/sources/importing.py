@@ -50,6 +50,7 @@ from geo_service.sources.crs import (
     metric_crs,
 )
 from geo_service.sources.geocoding import PlacedFeature
+from geo_service.sources.samples import SampleNames, same_place_warning
 from geo_service.sources.tables import (
     DEFAULT_LIMITS,
     CellError,
@@ -88,6 +89,24 @@ GCJ_SAMPLE_ROWS = 200
 #: row; beyond these a dense cluster of one name gets a single summary warning.
 DUPLICATE_CANDIDATES = 64
 DUPLICATE_REASONS = 5
+#: What the import fills in when a row leaves a property empty, and how the
+#: report names it. A missing position quality is
+#: ``approximate`` (never ``surveyed``: nobody said the point was measured);
+#: a missing eligibility is every group and a missing status ``open``, so the
+#: site shows up for residents as the office most likely meant, and every such
+#: row says so.
+FILLED_DEFAULTS = {
+    # property: (Chinese name, Chinese default, English name, English default)
+    "position_quality": (
+        "位置精度",
+        "记为“示意位置”（approximate），不是“实测”",
+        "position quality",
+        "recorded as approximate, not surveyed",
+    ),
+    "eligible": ("服务对象", "记为全部五类优抚对象", "eligible groups", "recorded as all five"),
+    "status": ("状态", "记为“正常开放”", "status", "recorded as open"),
+}
+DEFAULT_VALUES = {"position_quality": "approximate", "status": "open"}
 #: Grid cells of the duplicate index: 0.001 degrees of latitude (about 111 m) by
 #: 0.002 of longitude (about 178 m in Zibo), both wider than DUPLICATE_DISTANCE_M
 #: up to 77 degrees of latitude, so sites within 50 m are in neighbouring cells.
@@ -109,6 +128,11 @@ class RowReport:
     action: str = ""  # insert, update, unchanged; empty when not written
     reasons: list[str] = field(default_factory=list)
     geocoded: bool = False  # placed from its address, not from the file's coordinates
+    #: Properties the row left empty and the import filled with a default
+    #: (``FILLED_DEFAULTS``), each also stated among the reasons (``note``).
+    defaults: list[str] = field(default_factory=list)
+    #: Ids of sample sites this row is probably the same place as.
+    same_as_samples: list[str] = field(default_factory=list)
 
     def warn(self, reason: str) -> None:
         self.reasons.append(reason)
@@ -118,6 +142,10 @@ class RowReport:
     def fail(self, reason: str) -> None:
         self.reasons.append(reason)
         self.status = RowStatus.error
+
+    def note(self, reason: str) -> None:
+        """Said, but nothing to fix: the status stays as it is."""
+        self.reasons.append(reason)
 
 
 @dataclass
@@ -139,6 +167,36 @@ class ImportPlan:
         for row in self.rows:
             out[row.status.value] += 1
         return out
+
+    def default_counts(self) -> dict[str, int]:
+        """Per property of ``FILLED_DEFAULTS``: how many rows to be written got
+        the default."""
+        return {
+            prop: sum(prop in row.defaults for row in self.rows if row.status != RowStatus.error)
+            for prop in FILLED_DEFAULTS
+        }
+
+    def summary(self) -> list[str]:
+        """What the office should know about the file as a whole, beyond the
+        counts: the defaults filled in and the sample sites probably replaced
+        (Chinese first); shown after the rows by the CLI, and in the JSON report."""
+        lines = []
+        for prop, rows in self.default_counts().items():
+            if rows:
+                name_zh, default_zh, name_en, default_en = FILLED_DEFAULTS[prop]
+                lines.append(
+                    f"{rows} 行未填{name_zh}，{default_zh} "
+                    f"({rows} rows without {name_en}: {default_en})"
+                )
+        samples = sum(
+            bool(row.same_as_samples) for row in self.rows if row.status != RowStatus.error
+        )
+        if samples:
+            lines.append(
+                f"{samples} 行可能与示例站点是同一地点，核实后请删除或替换示例 "
+                f"({samples} rows are probably the same place as a sample site)"
+            )
+        return lines
 
 
 class ImportRefused(InvalidParameter):
@@ -565,16 +623,14 @@ def _row_properties(
         props[prop] = keys
     if "eligible" not in props:
         props["eligible"] = list(ctx.catalog.values["eligible"])
-    status = _text(given.get("status"))
-    props["status"] = (
-        (_lookup(ctx.catalog.values["status"], status) or status) if status else "open"
-    )
-    quality = _text(given.get("position_quality"))
-    props["position_quality"] = (
-        (_lookup(ctx.catalog.values["position_quality"], quality) or quality)
-        if quality
-        else "surveyed"
-    )
+        report.defaults.append("eligible")
+    for prop in ("status", "position_quality"):
+        text = _text(given.get(prop))
+        if text:
+            props[prop] = _lookup(ctx.catalog.values[prop], text) or text
+        else:
+            props[prop] = DEFAULT_VALUES[prop]
+            report.defaults.append(prop)  # said by _state_defaults, after the row's faults
     phone = given.get("phone")
     if isinstance(phone, int | float) and not isinstance(phone, bool):
         digits = _text(phone) or ""
@@ -596,6 +652,18 @@ def _row_properties(
     if row_id:
         props["id"] = row_id
     return props, position
+
+
+def _state_defaults(rows: list[RowReport]) -> None:
+    """Each default a written row got, stated in the row's reasons. A default
+    is not a fault (a file with no 状态 column means open sites), so the row's
+    status stays; the summary counts them (``ImportPlan.summary``)."""
+    for report in rows:
+        if report.status == RowStatus.error:
+            continue  # not written: its defaults do not matter
+        for prop in report.defaults:
+            name_zh, default_zh, name_en, default_en = FILLED_DEFAULTS[prop]
+            report.note(f"未填{name_zh}，{default_zh} (no {name_en} given: {default_en})")
 
 
 def _geocode_row(given: dict[str, Any], ctx: _Context, report: RowReport):
@@ -830,6 +898,22 @@ def _check_duplicates(
         _warn_some(report, found, more, "stored sites at the same address")
 
 
+def _check_samples(rows: list[RowReport], features: dict[int, ValidFeature], ctx: _Context) -> None:
+    """Warn of rows named like a stored sample site of the layer, wherever it
+    lies: the real site the sample stood in for, most likely."""
+    samples = SampleNames.of((f.id, f.properties) for f in ctx.stored.values())
+    if not len(samples):
+        return
+    report_of = {r.line: r for r in rows}
+    for line, feature in features.items():
+        if feature.properties.get("sample"):
+            continue
+        report = report_of[line]
+        for sample in samples.matches(feature.properties["name"], own_id=feature.id):
+            report.same_as_samples.append(sample.id)
+            report.warn(same_place_warning(sample))
+
+
 def _warn_some(report: RowReport, reasons: list[str], truncated: bool, what: str) -> None:
     """Name the first few duplicates; a dense cluster of one name gets one line."""
     for reason in reasons[:DUPLICATE_REASONS]:
@@ -978,6 +1062,8 @@ def plan_rows(
             report.action = "unchanged"
         features[row.line] = feature
     _check_duplicates(reports, features, ctx, sites)
+    _check_samples(reports, features, ctx)
+    _state_defaults(reports)
     suspicion = _gcj_suspicion(reports, features, ctx)
     if suspicion:
         notes.append(suspicion)

@@ -158,6 +158,8 @@ def coverage_data(
             "sites": "现有设施",
             "lines": legend_lines,
             "note": report["distance"],
+            # Every number on the page includes these sites: said under the title.
+            "sample": report.get("sample_note"),
         },
         "bounds": None
         if bounds is None

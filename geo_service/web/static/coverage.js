@@ -39,6 +39,7 @@
       el("b", { text: data.title }),
       el("div", { text: data.subtitle })
     ]);
+    if (data.sample) box.appendChild(el("div", { "class": "cov-sample", text: data.sample }));
     data.bands.forEach(function (band) {
       var swatch = el("span");
       swatch.style.background = band.colour;
