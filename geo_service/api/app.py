@@ -17,10 +17,12 @@ from geo_service.api import (
     docs,
     editing,
     geocode,
+    history,
     nearest,
     ogc,
     printing,
     processes,
+    supervision,
     tiles,
     webmap,
 )
@@ -103,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, lambda: load_catalog(settings.layers_dir))
     app.include_router(ogc.router)
     app.include_router(editing.router)
+    app.include_router(history.router)
+    app.include_router(supervision.router)
     app.include_router(nearest.router)
     app.include_router(geocode.router)
     app.include_router(coverage.router)
