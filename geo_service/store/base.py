@@ -520,10 +520,9 @@ class Store(ABC):
         if chosen is None:
             raise NotFound(f"{layer_id}/{feature_id} has no version {seq}")
         if chosen["after"] is None:
-            raise InvalidParameter(
-                "version",
+            raise Conflict(
                 f"version {seq} is the deletion of {feature_id}; choose a version "
-                "that holds the site",
+                "that holds the site"
             )
         feature = self._checked_again(layer_id, feature_id, orjson.loads(chosen["after"]))
         deleted = records[-1]["after"] is None
