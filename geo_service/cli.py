@@ -342,6 +342,7 @@ def coverage(
         )
     console.print(table)
     console.print("* population is a placeholder (no figure for that town)")
+    console.print(escape(report["samples_note"]))
     if recommendation:
         console.print(
             f"suggested {p} new sites (MCLP, {recommendation['solve_seconds']} s): covered "

@@ -432,3 +432,26 @@ def test_the_command_line_prints_history_and_writes_the_workbook(office: Office,
     assert restored.returncode == 0, restored.stderr
     assert office.store.get("stations", STATION).properties["phone"] != "0533-2100005"
     assert office.last_record()["action"] == "revert"
+
+
+def test_the_coverage_report_says_how_many_sample_sites_it_counts(office: Office, tmp_path):
+    from geo_service.outputs.coverage_workbook import write_workbook
+    from geo_service.services.planning import Question, coverage_report
+
+    question = Question(("stations",), None, 1000.0)
+    before = coverage_report(office.rt, question)
+    # Every shipped station is a sample.
+    assert before["sample_sites"] == before["facilities"] > 0
+    assert str(before["sample_sites"]) in before["samples_note"]
+    office.patch("mashang", {"properties": {"sample": False}})
+    after = coverage_report(office.rt, question)
+    assert after["sample_sites"] == before["sample_sites"] - 1
+    assert town_row(after)["sample_sites"] == town_row(before)["sample_sites"] - 1
+    assert town_row(after)["facilities"] == town_row(before)["facilities"]
+    out = tmp_path / "coverage.xlsx"
+    write_workbook(out, after, None)
+    sheet = load_workbook(out)["镇街覆盖与达标"]
+    header = [cell.value for cell in sheet[1]]
+    mashang = next(row for row in sheet.iter_rows(values_only=True) if row[0] == MASHANG)
+    assert mashang[header.index("其中示例站点")] == town_row(after)["sample_sites"]
+    assert after["samples_note"] in [row[0] for row in sheet.iter_rows(values_only=True)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "parse_p",
     "question_from",
     "recommend_sites",
+    "sample_note",
 ]
 
 #: The most new sites one recommendation suggests.
@@ -99,6 +101,9 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
     rows = cv.coverage_by_town(sites, grid, question.radius_m)
     every_site = [s for layer in features.values() for s in layer]
     compliance = cv.compliance_by_town(every_site, towns)
+    # Sample sites count as sites (the store holds them); the report says how many.
+    samples = [s for s in sites if s.properties.get("sample") is True]
+    samples_by_town = Counter(s.properties.get("town_code") for s in samples)
     table = []
     for row in rows:
         entry = {key: getattr(row, key) for key, _zh in cv.TOWN_COLUMNS}
@@ -115,6 +120,7 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
             entry[f"{item}_count"] = checks["counts"][item]
         entry["all_met"] = checks["all_met"]
         entry["population_note"] = grid.towns[row.town_code]["note"]
+        entry["sample_sites"] = samples_by_town.get(row.town_code, 0)
         table.append(entry)
     return {
         "radius_m": question.radius_m,
@@ -122,6 +128,8 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
         "kinds": list(question.kinds) if question.kinds else None,
         "cell_m": question.cell_m,
         "facilities": len(sites),
+        "sample_sites": len(samples),
+        "samples_note": sample_note(len(samples), len(sites)),
         "distance": cv.distance_assumption(),
         "towns": table,
         "progress_by_unit": cv.progress_by_unit(every_site),
@@ -138,6 +146,16 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
             for s in sites
         ],
     }
+
+
+def sample_note(samples: int, sites: int) -> str:
+    """What the coverage figures count: how many of the sites are samples."""
+    if not samples:
+        return "未计入示例站点（no sample sites counted）"
+    return (
+        f"计入的 {sites} 个站点中有 {samples} 个示例站点，不是真实站点，覆盖结果仅供演示 "
+        f"({samples} of the {sites} sites counted are samples, not real sites)"
+    )
 
 
 def recommend_sites(rt: Runtime, question: Question, p: int) -> dict[str, Any]:
