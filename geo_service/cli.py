@@ -603,7 +603,10 @@ def history(
     )
     for version in timeline["versions"]:
         lines = []
-        for change in version["changes"]:
+        if version["changes"] and all(c["before"] is None for c in version["changes"]):
+            # A creation sets every field: what it set is the next version's "before".
+            lines.append(f"新建 created ({len(version['changes'])} fields)")
+        for change in [] if lines else version["changes"]:
             if change["field"] == "geometry":
                 lines.append(f"位置 moved {version['moved_m']:,.1f} m")
             else:
