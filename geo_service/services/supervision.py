@@ -66,14 +66,16 @@ def end_of_day(text: str | None, parameter: str = "as_of") -> tuple[str, str]:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=CHINA_TIME)
-    try:
-        return moment.astimezone(CHINA_TIME).isoformat(timespec="seconds"), _utc(moment)
-    except OverflowError:
-        raise InvalidParameter(parameter, f"{text!r} is out of range") from None
+    return moment.isoformat(timespec="seconds"), _utc(moment)
 
 
 def _utc(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+    try:
+        return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+    except OverflowError:
+        # Hours past year 1 or 9999 once in UTC: before or after any audit record.
+        edge = dt.datetime.min if moment.year == 1 else dt.datetime.max
+        return edge.replace(tzinfo=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def state_as_of(rt: Runtime, cut: str) -> dict[str, list[StoredFeature]]:
