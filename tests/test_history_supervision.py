@@ -404,6 +404,8 @@ def test_a_date_ends_at_midnight_beijing_time():
     # An instant without an offset is Beijing time too; with one, it is kept.
     assert end_of_day("2026-12-04T08:00:00")[1] == "2026-12-04T00:00:00.000+00:00"
     assert end_of_day("2026-12-04T08:00:00Z")[1] == "2026-12-04T08:00:00.000+00:00"
+    # Past the calendar once in UTC: before (or after) every record, not an error.
+    assert end_of_day("0001-01-01T00:00:00+14:00")[1] == "0001-01-01T00:00:00.000+00:00"
     with pytest.raises(InvalidParameter):
         end_of_day("2026-13-01")
 
