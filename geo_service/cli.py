@@ -637,6 +637,170 @@ def restore(
     console.print(f"restored {layer}/{feature_id} (ETag {change.after.etag})")
 
 
+def _layer_of(rt: Runtime, feature_id: str, layer: str | None) -> str:
+    """The layer of ``feature_id`` as the audit trail knows it, when not given."""
+    from geo_service.errors import NotFound
+    from geo_service.store import AuditQuery
+
+    if layer is not None:
+        return rt.catalog.layer(layer).id
+    records, _ = rt.store.audit_log(AuditQuery(feature_id=feature_id, limit=10**6))
+    layers = sorted({record["layer_id"] for record in records})
+    if not layers:
+        raise NotFound(f"the audit trail has never seen {feature_id}")
+    if len(layers) > 1:
+        raise InvalidParameter(
+            "layer", f"{feature_id} is in several layers: {layers}; give --layer"
+        )
+    return layers[0]
+
+
+def _cli_principal():
+    """The command line acts as the office (it runs where the store is)."""
+    from geo_service.services.access import Principal, Role
+
+    return Principal(_cli_actor(), Role.admin, frozenset())
+
+
+@app.command()
+def history(
+    feature_id: Annotated[str, typer.Argument(metavar="ID", help="The site's id")],
+    layer: Annotated[str | None, typer.Option(help="Its layer, if the id is in several")] = None,
+    restore_to: Annotated[
+        int | None,
+        typer.Option("--restore-to", min=1, help="Put the site back to this version"),
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """A site's history, newest first: when, who, what changed; or restore it to a version."""
+    from geo_service.services.history import restore_version, site_history
+
+    try:
+        with _runtime(store) as rt:
+            layer_id = _layer_of(rt, feature_id, layer)
+            if restore_to is not None:
+                # The command reads and writes at once: no other version to protect.
+                site, written = restore_version(
+                    rt, _cli_principal(), layer_id, feature_id, restore_to, "*"
+                )
+            else:
+                timeline = site_history(rt, _cli_principal(), layer_id, feature_id)
+    except GeoServiceError as error:
+        _fail(error)
+    if restore_to is not None:
+        what = "restored to" if written else "already is"
+        console.print(
+            f"{layer_id}/{escape(feature_id)} {what} version {restore_to} (ETag {site.etag})"
+        )
+        return
+    title = f"{escape(str(timeline['name'] or feature_id))} ({layer_id}/{escape(feature_id)})"
+    if timeline["deleted"]:
+        title += " 已删除 deleted"
+    table = Table(
+        "版本 version", "时间 when (UTC)", "操作人 who", "操作 action", "变更 changes", title=title
+    )
+    for version in timeline["versions"]:
+        lines = []
+        if version["changes"] and all(c["before"] is None for c in version["changes"]):
+            # A creation sets every field: what it set is the next version's "before".
+            lines.append(f"新建 created ({len(version['changes'])} fields)")
+        for change in [] if lines else version["changes"]:
+            if change["field"] == "geometry":
+                lines.append(f"位置 moved {version['moved_m']:,.1f} m")
+            else:
+                lines.append(f"{change['field']}: {change['before']!r} → {change['after']!r}")
+        table.add_row(
+            str(version["version"]),
+            version["at"][:19],
+            escape(version["actor"]),
+            version["action"],
+            escape("\n".join(lines)),
+        )
+    console.print(table)
+    console.print(f"geo-service history {escape(feature_id)} --restore-to VERSION restores one")
+
+
+@app.command()
+def supervision(
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="The state at the end of this day, Beijing time (default: now)"
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Compare with the end of this earlier day")
+    ] = None,
+    xlsx: Annotated[Path | None, typer.Option("--xlsx", help="Write the workbook (.xlsx)")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Supervision (督办): each town's items of the 2022 opinion, progress per unit, changes."""
+    from geo_service.services.supervision import STATUSES, supervision_report
+
+    try:
+        with _runtime(store) as rt:
+            report = supervision_report(rt, None, as_of, since)
+    except GeoServiceError as error:
+        _fail(error)
+    items = report["items"]
+    table = Table(
+        "镇街 town",
+        *(item["name"] for item in items),
+        "达标 met",
+        "示例 samples",
+        title=f"督办 supervision as of {report['as_of']} ({report['time_zone']})",
+    )
+    for town in report["towns"]:
+        table.add_row(
+            escape(str(town["town_name"] or town["town_code"])),
+            *(
+                f"{'✓' if town['meets'][item['item']] else '✗'} {town['counts'][item['item']]}"
+                for item in items
+            ),
+            f"{town['items_met']}/{len(items)}",
+            str(town["sample_sites_counted"]),
+        )
+    console.print(table)
+    units = Table("责任单位 unit", "正常开放", "筹建中", "暂停服务", "示例 samples")
+    for unit in report["units"]:
+        units.add_row(
+            escape(unit["responsible_unit"]),
+            *(str(unit[status]) for status in STATUSES),
+            str(unit["sample_sites"]),
+        )
+    console.print(units)
+    console.print(escape(report["samples"]["note"]))
+    if report["changes"] is not None:
+        console.print(f"changes since {report['since']['date']}:")
+        for change in report["changes"]["towns"]:
+            console.print(
+                f"  {escape(str(change['town_name']))} {change['item_name']}: "
+                f"{change['count_before']} → {change['count_after']}"
+                + (
+                    " (达标 met → 未达标 not met)"
+                    if change["met_before"] and not change["met_after"]
+                    else ""
+                )
+                + (
+                    " (未达标 → 达标 now met)"
+                    if change["met_after"] and not change["met_before"]
+                    else ""
+                )
+            )
+        for change in report["changes"]["units"]:
+            console.print(
+                f"  {escape(change['responsible_unit'])} {change['status']}: "
+                f"{change['before']} → {change['after']}"
+            )
+        if not report["changes"]["towns"] and not report["changes"]["units"]:
+            console.print("  no change 没有变化")
+    if xlsx is not None:
+        from geo_service.outputs.supervision_workbook import supervision_workbook
+
+        xlsx.write_bytes(supervision_workbook(report))
+        console.print(f"workbook written to {escape(str(xlsx))}")
+
+
 @app.command()
 def backup(
     out: Annotated[Path, typer.Option("--out", help="The backup file to write")],

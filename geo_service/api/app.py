@@ -18,10 +18,12 @@ from geo_service.api import (
     docs,
     editing,
     geocode,
+    history,
     nearest,
     ogc,
     printing,
     processes,
+    supervision,
     tiles,
     webmap,
 )
@@ -108,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(editing.router, prefix="/admin/api", include_in_schema=False)
     app.include_router(admin.router)
     app.state.sign_in_buckets = admin.sign_in_buckets(settings)
+    app.include_router(history.router)
+    app.include_router(supervision.router)
     app.include_router(nearest.router)
     app.include_router(geocode.router)
     app.include_router(coverage.router)

@@ -85,9 +85,11 @@ def town_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     header = [f"{zh} {key}" for key, zh in TOWN_COLUMNS] + [
         f"{zh} has_{item}" for item, zh in COMPLIANCE_COLUMNS
     ]
+    header.append("其中示例站点 sample_sites")
     rows = [
         [town[key] for key, _zh in TOWN_COLUMNS]
         + [town[f"has_{item}"] for item, _ in COMPLIANCE_COLUMNS]
+        + [town["sample_sites"]]
         for town in report["towns"]
     ]
     return header, rows

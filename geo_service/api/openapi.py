@@ -509,6 +509,84 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "numberReturned": {"type": "integer", "minimum": 0},
         },
     },
+    "SiteHistory": {
+        "type": "object",
+        "required": ["collection", "id", "deleted", "etag", "versions"],
+        "properties": {
+            "collection": {"type": "string"},
+            "id": {"type": "string"},
+            "name": _STRING_OR_NULL,
+            "town_code": _STRING_OR_NULL,
+            "town_name": _STRING_OR_NULL,
+            "deleted": {"type": "boolean"},
+            "etag": _STRING_OR_NULL,
+            "versions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["version", "at", "actor", "action", "changes", "restorable"],
+                    "properties": {
+                        "version": {"type": "integer", "minimum": 1},
+                        "at": {"type": "string"},
+                        "actor": {"type": "string"},
+                        "action": {"type": "string"},
+                        "town_code": _STRING_OR_NULL,
+                        "previous_town_code": _STRING_OR_NULL,
+                        "changes": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["field", "before", "after"],
+                                "properties": {"field": {"type": "string"}},
+                            },
+                        },
+                        "moved_m": _NUMBER_OR_NULL,
+                        "restorable": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+    },
+    "SupervisionReport": {
+        "type": "object",
+        "required": ["as_of", "as_of_utc", "items", "towns", "units", "samples", "since"],
+        "properties": {
+            "as_of": {"type": "string"},
+            "as_of_utc": {"type": "string"},
+            "time_zone": {"type": "string"},
+            "items": {"type": "array", "items": {"type": "object"}},
+            "towns": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["town_code", "counts", "meets", "all_met", "sample_sites_counted"],
+                    "properties": {
+                        "town_code": {"type": "string"},
+                        "town_name": _STRING_OR_NULL,
+                        "counts": {"type": "object"},
+                        "meets": {"type": "object"},
+                        "items_met": {"type": "integer", "minimum": 0},
+                        "all_met": {"type": "boolean"},
+                        "sample_counts": {"type": "object"},
+                        "sample_sites_counted": {"type": "integer", "minimum": 0},
+                    },
+                },
+            },
+            "units": {"type": "array", "items": {"type": "object"}},
+            "samples": {
+                "type": "object",
+                "required": ["sites", "counted_for_items", "by_town", "note"],
+                "properties": {
+                    "sites": {"type": "integer", "minimum": 0},
+                    "counted_for_items": {"type": "integer", "minimum": 0},
+                    "by_town": {"type": "object"},
+                    "note": {"type": "string"},
+                },
+            },
+            "since": {"type": ["object", "null"]},
+            "changes": {"type": ["object", "null"]},
+        },
+    },
 }
 
 _ERRORS = {

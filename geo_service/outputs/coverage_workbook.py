@@ -35,12 +35,13 @@ def _sheet(book: Workbook, title: str, header: list[str], rows: list[list[Any]],
 def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str, Any] | None):
     book = Workbook()
     header = [zh for _key, zh in TOWN_COLUMNS] + [zh for _item, zh in COMPLIANCE_COLUMNS]
-    header += ["全部达标", "人口说明"]
+    header += ["全部达标", "人口说明", "其中示例站点"]
     rows = []
     for town in report["towns"]:
         row = [town[key] for key, _zh in TOWN_COLUMNS]
         row += ["是" if town[f"has_{item}"] else "否" for item, _zh in COMPLIANCE_COLUMNS]
         row += ["是" if town["all_met"] else "否", town["population_note"] or ""]
+        row += [town["sample_sites"]]
         rows.append(row)
     sheet = _sheet(book, "镇街覆盖与达标", header, rows, first=True)
     sheet.append([])

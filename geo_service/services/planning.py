@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,10 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
     rows = cv.coverage_by_town(sites, grid, question.radius_m)
     every_site = [s for layer in features.values() for s in layer]
     compliance = cv.compliance_by_town(every_site, towns)
+    # Sample sites count as sites (the store holds them); the report says how many.
+    samples_by_town = Counter(
+        s.properties.get("town_code") for s in sites if s.properties.get("sample") is True
+    )
     table = []
     for row in rows:
         entry = {key: getattr(row, key) for key, _zh in cv.TOWN_COLUMNS}
@@ -116,6 +121,7 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
             entry[f"{item}_count"] = checks["counts"][item]
         entry["all_met"] = checks["all_met"]
         entry["population_note"] = grid.towns[row.town_code]["note"]
+        entry["sample_sites"] = samples_by_town.get(row.town_code, 0)
         table.append(entry)
     # Compliance counts open sites of every layer (``compliance_by_town``).
     open_sites = [s for s in every_site if s.properties.get("status") == "open"]

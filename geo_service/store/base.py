@@ -517,13 +517,64 @@ class Store(ABC):
         (a control character stored before they were refused, a position
         outside new boundaries) is refused with the reasons, not stored again.
         """
-        layer = self.catalog.layer(layer_id)
         records, _ = self.audit_log(
             AuditQuery(layer_id=layer_id, feature_id=feature_id, limit=1), newest_first=True
         )
         if not records or records[0]["after"] is not None:
             raise NotFound(f"{layer_id}/{feature_id} is not a deleted feature")
-        snapshot = orjson.loads(records[0]["before"])
+        feature = self._checked_again(layer_id, feature_id, orjson.loads(records[0]["before"]))
+        return self.change(
+            layer_id, feature_id, feature, actor=actor, action="restore", create=True, revive=True
+        )
+
+    def restore_version(
+        self,
+        layer_id: str,
+        feature_id: str,
+        seq: int,
+        *,
+        actor: str,
+        if_match: str | None = None,
+        authorize: Callable[[StoredFeature | None, ValidFeature | None], None] | None = None,
+    ) -> Change:
+        """Make a feature again exactly what the audit record ``seq`` made it
+        (its properties and geometry after that change), through ``change``:
+        the same checks as any write (``authorize``, then ``if_match``), and
+        an audit record of its own (``revert``; ``restore`` when the feature
+        is deleted now and comes back as that version). The version is checked
+        against today's catalog and towns as ``restore`` checks it."""
+        records, _ = self.audit_log(
+            AuditQuery(layer_id=layer_id, feature_id=feature_id, limit=2**62)
+        )
+        if not records:
+            raise FeatureNotFound(layer_id, feature_id)
+        chosen = next((r for r in records if int(r["seq"]) == seq), None)
+        if chosen is None:
+            raise NotFound(f"{layer_id}/{feature_id} has no version {seq}")
+        if chosen["after"] is None:
+            raise Conflict(
+                f"version {seq} is the deletion of {feature_id}; choose a version "
+                "that holds the site"
+            )
+        feature = self._checked_again(layer_id, feature_id, orjson.loads(chosen["after"]))
+        deleted = records[-1]["after"] is None
+        return self.change(
+            layer_id,
+            feature_id,
+            feature,
+            actor=actor,
+            action="restore" if deleted else "revert",
+            if_match=None if deleted else if_match,
+            create=deleted,
+            revive=deleted,
+            authorize=authorize,
+        )
+
+    def _checked_again(
+        self, layer_id: str, feature_id: str, snapshot: dict[str, Any]
+    ) -> ValidFeature:
+        """An old version from the audit trail, validated as a write is today."""
+        layer = self.catalog.layer(layer_id)
         towns = self.all_features("towns") if layer.is_facility else []
         index = TownIndex((town.id, town.geometry) for town in towns)
         try:
@@ -552,16 +603,14 @@ class Store(ABC):
                 [
                     FieldProblem(
                         "restore",
-                        f"the deleted version of {layer_id}/{printable(feature_id)} does not "
+                        f"the old version of {layer_id}/{printable(feature_id)} does not "
                         "pass today's checks, so it is not restored; create the site again "
                         "with corrected values",
                     ),
                     *refused.problems,
                 ],
             ) from None
-        return self.change(
-            layer_id, feature_id, feature, actor=actor, action="restore", create=True, revive=True
-        )
+        return feature
 
     def _audit(
         self,
@@ -640,6 +689,52 @@ class Store(ABC):
                     record[key] = orjson.dumps(record[key]).decode()
             records.append(record)
         return records, total
+
+    def features_as_of(
+        self, until: str, layer_ids: Sequence[str]
+    ) -> dict[str, list[StoredFeature]]:
+        """Every feature of ``layer_ids`` as the audit trail holds it at the
+        instant ``until`` (ISO 8601 UTC as ``now()`` writes it, inclusive):
+        per feature, the latest version recorded at or before then; features
+        deleted by then are left out. Ordered by id, in ONE query however
+        long the trail (a district's thousands of edits, not a query each).
+
+        A feature's first ``seed`` record counts from the start of the trail,
+        whatever its time: the shipped layers stand for what existed before
+        anybody edited here, so a date before the store was seeded still
+        sees them. A later re-seed that changes a feature is an ordinary,
+        dated change. The ``revision`` of these features is 0: the trail
+        does not keep revisions, so their ETag is not the stored one."""
+        layers = [self.catalog.layer(layer_id).id for layer_id in layer_ids]
+        out: dict[str, list[StoredFeature]] = {layer_id: [] for layer_id in layers}
+        if not layers:
+            return out
+        marks = ", ".join("?" for _ in layers)
+        with self._reading() as conn:
+            rows = self._sql(
+                conn,
+                "SELECT layer_id, feature_id, after FROM gs_audit WHERE seq IN ("
+                f"SELECT max(seq) FROM gs_audit WHERE layer_id IN ({marks}) "
+                "AND (at <= ? OR (action = 'seed' AND before IS NULL)) "
+                "GROUP BY layer_id, feature_id) ORDER BY layer_id, feature_id",
+                [*layers, until],
+            )
+        for layer_id, feature_id, after in rows:
+            if after is None:  # deleted by then
+                continue
+            data = orjson.loads(after) if isinstance(after, str | bytes) else after
+            out[layer_id].append(
+                StoredFeature(
+                    layer_id,
+                    feature_id,
+                    data["properties"],
+                    shapely.geometry.shape(data["geometry"]),
+                    revision=0,
+                )
+            )
+        for features in out.values():
+            features.sort(key=lambda feature: feature.id)
+        return out
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Any]:
