@@ -97,6 +97,7 @@ _HOLIDAYS_OFF = re.compile(
 _HOLIDAYS_AS_USUAL = re.compile(r"(?:法定)?节假日(?:照常|正常)(?:开放|营业|办公)?")
 _CLOSED = re.compile(r"休息|闭馆|不开放|关闭|停止开放|公休|不营业|不办公")
 #: Words that say nothing about when: "开放时间：", "对外开放", "营业".
+_ALL_DAY_WITH_TIMES = "“24小时”和具体时间不能同时写"
 _FILLER = re.compile(r"(?:对外)?(?:开放|营业|办公|服务|接待)(?:时间)?|时间")
 #: Only a text with these is taken as OSM as written. Bare times go to the
 #: reader: OSM reads "8:30-5:30" as overnight, an office means 17:30.
@@ -181,10 +182,10 @@ def _rules(text: str, original: str) -> tuple[list[_Rule], bool]:
         elif found := _HOLIDAYS_AS_USUAL.match(text, position):
             pass
         elif found := _ALL_DAY.match(text, position):
-            if rule is None or not rule.open_ended:
+            if rule is None or not (rule.open_ended or rule.all_day):
                 rule = _Rule()
                 rules.append(rule)
-            rule.all_day = True
+            rule.all_day = True  # "全天24小时": said twice, still one rule
         elif found := _DAY_RANGE.match(text, position):
             days = _day_ranges(found)
             if rule is not None and rule.days is not None and rule.open_ended:
@@ -192,7 +193,9 @@ def _rules(text: str, original: str) -> tuple[list[_Rule], bool]:
             else:
                 rules.append(_Rule(days=days))
         elif found := _TIME_RANGE.match(text, position):
-            if rule is None or rule.closed or rule.all_day:
+            if rule is not None and rule.all_day:
+                raise _not_understood(original, _ALL_DAY_WITH_TIMES)
+            if rule is None or rule.closed:
                 rule = _Rule()
                 rules.append(rule)
             rule.times.append(_minutes_range(found, original))
@@ -256,7 +259,7 @@ def _osm(parsed: tuple[list[_Rule], bool], original: str) -> str:
     for rule in rules:
         days = _day_text(rule.days)
         if rule.all_day and rule.times:
-            raise _not_understood(original, "“24小时”和具体时间不能同时写")
+            raise _not_understood(original, _ALL_DAY_WITH_TIMES)
         if rule.all_day:
             parts.append("24/7" if days in (None, "Mo-Su") else f"{days} 00:00-24:00")
             continue
