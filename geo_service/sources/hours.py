@@ -69,8 +69,8 @@ _DAY_WORDS = {
     "周末": [(5, 5), (6, 6)],
     "双休日": [(5, 5), (6, 6)],
 }
-#: 上午/下午 and their kin: which half of the day an hour written 1-12 is in.
 _NOON = 12 * 60
+#: 上午/下午 and their kin: which half of the day an hour written 1-12 is in.
 _MORNING = {"上午", "早上", "早晨", "早", "凌晨"}
 _AFTERNOON = {"中午", "下午", "傍晚", "晚上", "晚"}
 
@@ -97,12 +97,12 @@ _HOLIDAYS_OFF = re.compile(
 _HOLIDAYS_AS_USUAL = re.compile(r"(?:法定)?节假日(?:照常|正常)(?:开放|营业|办公)?")
 _CLOSED = re.compile(r"休息|闭馆|不开放|关闭|停止开放|公休|不营业|不办公")
 #: Words that say nothing about when: "开放时间：", "对外开放", "营业".
-_ALL_DAY_WITH_TIMES = "“24小时”和具体时间不能同时写"
 _FILLER = re.compile(r"(?:对外)?(?:开放|营业|办公|服务|接待)(?:时间)?|时间")
 #: Only a text with these is taken as OSM as written. Bare times go to the
 #: reader: OSM reads "8:30-5:30" as overnight, an office means 17:30.
 _OSM_SIGNS = re.compile(r"[A-Za-z/]")
 _SEPARATORS = re.compile(r"[\s,;:、/|()\[\]。和及]+")
+_ALL_DAY_WITH_TIMES = "“24小时”和具体时间不能同时写"
 
 
 @dataclass
