@@ -17,6 +17,7 @@ from geo_service.api import (
     docs,
     editing,
     geocode,
+    import_template,
     nearest,
     ogc,
     printing,
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, lambda: load_catalog(settings.layers_dir))
     app.include_router(ogc.router)
     app.include_router(editing.router)
+    app.include_router(import_template.router)
     app.include_router(nearest.router)
     app.include_router(geocode.router)
     app.include_router(coverage.router)

@@ -15,3 +15,4 @@ class MediaType(StrEnum):
     openapi = "application/vnd.oai.openapi+json;version=3.0"
     csv = "text/csv; charset=utf-8"
     gpkg = "application/geopackage+sqlite3"
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

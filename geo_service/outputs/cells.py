@@ -15,7 +15,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
@@ -93,8 +93,9 @@ def xlsx_row(values: Iterable[Any]) -> list[Any]:
     ]
 
 
-def save_workbook(book: Workbook, path: Path) -> None:
-    """Save ``book`` after making every cell of every sheet safe.
+def save_workbook(book: Workbook, path: Path | BinaryIO) -> None:
+    """Save ``book`` (to a file, or a stream such as ``io.BytesIO``) after
+    making every cell of every sheet safe.
 
     The sweep is the guard that a new ``sheet.append`` cannot forget: no text
     cell starts like a formula, and no cell is stored as one (openpyxl turns
