@@ -157,7 +157,7 @@ def _guide_sheet(sheet, spec: TemplateSpec) -> None:
     heading("示例（只在这张说明表里，导入时不读；请在第一张表从第2行起填写）")
     table(
         [c.header for c in spec.columns],
-        [["" if c.example is None else c.example for c in spec.columns]],
+        [[c.example for c in spec.columns]],
     )
     for letter, width in zip("ABCD", (16, 10, 60, 40), strict=True):
         sheet.column_dimensions[letter].width = width
