@@ -121,6 +121,7 @@ def test_the_guide_explains_every_column_the_hour_forms_and_shows_an_example(cat
     assert explained["类型"][3] == "、".join(k.zh for k in catalog.layer("stations").kinds.values())
     for written, stored in ACCEPTED_FORMS:
         assert [written, stored] in rows
+    assert ["车站街道", "370303001"] in rows and ["公园街道", "370303002"] in rows
     marker = next(i for i, row in enumerate(rows) if row and "导入时不读" in str(row[0]))
     assert rows[marker + 1] == headers
     assert rows[marker + 2][0].startswith("示例：")

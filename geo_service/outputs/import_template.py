@@ -63,6 +63,8 @@ class TemplateSpec:
     notes: Sequence[str] = field(default_factory=tuple)
     #: Lists shown in 说明 without a drop-down (several values per cell).
     value_lists: Sequence[tuple[str, Sequence[str]]] = field(default_factory=tuple)
+    #: (name, 9-digit code) of the stored towns: either may be written.
+    towns: Sequence[tuple[str, str]] = field(default_factory=tuple)
 
 
 def render_import_template(spec: TemplateSpec) -> bytes:
@@ -154,6 +156,9 @@ def _guide_sheet(sheet, spec: TemplateSpec) -> None:
     for title, values in spec.value_lists:
         heading(title)
         sheet.append(xlsx_row(["、".join(values)]))
+    if spec.towns:
+        heading("镇街名称与代码（所属镇街填名称或代码都可以）")
+        table(["镇街名称", "镇街代码"], [list(town) for town in spec.towns])
     heading("示例（只在这张说明表里，导入时不读；请在第一张表从第2行起填写）")
     table(
         [c.header for c in spec.columns],

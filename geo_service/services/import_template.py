@@ -149,6 +149,7 @@ def template_spec(catalog: Catalog, layer: Layer, towns: Towns) -> TemplateSpec:
         hour_forms=ACCEPTED_FORMS,
         notes=notes,
         value_lists=[("服务内容的可选值", services), ("服务对象的可选值", eligible)],
+        towns=[(towns.names[code], code) for code in codes],
     )
 
 
