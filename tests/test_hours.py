@@ -223,6 +223,9 @@ def test_an_import_stores_the_chinese_hours_of_a_gbk_csv_in_osm_form(tmp_path, s
         "公园街道拥军驿站（测试）": "Mo-Fr 08:30-12:00,14:00-17:30",
         "车站街道拥军驿站（测试）": "Mo-Su 08:00-17:30; PH off",
     }
+    # The file still says 周一至周五…; the store says Mo-Fr…: the same hours, nothing to change.
+    again = plan_import(path, "stations", catalog, store, actor="test")
+    assert [row.action for row in again.rows if row.status != RowStatus.error] == ["unchanged"] * 2
 
 
 @pytest.fixture
