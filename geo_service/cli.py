@@ -227,6 +227,29 @@ def import_file(
 
 
 @app.command()
+def template(
+    layer: Annotated[str, typer.Argument(help="Facility layer id, e.g. stations")],
+    out: Annotated[Path, typer.Argument(help="The template to write (FILE.xlsx)")],
+    store: StoreOption = None,
+) -> None:
+    """Write the import template of a layer: Chinese headers, drop-downs, a 说明 sheet."""
+    from geo_service.services.import_template import import_template
+
+    try:
+        if out.suffix.lower() != ".xlsx":
+            raise InvalidParameter(
+                "file", f"the template is an XLSX file: name it .xlsx, not {out.name!r}"
+            )
+        if not out.parent.is_dir():
+            raise InvalidParameter("file", f"no such folder: {out.parent}")
+        with _runtime(store) as rt:
+            out.write_bytes(import_template(rt, layer))
+    except GeoServiceError as error:
+        _fail(error)
+    console.print(f"wrote the import template of {layer} to {escape(str(out))}")
+
+
+@app.command()
 def geocode(
     address: Annotated[str, typer.Argument(help="Address or place, e.g. 张店区共青团西路54号")],
     limit: Annotated[int, typer.Option(min=1, max=20, help="Candidates to show")] = 5,

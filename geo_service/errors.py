@@ -24,6 +24,7 @@ __all__ = [
     "JobFailed",
     "JobInterrupted",
     "NotFound",
+    "OpeningHoursNotUnderstood",
     "PayloadTooLarge",
     "PreconditionFailed",
     "PreconditionRequired",
@@ -80,6 +81,16 @@ class InvalidParameter(GeoServiceError, ValueError):
         super().__init__(f"{parameter}: {message}")
         self.parameter = parameter
         self.message = message
+
+
+class OpeningHoursNotUnderstood(InvalidParameter):
+    """Opening hours written in a form the reader cannot read whole
+    (``sources.hours``); ``message`` is Chinese and says how to write them."""
+
+    title = "Opening hours not understood"
+
+    def __init__(self, message: str):
+        super().__init__("opening_hours", message)
 
 
 @dataclass(frozen=True)

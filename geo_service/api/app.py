@@ -19,6 +19,7 @@ from geo_service.api import (
     editing,
     geocode,
     history,
+    import_template,
     nearest,
     ogc,
     printing,
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sign_in_buckets = admin.sign_in_buckets(settings)
     app.include_router(history.router)
     app.include_router(supervision.router)
+    app.include_router(import_template.router)
     app.include_router(nearest.router)
     app.include_router(geocode.router)
     app.include_router(coverage.router)

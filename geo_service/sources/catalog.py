@@ -28,14 +28,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import opening_hours
 import orjson
 import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from geo_service import resources
-from geo_service.errors import CatalogError, CollectionNotFound, FieldProblem, InvalidFeature
+from geo_service.errors import (
+    CatalogError,
+    CollectionNotFound,
+    FieldProblem,
+    InvalidFeature,
+    OpeningHoursNotUnderstood,
+)
+from geo_service.sources.hours import to_opening_hours
 
 __all__ = [
     "CONTROL_CHARACTERS",
@@ -329,9 +335,13 @@ class Catalog:
                 bad(f"not a valid phone number: {value!r}")
             return value
         if kind == "opening_hours":
-            if not opening_hours.validate(value):
-                bad(f"not valid OpenStreetMap opening_hours syntax: {value!r}")
-            return value
+            # Every write passes here, so the edit API, imports and restores all
+            # take the Chinese forms offices write; the store keeps the OSM form.
+            try:
+                return to_opening_hours(value)
+            except OpeningHoursNotUnderstood as error:
+                bad(error.message)
+                return value
         if kind == "enum":
             allowed = self.values[spec.values or ""]
             if value not in allowed:

@@ -71,6 +71,7 @@ __all__ = [
     "feature_id_for",
     "file_label",
     "fold_cell",
+    "header_names",
     "load_header_aliases",
     "normalise_header",
     "plan_rows",
@@ -235,6 +236,13 @@ def load_header_aliases(path: Path) -> dict[str, str]:
         for name in [prop, *names]:
             aliases[normalise_header(name)] = prop
     return aliases
+
+
+def header_names(path: Path) -> dict[str, str]:
+    """Property -> the header the import template writes for it: the first
+    name ``layers/import_headers.toml`` lists, as offices write it."""
+    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    return {prop: names[0] if names else prop for prop, names in table.items()}
 
 
 def _crs_hint(header: str) -> CoordinateSystem | None:
