@@ -99,6 +99,9 @@ class FieldProblem:
 
     field: str
     message: str
+    #: The same in Chinese, for the office staff who fix it (the console shows it
+    #: beside the field); None where no Chinese wording exists yet.
+    zh: str | None = None
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import parse_qs
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
@@ -23,9 +24,10 @@ from geo_service.api.guard import TokenBuckets, client_key
 from geo_service.api.media import MediaType
 from geo_service.errors import TooManyRequests, Unauthorized
 from geo_service.services import accounts
+from geo_service.services import console as console_service
 from geo_service.services.access import Principal, authenticate
 from geo_service.settings import Settings
-from geo_service.web.console import console_page, login_page
+from geo_service.web.console import console_page, login_page, sites_page
 
 __all__ = ["SESSION_COOKIE", "principal", "router", "sign_in_buckets"]
 
@@ -191,4 +193,46 @@ def console(request: Request) -> Response:
     towns = [(code, names.get(code, code)) for code in sorted(who.towns)]
     return _page(
         console_page(name=who.name, role=who.role.value, towns=towns, csrf_token=session.csrf_token)
+    )
+
+
+def _signed_in(request: Request) -> accounts.Session | None:
+    """The living session of a console page request, else None (to sign in)."""
+    try:
+        return _session(request)
+    except Unauthorized:
+        return None
+
+
+@router.get("/sites")
+def sites(request: Request, lang: Annotated[str | None, Query()] = None) -> Response:
+    """The Sites screen: table, map, filters and the catalog's form."""
+    session = _signed_in(request)
+    if session is None:
+        return _to_login()
+    who = session.principal
+    runtime = request.app.state.runtime
+    names = runtime.towns.get().names
+    data = {
+        "lang": "en" if lang == "en" else "zh",
+        "person": {"name": who.name, "role": who.role.value, "towns": sorted(who.towns)},
+        "csrf": session.csrf_token,
+        "layers": console_service.console_layers(runtime.catalog),
+        "towns": console_service.console_towns(runtime),
+        "today": console_service.today(),
+    }
+    towns = [(code, names.get(code, code)) for code in sorted(who.towns)]
+    page = sites_page(
+        name=who.name, role=who.role.value, towns=towns, csrf_token=session.csrf_token, data=data
+    )
+    return _page(page)
+
+
+@router.get("/api/sites")
+def sites_data(request: Request, layer: Annotated[str, Query()]) -> Response:
+    """The sites of ``layer`` the signed-in person keeps (an editor's towns
+    only), each with its ETag: what the Sites screen lists and edits."""
+    body = console_service.sites_for(request.app.state.runtime, principal(request), layer)
+    return Response(
+        orjson.dumps(body), media_type=MediaType.geojson, headers={"Cache-Control": "no-store"}
     )

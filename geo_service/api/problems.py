@@ -111,7 +111,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         if isinstance(error, InvalidParameter):
             extra["parameter"] = error.parameter
         if isinstance(error, InvalidFeature):
-            extra["errors"] = [{"field": p.field, "message": p.message} for p in error.problems]
+            extra["errors"] = [
+                {"field": p.field, "message": p.message, "message_zh": p.zh or p.message}
+                for p in error.problems
+            ]
         if isinstance(error, ImportRefused):
             from geo_service.services.editing import import_report
 

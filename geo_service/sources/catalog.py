@@ -255,7 +255,7 @@ class Catalog:
                 continue
             if _is_blank(value):
                 if spec.required:
-                    problems.append(FieldProblem(name, "is required"))
+                    problems.append(FieldProblem(name, "is required", f"{spec.zh}为必填项"))
                 else:
                     clean[name] = [] if spec.type == "list" else None
                 continue
@@ -281,8 +281,8 @@ class Catalog:
     ) -> Any:
         name, kind = spec.name, spec.type
 
-        def bad(message: str) -> None:
-            problems.append(FieldProblem(name, message))
+        def bad(message: str, zh: str | None = None) -> None:
+            problems.append(FieldProblem(name, message, zh))
 
         if kind in {
             "string",
@@ -296,16 +296,16 @@ class Catalog:
             "date",
         }:
             if isinstance(value, bool) or not isinstance(value, str | int):
-                bad("must be text")
+                bad("must be text", "应为文字")
                 return None
             value = str(value).strip()
         if kind == "string":
             if "\n" in value or len(value) > 200:
-                bad("must be a single line of at most 200 characters")
+                bad("must be a single line of at most 200 characters", "应为一行，最多200字")
             return value
         if kind == "text":
             if len(value) > 2000:
-                bad("must be at most 2000 characters")
+                bad("must be at most 2000 characters", "最多2000字")
             return value
         if kind == "id":
             if not _ID_PATTERN.match(value):
@@ -318,21 +318,29 @@ class Catalog:
             if value not in layer.kinds:
                 bad(
                     f"unknown kind {value!r} for layer {layer.id}; allowed: "
-                    + ", ".join(layer.kinds)
+                    + ", ".join(layer.kinds),
+                    f"没有这个类型：{value}；可选："
+                    + "、".join(label.zh for label in layer.kinds.values()),
                 )
             return value
         if kind == "town_code":
             if not (
                 len(value) == 9 and value.isdigit() and value.startswith(self.town_code_prefix)
             ):
-                bad(f"must be a 9-digit town code starting with {self.town_code_prefix}")
+                bad(
+                    f"must be a 9-digit town code starting with {self.town_code_prefix}",
+                    f"镇街代码应为以 {self.town_code_prefix} 开头的9位数字",
+                )
             elif town_codes and value not in town_codes and layer.is_facility:
                 bad(f"unknown town code {value}")
             return value
         if kind == "phone":
             compact = value.replace(" ", "")
             if not _PHONE_PATTERN.match(compact):
-                bad(f"not a valid phone number: {value!r}")
+                bad(
+                    f"not a valid phone number: {value!r}",
+                    f"电话号码格式不对：{value}（如 0533-2181234 或 13812345678）",
+                )
             return value
         if kind == "opening_hours":
             # Every write passes here, so the edit API, imports and restores all
@@ -340,12 +348,15 @@ class Catalog:
             try:
                 return to_opening_hours(value)
             except OpeningHoursNotUnderstood as error:
-                bad(error.message)
+                bad(error.message, error.message)
                 return value
         if kind == "enum":
             allowed = self.values[spec.values or ""]
             if value not in allowed:
-                bad(f"unknown value {value!r}; allowed: " + ", ".join(allowed))
+                bad(
+                    f"unknown value {value!r}; allowed: " + ", ".join(allowed),
+                    f"没有这个选项：{value}；可选：" + "、".join(v.zh for v in allowed.values()),
+                )
             return value
         if kind == "list":
             allowed = self.values[spec.values or ""]
@@ -354,30 +365,35 @@ class Catalog:
             elif isinstance(value, list) and all(isinstance(v, str) for v in value):
                 items = [v.strip() for v in value]
             else:
-                bad("must be a list of values")
+                bad("must be a list of values", "应为一组选项")
                 return []
             unknown = [v for v in items if v not in allowed]
             if unknown:
                 bad(
                     f"unknown value(s) {', '.join(map(repr, unknown))}; allowed: "
-                    + ", ".join(allowed)
+                    + ", ".join(allowed),
+                    f"没有这些选项：{'、'.join(unknown)}；可选："
+                    + "、".join(v.zh for v in allowed.values()),
                 )
             if spec.required and not items:
-                bad("needs at least one value")
+                bad("needs at least one value", "至少选择一项")
             return list(dict.fromkeys(items))
         if kind == "boolean":
             if not isinstance(value, bool):
-                bad("must be true or false")
+                bad("must be true or false", "应为“是”或“否”")
             return value
         if kind == "integer":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                bad("must be a non-negative whole number")
+                bad("must be a non-negative whole number", "应为不小于0的整数")
             return value
         if kind == "date":
             try:
                 return dt.date.fromisoformat(value[:10]).isoformat()
             except ValueError:
-                bad(f"must be an ISO date (YYYY-MM-DD), got {value!r}")
+                bad(
+                    f"must be an ISO date (YYYY-MM-DD), got {value!r}",
+                    f"日期格式应为 2024-01-31，现为：{value}",
+                )
                 return value
         raise CatalogError(f"unknown property type {kind!r}")  # pragma: no cover
 

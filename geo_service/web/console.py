@@ -8,9 +8,12 @@ is escaped), no script, no file from elsewhere; Chinese first, English on
 
 from __future__ import annotations
 
-from geo_service.web.markup import Html, finish_page, html, join
+from typing import Any
 
-__all__ = ["NAV", "console_page", "login_page"]
+from geo_service.web.assets import Asset
+from geo_service.web.markup import Html, finish_page, html, join, json_script
+
+__all__ = ["NAV", "PAGES", "console_page", "login_page", "sites_page"]
 
 _NO_HTML = Html("")
 _STYLE = Html(
@@ -19,6 +22,9 @@ _STYLE = Html(
 body{font-family:"Noto Sans CJK SC","Noto Sans SC","Microsoft YaHei",sans-serif;margin:0;
 line-height:1.5;color:#1f1f1f;background:#f4f5f7;font-size:16px}
 main{max-width:60rem;margin:0 auto;padding:1rem}
+main.wide{max-width:none;padding:0}
+header.console a.home{color:#fff;text-decoration:none}
+nav.console-menu{padding:.4rem .75rem;background:#fff;border-bottom:1px solid #d9dce1}
 .card{background:#fff;border:1px solid #d9dce1;border-radius:8px;padding:1.25rem;
 max-width:24rem;margin:2rem auto}
 h1{font-size:1.4rem;margin:0 0 1rem}
@@ -130,39 +136,95 @@ def login_page(lang: str = "zh", *, message: str | None = None, name: str = "") 
     return _document(lang, words["title"], body)
 
 
-def console_page(*, name: str, role: str, towns: list[tuple[str, str]], csrf_token: str) -> str:
-    """The console's shell: who is signed in (name, role, towns as
-    ``(code, name)``), the menu, and the sign-out button. ``csrf_token`` is
-    in the sign-out form and in ``<meta name="csrf-token">`` for scripts
-    that will send it as ``X-CSRF-Token``."""
+def _header(*, name: str, role: str, towns: list[tuple[str, str]], csrf_token: str) -> Html:
     role_text = "管理员 Admin" if role == "admin" else "编辑 Editor"
     if role == "admin":
         scope = Html("全部镇街 All towns")
     else:
         scope = join([html("<span>{} ({})</span> ", town, code) for code, town in towns])
-    menu = join([html('<li><a href="#{}">{} {}</a></li>', a, zh, en) for a, zh, en in NAV])
-    sections = join(
-        [
-            html('<section id="{}"><h2>{} {}</h2><p>建设中 · coming soon</p></section>', a, zh, en)
-            for a, zh, en in NAV
-        ]
-    )
-    body = html(
-        '<header class="console"><strong>张店区拥军服务资源地图 · 管理后台</strong>'
+    return html(
+        '<header class="console"><strong><a class="home" href="/admin/">'
+        "张店区拥军服务资源地图 · 管理后台</a></strong>"
         '<span class="who">当前用户 Signed in: <b id="user-name">{name}</b> · '
         '<span id="user-role">{role}</span> · <span id="user-towns">{scope}</span></span>'
         '<form method="post" action="/admin/logout">'
         '<input type="hidden" name="csrf_token" value="{csrf}">'
-        '<button type="submit">退出登录 Sign out</button></form></header>'
-        '<main><nav aria-label="控制台 Console"><ul>{menu}</ul></nav>{sections}</main>',
+        '<button type="submit">退出登录 Sign out</button></form></header>',
         name=name,
         role=role_text,
         scope=scope,
         csrf=csrf_token,
-        menu=menu,
+    )
+
+
+#: Screens that are pages of their own (the others are sections of the shell).
+PAGES = {"sites": "/admin/sites"}
+
+
+def _menu() -> Html:
+    return join(
+        [
+            html('<li><a href="{}">{} {}</a></li>', PAGES.get(a, f"/admin/#{a}"), zh, en)
+            for a, zh, en in NAV
+        ]
+    )
+
+
+def console_page(*, name: str, role: str, towns: list[tuple[str, str]], csrf_token: str) -> str:
+    """The console's shell: who is signed in (name, role, towns as
+    ``(code, name)``), the menu, and the sign-out button. ``csrf_token`` is
+    in the sign-out form and in ``<meta name="csrf-token">`` for scripts
+    that will send it as ``X-CSRF-Token``."""
+    sections = join(
+        [
+            html('<section id="{}"><h2>{} {}</h2><p>建设中 · coming soon</p></section>', a, zh, en)
+            for a, zh, en in NAV
+            if a not in PAGES
+        ]
+    )
+    body = html(
+        '{header}<main><nav aria-label="控制台 Console"><ul>{menu}</ul></nav>{sections}</main>',
+        header=_header(name=name, role=role, towns=towns, csrf_token=csrf_token),
+        menu=_menu(),
         sections=sections,
     )
-    # For the console's scripts to come: the token their changes must carry.
     head = html('<meta name="csrf-token" content="{}">', csrf_token)
-    # connect: the console's scripts will call the editing API under /admin/api.
     return _document("zh", "管理后台 · 张店区拥军服务资源地图", body, head, connect=True)
+
+
+def sites_page(
+    *,
+    name: str,
+    role: str,
+    towns: list[tuple[str, str]],
+    csrf_token: str,
+    data: dict[str, Any],
+) -> str:
+    """The Sites screen: the shell's header and menu, then a map, filters, a
+    table and a form that ``static/console-sites.js`` builds from ``data``
+    (the catalog as a form schema, the towns, the person and their CSRF
+    token), read from a JSON block: no value from the store is ever markup."""
+    scripts = join(
+        [html('<script src="/static/{}/{}"></script>', a.folder, a.name) for a in _SITES_SCRIPTS]
+    )
+    styles = join(
+        [
+            html('<link rel="stylesheet" href="/static/{}/{}">', a.folder, a.name)
+            for a in _SITES_STYLES
+        ]
+    )
+    body = html(
+        '{header}<nav class="console-menu" aria-label="控制台 Console"><ul>{menu}</ul></nav>'
+        '<main id="console-main" class="wide"></main>{data}{scripts}',
+        header=_header(name=name, role=role, towns=towns, csrf_token=csrf_token),
+        menu=_menu(),
+        data=Html(json_script("console-data", data)),
+        scripts=scripts,
+    )
+    head = html('<meta name="csrf-token" content="{}">{}', csrf_token, styles)
+    # images: Leaflet's marker icons are files under /static (self).
+    return _document("zh", "站点 · 管理后台", body, head, connect=True)
+
+
+_SITES_SCRIPTS = [Asset("leaflet", "leaflet.js"), Asset("app", "console-sites.js")]
+_SITES_STYLES = [Asset("leaflet", "leaflet.css"), Asset("app", "console.css")]

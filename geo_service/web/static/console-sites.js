@@ -14,6 +14,8 @@
   var DATA = JSON.parse(document.getElementById("console-data").textContent);
   var LANG = DATA.lang === "en" ? "en" : "zh";
   var ROOT = new URL("../", document.baseURI).pathname; // the service, from /admin/...
+  // Changes go where the session cookie (Path=/admin) reaches: the editing API under /admin/api.
+  var EDIT = "admin/api/";
 
   var TEXT = {
     zh: {
@@ -180,6 +182,9 @@
       },
       interactive: false
     }).addTo(map).bringToBack();
+    var outline = L.geoJSON(answer.body);
+    var yours = answer.body.features.filter(function (f) { return !mine || mine.indexOf(f.id) >= 0; });
+    map.fitBounds((yours.length ? L.geoJSON({ type: "FeatureCollection", features: yours }) : outline).getBounds(), { padding: [10, 10] });
   });
   map.on("click", function (event) {
     if (state.adding) placeNew(event.latlng.lng, event.latlng.lat);
@@ -433,13 +438,14 @@
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var body = collect();
-      if (!body.id) body.id = newId(state.layer);
-      body.properties.id = body.id;
+      // A new site's id is made by the service from its name and position.
+      if (body.id) body.properties.id = body.id;
+      else delete body.properties.id;
       delete body.properties.town_code; // the position decides it
       clearErrors(form, message);
       var answer = feature.id
-        ? request("PUT", "collections/" + state.layer + "/items/" + encodeURIComponent(feature.id), body, { "If-Match": etag })
-        : request("POST", "collections/" + state.layer + "/items", body);
+        ? request("PUT", EDIT + "collections/" + state.layer + "/items/" + encodeURIComponent(feature.id), body, { "If-Match": etag })
+        : request("POST", EDIT + "collections/" + state.layer + "/items", body);
       answer.then(function (result) {
         if (result.ok) {
           status.textContent = T.saved;
@@ -452,11 +458,6 @@
         }
       });
     });
-  }
-
-  function newId(layerId) {
-    var prefix = { stations: "st", green_channels: "gc", medical: "md", memorials: "mm", education: "ed" }[layerId] || layerId;
-    return prefix + "-" + Date.now().toString(36) + Math.floor(Math.random() * 1296).toString(36);
   }
 
   function clearErrors(form, message) {
@@ -510,7 +511,7 @@
       delete body.etag;
       body.geometry = { type: "Point", coordinates: [at.lng, at.lat] };
       delete body.properties.town_code;
-      request("PUT", "collections/" + state.layer + "/items/" + encodeURIComponent(id), body, { "If-Match": site.etag }).then(function (result) {
+      request("PUT", EDIT + "collections/" + state.layer + "/items/" + encodeURIComponent(id), body, { "If-Match": site.etag }).then(function (result) {
         if (result.ok) { status.textContent = T.moved; state.selected = null; load(); }
         else if (result.status === 412) { back(); showConflict(site, body); }
         else { back(); status.textContent = T.failed + problemText(result); }
@@ -544,7 +545,7 @@
       var keepMine = el("button", { type: "button", id: "keep-mine", class: "primary", text: T.keepMine });
       keepTheirs.addEventListener("click", function () { closePanel(); load(); });
       keepMine.addEventListener("click", function () {
-        request("PUT", "collections/" + state.layer + "/items/" + encodeURIComponent(before.id), yours, { "If-Match": current.etag }).then(function (result) {
+        request("PUT", EDIT + "collections/" + state.layer + "/items/" + encodeURIComponent(before.id), yours, { "If-Match": current.etag }).then(function (result) {
           if (result.ok) { status.textContent = T.saved; closePanel(); load(); }
           else status.textContent = T.failed + problemText(result);
         });
