@@ -192,12 +192,14 @@
 
   // -- loading and the table ---------------------------------------------------------------------
 
-  function load() {
+  // ``notice``: what was just done ("已保存"), kept in front of the count.
+  function load(notice) {
     status.textContent = T.loading;
     return request("GET", "admin/api/sites?layer=" + encodeURIComponent(state.layer)).then(function (answer) {
       if (!answer.ok) { status.textContent = T.failed + problemText(answer); return; }
       state.sites = answer.body.features;
       render();
+      if (notice) status.textContent = notice + " · " + status.textContent;
     });
   }
 
@@ -242,7 +244,11 @@
       body.appendChild(row);
       var coords = site.geometry.coordinates;
       var marker = L.marker([coords[1], coords[0]], { draggable: false, title: p.name || site.id, keyboard: true });
-      marker.on("click", function () { openSite(site.id); });
+      marker.on("click", function (event) {
+        // While adding, a click anywhere (a marker too) places the new site.
+        if (state.adding) placeNew(event.latlng.lng, event.latlng.lat);
+        else openSite(site.id);
+      });
       marker.on("dragend", function () { moveSite(site.id, marker); });
       marker.addTo(siteLayer);
       state.markers[site.id] = marker;
@@ -258,11 +264,18 @@
 
   // -- adding -----------------------------------------------------------------------------------
 
+  // The panel beside the map takes its width: Leaflet must measure again, or
+  // a click lands where the old, wider map would have put it.
+  function showPanel() {
+    panel.hidden = false;
+    map.invalidateSize();
+  }
+
   function startAdding() {
     closePanel();
     state.adding = true;
     mapBox.classList.add("adding");
-    panel.hidden = false;
+    showPanel();
     clear(panel);
     panel.appendChild(el("h2", { text: T.newSite }));
     panel.appendChild(el("p", { text: T.addHint, id: "add-hint" }));
@@ -350,6 +363,7 @@
   function closePanel() {
     panel.hidden = true;
     clear(panel);
+    map.invalidateSize();
     state.adding = false;
     mapBox.classList.remove("adding");
     if (addMarker) { map.removeLayer(addMarker); addMarker = null; }
@@ -359,7 +373,7 @@
 
   function openForm(feature, etag) {
     var layer = layers[state.layer];
-    panel.hidden = false;
+    showPanel();
     clear(panel);
     panel.appendChild(el("h2", { text: feature.id ? T.editSite : T.newSite }));
     var townLine = el("p", { id: "site-town", class: "town-line" });
@@ -448,9 +462,8 @@
         : request("POST", EDIT + "collections/" + state.layer + "/items", body);
       answer.then(function (result) {
         if (result.ok) {
-          status.textContent = T.saved;
           closePanel();
-          load();
+          load(T.saved);
         } else if (result.status === 412) {
           showConflict(feature, body);
         } else {
@@ -512,7 +525,7 @@
       body.geometry = { type: "Point", coordinates: [at.lng, at.lat] };
       delete body.properties.town_code;
       request("PUT", EDIT + "collections/" + state.layer + "/items/" + encodeURIComponent(id), body, { "If-Match": site.etag }).then(function (result) {
-        if (result.ok) { status.textContent = T.moved; state.selected = null; load(); }
+        if (result.ok) { state.selected = null; load(T.moved); }
         else if (result.status === 412) { back(); showConflict(site, body); }
         else { back(); status.textContent = T.failed + problemText(result); }
       });
@@ -524,7 +537,7 @@
   function showConflict(before, yours) {
     var layer = layers[state.layer];
     request("GET", "collections/" + state.layer + "/items/" + encodeURIComponent(before.id)).then(function (current) {
-      panel.hidden = false;
+      showPanel();
       clear(panel);
       panel.appendChild(el("h2", { text: T.conflictTitle, id: "conflict-title" }));
       if (current.status === 404) { panel.appendChild(el("p", { text: T.deletedMeanwhile })); return; }
@@ -546,7 +559,7 @@
       keepTheirs.addEventListener("click", function () { closePanel(); load(); });
       keepMine.addEventListener("click", function () {
         request("PUT", EDIT + "collections/" + state.layer + "/items/" + encodeURIComponent(before.id), yours, { "If-Match": current.etag }).then(function (result) {
-          if (result.ok) { status.textContent = T.saved; closePanel(); load(); }
+          if (result.ok) { closePanel(); load(T.saved); }
           else status.textContent = T.failed + problemText(result);
         });
       });
