@@ -155,6 +155,25 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base
 
 
+@pytest.fixture(scope="module", params=["geopackage", "postgis"])
+def seeded_server(request, tmp_path_factory) -> Iterator[str]:
+    """A real uvicorn server over each backend, seeded by itself, shared
+    (read-only) by a module's client tests."""
+    folder = tmp_path_factory.mktemp(f"server-{request.param}")
+    if request.param == "geopackage":
+        with running_server(folder, GEO_SERVICE_STORE=str(folder / "server.gpkg")) as base:
+            yield base
+        return
+    location = _new_pg_location(_require_pg())
+    try:
+        with running_server(folder, GEO_SERVICE_STORE=location) as base:
+            yield base
+    finally:
+        store = open_store(location, load_catalog())
+        store.drop()
+        store.close()
+
+
 @pytest.fixture(params=["geopackage", "postgis"])
 def server_store(request, tmp_path) -> Iterator[dict[str, str]]:
     """Where a real server keeps its store (its environment): its own

@@ -4,15 +4,12 @@ Part 2 CRS parameters they send, over HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from shapely.geometry import shape
 
 from geo_service.sources.catalog import load_catalog
-from geo_service.store import open_store
-from tests.conftest import _new_pg_location, _require_pg, missing, running_server
+from tests.conftest import missing
 
 CATALOG = load_catalog()
 LAYERS = list(CATALOG.layers)
@@ -21,22 +18,9 @@ EPSG4326 = "http://www.opengis.net/def/crs/EPSG/0/4326"
 PART2 = "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs"
 
 
-@pytest.fixture(scope="module", params=["geopackage", "postgis"])
-def server(request, tmp_path_factory) -> Iterator[str]:
-    """A real uvicorn server over each backend, seeded by itself."""
-    folder = tmp_path_factory.mktemp(f"clients-{request.param}")
-    if request.param == "geopackage":
-        with running_server(folder, GEO_SERVICE_STORE=str(folder / "server.gpkg")) as base:
-            yield base
-        return
-    location = _new_pg_location(_require_pg())
-    try:
-        with running_server(folder, GEO_SERVICE_STORE=location) as base:
-            yield base
-    finally:
-        store = open_store(location, load_catalog())
-        store.drop()
-        store.close()
+@pytest.fixture(scope="module")
+def server(seeded_server: str) -> str:
+    return seeded_server
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,8 +14,7 @@ import pytest
 from shapely.geometry import shape
 
 from geo_service.sources.catalog import load_catalog
-from geo_service.store import open_store
-from tests.conftest import _new_pg_location, _require_pg, missing, running_server
+from tests.conftest import missing
 
 CATALOG = load_catalog()
 LAYERS = list(CATALOG.layers)
@@ -35,21 +33,9 @@ def qgis_python() -> str:
     return SYSTEM_PYTHON
 
 
-@pytest.fixture(scope="module", params=["geopackage", "postgis"])
-def server(request, tmp_path_factory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp(f"qgis-{request.param}")
-    if request.param == "geopackage":
-        with running_server(folder, GEO_SERVICE_STORE=str(folder / "server.gpkg")) as base:
-            yield base
-        return
-    location = _new_pg_location(_require_pg())
-    try:
-        with running_server(folder, GEO_SERVICE_STORE=location) as base:
-            yield base
-    finally:
-        store = open_store(location, load_catalog())
-        store.drop()
-        store.close()
+@pytest.fixture(scope="module")
+def server(seeded_server: str) -> str:
+    return seeded_server
 
 
 def _read_with_qgis(python: str, base: str, runtime: Path) -> dict:

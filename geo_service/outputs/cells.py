@@ -28,6 +28,7 @@ __all__ = [
     "csv_bytes",
     "safe_cell",
     "save_workbook",
+    "table_sheet",
     "write_csv",
     "write_frame_csv",
     "xlsx_row",
@@ -91,6 +92,27 @@ def xlsx_row(values: Iterable[Any]) -> list[Any]:
         safe_cell(ILLEGAL_CHARACTERS_RE.sub("\ufffd", value) if isinstance(value, str) else value)
         for value in values
     ]
+
+
+def table_sheet(
+    book: Workbook, title: str, header: list[str], rows: list[list[Any]], *, first: bool = False
+):
+    """A sheet of ``rows`` under a bold ``header``, every value made safe,
+    columns as wide as their text (8 to 40 characters). ``first``: the
+    workbook's own first sheet rather than a new one."""
+    from openpyxl.styles import Font
+
+    sheet = book.active if first else book.create_sheet()
+    sheet.title = title
+    sheet.append(xlsx_row(header))
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    for row in rows:
+        sheet.append(xlsx_row(row))
+    for column in sheet.columns:
+        width = max(len(str(c.value or "")) for c in column) + 2
+        sheet.column_dimensions[column[0].column_letter].width = min(max(width, 8), 40)
+    return sheet
 
 
 def save_workbook(book: Workbook, path: Path | IO[bytes]) -> None:

@@ -13,23 +13,9 @@ from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
 
 from geo_service.analysis.coverage import COMPLIANCE_COLUMNS, TOWN_COLUMNS
-from geo_service.outputs.cells import save_workbook, xlsx_row
+from geo_service.outputs.cells import save_workbook, table_sheet, xlsx_row
 
 __all__ = ["write_workbook"]
-
-
-def _sheet(book: Workbook, title: str, header: list[str], rows: list[list[Any]], first=False):
-    sheet = book.active if first else book.create_sheet()
-    sheet.title = title
-    sheet.append(xlsx_row(header))
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-    for row in rows:
-        sheet.append(xlsx_row(row))
-    for column in sheet.columns:
-        width = max(len(str(c.value or "")) for c in column) + 2
-        sheet.column_dimensions[column[0].column_letter].width = min(max(width, 8), 40)
-    return sheet
 
 
 def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str, Any] | None):
@@ -43,7 +29,7 @@ def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str,
         row += ["是" if town["all_met"] else "否", town["population_note"] or ""]
         row += [town["sample_sites"]]
         rows.append(row)
-    sheet = _sheet(book, "镇街覆盖与达标", header, rows, first=True)
+    sheet = table_sheet(book, "镇街覆盖与达标", header, rows, first=True)
     sheet.append([])
     sheet.append([f"覆盖半径 {report['radius_m']:.0f} 米；{report['distance']}"])
     if report.get("sample_note"):
@@ -57,7 +43,7 @@ def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str,
         [unit, c["open"], c["planned"], c["suspended"]]
         for unit, c in report["progress_by_unit"].items()
     ]
-    _sheet(book, "责任单位进度", ["责任单位", "正常开放", "筹建中", "暂停服务"], units)
+    table_sheet(book, "责任单位进度", ["责任单位", "正常开放", "筹建中", "暂停服务"], units)
     if recommendation:
         rows = [
             [n, "MCLP", s["lon"], s["lat"], s["town_name"], s["gain"]]
@@ -66,7 +52,7 @@ def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str,
             [n, "贪心 greedy", s["lon"], s["lat"], s["town_name"], s["gain"]]
             for n, s in enumerate(recommendation["greedy"]["sites"], start=1)
         ]
-        sheet = _sheet(
+        sheet = table_sheet(
             book, "选址建议", ["序号", "方法", "经度", "纬度", "所在镇街", "新增覆盖人口"], rows
         )
         sheet.append([])

@@ -14,9 +14,8 @@ import io
 from typing import Any
 
 from openpyxl import Workbook
-from openpyxl.styles import Font
 
-from geo_service.outputs.cells import save_workbook, xlsx_row
+from geo_service.outputs.cells import save_workbook, table_sheet, xlsx_row
 
 __all__ = ["SHEETS", "supervision_workbook"]
 
@@ -24,20 +23,6 @@ __all__ = ["SHEETS", "supervision_workbook"]
 SHEETS = ("镇街达标", "责任单位进度", "变化")
 _STATUS_ZH = {"open": "正常开放", "planned": "筹建中", "suspended": "暂停服务"}
 _YES_NO = {True: "是", False: "否"}
-
-
-def _sheet(book: Workbook, title: str, header: list[str], rows: list[list[Any]], first=False):
-    sheet = book.active if first else book.create_sheet()
-    sheet.title = title
-    sheet.append(xlsx_row(header))
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-    for row in rows:
-        sheet.append(xlsx_row(row))
-    for column in sheet.columns:
-        width = max(len(str(c.value or "")) for c in column) + 2
-        sheet.column_dimensions[column[0].column_letter].width = min(max(width, 8), 40)
-    return sheet
 
 
 def _notes(sheet, report: dict[str, Any], samples: dict[str, Any]) -> None:
@@ -65,7 +50,7 @@ def supervision_workbook(report: dict[str, Any]) -> bytes:
             town["sample_sites_counted"],
         ]
         rows.append(row)
-    _notes(_sheet(book, SHEETS[0], header, rows, first=True), report, report["samples"])
+    _notes(table_sheet(book, SHEETS[0], header, rows, first=True), report, report["samples"])
 
     units = [
         [
@@ -79,7 +64,7 @@ def supervision_workbook(report: dict[str, Any]) -> bytes:
         for unit in report["units"]
     ]
     header = ["责任单位", "正常开放", "筹建中", "暂停服务", "合计", "其中示例站点"]
-    _notes(_sheet(book, SHEETS[1], header, units), report, report["samples"])
+    _notes(table_sheet(book, SHEETS[1], header, units), report, report["samples"])
 
     header = [
         "类别",
@@ -122,7 +107,7 @@ def supervision_workbook(report: dict[str, Any]) -> bytes:
                     "",
                 ]
             )
-    sheet = _sheet(book, SHEETS[2], header, rows)
+    sheet = table_sheet(book, SHEETS[2], header, rows)
     sheet.append([])
     if report["since"] is None:
         sheet.append(xlsx_row(["比较日", "未指定（since / --since）：没有比较"]))
