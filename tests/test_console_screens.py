@@ -13,6 +13,7 @@ import datetime as dt
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import shapely
@@ -228,7 +229,7 @@ def test_supervision_shows_a_suspended_station_and_the_day_before(office, open_a
         # The workbook of what is shown.
         with page.expect_download() as download:
             page.locator("#supervision-xlsx").click()
-        book = load_workbook(io.BytesIO(open(download.value.path(), "rb").read()))
+        book = load_workbook(io.BytesIO(Path(download.value.path()).read_bytes()))
         assert len(book.sheetnames) >= 2
         assert page.errors == []
     finally:
@@ -268,7 +269,7 @@ def test_a_small_coverage_run_shows_percentages_and_a_suggested_site(office, ope
     _screenshot(page, "console-planning-desktop.png")
     with page.expect_download() as download:
         page.locator("#coverage-xlsx").click()
-    book = load_workbook(io.BytesIO(open(download.value.path(), "rb").read()))
+    book = load_workbook(io.BytesIO(Path(download.value.path()).read_bytes()))
     assert "选址建议" in book.sheetnames
     assert page.errors == []
 

@@ -58,12 +58,13 @@
   var coverageStatus = el("p", { id: "coverage-status", class: "screen-status", role: "status", "aria-live": "polite" });
   var coverageNote = el("p", { id: "coverage-note", class: "sample-note", hidden: true });
   var mapBox = el("div", { id: "planning-map", class: "planning-map" });
+  var summary = el("p", { id: "recommendation-summary", class: "muted" });
   var suggestions = el("ol", { id: "suggested-sites", class: "suggestions" });
   var tableBox = el("div", { id: "coverage-result", class: "table-box" });
   var xlsx = el("a", { id: "coverage-xlsx", class: "button-link", hidden: true, text: t("xlsx") });
   main.appendChild(el("section", { class: "screen-section" }, [
     el("h2", { text: t("coverage") }), coverageForm, coverageProgress, coverageStatus, coverageNote,
-    el("div", { class: "planning-body" }, [mapBox, el("div", { class: "planning-side" }, [suggestions, xlsx])]),
+    el("div", { class: "planning-body" }, [mapBox, el("div", { class: "planning-side" }, [summary, suggestions, xlsx])]),
     tableBox
   ]));
 
@@ -140,16 +141,16 @@
   function showRecommendation(result) {
     C.clear(suggestions);
     suggestedLayer.clearLayers();
-    suggestions.appendChild(el("li", { class: "summary", text: t("before", {
+    summary.textContent = t("before", {
       before: result.covered_before.toLocaleString(), after: result.covered_after.toLocaleString(),
       shareBefore: C.percent(result.covered_share_before), shareAfter: C.percent(result.covered_share_after)
-    }) }));
+    });
     result.sites.forEach(function (site, index) {
       var words = t("suggested", { n: index + 1, town: site.town_name, gain: site.gain.toLocaleString() });
       suggestions.appendChild(el("li", { class: "suggested", text: words }));
       L.marker([site.lat, site.lon], { title: words, keyboard: true, alt: words }).addTo(suggestedLayer);
     });
-    if (result.sites.length) map.fitBounds(L.latLngBounds(result.sites.map(function (s) { return [s.lat, s.lon]; })).pad(0.6));
+    // The map keeps the whole district in view: where the new sites lie among the towns is the point.
   }
 
   coverageForm.addEventListener("submit", function (event) {
