@@ -180,6 +180,18 @@ def test_a_version_restored_from_the_page_is_stored_in_the_persons_name(office, 
     assert page.errors == []
 
 
+def test_store_text_in_the_history_stays_text(office, open_as):
+    hostile = '<img src=x onerror="window.pwned=1">示例'
+    office.change("st-support-base", "user:<b>x</b>", name=hostile)
+    page = open_as("区办公室", "/admin/history?layer=stations&id=st-support-base")
+    page.wait_for_selector("#history-list li.version")
+    assert hostile in page.locator("#history-title").inner_text()
+    assert "操作人：<b>x</b>" in page.locator("#history-list li.version").first.inner_text()
+    assert page.locator("#console-main img").count() == 0
+    assert page.evaluate("window.pwned") is None
+    assert page.errors == []
+
+
 def test_an_editor_cannot_read_another_towns_history(office, open_as):
     page = open_as("马尚编辑", f"/admin/history?layer=stations&id={FANGZHEN_SITE}")
     _wait_for_text(page, "history-status", "加载失败")
