@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from geo_service.api import (
     admin,
+    admin_screens,
     coverage,
     docs,
     editing,
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(editing.router, prefix="/admin/api", include_in_schema=False)
     app.include_router(admin.router)
     app.state.sign_in_buckets = admin.sign_in_buckets(settings)
+    app.include_router(admin_screens.router)
     app.include_router(history.router)
     app.include_router(supervision.router)
     app.include_router(import_template.router)
@@ -119,6 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(coverage.router)
     app.include_router(printing.router)
     app.include_router(processes.router)
+    # The console's History, Supervision and Planning screens ask these as
+    # the person signed in: under /admin/api the session cookie reaches them.
+    for console_router in (history.router, supervision.router, processes.router):
+        app.include_router(console_router, prefix="/admin/api", include_in_schema=False)
     app.include_router(tiles.router)
     app.include_router(webmap.router)
     webmap.mount_static(app)

@@ -15,12 +15,13 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from geo_service.api import admin
 from geo_service.api.media import MediaType
 from geo_service.api.ogc import _base
 from geo_service.api.openapi import problem
 from geo_service.api.params import load_json_body
 from geo_service.errors import InvalidParameter, Unauthorized, UnsupportedMediaType
-from geo_service.services.access import Principal, authenticate
+from geo_service.services.access import Principal
 from geo_service.services.processes import PROCESSES, Process, process, unknown_inputs
 from geo_service.store.base import JobRecord
 
@@ -99,8 +100,13 @@ def _status_info(request: Request, record: JobRecord) -> dict[str, Any]:
 
 
 def _principal(request: Request) -> Principal | None:
-    header = request.headers.get("authorization")
-    return authenticate(request.app.state.runtime.store, header) if header else None
+    """Who asks, if anyone: a bearer token, or (under ``/admin/api``, where
+    the cookie is sent) the console's session, with its CSRF token on every
+    POST and DELETE; the same rule as the editing API's (``admin.principal``).
+    None for nobody: printing and coverage are anyone's to run."""
+    if request.headers.get("authorization") or request.cookies.get(admin.SESSION_COOKIE):
+        return admin.principal(request)
+    return None
 
 
 def _may_see(who: Principal | None, record: JobRecord) -> bool:

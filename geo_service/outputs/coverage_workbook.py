@@ -7,7 +7,7 @@ every cell), so none of them runs as a formula."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
@@ -18,7 +18,9 @@ from geo_service.outputs.cells import save_workbook, table_sheet, xlsx_row
 __all__ = ["write_workbook"]
 
 
-def write_workbook(path: Path, report: dict[str, Any], recommendation: dict[str, Any] | None):
+def write_workbook(
+    path: Path | IO[bytes], report: dict[str, Any], recommendation: dict[str, Any] | None
+):
     book = Workbook()
     header = [zh for _key, zh in TOWN_COLUMNS] + [zh for _item, zh in COMPLIANCE_COLUMNS]
     header += ["全部达标", "人口说明", "其中示例站点"]

@@ -161,7 +161,7 @@ def restore_version(
         layer.id,
         feature_id,
         version,
-        actor=who.name,
+        actor=who.actor,  # "user:NAME" for a console person, as every other change
         if_match=if_match,
         authorize=check,
     )

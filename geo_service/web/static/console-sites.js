@@ -238,7 +238,7 @@
         el("td", { text: p.sample ? T.yes : T.no }),
         el("td", { text: valueLabel(layer, "position_quality", p.position_quality) }),
         el("td", { text: p.updated_at || "" }),
-        el("td", {}, [editButton])
+        el("td", {}, [editButton, el("a", { class: "history-link", href: ROOT + "admin/history?layer=" + encodeURIComponent(state.layer) + "&id=" + encodeURIComponent(site.id) + (LANG === "en" ? "&lang=en" : ""), text: LANG === "en" ? "History" : "历史" })])
       ]);
       if (state.selected === site.id) row.className = "selected";
       body.appendChild(row);
