@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from geo_service.api import (
     admin,
+    admin_sheets,
     coverage,
     docs,
     editing,
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The same routes where the console's session cookie (Path=/admin) reaches them.
     app.include_router(editing.router, prefix="/admin/api", include_in_schema=False)
     app.include_router(admin.router)
+    app.include_router(admin_sheets.router)
     app.state.sign_in_buckets = admin.sign_in_buckets(settings)
     app.include_router(history.router)
     app.include_router(supervision.router)
@@ -119,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(coverage.router)
     app.include_router(printing.router)
     app.include_router(processes.router)
+    # Where the console follows its imports as jobs with the session cookie.
+    app.include_router(processes.router, prefix="/admin/api", include_in_schema=False)
     app.include_router(tiles.router)
     app.include_router(webmap.router)
     webmap.mount_static(app)

@@ -158,7 +158,11 @@ def _header(*, name: str, role: str, towns: list[tuple[str, str]], csrf_token: s
 
 
 #: Screens that are pages of their own (the others are sections of the shell).
-PAGES = {"sites": "/admin/sites"}
+PAGES = {
+    "sites": "/admin/sites",
+    "spreadsheets": "/admin/spreadsheets",
+    "samples": "/admin/samples",
+}
 
 
 def _menu() -> Html:
