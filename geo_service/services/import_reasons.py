@@ -63,6 +63,11 @@ _REASONS: list[tuple[re.Pattern[str], str | Rewrite]] = [
         lambda m: f"{m[1]} 位于{m[2]}，不在您负责的镇街，不能修改",
     ),
     (re.compile(r"^only an admin may change (\w+)$"), "只有管理员可以修改这个图层"),
+    (re.compile(r"^id: is required$"), "缺少编号（编号由名称生成，名称为空时无法生成）"),
+    (
+        re.compile(r"^(\w+): is required$"),
+        lambda m: f"缺少{_FIELD_ZH.get(m[1], m[1])}（必填）",
+    ),
     (
         re.compile(r"^probable duplicate of line (\d+) \(same address\)$"),
         lambda m: f"可能与第 {m[1]} 行重复（地址相同）",
@@ -93,6 +98,16 @@ _REASONS: list[tuple[re.Pattern[str], str | Rewrite]] = [
     ),
 ]
 _PROP_ZH = {"services": "服务内容", "eligible": "服务对象"}
+#: Field names as the template's headers say them (``layers/import_headers.toml``).
+_FIELD_ZH = {
+    "id": "编号",
+    "name": "名称",
+    "address": "地址",
+    "kind": "类型",
+    "phone": "电话",
+    "town_code": "所属镇街",
+    "opening_hours": "开放时间",
+}
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
