@@ -297,3 +297,39 @@ def test_the_screens_in_english_and_on_a_phone(office, console):
     # The menu leads to both screens.
     menu = page.locator("nav.console-menu a").evaluate_all("links => links.map(a => a.pathname)")
     assert "/admin/spreadsheets" in menu and "/admin/samples" in menu
+
+
+HOSTILE_NAME = '<img src=x onerror="window.__pwned=1">示例：驿站'
+
+
+def test_hostile_names_stay_text_on_both_screens(office, console, tmp_path):
+    store = office.store()
+    sample = store.get("stations", "st-post-10").properties
+    hostile = store.catalog.validate_feature(
+        "stations",
+        {
+            "type": "Feature",
+            "id": "st-hostile-sample",
+            "geometry": {"type": "Point", "coordinates": [118.0655, 36.8415]},
+            "properties": {**sample, "id": "st-hostile-sample", "name": HOSTILE_NAME},
+        },
+    )
+    store.change("stations", hostile.id, hostile, actor="office", action="create", create=True)
+    store.close()
+    page = console("区办公室", "/admin/samples")
+    page.wait_for_selector('li[data-site="st-hostile-sample"]')
+    assert HOSTILE_NAME in page.locator('li[data-site="st-hostile-sample"]').inner_text()
+    assert page.locator("#console-main img").count() == 0
+    sheet = tmp_path / "hostile.csv"
+    quoted = '"' + HOSTILE_NAME.replace('"', '""') + '"'  # a CSV cell with quotes in it
+    sheet.write_text(
+        f"名称,类型,地址,经度,纬度\n{quoted},拥军服务驿站,张店区测试路9号,118.0660,36.8420\n",
+        encoding="gbk",
+    )
+    sheets = console("区办公室", "/admin/spreadsheets")
+    sheets.set_input_files("#sheet-file", str(sheet))
+    sheets.wait_for_selector("#report-table tbody tr")
+    assert HOSTILE_NAME in sheets.locator("#report-table").inner_text()
+    assert sheets.locator("#console-main img").count() == 0
+    assert page.evaluate("window.__pwned") is None and sheets.evaluate("window.__pwned") is None
+    assert page.errors == [] and sheets.errors == []
