@@ -647,7 +647,10 @@ def restore(
         with _runtime(store) as rt:
             if layer is None:
                 records, _ = rt.store.audit_log(AuditQuery(feature_id=feature_id, limit=10**6))
-                layers = sorted({r["layer_id"] for r in records if r["action"] == "delete"})
+                # "retire": a sample site retired on the console's Sample-to-real screen.
+                layers = sorted(
+                    {r["layer_id"] for r in records if r["action"] in {"delete", "retire"}}
+                )
                 if not layers:
                     raise NotFound(f"{feature_id} has never been deleted")
                 if len(layers) > 1:

@@ -15,6 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from geo_service.api import (
     admin,
     admin_screens,
+    admin_sheets,
     coverage,
     docs,
     editing,
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The same routes where the console's session cookie (Path=/admin) reaches them.
     app.include_router(editing.router, prefix="/admin/api", include_in_schema=False)
     app.include_router(admin.router)
+    app.include_router(admin_sheets.router)
     app.state.sign_in_buckets = admin.sign_in_buckets(settings)
     app.include_router(admin_screens.router)
     app.include_router(history.router)

@@ -19,6 +19,7 @@ from geo_service.api.media import MediaType
 from geo_service.api.ogc import FEATURE_ID_PATTERN, CollectionId, FeatureId, _base
 from geo_service.api.openapi import catalog_values, change_links, json_body, problem
 from geo_service.api.params import load_json_body
+from geo_service.api.processes import job_created
 from geo_service.errors import (
     InvalidParameter,
     PreconditionRequired,
@@ -300,7 +301,9 @@ _FILE_TYPES = editing.IMPORT_TYPES
     description="The body is the file itself: CSV (UTF-8 or GBK), XLSX, GeoJSON or "
     "GeoPackage, named by Content-Type. The same checks as `geo-service import`. "
     "Rows with errors refuse the whole file (422, with the report) unless "
-    "`skip_invalid=true`; nothing is ever half written.",
+    "`skip_invalid=true`; nothing is ever half written. With `Prefer: respond-async` "
+    "the answer is 201 at once with `Location: /jobs/{jobId}` (status and progress; "
+    "the report at `/jobs/{jobId}/results`).",
     tags=["Editing"],
     response_class=Response,
     openapi_extra={
@@ -313,6 +316,7 @@ _FILE_TYPES = editing.IMPORT_TYPES
     },
     responses={
         200: {"description": "The report (and what was written)", **json_body("ImportReport")},
+        201: {"description": "Queued as a job (`Prefer: respond-async`)"},
         **_WRITE_ERRORS,
         422: problem("Rows have errors; nothing written (the report is in `report`)"),
     },
@@ -351,8 +355,14 @@ async def import_items(
         "spool": str(spool),
         "who": who.as_inputs(),
     }
+    engine = request.app.state.jobs
+    if "respond-async" in request.headers.get("prefer", ""):
+        # The console follows a long import's progress at /jobs/{id} (under
+        # /admin/api for its session) instead of holding the request open.
+        record = await engine.queue("import", inputs, actor=who.actor)
+        return job_created(request, record)
     # A job like any other: run by a worker process, never on this event loop.
-    _record, output = await request.app.state.jobs.run("import", inputs, actor=who.actor)
+    _record, output = await engine.run("import", inputs, actor=who.actor)
     return Response(output.content, media_type=MediaType.json)
 
 

@@ -484,6 +484,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "name": _STRING_OR_NULL,
                         "action": _STRING_OR_NULL,
                         "reasons": {"type": "array", "items": {"type": "string"}},
+                        "reasons_zh": {"type": "array", "items": {"type": "string"}},
                     },
                 },
             },

@@ -25,7 +25,7 @@ from geo_service.services.access import Principal
 from geo_service.services.processes import PROCESSES, Process, process, unknown_inputs
 from geo_service.store.base import JobRecord
 
-__all__ = ["router"]
+__all__ = ["job_created", "router"]
 
 router = APIRouter()
 
@@ -73,8 +73,13 @@ def _summary(request: Request, proc: Process) -> dict[str, Any]:
     }
 
 
+def _jobs_prefix(request: Request) -> str:
+    """Where the jobs are for this request: ``/admin/api`` when it came there."""
+    return "/admin/api" if request.url.path.startswith("/admin/api/") else ""
+
+
 def _status_info(request: Request, record: JobRecord) -> dict[str, Any]:
-    href = f"{_base(request)}/jobs/{record.id}"
+    href = f"{_base(request)}{_jobs_prefix(request)}/jobs/{record.id}"
     links = [{"href": href, "rel": "self", "type": MediaType.json.value}]
     if record.status == "successful":
         links.append(
@@ -107,6 +112,19 @@ def _principal(request: Request) -> Principal | None:
     if request.headers.get("authorization") or request.cookies.get(admin.SESSION_COOKIE):
         return admin.principal(request)
     return None
+
+
+def job_created(request: Request, record: JobRecord) -> Response:
+    """201 for a job queued with ``Prefer: respond-async``: its status, and
+    where to follow it (under ``/admin/api`` when asked there)."""
+    return _json(
+        _status_info(request, record),
+        201,
+        {
+            "Location": f"{_base(request)}{_jobs_prefix(request)}/jobs/{record.id}",
+            "Preference-Applied": "respond-async",
+        },
+    )
 
 
 def _may_see(who: Principal | None, record: JobRecord) -> bool:
@@ -232,14 +250,7 @@ async def execute(request: Request, process_id: ProcessId) -> Response:
     engine = request.app.state.jobs
     if "respond-async" in request.headers.get("prefer", ""):
         record = await engine.queue(process_id, inputs, actor=actor)
-        return _json(
-            _status_info(request, record),
-            201,
-            {
-                "Location": f"{_base(request)}/jobs/{record.id}",
-                "Preference-Applied": "respond-async",
-            },
-        )
+        return job_created(request, record)
     record, output = await engine.run(process_id, inputs, actor=actor)
     if response_mode == "document":
         if output.media_type == MediaType.json.value:

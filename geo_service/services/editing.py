@@ -22,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.errors import Conflict, FieldProblem, Forbidden, InvalidFeature, InvalidParameter
 from geo_service.runtime import Runtime
 from geo_service.services.access import Principal, authorize_change, require_admin
+from geo_service.services.import_reasons import reasons_zh
 from geo_service.services.importing import apply_import, plan_import
 from geo_service.services.samples import probable_samples
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature, printable
@@ -208,6 +209,8 @@ def import_report(plan: ImportPlan, written: dict[str, Any] | None) -> dict[str,
                 "name": row.name,
                 "action": row.action or None,
                 "reasons": row.reasons,
+                # The same reasons for the office console, in Chinese.
+                "reasons_zh": reasons_zh(row.reasons),
                 "geocoded": row.geocoded,
                 "defaults": row.defaults,
                 "same_as_samples": row.same_as_samples,

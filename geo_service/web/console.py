@@ -160,6 +160,8 @@ def _header(*, name: str, role: str, towns: list[tuple[str, str]], csrf_token: s
 #: Screens that are pages of their own (the others are sections of the shell).
 PAGES = {
     "sites": "/admin/sites",
+    "spreadsheets": "/admin/spreadsheets",
+    "samples": "/admin/samples",
     "history": "/admin/history",
     "supervision": "/admin/supervision",
     "planning": "/admin/planning",
