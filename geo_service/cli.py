@@ -1122,7 +1122,7 @@ def nearest(
             escape(str(props["name"])),
             kinds.get(props["kind"], props["kind"]),
             f"{props['distance_m']:.0f} m",
-            f"{props['walk_minutes']:.0f} min",
+            "-" if props["walk_minutes"] is None else f"{props['walk_minutes']:.0f} min",
             state,
             escape(str(props.get("phone") or "-")),
         )

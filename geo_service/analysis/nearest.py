@@ -32,6 +32,7 @@ import functools
 import heapq
 import math
 import threading
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,7 +43,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import opening_hours
+import shapely
+from pyproj import Transformer
 from scipy.spatial import cKDTree
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import nearest_points
 
 from geo_service.sources.crs import GEOD, CoordinateSystem, convert
 from geo_service.store import Store, StoredFeature
@@ -50,15 +55,21 @@ from geo_service.store import Store, StoredFeature
 __all__ = [
     "DETOUR_FACTOR",
     "LOCAL_TIME",
+    "WALKING_LIMIT_M",
     "WALKING_SPEED_KMH",
+    "WINDOW_GROUP_RADIUS_M",
+    "DistrictOutline",
     "NearestFilters",
     "NearestResult",
     "OpenState",
     "SiteIndex",
     "SiteIndexCache",
+    "institution_name",
     "navigation_links",
     "nearest_sites",
+    "opening_phrase",
     "walking_assumption",
+    "window_groups",
 ]
 
 #: Opening hours are evaluated in China Standard Time.
@@ -67,6 +78,14 @@ LOCAL_TIME = ZoneInfo("Asia/Shanghai")
 DETOUR_FACTOR = 1.3
 #: A comfortable pace for older residents (GB 50180-2018 life circles assume ~4-5 km/h).
 WALKING_SPEED_KMH = 4.5
+#: Past this straight-line distance no walking time is given: 5 km is already
+#: ~87 minutes at the pace above with the detour, beyond what older residents
+#: walk to an office (GB 50180-2018's largest life circle is 15 minutes); they
+#: take a bus or a taxi, and a minute count would only mislead.
+WALKING_LIMIT_M = 5000.0
+#: Windows of one institution (same name before the first space) this close
+#: together, or at the same address, are one place in an answer.
+WINDOW_GROUP_RADIUS_M = 30.0
 
 _A = 6378137.0
 _E2 = 6.69437999014e-3
@@ -77,6 +96,136 @@ def walking_assumption() -> str:
         f"straight-line distance × {DETOUR_FACTOR} detour factor ÷ "
         f"{WALKING_SPEED_KMH} km/h walking speed"
     )
+
+
+def institution_name(name: object) -> str:
+    """The institution a window belongs to: its name up to the first space
+    (names are written "淄博市中心医院 军人优先窗口"), width-folded (NFKC, so a
+    full-width space counts) and case-folded. A name without a space is
+    all institution."""
+    text = unicodedata.normalize("NFKC", str(name or "")).strip().casefold()
+    return text.split(maxsplit=1)[0] if text else ""
+
+
+def _address_key(address: object) -> str:
+    text = unicodedata.normalize("NFKC", str(address or "")).casefold()
+    return "".join(text.split())
+
+
+def window_groups(
+    features: list[StoredFeature], grouped_layers: frozenset[str] = frozenset({"green_channels"})
+) -> list[int]:
+    """Per feature, the position of the feature that stands for its place.
+
+    Two sites of a layer in ``grouped_layers`` are windows of one place when
+    they have the same institution name (``institution_name``: the same name
+    before the first space; a shared prefix alone, as 淄博北站 and 淄博北站长途
+    客运站, is not enough) AND either stand within ``WINDOW_GROUP_RADIUS_M``
+    of each other or give the same address (spaces and width ignored). The
+    relation is closed transitively; the first position of a group stands
+    for it. Every other site is its own place.
+    """
+    parent = list(range(len(features)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    buckets: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for row, feature in enumerate(features):
+        if feature.layer_id in grouped_layers:
+            name = institution_name(feature.properties.get("name"))
+            if name:
+                buckets[(feature.layer_id, name)].append(row)
+    for rows in buckets.values():
+        for i, a in enumerate(rows):
+            fa = features[a]
+            for b in rows[i + 1 :]:
+                fb = features[b]
+                same_address = bool(_address_key(fa.properties.get("address"))) and (
+                    _address_key(fa.properties.get("address"))
+                    == _address_key(fb.properties.get("address"))
+                )
+                if not same_address:
+                    metres = GEOD.inv(fa.geometry.x, fa.geometry.y, fb.geometry.x, fb.geometry.y)[2]
+                    if metres > WINDOW_GROUP_RADIUS_M:
+                        continue
+                ra, rb = root(a), root(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+    return [root(i) for i in range(len(features))]
+
+
+_WEEKDAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
+_WEEKDAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def opening_phrase(opens: dt.datetime, now: dt.datetime) -> tuple[str, str]:
+    """When a site opens, as residents say it, in Chinese and English:
+    ("今天 14:00 开放", "today 14:00"), ("明天 08:00 开放", "tomorrow 08:00"),
+    within a week ("周一 09:00 开放", "Monday 09:00"), else the date.
+
+    >>> now = dt.datetime(2026, 11, 29, 20, 0, tzinfo=LOCAL_TIME)  # a Sunday
+    >>> opening_phrase(dt.datetime(2026, 11, 30, 8, 0, tzinfo=LOCAL_TIME), now)
+    ('明天 08:00 开放', 'tomorrow 08:00')
+    >>> opening_phrase(dt.datetime(2026, 12, 4, 9, 0, tzinfo=LOCAL_TIME), now)
+    ('周五 09:00 开放', 'Friday 09:00')
+    """
+    opens = opens.astimezone(LOCAL_TIME)
+    days = (opens.date() - now.astimezone(LOCAL_TIME).date()).days
+    clock = opens.strftime("%H:%M")
+    if days <= 0:
+        return f"今天 {clock} 开放", f"today {clock}"
+    if days == 1:
+        return f"明天 {clock} 开放", f"tomorrow {clock}"
+    if days < 7:
+        weekday = opens.weekday()
+        return f"{_WEEKDAYS_ZH[weekday]} {clock} 开放", f"{_WEEKDAYS_EN[weekday]} {clock}"
+    return (
+        f"{opens.month}月{opens.day}日 {clock} 开放",
+        f"{opens.date().isoformat()} {clock}",
+    )
+
+
+class DistrictOutline:
+    """The district's outline: whether a point is inside, and how far outside.
+
+    >>> from shapely.geometry import box
+    >>> outline = DistrictOutline(box(118.0, 36.7, 118.2, 36.9))
+    >>> outline.contains(118.1, 36.8), outline.contains(118.3, 36.8)
+    (True, False)
+    >>> round(outline.distance_to_boundary_m(118.3, 36.8) / 1000, 1)  # 0.1 degree east
+    8.9
+    """
+
+    def __init__(self, geometry: BaseGeometry):
+        self.geometry = geometry
+        shapely.prepare(geometry)
+
+    def contains(self, lon: float, lat: float) -> bool:
+        """Inside or on the boundary."""
+        return bool(shapely.intersects_xy(self.geometry, lon, lat))
+
+    def distance_to_boundary_m(self, lon: float, lat: float) -> float:
+        """Geodesic metres from the point to the nearest point of the boundary.
+
+        The nearest point is found in an azimuthal equidistant projection
+        centred on the point (where distance from the centre is true in every
+        direction), then measured on the ellipsoid."""
+        to_local = Transformer.from_crs(
+            "EPSG:4326",
+            f"+proj=aeqd +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m",
+            always_xy=True,
+        )
+        local = shapely.transform(
+            self.geometry.boundary,
+            lambda xy: np.column_stack(to_local.transform(xy[:, 0], xy[:, 1])),
+        )
+        nearest = nearest_points(local, shapely.Point(0.0, 0.0))[0]
+        back_lon, back_lat = to_local.transform(nearest.x, nearest.y, direction="INVERSE")
+        return float(GEOD.inv(lon, lat, back_lon, back_lat)[2])
 
 
 def _ecef(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -122,6 +271,8 @@ class NearestFilters:
     open_at: dt.datetime | None = None
     statuses: frozenset[str] = frozenset({"open"})
     max_distance: float | None = None
+    #: Leave out sites whose opening hours are unknown (or unreadable).
+    hours_known: bool = False
 
     @functools.cached_property
     def open_at_local(self) -> dt.datetime | None:
@@ -139,6 +290,9 @@ class NearestResult:
     open_state: OpenState
     index: SiteIndex = field(repr=False, compare=False)
     row: int = field(repr=False, compare=False)
+    #: For a place with several windows (one institution): all its windows
+    #: that pass the filters, nearest first, this one included; else None.
+    windows: list[NearestResult] | None = field(default=None, compare=False)
 
     @property
     def gcj02(self) -> tuple[float, float]:
@@ -220,9 +374,24 @@ class SiteIndex:
     numpy's per-call overhead would dominate.
     """
 
-    def __init__(self, features: Iterable[StoredFeature], versions: dict[str, int] | None = None):
+    def __init__(
+        self,
+        features: Iterable[StoredFeature],
+        versions: dict[str, int] | None = None,
+        grouped_layers: Iterable[str] = ("green_channels",),
+        district: DistrictOutline | None = None,
+    ):
         self.features = list(features)
         self.versions = dict(versions or {})
+        #: The district the sites serve (None: unknown, nothing said about it).
+        self.district = district
+        #: Per row, the row that stands for its institution (itself when alone),
+        #: and each institution's rows, for layers whose sites are windows.
+        self._group = window_groups(self.features, frozenset(grouped_layers))
+        members: dict[int, list[int]] = defaultdict(list)
+        for row, group in enumerate(self._group):
+            members[group].append(row)
+        self._members = {group: rows for group, rows in members.items() if len(rows) > 1}
         lon = np.array([f.geometry.x for f in self.features], dtype="float64")
         lat = np.array([f.geometry.y for f in self.features], dtype="float64")
         self._lon, self._lat = lon.tolist(), lat.tolist()
@@ -267,7 +436,8 @@ class SiteIndex:
         """Open, closed or unknown at ``when`` (aware), by the site's hours."""
         return self._open_state_local(row, when.astimezone(LOCAL_TIME).replace(tzinfo=None))
 
-    def _open_state_local(self, row: int, local: dt.datetime) -> OpenState:
+    def _parsed_hours(self, row: int) -> Any:
+        """The site's parsed opening hours, or False when unknown or unreadable."""
         parsed = self._hours[row]
         if parsed is None:
             expression = self.features[row].properties.get("opening_hours")
@@ -276,6 +446,29 @@ class SiteIndex:
             except (SyntaxError, ValueError):
                 parsed = False
             self._hours[row] = parsed
+        return parsed
+
+    def next_open(self, row: int, local: dt.datetime) -> dt.datetime | None:
+        """When the site next opens after ``local`` (naive China time), as an
+        aware datetime, or None: hours unknown, or no opening within 8 days."""
+        parsed = self._parsed_hours(row)
+        if parsed is False:
+            return None
+        horizon = local + dt.timedelta(days=8)
+        moment = local
+        try:
+            for _ in range(32):  # a few closed/unknown stretches at most
+                if parsed.state(moment)[0] == opening_hours.State.OPEN:
+                    return moment.replace(tzinfo=LOCAL_TIME)
+                moment = parsed.next_change(moment)
+                if moment is None or moment > horizon:
+                    return None
+        except (ValueError, OverflowError, RuntimeError):
+            return None
+        return None
+
+    def _open_state_local(self, row: int, local: dt.datetime) -> OpenState:
+        parsed = self._parsed_hours(row)
         if parsed is False:
             return OpenState.unknown
         state = parsed.state(local)[0]
@@ -293,6 +486,8 @@ class SiteIndex:
         if filters.services and not filters.services <= self._services[row]:
             return False
         if filters.eligible and filters.eligible not in self._eligible[row]:
+            return False
+        if filters.hours_known and self._parsed_hours(row) is False:
             return False
         return (
             filters.open_at is None
@@ -370,6 +565,23 @@ class SiteIndex:
                 return best
             want = min(n, want * 4)
 
+    def windows(
+        self, rows: list[int], lon: float, lat: float, filters: NearestFilters, local: dt.datetime
+    ) -> list[NearestResult]:
+        """The windows of one institution that pass ``filters``, nearest first."""
+        kinds = filters.kinds
+        found = []
+        for row in rows:
+            if kinds and str(self.features[row].properties.get("kind")) not in kinds:
+                continue
+            if not self.passes(row, filters):
+                continue
+            azimuth, _back, distance = GEOD.inv(lon, lat, self._lon[row], self._lat[row])
+            if filters.max_distance is not None and distance > filters.max_distance:
+                continue
+            found.append((distance, self._ids[row], row, azimuth))
+        return [self.result(row, d, azimuth, local) for d, _id, row, azimuth in sorted(found)]
+
     def result(
         self, row: int, distance: float, azimuth: float, local: dt.datetime
     ) -> NearestResult:
@@ -392,25 +604,54 @@ def nearest_sites(
     layers: Iterable[str] | None = None,
     filters: NearestFilters | None = None,
     now: dt.datetime | None = None,
+    group_windows: bool = True,
 ) -> list[NearestResult]:
-    """The ``k`` nearest sites of ``layers`` (default: every layer in the
-    index) that pass ``filters``, nearest first, ties broken by id. ``now``
-    (aware) is the time the open-now state of each result is reported for
-    (default: the current time)."""
+    """The ``k`` nearest places of ``layers`` (default: every layer in the
+    index) that pass ``filters``, nearest first, ties broken by id. A place
+    is a site, or (``group_windows``) the windows of one institution: it is
+    answered once, by its nearest passing window, with all its passing
+    windows in ``windows``. ``now`` (aware) is the time the open-now state of
+    each result is reported for (default: the current time)."""
     filters = filters or NearestFilters()
     lon, lat = float(lon), float(lat)  # numpy scalars would slow every geodesic call
     origin = ecef_point(lon, lat)
     trees = index.trees_for(layers, filters.kinds)
-    if len(trees) == 1:
-        chosen = index.search(trees[0], origin, lon, lat, k, filters)
-    else:
-        chosen = heapq.nsmallest(
-            k,
-            (c for tree in trees for c in index.search(tree, origin, lon, lat, k, filters)),
-        )
+    grouping = group_windows and bool(index._members)
+    want = k
+    while True:
+        if len(trees) == 1:
+            found = index.search(trees[0], origin, lon, lat, want, filters)
+        else:
+            found = heapq.nsmallest(
+                want,
+                (c for tree in trees for c in index.search(tree, origin, lon, lat, want, filters)),
+            )
+        if not grouping:
+            chosen = found
+            break
+        # Sites nearest first: an institution's first window is its place.
+        seen: set[int] = set()
+        chosen = []
+        for candidate in found:
+            group = index._group[candidate[2]]
+            if group not in seen:
+                seen.add(group)
+                chosen.append(candidate)
+        if len(chosen) >= k or len(found) < want:
+            del chosen[k:]
+            break
+        want += k - len(chosen)  # windows took places: look further
     moment = filters.open_at or now or dt.datetime.now(LOCAL_TIME)
     local = moment.astimezone(LOCAL_TIME).replace(tzinfo=None)
-    return [index.result(row, distance, azimuth, local) for distance, _id, row, azimuth in chosen]
+    results = [
+        index.result(row, distance, azimuth, local) for distance, _id, row, azimuth in chosen
+    ]
+    if grouping:
+        for result in results:
+            rows = index._members.get(index._group[result.row])
+            if rows:
+                result.windows = index.windows(rows, lon, lat, filters, local)
+    return results
 
 
 def navigation_links(
@@ -454,12 +695,22 @@ class SiteIndexCache:
             if layer_ids is not None
             else [layer.id for layer in store.catalog.facility_layers]
         )
+        layers = store.catalog.layers
+        #: Layers whose sites are windows of an institution (they declare ``window``).
+        self.grouped_layers = frozenset(
+            layer_id for layer_id in self.layer_ids if "window" in layers[layer_id].properties
+        )
+        #: The district outline's layer, if the catalog has one.
+        self.district_layer = next(
+            (layer.id for layer in layers.values() if layer.schema == "district"), None
+        )
         self._index: SiteIndex | None = None
         self._lock = threading.Lock()
 
     def get(self) -> SiteIndex:
         all_versions = self.store.layer_versions()
-        versions = {layer_id: all_versions.get(layer_id, 0) for layer_id in self.layer_ids}
+        watched = [*self.layer_ids, *([self.district_layer] if self.district_layer else [])]
+        versions = {layer_id: all_versions.get(layer_id, 0) for layer_id in watched}
         index = self._index
         if index is None or index.versions != versions:
             with self._lock:
@@ -470,6 +721,14 @@ class SiteIndexCache:
                         for layer_id in self.layer_ids
                         for feature in self.store.all_features(layer_id)
                     ]
-                    index = SiteIndex(features, versions)
+                    index = SiteIndex(features, versions, self.grouped_layers, self._district())
                     self._index = index
         return index
+
+    def _district(self) -> DistrictOutline | None:
+        if self.district_layer is None:
+            return None
+        outlines = [f.geometry for f in self.store.all_features(self.district_layer)]
+        if not outlines:
+            return None
+        return DistrictOutline(shapely.union_all(outlines))

@@ -7,10 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from geo_service.analysis.nearest import WALKING_LIMIT_M, WINDOW_GROUP_RADIUS_M
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import catalog_values, json_body
 from geo_service.api.params import query_params
 from geo_service.services.nearest import (
+    DEFAULT_LAYERS,
     LIST_PARAMETERS,
     MAX_ADDRESS,
     MAX_DISTANCE_M,
@@ -46,7 +48,9 @@ _PARAMETER_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
         {"type": "integer", "minimum": 1, "maximum": MAX_K},
     ),
     "layers": (
-        "Facility layers to search, comma-separated (default: all)",
+        "Facility layers to search, comma-separated (default: "
+        + ", ".join(DEFAULT_LAYERS)
+        + "; memorials and education only when named here)",
         {"type": "array", "items": catalog_values("facility_layers")},
     ),
     "kind": (
@@ -59,7 +63,9 @@ _PARAMETER_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "eligible": ("Beneficiary type the site must serve", catalog_values("eligible")),
     "open_now": (
-        "true: only sites open now (Asia/Shanghai); unknown hours are left out. Not with `open_at`",
+        "true: only sites open now (Asia/Shanghai); unknown hours are left out. If none is "
+        "open, the nearest sites with known hours are answered with `next_open` and the "
+        "answer says `none_open: true`. Not with `open_at`",
         {"type": "boolean"},
     ),
     "open_at": (
@@ -92,10 +98,23 @@ assert tuple(_PARAMETER_DOCS) == NEAREST_PARAMETERS and _LISTS == LIST_PARAMETER
 @router.get(
     "/nearest",
     summary="Nearest sites that serve a resident",
-    description="The true k nearest sites (geodesic distance on WGS-84, ties by id) among "
+    description="The true k nearest places (geodesic distance on WGS-84, ties by id) among "
     "those passing every filter, nearest first, each with distance, bearing, a "
     "walking estimate, its open-now state and navigation links for Amap, Baidu "
-    "and Tencent maps. Unknown parameters are rejected.",
+    "and Tencent maps. Unknown parameters are rejected.\n\n"
+    "* Default layers: " + ", ".join(DEFAULT_LAYERS) + " (what a resident means); "
+    "memorials and education only when `layers` names them.\n"
+    "* Windows of one institution (same name before the first space, within "
+    f"{WINDOW_GROUP_RADIUS_M:g} m or at the same address) are one place: the nearest "
+    "window answers, with all the institution's matching windows in `windows` "
+    "(null for a single site).\n"
+    "* A point outside the district: `outside_district: true`, "
+    "`district_boundary_m` and a note in `notes` (Chinese and English).\n"
+    f"* `walk_minutes` is null, with `walk_note`, past {WALKING_LIMIT_M:g} m or "
+    "outside the district.\n"
+    "* `open_now`/`open_at` with nothing open: the nearest sites with known hours "
+    "anyway, each with `next_open` (ISO) and `next_open_text` "
+    '("明天 08:00 开放"), and `none_open: true`.',
     tags=["Nearest"],
     response_class=Response,
     responses={200: json_body("NearestResult", MediaType.geojson.value)},

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from geo_service.analysis.nearest import (
     LOCAL_TIME,
+    WALKING_LIMIT_M,
     NearestFilters,
     NearestResult,
     OpenState,
+    SiteIndex,
     SiteIndexCache,
     nearest_sites,
+    opening_phrase,
     walking_assumption,
 )
 from geo_service.errors import InvalidParameter
@@ -28,6 +31,7 @@ from geo_service.sources.crs import CoordinateSystem, convert
 from geo_service.sources.geocoding import Geocoder
 
 __all__ = [
+    "DEFAULT_LAYERS",
     "LIST_PARAMETERS",
     "MAX_ADDRESS",
     "MAX_DISTANCE_M",
@@ -40,6 +44,10 @@ __all__ = [
 ]
 
 MAX_K = 100
+#: The layers a resident means by "nearest service" when none are named: where
+#: to get help, priority windows and medical support. Memorials and defence-
+#: education sites are places to visit, searched only when ``layers=`` asks.
+DEFAULT_LAYERS = ("stations", "green_channels", "medical")
 #: Beyond 1,000 km a "nearest service" answer is no longer a resident's question.
 MAX_DISTANCE_M = 1_000_000.0
 #: Longest address accepted (the geocoder's own limit).
@@ -102,7 +110,9 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
     k = int(raw_k)
 
     facility = {layer.id: layer for layer in catalog.facility_layers}
-    layers = list_param(params.get("layers"), "layers") or list(facility)
+    layers = list_param(params.get("layers"), "layers") or (
+        [layer_id for layer_id in DEFAULT_LAYERS if layer_id in facility] or list(facility)
+    )
     for layer_id in layers:
         if layer_id not in facility:
             raise InvalidParameter(
@@ -217,18 +227,77 @@ def _site_fragment(result: NearestResult, crs: CoordinateSystem) -> bytes:
     return fragment
 
 
-def _result_feature(result: NearestResult, crs: CoordinateSystem) -> bytes:
-    state = result.open_state
-    per_query = orjson.dumps(
-        {
-            "distance_m": round(result.distance_m, 1),
-            "bearing_deg": round(result.bearing_deg, 1),
-            "walk_minutes": round(result.walk_minutes, 1),
-            "open_now": None if state == OpenState.unknown else state == OpenState.open,
-            "hours_known": state != OpenState.unknown,
+def _walk(result: NearestResult, outside: bool) -> tuple[float | None, dict[str, str] | None]:
+    """Walking minutes, or None with the reason where walking makes no sense."""
+    if outside:
+        return None, {
+            "zh": "您不在张店区内，步行时间不适用",
+            "en": "outside the district: no walking time",
         }
-    )
+    if result.distance_m > WALKING_LIMIT_M:
+        return None, {
+            "zh": f"直线距离超过{WALKING_LIMIT_M / 1000:g}公里，建议乘车",
+            "en": f"more than {WALKING_LIMIT_M / 1000:g} km in a straight line: take a bus or taxi",
+        }
+    return round(result.walk_minutes, 1), None
+
+
+def _window(result: NearestResult) -> dict[str, Any]:
+    props = result.feature.properties
+    state = result.open_state
+    return {
+        "id": result.feature.id,
+        "name": props.get("name"),
+        "window": props.get("window"),
+        "distance_m": round(result.distance_m, 1),
+        "open_now": None if state == OpenState.unknown else state == OpenState.open,
+        "opening_hours": props.get("opening_hours"),
+        "phone": props.get("phone"),
+    }
+
+
+def _result_feature(
+    result: NearestResult,
+    crs: CoordinateSystem,
+    outside: bool = False,
+    next_open: tuple[dt.datetime | None, dt.datetime] | None = None,
+) -> bytes:
+    state = result.open_state
+    walk, walk_note = _walk(result, outside)
+    fields: dict[str, Any] = {
+        "distance_m": round(result.distance_m, 1),
+        "bearing_deg": round(result.bearing_deg, 1),
+        "walk_minutes": walk,
+        "open_now": None if state == OpenState.unknown else state == OpenState.open,
+        "hours_known": state != OpenState.unknown,
+        "windows": None if result.windows is None else [_window(w) for w in result.windows],
+    }
+    if walk_note is not None:
+        fields["walk_note"] = walk_note
+    if next_open is not None:
+        opens, asked = next_open
+        fields["next_open"] = opens.isoformat(timespec="minutes") if opens else None
+        zh, en = opening_phrase(opens, asked) if opens else ("近期无开放时间", "not within a week")
+        fields["next_open_text"] = {"zh": zh, "en": en}
+    per_query = orjson.dumps(fields)
     return b"".join((_site_fragment(result, crs), b",", per_query[1:], b"}"))
+
+
+def _where(index: SiteIndex, lon: float, lat: float) -> tuple[dict[str, Any], list[dict]]:
+    """Whether the point is outside the district, and how far, with a note."""
+    if index.district is None:
+        return {}, []
+    if index.district.contains(lon, lat):
+        return {"outside_district": False, "district_boundary_m": None}, []
+    metres = index.district.distance_to_boundary_m(lon, lat)
+    km = f"{metres / 1000:.1f}"
+    note = {
+        "code": "outside_district",
+        "zh": f"您所在位置不在张店区内（距区界约{km}公里），以下为区内最近的服务点",
+        "en": f"This point is outside Zhangdian District ({km} km from its boundary); "
+        "these are the nearest sites in the district.",
+    }
+    return {"outside_district": True, "district_boundary_m": round(metres, 1)}, [note]
 
 
 def nearest_geojson(
@@ -237,19 +306,54 @@ def nearest_geojson(
     """The whole answer as GeoJSON FeatureCollection bytes (pure: no HTTP here).
 
     Assembled from per-site fragments: serializing every site's properties
-    and links again on each request costs more than finding the sites."""
-    results = nearest_sites(cache.get(), query.lon, query.lat, query.k, query.layers, query.filters)
+    and links again on each request costs more than finding the sites.
+    When an open-now (or open-at) question finds nothing open, the nearest
+    sites with known hours are answered anyway, each with when it next opens,
+    and ``none_open`` says so."""
+    index = cache.get()
+    filters = query.filters
+    results = nearest_sites(index, query.lon, query.lat, query.k, query.layers, filters)
+    none_open = False
+    asked = filters.open_at
+    if not results and asked is not None:
+        # Nothing open: the nearest sites anyway, with when they open.
+        fallback = replace(filters, open_at=None, hours_known=True)
+        results = nearest_sites(
+            index, query.lon, query.lat, query.k, query.layers, fallback, now=asked
+        )
+        none_open = True
+    where, notes = _where(index, query.lon, query.lat)
     head: dict[str, Any] = {
         "type": "FeatureCollection",
         "query": query.given,
         "walking_assumption": walking_assumption(),
+        "walking_limit_m": WALKING_LIMIT_M,
         "distance": "geodesic on the WGS-84 ellipsoid, metres",
         "numberReturned": len(results),
+        **where,
+        "none_open": none_open,
     }
+    if none_open:
+        notes.append(
+            {
+                "code": "none_open",
+                "zh": "附近暂无正在开放的服务点，以下为最近的服务点及下次开放时间",
+                "en": "No site is open then; these are the nearest sites and when they open.",
+            }
+        )
+    head["notes"] = notes
     if query.crs != CoordinateSystem.wgs84:
         head["coordinate_system"] = query.crs.value
     head.update(extra or {})
-    features = b",".join(_result_feature(r, query.crs) for r in results)
+    outside = bool(where.get("outside_district"))
+    if none_open and asked is not None:
+        local = asked.astimezone(LOCAL_TIME).replace(tzinfo=None)
+        features = b",".join(
+            _result_feature(r, query.crs, outside, (index.next_open(r.row, local), asked))
+            for r in results
+        )
+    else:
+        features = b",".join(_result_feature(r, query.crs, outside) for r in results)
     return b"".join((orjson.dumps(head)[:-1], b',"features":[', features, b"]}"))
 
 
