@@ -291,3 +291,173 @@ def test_co_located_sites_in_a_large_tree_are_each_found_once(monkeypatch):
             expected = brute_force(index, lon, lat, k, NearestFilters())
             assert got == [(round(d, 6), i) for d, i in expected]
             assert len({i for _, i in got}) == len(got) == k
+
+
+# -- windows of one institution are one place -----------------------------------------
+
+from geo_service.analysis.nearest import (  # noqa: E402
+    WINDOW_GROUP_RADIUS_M,
+    DistrictOutline,
+    institution_name,
+    opening_phrase,
+    window_groups,
+)
+
+
+def window(site_id, lon, lat, name, address="某路1号", layer="green_channels", **props):
+    feature = site(site_id, lon, lat, kind="hospital", name=name, address=address, **props)
+    return StoredFeature(layer, site_id, feature.properties, feature.geometry)
+
+
+def test_institution_name_is_the_name_before_the_first_space():
+    assert institution_name("淄博市中心医院 门诊大厅军人优先窗口") == "淄博市中心医院"
+    assert institution_name("淄博市中心医院\u3000住院部窗口") == "淄博市中心医院"  # full-width
+    assert institution_name("淄博北站长途客运站") == "淄博北站长途客运站"
+    assert institution_name(None) == ""
+
+
+def test_window_groups_need_the_same_institution_and_either_nearness_or_the_address():
+    near = east_of(PARK, WINDOW_GROUP_RADIUS_M - 5)
+    far = east_of(PARK, 200)
+    features = [
+        window("a", *PARK, "中心医院 门诊窗口", address="共青团西路54号"),
+        window("b", *near, "中心医院 住院窗口", address="另一个地址"),  # near: same place
+        window("c", *far, "中心医院 体检窗口", address="共青团西路 54 号"),  # same address
+        # 400 m on, another address: another place (c is 200 m from it)
+        window("d", *east_of(PARK, 400), "中心医院 急诊窗口", address="别处"),
+        window("e", *near, "中心医院分院 窗口", address="共青团西路54号"),  # other institution
+        window("f", *near, "淄博北站长途客运站 售票", address="x"),  # a shared prefix only
+        window("g", *PARK, "淄博北站 售票", address="y"),
+        window("h", *PARK, "中心医院 药房", layer="medical"),  # not a layer of windows
+    ]
+    groups = window_groups(features)
+    assert groups == [0, 0, 0, 3, 4, 5, 6, 7]
+
+
+def test_a_hospital_with_two_windows_fills_one_of_the_places():
+    index = SiteIndex(
+        [
+            window("hosp-a", *east_of(PARK, 100), "中心医院 门诊窗口"),
+            window("hosp-b", *east_of(PARK, 110), "中心医院 住院窗口", opening_hours="24/7"),
+            window("other", *north_of(PARK, 400), "第七医院 窗口", address="别处"),
+        ]
+    )
+    places = nearest_sites(index, *PARK, k=2, now=SUNDAY_10AM)
+    assert ids(places) == ["hosp-a", "other"]
+    assert ids(places[0].windows) == ["hosp-a", "hosp-b"]
+    assert [round(w.distance_m) for w in places[0].windows] == [100, 110]
+    assert [w.open_state for w in places[0].windows] == [OpenState.closed, OpenState.open]
+    assert places[1].windows is None
+    ungrouped = nearest_sites(index, *PARK, k=2, group_windows=False)
+    assert ids(ungrouped) == ["hosp-a", "hosp-b"]
+    # Open on Sunday: only the 24/7 window answers for the hospital, alone in it.
+    sunday = nearest_sites(index, *PARK, k=2, filters=NearestFilters(open_at=SUNDAY_10AM))
+    assert ids(sunday) == ["hosp-b"] and ids(sunday[0].windows) == ["hosp-b"]
+
+
+def test_grouped_places_agree_with_brute_force():
+    """Three windows of one institution at each of 400 positions (one of them
+    planned): the k nearest places are the first k institutions in the sorted
+    list of passing windows, through a KD-tree."""
+    rng = np.random.default_rng(12)
+    sites = []
+    for i, (lon, lat) in enumerate(
+        zip(rng.uniform(118.0, 118.1, 400), rng.uniform(36.75, 36.85, 400), strict=True)
+    ):
+        for copy in range(3):
+            wlon, wlat = east_of((lon, lat), copy * 8.0)
+            sites.append(
+                window(
+                    f"s{i:03d}-{copy}",
+                    wlon,
+                    wlat,
+                    f"机构{i} 窗口{copy}",
+                    address=f"路{i}号",
+                    status="planned" if copy == 0 else "open",
+                )
+            )
+    index = SiteIndex(sites)
+    assert not index._trees[(None, None)].small
+    for lon, lat in zip(rng.uniform(118.0, 118.1, 40), rng.uniform(36.75, 36.85, 40), strict=True):
+        for k in (1, 3, 10):
+            windows = brute_force(index, lon, lat, 10 * k, NearestFilters())
+            expected, seen = [], set()
+            for distance, site_id in windows:
+                if site_id[:4] not in seen:
+                    seen.add(site_id[:4])
+                    expected.append((round(distance, 6), site_id))
+            got = nearest_sites(index, lon, lat, k)
+            assert [(round(r.distance_m, 6), r.feature.id) for r in got] == expected[:k]
+            for place in got:  # the planned window is filtered out of every place
+                assert [w.feature.id[-1] for w in place.windows] in (["1", "2"], ["2", "1"])
+
+
+def test_shipped_stations_sharing_a_name_prefix_stay_two_places(shipped):
+    """淄博北站 (railway) and 淄博北站长途客运站 (coach station) share a prefix
+    but are two institutions ~230 m apart: both answer."""
+    north = (118.021, 36.8947)
+    places = nearest_sites(shipped, *north, k=2, layers=["green_channels"])
+    assert set(ids(places)) == {"gc-rail-zibo-north", "gc-bus-zibo-north-coach"}
+    assert all(place.windows is None for place in places)
+
+
+# -- outside the district, next opening ----------------------------------------------
+
+
+def test_outside_the_district_the_distance_to_its_boundary(shipped):
+    district = shipped.district
+    assert district is not None and district.contains(*PARK)
+    beijing = (116.404, 39.915)
+    assert not district.contains(*beijing)
+    # Brute force: the nearest of the boundary's vertices, densified to ~10 m.
+    boundary = district.geometry.boundary.segmentize(0.0001)
+    coords = np.array([c for line in getattr(boundary, "geoms", [boundary]) for c in line.coords])
+    _, _, metres = GEOD.inv(
+        np.full(len(coords), beijing[0]),
+        np.full(len(coords), beijing[1]),
+        coords[:, 0],
+        coords[:, 1],
+    )
+    assert district.distance_to_boundary_m(*beijing) == pytest.approx(metres.min(), abs=15)
+    just_east = east_of((118.201761, 36.857821), 500)  # 500 m east of an eastern vertex
+    assert not district.contains(*just_east)
+    assert 100 < district.distance_to_boundary_m(*just_east) <= 500.01
+
+
+def test_a_box_district_measures_true_metres():
+    outline = DistrictOutline(Point(*PARK).buffer(0.01).envelope)
+    outside = east_of((PARK[0] + 0.01, PARK[1]), 1000)
+    assert outline.distance_to_boundary_m(*outside) == pytest.approx(1000, abs=0.5)
+
+
+def test_next_open_and_the_phrase_a_resident_reads():
+    index = SiteIndex(
+        [
+            site("weekdays", *PARK),  # Mo-Fr 09:00-17:00
+            site("always", *PARK, opening_hours="24/7"),
+            site("never", *PARK, opening_hours="off"),
+            site("unknown", *PARK, opening_hours=None),
+        ]
+    )
+    sunday_evening = dt.datetime(2026, 11, 29, 20, 0)
+    saturday = dt.datetime(2026, 11, 28, 20, 0)
+    monday_9 = dt.datetime(2026, 11, 30, 9, 0, tzinfo=LOCAL_TIME)
+    assert index.next_open(0, sunday_evening) == monday_9
+    assert index.next_open(0, saturday) == monday_9
+    assert index.next_open(1, saturday) == saturday.replace(tzinfo=LOCAL_TIME)
+    assert index.next_open(2, saturday) is None
+    assert index.next_open(3, saturday) is None
+    assert opening_phrase(monday_9, sunday_evening.replace(tzinfo=LOCAL_TIME)) == (
+        "明天 09:00 开放",
+        "tomorrow 09:00",
+    )
+    assert opening_phrase(monday_9, saturday.replace(tzinfo=LOCAL_TIME))[0] == "周一 09:00 开放"
+    assert opening_phrase(monday_9, monday_9.replace(hour=7))[0] == "今天 09:00 开放"
+    later = monday_9 + dt.timedelta(days=9)
+    assert opening_phrase(later, monday_9) == ("12月9日 09:00 开放", "2026-12-09 09:00")
+
+
+def test_hours_known_leaves_out_sites_without_hours():
+    index = SiteIndex([site("no-hours", *PARK, opening_hours=None), site("z", *east_of(PARK, 50))])
+    assert ids(nearest_sites(index, *PARK, k=1)) == ["no-hours"]
+    assert ids(nearest_sites(index, *PARK, k=1, filters=NearestFilters(hours_known=True))) == ["z"]
