@@ -141,3 +141,172 @@ def test_cli_prints_a_table_and_json(tmp_path):
         [*base[:-2], "--lat", "99", "--store", str(store)], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "lat" in bad.stderr
+
+
+# -- better answers (issue 18) --------------------------------------------------------
+
+import re  # noqa: E402
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from geo_service.api import create_app  # noqa: E402
+from geo_service.settings import Settings  # noqa: E402
+
+
+def test_by_default_the_layers_a_resident_means(client):
+    # At the Donggao martyr's residence: the memorial is nearest of all, but
+    # only answered when memorials are asked for.
+    at_memorial = {"lon": "118.118791", "lat": "36.757308", "k": "10"}
+    body = client.get("/nearest", params=at_memorial).json()
+    assert body["query"]["layers"] == ["stations", "green_channels", "medical"]
+    layers = {f["properties"]["layer"] for f in body["features"]}
+    assert layers and layers <= {"stations", "green_channels", "medical"}
+    asked = client.get("/nearest", params={**at_memorial, "layers": "memorials"}).json()
+    assert asked["features"][0]["id"] == "mm-donggao-martyrs-residence"
+    assert asked["features"][0]["properties"]["distance_m"] < 1
+    assert (
+        "memorials" in client.get("/openapi.json").json()["paths"]["/nearest"]["get"]["description"]
+    )
+
+
+def test_inside_the_district_walking_stops_at_five_km(client):
+    body = client.get("/nearest", params={**PARK, "k": 29, "layers": "green_channels"}).json()
+    assert body["outside_district"] is False and body["district_boundary_m"] is None
+    assert body["notes"] == [] and body["walking_limit_m"] == 5000
+    walks = [
+        (f["properties"]["distance_m"], f["properties"]["walk_minutes"]) for f in body["features"]
+    ]
+    assert any(d > 5000 for d, _ in walks) and any(d <= 5000 for d, _ in walks)
+    for feature in body["features"]:
+        props = feature["properties"]
+        if props["distance_m"] > 5000:
+            assert props["walk_minutes"] is None and "5 km" in props["walk_note"]["en"]
+        else:
+            assert props["walk_minutes"] == pytest.approx(props["distance_m"] * 1.3 / 75, abs=0.1)
+            assert "walk_note" not in props
+
+
+def test_a_point_outside_the_district_says_so(client):
+    body = client.get("/nearest", params={"lon": "116.404", "lat": "39.915", "k": 2}).json()
+    assert body["outside_district"] is True
+    assert 300_000 < body["district_boundary_m"] < body["features"][0]["properties"]["distance_m"]
+    [note] = body["notes"]
+    assert note["code"] == "outside_district" and "张店区" in note["zh"] and note["en"]
+    for feature in body["features"]:
+        assert feature["properties"]["walk_minutes"] is None
+        assert "outside" in feature["properties"]["walk_note"]["en"]
+    # Just outside: a few hundred metres from the boundary, no walking time either.
+    near = client.get("/nearest", params={"lon": "118.207", "lat": "36.8578", "k": 1}).json()
+    assert near["outside_district"] is True and 0 < near["district_boundary_m"] < 1000
+    assert near["features"][0]["properties"]["walk_minutes"] is None
+
+
+def test_nothing_open_answers_the_nearest_with_when_they_open(client):
+    # Sunday 20:00: every bank's green channel has closed (Sa,Su 09:00-16:00).
+    params = {**PARK, "k": 3, "layers": "green_channels", "kind": "bank"}
+    body = client.get("/nearest", params={**params, "open_at": "2026-11-29T20:00"}).json()
+    assert body["none_open"] is True and body["numberReturned"] == 3
+    assert [n["code"] for n in body["notes"]] == ["none_open"]
+    plain = client.get("/nearest", params=params).json()
+    assert [f["id"] for f in body["features"]] == [f["id"] for f in plain["features"]]
+    for feature in body["features"]:
+        props = feature["properties"]
+        assert props["open_now"] is False
+        assert props["opening_hours"] == "Mo-Fr 09:00-17:00; Sa,Su 09:00-16:00"
+        assert props["next_open"] == "2026-11-30T09:00+08:00"
+        assert props["next_open_text"] == {"zh": "明天 09:00 开放", "en": "tomorrow 09:00"}
+    # Saturday night: they open again on Sunday morning.
+    saturday = client.get("/nearest", params={**params, "open_at": "2026-11-28T23:00"}).json()
+    assert saturday["features"][0]["properties"]["next_open_text"]["zh"] == "明天 09:00 开放"
+    # When something is open, the answer is as before.
+    open_ = client.get("/nearest", params={**params, "open_at": "2026-11-30T10:00"}).json()
+    assert open_["none_open"] is False and open_["features"]
+    assert all("next_open" not in f["properties"] for f in open_["features"])
+
+
+def test_open_now_with_nothing_open_says_none_open_and_when(client):
+    # open_now within 1 m of a point where no site stands: nothing is open there.
+    body = client.get(
+        "/nearest",
+        params={
+            **PARK,
+            "k": 2,
+            "open_now": "true",
+            "kind": "bank",
+            "layers": "green_channels",
+            "max_distance": "1",
+        },
+    ).json()
+    assert body["none_open"] is True and body["features"] == []
+    body = client.get(
+        "/nearest",
+        params={**PARK, "k": 1, "open_now": "true", "layers": "green_channels", "kind": "museum"},
+    ).json()
+    for feature in body["features"]:
+        props = feature["properties"]
+        if body["none_open"]:
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d\+08:00", props["next_open"])
+            assert props["next_open_text"]["zh"].endswith("开放")
+        else:
+            assert props["open_now"] is True
+
+
+def test_two_windows_of_one_hospital_are_one_place(store, catalog):
+    """A second window of 淄博市中心医院, 15 m from the first, written through
+    the store: the hospital fills one of five places, with both windows in it."""
+    first = next(
+        f for f in store.all_features("green_channels") if f.id == "gc-hospital-zibo-central"
+    )
+    lon, lat = first.geometry.x, first.geometry.y
+    from geo_service.sources.crs import GEOD
+
+    w_lon, w_lat, _ = GEOD.fwd(lon, lat, 90, 15)
+    second = catalog.validate_feature(
+        "green_channels",
+        {
+            "type": "Feature",
+            "properties": {
+                **first.properties,
+                "id": "gc-hospital-zibo-central-inpatient",
+                "name": "淄博市中心医院 住院部军人优先窗口",
+                "window": "住院部军人优先窗口",
+                "opening_hours": "Mo-Fr 08:00-12:00",
+            },
+            "geometry": {"type": "Point", "coordinates": [w_lon, w_lat]},
+        },
+    )
+    store.write("green_channels", [second], actor="test")
+    app = create_app(Settings(store=str(store.location)))
+    with TestClient(app) as http:
+        body = http.get(
+            "/nearest",
+            params={"lon": lon, "lat": lat, "k": 5, "layers": "green_channels", "kind": "hospital"},
+        ).json()
+        sunday_night = http.get(
+            "/nearest",
+            params={
+                "lon": lon,
+                "lat": lat,
+                "k": 5,
+                "layers": "green_channels",
+                "kind": "hospital",
+                "open_at": "2026-11-29T03:00",
+            },
+        ).json()
+    found = [f["id"] for f in body["features"]]
+    assert len(found) == 5 and len(set(found)) == 5
+    assert found[0] == "gc-hospital-zibo-central"
+    assert "gc-hospital-zibo-central-inpatient" not in found
+    windows = body["features"][0]["properties"]["windows"]
+    assert [w["id"] for w in windows] == [
+        "gc-hospital-zibo-central",
+        "gc-hospital-zibo-central-inpatient",
+    ]
+    assert windows[1]["window"] == "住院部军人优先窗口"
+    assert windows[1]["distance_m"] == pytest.approx(15, abs=0.1)
+    assert all(f["properties"]["windows"] is None for f in body["features"][1:])
+    assert windows[0]["open_now"] is True
+    # At 3 a.m. on Sunday only the 24/7 window is open: it alone is in the place.
+    first_open = sunday_night["features"][0]
+    assert first_open["id"] == "gc-hospital-zibo-central"
+    assert [w["id"] for w in first_open["properties"]["windows"]] == [first_open["id"]]
