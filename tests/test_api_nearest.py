@@ -310,3 +310,20 @@ def test_two_windows_of_one_hospital_are_one_place(store, catalog):
     first_open = sunday_night["features"][0]
     assert first_open["id"] == "gc-hospital-zibo-central"
     assert [w["id"] for w in first_open["properties"]["windows"]] == [first_open["id"]]
+
+
+def test_the_openapi_document_declares_the_new_answer_fields(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    answer = schemas["NearestResult"]["properties"]
+    for name in (
+        "outside_district",
+        "district_boundary_m",
+        "none_open",
+        "notes",
+        "walking_limit_m",
+    ):
+        assert name in answer
+    site = answer["features"]["items"]["properties"]["properties"]["properties"]
+    assert "null" in site["walk_minutes"]["type"]  # no walking time far away or outside
+    for name in ("walk_note", "windows", "next_open", "next_open_text"):
+        assert name in site

@@ -296,6 +296,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "links": {"type": "array", "items": ref("Link")},
         },
     },
+    "Note": {
+        "type": "object",
+        "description": "A note for the resident, in Chinese and English",
+        "required": ["zh", "en"],
+        "properties": {
+            "code": {"type": "string"},
+            "zh": {"type": "string"},
+            "en": {"type": "string"},
+        },
+    },
     "NearestResult": {
         "allOf": [ref("FeatureCollection")],
         "type": "object",
@@ -303,7 +313,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "query": {"type": "object", "required": ["point", "crs", "k", "layers"]},
             "walking_assumption": {"type": "string"},
+            "walking_limit_m": {"type": "number"},
             "distance": {"type": "string"},
+            "outside_district": {"type": "boolean"},
+            "district_boundary_m": {"type": ["number", "null"], "minimum": 0},
+            "none_open": {"type": "boolean"},
+            "notes": {"type": "array", "items": ref("Note")},
             "geocoded": ref("Feature"),
             "features": {
                 "type": "array",
@@ -326,9 +341,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                 "layer": {"type": "string"},
                                 "distance_m": {"type": "number", "minimum": 0},
                                 "bearing_deg": {"type": "number"},
-                                "walk_minutes": {"type": "number", "minimum": 0},
+                                "walk_minutes": {"type": ["number", "null"], "minimum": 0},
+                                "walk_note": ref("Note"),
                                 "open_now": {"type": ["boolean", "null"]},
                                 "hours_known": {"type": "boolean"},
+                                "windows": {
+                                    "type": ["array", "null"],
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["id", "distance_m", "open_now"],
+                                    },
+                                },
+                                "next_open": {"type": ["string", "null"]},
+                                "next_open_text": ref("Note"),
                                 "navigation": {
                                     "type": "object",
                                     "additionalProperties": {"type": "string"},
