@@ -419,6 +419,12 @@ def test_outside_the_district_the_distance_to_its_boundary(shipped):
         coords[:, 1],
     )
     assert district.distance_to_boundary_m(*beijing) == pytest.approx(metres.min(), abs=15)
+    # Near the antipode the projection degenerates: still a true boundary distance.
+    antipode = (-61.9, -36.8)
+    farthest_site = min(
+        GEOD.inv(*antipode, f.geometry.x, f.geometry.y)[2] for f in shipped.features
+    )
+    assert farthest_site - 40_000 < district.distance_to_boundary_m(*antipode) <= farthest_site
     just_east = east_of((118.201761, 36.857821), 500)  # 500 m east of an eastern vertex
     assert not district.contains(*just_east)
     assert 100 < district.distance_to_boundary_m(*just_east) <= 500.01

@@ -203,6 +203,8 @@ class DistrictOutline:
     def __init__(self, geometry: BaseGeometry):
         self.geometry = geometry
         shapely.prepare(geometry)
+        self._boundary = geometry.boundary
+        self._vertices = shapely.get_coordinates(self._boundary)
 
     def contains(self, lon: float, lat: float) -> bool:
         """Inside or on the boundary."""
@@ -220,12 +222,24 @@ class DistrictOutline:
             always_xy=True,
         )
         local = shapely.transform(
-            self.geometry.boundary,
+            self._boundary,
             lambda xy: np.column_stack(to_local.transform(xy[:, 0], xy[:, 1])),
         )
         nearest = nearest_points(local, shapely.Point(0.0, 0.0))[0]
         back_lon, back_lat = to_local.transform(nearest.x, nearest.y, direction="INVERSE")
-        return float(GEOD.inv(lon, lat, back_lon, back_lat)[2])
+        projected = float(GEOD.inv(lon, lat, back_lon, back_lat)[2])
+        # Far away (towards the antipode) the projection degenerates and the
+        # point found may not map back onto the boundary: then it is dropped,
+        # and the nearest vertex answers. Otherwise both are boundary points,
+        # so the smaller distance is the better answer.
+        if not self._boundary.distance(shapely.Point(back_lon, back_lat)) < 1e-7:
+            projected = math.inf
+        n = len(self._vertices)
+        _, _, to_vertices = GEOD.inv(
+            np.full(n, lon), np.full(n, lat), self._vertices[:, 0], self._vertices[:, 1]
+        )
+        candidates = [projected, *(to_vertices.tolist() if n else [])]
+        return min((d for d in candidates if math.isfinite(d)), default=math.inf)
 
 
 def _ecef(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
