@@ -189,6 +189,11 @@ def opening_phrase(opens: dt.datetime, now: dt.datetime) -> tuple[str, str]:
     )
 
 
+#: A projected nearest point this far (degrees, ~1 km) or more from the
+#: boundary after mapping back is taken as a degenerate projection.
+SNAP_LIMIT_DEG = 0.01
+
+
 class DistrictOutline:
     """The district's outline: whether a point is inside, and how far outside.
 
@@ -227,13 +232,17 @@ class DistrictOutline:
         )
         nearest = nearest_points(local, shapely.Point(0.0, 0.0))[0]
         back_lon, back_lat = to_local.transform(nearest.x, nearest.y, direction="INVERSE")
-        projected = float(GEOD.inv(lon, lat, back_lon, back_lat)[2])
+        # A straight projected segment is a slightly curved line on the earth:
+        # the point found is snapped onto the boundary before it is measured.
         # Far away (towards the antipode) the projection degenerates and the
-        # point found may not map back onto the boundary: then it is dropped,
-        # and the nearest vertex answers. Otherwise both are boundary points,
-        # so the smaller distance is the better answer.
-        if not self._boundary.distance(shapely.Point(back_lon, back_lat)) < 1e-7:
-            projected = math.inf
+        # point may map back anywhere: then it is dropped and the nearest
+        # vertex answers. Either way only boundary points are measured, so
+        # the smaller distance is the better answer.
+        back = shapely.Point(back_lon, back_lat)
+        projected = math.inf
+        if self._boundary.distance(back) < SNAP_LIMIT_DEG:
+            snapped = nearest_points(self._boundary, back)[0]
+            projected = float(GEOD.inv(lon, lat, snapped.x, snapped.y)[2])
         n = len(self._vertices)
         _, _, to_vertices = GEOD.inv(
             np.full(n, lon), np.full(n, lat), self._vertices[:, 0], self._vertices[:, 1]
