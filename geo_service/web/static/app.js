@@ -957,8 +957,9 @@
         el("span", {}, [
           el("span", { "class": "gs-name", text: props.name }),
           el("span", { "class": "gs-meta" }, [
-            self.label(kind) + " · " + formatDistance(result.distance) + " · " +
-              self.t("walk", { m: Math.max(1, Math.round(result.walk)) }) + " ",
+            // No walking time where walking makes no sense (far, or outside the district).
+            self.label(kind) + " · " + formatDistance(result.distance) +
+              (typeof result.walk === "number" ? " · " + self.t("walk", { m: Math.max(1, Math.round(result.walk)) }) : "") + " ",
             badge
           ])
         ])
