@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
+import re
 from collections.abc import Iterator
 
 import opening_hours
@@ -19,7 +21,7 @@ from geo_service.errors import InvalidFeature, InvalidParameter, OpeningHoursNot
 from geo_service.services.access import issue_token
 from geo_service.services.importing import apply_import, plan_import
 from geo_service.settings import Settings
-from geo_service.sources.hours import ACCEPTED_FORMS, to_opening_hours
+from geo_service.sources.hours import ACCEPTED_FORMS, hours_text, to_opening_hours
 from geo_service.sources.importing import RowStatus
 from geo_service.store import Store
 
@@ -256,3 +258,83 @@ def test_the_edit_api_stores_the_osm_form_and_refuses_with_a_400(office):
     assert refused.status_code == 400
     assert refused.headers["content-type"] == "application/problem+json"
     assert "无法识别的开放时间：8:30-5:30" in refused.json()["detail"]
+
+
+# -- the other way: the hours a resident reads on the web map -----------------------
+
+#: Stored OSM form -> (Chinese, English) as the web map shows them.
+SHOWN = [
+    ("Mo-Su 08:00-17:30", "每天 08:00–17:30", "Daily 08:00–17:30"),
+    (
+        "Mo-Fr 09:00-17:00; Sa 09:00-12:00",
+        "周一至周五 09:00–17:00；周六 09:00–12:00",
+        "Mon–Fri 09:00–17:00; Sat 09:00–12:00",
+    ),
+    ("24/7", "全天24小时", "Open 24 hours, every day"),
+    (
+        "Mo-Fr 09:00-17:00; PH off",
+        "周一至周五 09:00–17:00；法定节假日休息",
+        "Mon–Fri 09:00–17:00; closed on public holidays",
+    ),
+    (
+        "Mo-Fr 08:30-12:00,14:00-17:30",
+        "周一至周五 08:30–12:00，14:00–17:30",
+        "Mon–Fri 08:30–12:00, 14:00–17:30",
+    ),
+    ("Sa,Su 09:00-16:00", "周六、周日 09:00–16:00", "Sat, Sun 09:00–16:00"),
+    (
+        "Tu-Su 09:00-17:00; Mo off",
+        "周二至周日 09:00–17:00；周一休息",
+        "Tue–Sun 09:00–17:00; Mon closed",
+    ),
+    ("08:30-12:00,14:00-17:30", "08:30–12:00，14:00–17:30", "08:30–12:00, 14:00–17:30"),
+    ("Mo-Su 22:00-02:00", "每天 22:00–次日02:00", "Daily 22:00–02:00 (next day)"),
+    ("Sa 00:00-24:00", "周六 00:00–24:00", "Sat 00:00–24:00"),
+]
+
+
+@pytest.mark.parametrize(("stored", "zh", "en"), SHOWN)
+def test_stored_hours_are_shown_in_chinese_and_english(stored, zh, en):
+    assert hours_text(stored) == {"zh": zh, "en": en}
+
+
+def _shipped_hours() -> set[str]:
+    from tests.conftest import ROOT
+
+    values = set()
+    for path in (ROOT / "layers").glob("*.geojson"):
+        for feature in json.loads(path.read_text(encoding="utf-8"))["features"]:
+            if value := feature["properties"].get("opening_hours"):
+                values.add(value)
+    return values
+
+
+@pytest.mark.parametrize(
+    "stored",
+    sorted({s for s, _, _ in SHOWN} | {s for _, s in WRITTEN} | {s for _, s in ACCEPTED_FORMS})
+    + sorted(_shipped_hours()),
+)
+def test_the_chinese_shown_reads_back_to_the_stored_hours(stored):
+    """What the map shows in Chinese is itself a form offices may write."""
+    shown = hours_text(stored)
+    assert shown is not None, stored
+    assert to_opening_hours(shown["zh"]) == stored
+    assert not re.search(r"\b(?:Mo|Tu|We|Th|Fr|Sa|Su|PH)\b", shown["zh"] + shown["en"])
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        "",
+        "开放时间",
+        'Mo-Fr 09:00-17:00 || "by appointment"',
+        "Mo-Fr 25:00-26:00",
+        "Mo-Fr 09:00-09:00",
+        "Jan-Mar Mo-Fr 09:00-17:00",
+        "sunrise-sunset",
+        "PH 09:00-12:00",
+    ],
+)
+def test_hours_the_map_cannot_word_are_left_as_written(stored):
+    assert hours_text(stored) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
@@ -179,3 +180,37 @@ def test_open_state_for_some_layers_or_one_site(client):
         response = client.get("/open-state", params=params)
         assert response.status_code == 400, params
         assert named in response.json()["detail"], params
+
+
+@pytest.mark.parametrize(
+    ("hours", "at", "opens"),
+    [
+        ("Mo-Su 08:00-17:30", "2026-12-05 06:47", "2026-12-05 08:00"),  # later today
+        ("Mo-Su 08:00-17:30", "2026-12-05 18:00", "2026-12-06 08:00"),  # tomorrow
+        ("Mo-Fr 09:00-17:00", "2026-12-05 10:00", "2026-12-07 09:00"),  # Saturday -> Monday
+        ("Mo-Fr 08:30-12:00,14:00-17:30", "2026-12-04 12:30", "2026-12-04 14:00"),  # lunch
+        ("Tu-Su 09:00-17:00; Mo off", "2026-12-07 10:00", "2026-12-08 09:00"),
+        ("Sa 09:00-11:30", "2026-12-05 12:00", "2026-12-12 09:00"),  # a week on
+        ("24/7", "2026-12-05 03:00", None),  # never closed
+    ],
+)
+def test_a_closed_sites_next_opening(hours, at, opens):
+    from geo_service.web.page import next_opening
+
+    when = next_opening(hours, dt.datetime.fromisoformat(at))
+    assert when == (opens and dt.datetime.fromisoformat(opens))
+
+
+def test_open_state_says_when_closed_sites_open_and_how_their_hours_read(client):
+    body = client.get("/open-state").json()
+    assert set(body) == {"at", "sites", "opens", "hours"}
+    assert body["hours"]["Mo-Su 08:00-17:30"] == {
+        "zh": "每天 08:00–17:30",
+        "en": "Daily 08:00–17:30",
+    }
+    for key, when in body["opens"].items():
+        assert body["sites"][key] == "closed"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d", when)
+        assert body["at"][:16] < when
+    one = client.get("/open-state", params={"layers": "stations", "id": "st-district-centre"})
+    assert set(one.json()["hours"]) == {"Mo-Fr 09:00-12:00,13:00-17:00"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -825,3 +826,102 @@ def test_tiled_screenshot(tmp_path, live_server, open_map):
     watched.js(view)
     _settle(watched)
     watched.page.screenshot(path=str(SCREENSHOTS / "map-markers-same-view.png"))
+
+
+#: OSM hours, feet and miles: none of them may reach what a resident reads.
+_NOT_FOR_RESIDENTS = re.compile(
+    r"\b(?:Mo|Tu|We|Th|Fr|Sa|Su)-(?:Mo|Tu|We|Th|Fr|Sa|Su)\b|\d\s*(?:ft|mi)\b"
+)
+
+
+def _open_popup(watched: Watched, key: str) -> str:
+    """Opens the popup of the marker site ``layer/id`` (the last one closed first)."""
+    watched.js("() => gsApp.map.closePopup()")
+    watched.page.wait_for_function("!document.querySelector('.gs-popup')")
+    watched.js(
+        "key => gsApp.focus(gsApp.sites.find(s => s.layer + '/' + s.feature.id === key))", key
+    )
+    popup = watched.page.locator(".gs-popup")
+    popup.wait_for(timeout=10_000)
+    return popup.inner_text()
+
+
+@pytest.mark.parametrize(("width", "height"), [(360, 740), (1280, 800)])
+def test_hours_read_in_the_residents_language_and_closed_sites_say_when_they_open(
+    live_server, open_map, width, height
+):
+    watched = open_map(live_server + "/", width=width, height=height)
+    watched.page.wait_for_function("gsApp.statesAt !== null")
+    hours = watched.js(
+        "() => { const out = {}; gsApp.sites.forEach(s => { const h = s.feature.properties"
+        ".opening_hours; if (h && !(h in out)) out[h] = s.layer + '/' + s.feature.id; });"
+        " return out; }"
+    )
+    assert len(hours) >= 5
+    closed = watched.js("() => Object.keys(gsApp.opens)")
+    assert closed, "no closed site: the sample hours always leave one"
+    # A site with several services shows them as a list in either language.
+    listed = watched.js(
+        "() => { const s = gsApp.sites.find(s => (s.feature.properties.services || []).length > 1);"
+        " return [s.layer + '/' + s.feature.id, s.feature.properties.services.map(v =>"
+        " gsApp.config.values.services[v].en).join(', ')]; }"
+    )
+    keys = [*sorted(hours.values())[:5], closed[0], listed[0]]
+    scale = watched.page.locator(".leaflet-control-scale-line")
+    assert scale.count() == 1 and re.fullmatch(r"\d+ k?m", scale.inner_text())
+    for lang in ("zh", "en"):
+        for key in keys:
+            text = _open_popup(watched, key)
+            seen = watched.page.locator("body").inner_text()
+            assert not _NOT_FOR_RESIDENTS.search(seen), (lang, key, text)
+            assert "开放时间（原文）" not in text and "as written" not in text
+        text = _open_popup(watched, closed[0])
+        if lang == "zh":
+            # One state word: the badge says 已关闭, the next opening says when.
+            states = watched.page.locator(".gs-popup .gs-badge:not(.gs-sample-tag)")
+            assert states.count() == 1 and states.inner_text() == "已关闭"
+            assert re.search(r"(?:今天|明天|周[一二三四五六日]|\d+月\d+日) \d\d:\d\d 开放", text)
+            zh_hours = text
+        else:
+            assert "Closed" in text
+            assert re.search(
+                r"opens (?:today|tomorrow|[A-Z][a-z]{2}|\d+ [A-Z][a-z]{2}) \d\d:\d\d", text
+            )
+            assert re.search(r"Daily|Mon|Tue|Sat", text)
+            assert listed[1] in _open_popup(watched, listed[0])
+        if lang == "zh":
+            assert re.search(r"每天|周[一二三四五六日]", zh_hours)
+            watched.page.click("#gs-language")
+    watched.page.wait_for_timeout(600)  # the popup's fade-in and pan
+    watched.page.screenshot(path=str(SCREENSHOTS / f"map-hours-{width}.png"))
+    assert watched.outside == [] and watched.errors == []
+
+
+def test_hours_the_map_cannot_word_are_shown_as_written(live_server, open_map):
+    watched = open_map(live_server + "/")
+    watched.page.wait_for_function("gsApp.statesAt !== null")
+    key = watched.js(
+        "() => { const s = gsApp.sites.find(s => s.feature.properties.opening_hours);"
+        " s.feature.properties.opening_hours = 'Mo-Fr 09:00-17:00 || \"by appointment\"';"
+        " return s.layer + '/' + s.feature.id; }"
+    )
+    text = _open_popup(watched, key)
+    assert "开放时间（原文）" in text and 'Mo-Fr 09:00-17:00 || "by appointment"' in text
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("bank", "bank"), ("BANK", "bank"), ("ＢＡＮＫ", "bank"), ("银行", "bank")],
+)
+def test_search_finds_sites_by_chinese_or_english_words(live_server, open_map, query, expected):
+    watched = open_map(live_server + "/")
+    watched.page.fill("#gs-search", query)
+    found = watched.js(
+        "() => Array.from(document.querySelectorAll('#gs-matches button'), b => b.textContent)"
+    )
+    assert found, query
+    kinds = watched.js(
+        "() => gsApp.sites.filter(s => s.feature.properties.kind === 'bank')"
+        ".map(s => s.feature.properties.name)",
+    )
+    assert kinds and any(name in text for text in found for name in kinds), (query, found)

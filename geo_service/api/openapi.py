@@ -479,12 +479,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "OpenState": {
         "type": "object",
-        "required": ["at", "sites"],
+        "required": ["at", "sites", "opens", "hours"],
         "properties": {
             "at": {"type": "string"},
             "sites": {
                 "type": "object",
                 "additionalProperties": {"type": "string", "enum": ["open", "closed", "unknown"]},
+            },
+            "opens": {"type": "object", "additionalProperties": {"type": "string"}},
+            "hours": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["zh", "en"],
+                    "properties": {"zh": {"type": "string"}, "en": {"type": "string"}},
+                },
             },
         },
     },

@@ -14,7 +14,7 @@ from geo_service.api.media import MediaType
 from geo_service.errors import InvalidParameter
 from geo_service.services.queries import reject_unknown, split_list
 from geo_service.web.assets import ASSET_DIRS
-from geo_service.web.page import open_states
+from geo_service.web.page import site_times
 
 __all__ = ["mount_static", "router"]
 
@@ -35,7 +35,9 @@ def web_map(request: Request) -> HTMLResponse:
     "/open-state",
     summary="Open, closed or unknown now, for every facility site",
     description="Evaluated from each site's `opening_hours` in Asia/Shanghai time; "
-    "keys are `layer/id`. The web map's open-now badges come from here. `layers` keeps "
+    "keys are `layer/id`. The web map's open-now badges come from here. `opens` says when "
+    "a closed site opens next (local time, within a week); `hours` gives each distinct "
+    "`opening_hours` value as a resident reads it, in Chinese and English. `layers` keeps "
     "only those layers (the map leaves out the ones it draws from vector tiles, which may "
     "hold millions of sites); `id` with one layer answers for one site (a tiled site's popup).",
     tags=["Web map"],
@@ -59,8 +61,8 @@ def open_state(
         raise InvalidParameter("id", "name the site's one layer in layers=")
     now = dt.datetime.now(LOCAL_TIME)
     index = request.app.state.runtime.site_indexes.get()
-    sites = open_states(index, now, layers=set(wanted) or None, feature_id=id)
-    body = {"at": now.isoformat(timespec="minutes"), "sites": sites}
+    times = site_times(index, now, layers=set(wanted) or None, feature_id=id)
+    body = {"at": now.isoformat(timespec="minutes"), **times}
     return Response(orjson.dumps(body), media_type=MediaType.json)
 
 

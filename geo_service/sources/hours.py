@@ -34,7 +34,7 @@ import opening_hours
 
 from geo_service.errors import OpeningHoursNotUnderstood
 
-__all__ = ["ACCEPTED_FORMS", "MAX_HOURS_CHARS", "to_opening_hours"]
+__all__ = ["ACCEPTED_FORMS", "MAX_HOURS_CHARS", "hours_text", "to_opening_hours"]
 
 #: Longer texts are refused before any parsing: no real timetable needs more.
 MAX_HOURS_CHARS = 200
@@ -289,3 +289,87 @@ def _day_text(days: list[tuple[int, int]] | None) -> str | None:
 
 def _hhmm(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+# -- the other way: OSM opening_hours as a resident reads them --------------------
+
+_ZH_DAYS = ["周一", "周二", "周三", "周四", "周五", "周六", "周日"]
+_EN_DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+_OSM_DAY = r"(?:Mo|Tu|We|Th|Fr|Sa|Su)"
+_OSM_DAYS = re.compile(rf"{_OSM_DAY}(?:-{_OSM_DAY})?(?:,{_OSM_DAY}(?:-{_OSM_DAY})?)*")
+_OSM_TIMES = re.compile(r"\d{2}:\d{2}-\d{2}:\d{2}(?:,\d{2}:\d{2}-\d{2}:\d{2})*")
+
+
+def hours_text(value: str | None) -> dict[str, str] | None:
+    """OSM ``opening_hours`` as a resident reads them: ``{"zh": ..., "en": ...}``,
+    or None for anything outside the forms offices use (the page then shows
+    the value as written, labelled as such).
+
+    The Chinese text reads back to ``value`` through ``to_opening_hours``.
+
+    Example
+    -------
+    >>> hours_text("Mo-Fr 09:00-17:00; Sa 09:00-12:00")["zh"]
+    '周一至周五 09:00–17:00；周六 09:00–12:00'
+    >>> hours_text("Mo-Su 08:00-17:30; PH off")["en"]
+    'Daily 08:00–17:30; closed on public holidays'
+    >>> hours_text("Mo-Fr 09:00-17:00 || \\"by appointment\\"") is None
+    True
+    """
+    if not value or not isinstance(value, str) or len(value) > MAX_HOURS_CHARS:
+        return None
+    zh: list[str] = []
+    en: list[str] = []
+    for rule in value.strip().split(";"):
+        shown = _rule_text(rule.strip())
+        if shown is None:
+            return None
+        zh.append(shown[0])
+        en.append(shown[1])
+    if not zh:
+        return None
+    return {"zh": "；".join(zh), "en": "; ".join(en)}
+
+
+def _rule_text(rule: str) -> tuple[str, str] | None:
+    if rule == "24/7":
+        return "全天24小时", "Open 24 hours, every day"
+    if rule == "PH off":
+        return "法定节假日休息", "closed on public holidays"
+    days, _, times = rule.partition(" ") if _OSM_DAYS.match(rule) else ("", "", rule)
+    if days and not _OSM_DAYS.fullmatch(days):
+        return None
+    if times == "off" and days:
+        zh_days, en_days = _days_text(days)
+        return f"{zh_days}休息", f"{en_days} closed"
+    if not _OSM_TIMES.fullmatch(times):
+        return None
+    ranges = []
+    for part in times.split(","):
+        start, end = part.split("-")
+        if not (_valid_clock(start) and _valid_clock(end)) or start == end:
+            return None
+        ranges.append((start, end, end < start))
+    zh_times = "，".join(f"{s}–{'次日' if o else ''}{e}" for s, e, o in ranges)
+    en_times = ", ".join(f"{s}–{e}{' (next day)' if o else ''}" for s, e, o in ranges)
+    if not days:
+        return zh_times, en_times
+    zh_days, en_days = _days_text(days)
+    return f"{zh_days} {zh_times}", f"{en_days} {en_times}"
+
+
+def _valid_clock(text: str) -> bool:
+    hour, minute = int(text[:2]), int(text[3:])
+    return minute < 60 and (hour < 24 or (hour == 24 and minute == 0))
+
+
+def _days_text(days: str) -> tuple[str, str]:
+    if days == "Mo-Su":
+        return "每天", "Daily"
+    zh, en = [], []
+    for part in days.split(","):
+        first, _, last = part.partition("-")
+        a, b = _DAYS.index(first), _DAYS.index(last) if last else None
+        zh.append(_ZH_DAYS[a] if b is None else f"{_ZH_DAYS[a]}至{_ZH_DAYS[b]}")
+        en.append(_EN_DAYS[a] if b is None else f"{_EN_DAYS[a]}–{_EN_DAYS[b]}")
+    return "、".join(zh), ", ".join(en)

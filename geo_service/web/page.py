@@ -16,10 +16,12 @@ GeoJSON, clustering, popups, search, locate, the nearest panel). Two forms:
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 from html import escape
 from typing import Any
 
 import folium
+import opening_hours
 from branca.element import Element, MacroElement
 from jinja2 import Template
 
@@ -27,12 +29,13 @@ from geo_service.analysis.nearest import DETOUR_FACTOR, LOCAL_TIME, WALKING_SPEE
 from geo_service.errors import InvalidParameter
 from geo_service.outputs.geojson import feature_collection
 from geo_service.sources.catalog import Catalog
+from geo_service.sources.hours import hours_text
 from geo_service.sources.style import MapStyle, Tiles
 from geo_service.store import Store
 from geo_service.web.assets import SCRIPTS, STYLESHEETS
 from geo_service.web.markup import finish_page, json_script
 
-__all__ = ["build_page", "page_data"]
+__all__ = ["build_page", "open_states", "page_data", "site_times"]
 
 
 def _add_tiles(fmap: folium.Map, tiles: Tiles, tianditu_key: str | None) -> None:
@@ -105,7 +108,7 @@ def build_page(
         location=[lat, lon],
         zoom_start=style.zoom,
         tiles=None,
-        control_scale=True,
+        control_scale=False,  # the page adds a metric-only one (no miles or feet)
         zoom_control=False,  # the page adds it where the top bar does not cover it
     )
     # folium's defaults point at CDNs (jQuery, Bootstrap, Font Awesome...);
@@ -149,17 +152,20 @@ def page_data(
     catalog: Catalog, store: Store, index: SiteIndex, tiles: Tiles = Tiles.none
 ) -> dict[str, Any]:
     """Everything a standalone page embeds: every layer (in the tiles'
-    coordinate system) and each site's open state when it was exported."""
+    coordinate system), each site's open state when it was exported and its
+    hours as a resident reads them."""
     crs = tiles.crs
     now = dt.datetime.now(LOCAL_TIME)
     layers = {
         layer.id: feature_collection(list(store.all_features(layer.id)), crs)
         for layer in catalog.layers.values()
     }
+    times = site_times(index, now)
     return {
         "layers": layers,
         "exportedAt": now.isoformat(timespec="minutes"),
-        "openState": open_states(index, now),
+        "openState": times["sites"],
+        "hours": times["hours"],
     }
 
 
@@ -177,3 +183,65 @@ def open_states(
         if (layers is None or feature.layer_id in layers)
         and (feature_id is None or feature.id == feature_id)
     }
+
+
+#: A closed site's next opening is told only within this horizon.
+NEXT_OPENING_WITHIN = dt.timedelta(days=7)
+
+
+def site_times(
+    index: SiteIndex,
+    when: dt.datetime,
+    layers: set[str] | None = None,
+    feature_id: str | None = None,
+) -> dict[str, Any]:
+    """What the page says about time, for the sites ``open_states`` picks:
+
+    - ``sites``: ``layer/id`` -> open, closed or unknown at ``when``;
+    - ``opens``: for a closed site that opens again within a week, when
+      (local time, ``YYYY-MM-DDTHH:MM``);
+    - ``hours``: each distinct ``opening_hours`` value -> ``{"zh", "en"}`` as a
+      resident reads it (values ``hours_text`` cannot render are left out: the
+      page shows them as written).
+    """
+    sites = open_states(index, when, layers, feature_id)
+    local = when.astimezone(LOCAL_TIME).replace(tzinfo=None)
+    opens: dict[str, str] = {}
+    hours: dict[str, dict[str, str]] = {}
+    for feature in index.features:
+        key = f"{feature.layer_id}/{feature.id}"
+        if key not in sites:
+            continue
+        value = feature.properties.get("opening_hours")
+        if not isinstance(value, str) or not value:
+            continue
+        if value not in hours and (shown := hours_text(value)) is not None:
+            hours[value] = shown
+        if sites[key] == "closed" and (opening := next_opening(value, local)) is not None:
+            opens[key] = opening.isoformat(timespec="minutes")
+    return {"sites": sites, "opens": opens, "hours": hours}
+
+
+def next_opening(value: str, local: dt.datetime) -> dt.datetime | None:
+    """When a site closed at ``local`` (naive local time) opens next, within
+    ``NEXT_OPENING_WITHIN``; None when it does not or its hours say nothing."""
+    parsed = _parsed_hours(value)
+    if parsed is None:
+        return None
+    at = local.replace(second=0, microsecond=0)
+    limit = local + NEXT_OPENING_WITHIN
+    while (at := parsed.next_change(at)) is not None and at <= limit:
+        state = parsed.state(at)[0]
+        if state == opening_hours.State.OPEN:
+            return at
+        if state != opening_hours.State.CLOSED:
+            return None
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _parsed_hours(value: str) -> Any:
+    try:
+        return opening_hours.OpeningHours(value)
+    except (SyntaxError, ValueError):
+        return None

@@ -20,8 +20,8 @@
       layersTab: "图层与图例",
       collapse: "收起",
       expand: "展开",
-      search: "按名称搜索",
-      searchPlaceholder: "输入名称，如：银行、驿站",
+      search: "搜索地点",
+      searchPlaceholder: "输入名称或类型，如：银行、驿站",
       noMatch: "没有找到名称相符的地点",
       locate: "定位我",
       pickHint: "点击地图选择位置，或点“定位我”。",
@@ -44,6 +44,13 @@
       closed: "已关闭",
       unknown: "开放时间未知",
       asOfExport: "（导出时）",
+      hoursAsWritten: "开放时间（原文）",
+      opensToday: "今天 {t} 开放",
+      opensTomorrow: "明天 {t} 开放",
+      opensOn: "{d} {t} 开放",
+      weekdays: ["周日", "周一", "周二", "周三", "周四", "周五", "周六"],
+      date: "{m}月{d}日",
+      listSeparator: "、",
       district: "区界",
       towns: "镇街界",
       navigate: "导航",
@@ -62,8 +69,8 @@
       layersTab: "Layers & legend",
       collapse: "Hide",
       expand: "Show",
-      search: "Search by name",
-      searchPlaceholder: "Type a name, e.g. 银行 (bank)",
+      search: "Search places",
+      searchPlaceholder: "A name or a kind, e.g. bank, 银行",
       noMatch: "No place with that name",
       locate: "Locate me",
       pickHint: "Tap the map to choose a point, or use “Locate me”.",
@@ -86,6 +93,14 @@
       closed: "Closed",
       unknown: "Hours unknown",
       asOfExport: " (at export)",
+      hoursAsWritten: "Opening hours (as written)",
+      opensToday: "opens today {t}",
+      opensTomorrow: "opens tomorrow {t}",
+      opensOn: "opens {d} {t}",
+      weekdays: ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"],
+      date: "{d} {M}",
+      months: ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
+      listSeparator: ", ",
       district: "District boundary",
       towns: "Town boundaries",
       navigate: "Navigate",
@@ -172,6 +187,11 @@
     return node;
   }
 
+  function folded(text) {
+    text = String(text).trim();
+    return (text.normalize ? text.normalize("NFKC") : text).toLowerCase();
+  }
+
   function clear(node) {
     while (node.firstChild) node.removeChild(node.firstChild);
   }
@@ -199,6 +219,9 @@
                             //   tiled, count, kindCounts, tiles} (the last four for tiled layers)
     this.sites = [];        // every facility feature, with its layer and marker
     this.openState = {};    // "layer/id" -> open | closed | unknown
+    this.opens = Object.create(null); // "layer/id" -> when a closed site opens next, local "YYYY-MM-DDTHH:MM"
+    this.statesAt = null;   // the service's local time the states are for
+    this.hoursText = Object.create(null); // opening_hours value -> {zh, en} as a resident reads it
     this.point = null;      // L.LatLng chosen by the resident
     this.sampleShown = false;
     this.nearestLayer = L.layerGroup().addTo(map);
@@ -227,6 +250,8 @@
     this.map.setMinZoom(8);
     this.map.setMaxZoom(19);
     this.zoomControl = L.control.zoom({ position: "topright" }).addTo(this.map);
+    // Metres and kilometres only: residents do not read miles or feet.
+    L.control.scale({ imperial: false }).addTo(this.map);
     if (this.config.tiles === "none") {
       this.map.getContainer().style.background = this.config.boundaries.water;
     }
@@ -332,8 +357,9 @@
     // out), and the map does not wait for them: the service's first answer
     // after a start builds its site index, seconds for a large store.
     var states = planned.then(function () {
-      return self.embedded ? self.embedded.openState : self.fetchOpenState();
-    }).then(function (sites) { self.openState = sites || {}; });
+      if (self.embedded) return { sites: self.embedded.openState, hours: self.embedded.hours };
+      return self.fetchOpenState();
+    }).then(function (times) { self.keepTimes(times); });
     var drawn = got.then(function (collections) {
       self.drawBoundaries(collections[0], collections[1]);
       self.config.layers.forEach(function (layer, i) {
@@ -348,7 +374,7 @@
       if (!self.embedded) {
         // Open-now badges follow the clock while the page stays open.
         window.setInterval(function () {
-          self.fetchOpenState().then(function (s) { self.openState = s; }, function () { /* keep the last known */ });
+          self.fetchOpenState().then(function (times) { self.keepTimes(times); }, function () { /* keep the last known */ });
         }, 300000);
       }
     });
@@ -398,7 +424,23 @@
     if (!plain.length) return Promise.resolve({});
     var query = plain.length < this.config.layers.length
       ? "?layers=" + plain.map(function (l) { return encodeURIComponent(l.id); }).join(",") : "";
-    return this.fetchJson("open-state" + query).then(function (body) { return body.sites; });
+    return this.fetchJson("open-state" + query);
+  };
+
+  // An /open-state answer (or the standalone file's states): the sites'
+  // states, when closed ones open next and the hours as residents read them.
+  // ``merge`` adds one site's answer to what is known (a tiled site's popup).
+  App.prototype.keepTimes = function (times, merge) {
+    var self = this;
+    times = times || {};
+    if (!merge) { this.openState = {}; this.opens = Object.create(null); }
+    Object.keys(times.sites || {}).forEach(function (key) {
+      self.openState[key] = times.sites[key];
+      delete self.opens[key];
+    });
+    Object.keys(times.opens || {}).forEach(function (key) { self.opens[key] = times.opens[key]; });
+    Object.keys(times.hours || {}).forEach(function (value) { self.hoursText[value] = times.hours[value]; });
+    if (times.at) this.statesAt = times.at;
   };
 
   App.prototype.drawBoundaries = function (district, towns) {
@@ -497,7 +539,7 @@
     var state = "open-state?layers=" + encodeURIComponent(layerId) + "&id=" + encodeURIComponent(id);
     return Promise.all([this.fetchJson(url), this.fetchJson(state)]).then(function (answers) {
       var feature = answers[0];
-      Object.keys(answers[1].sites).forEach(function (key) { self.openState[key] = answers[1].sites[key]; });
+      self.keepTimes(answers[1], true);
       var c = feature.geometry.coordinates;
       popup.setLatLng([c[1], c[0]]).setContent(self.popupContent({ layer: layerId, feature: feature }));
     }, function (error) {
@@ -531,6 +573,26 @@
     return this.stateBadge(state, this.embedded);
   };
 
+  // "明天 08:00 开放": when a closed site opens next, said from the day the
+  // service's states are for (served only: the offline file's states are old).
+  App.prototype.nextOpening = function (site) {
+    var key = site.layer + "/" + site.feature.id, when = this.opens[key];
+    if (this.embedded || !when || !this.statesAt || this.openState[key] !== "closed") return null;
+    var day = function (text) { var m = /^(\d{4})-(\d{2})-(\d{2})/.exec(text); return m && Date.UTC(+m[1], +m[2] - 1, +m[3]); };
+    var from = day(this.statesAt), to = day(when), time = when.slice(11, 16);
+    if (from == null || to == null) return null;
+    var days = Math.round((to - from) / 86400000), date = new Date(to), text;
+    if (days === 0) text = this.t("opensToday", { t: time });
+    else if (days === 1) text = this.t("opensTomorrow", { t: time });
+    else if (days > 1 && days < 7) text = this.t("opensOn", { d: TEXT[this.lang].weekdays[date.getUTCDay()], t: time });
+    else {
+      var months = TEXT[this.lang].months;
+      var shown = this.t("date", { m: date.getUTCMonth() + 1, d: date.getUTCDate(), M: months ? months[date.getUTCMonth()] : "" });
+      text = this.t("opensOn", { d: shown, t: time });
+    }
+    return el("span", { "class": "gs-next-opening", text: text });
+  };
+
   App.prototype.stateBadge = function (state, atExport) {
     var suffix = atExport && state !== "unknown" ? this.t("asOfExport") : "";
     return el("span", { "class": "gs-badge gs-" + state, text: this.t(state) + suffix });
@@ -555,18 +617,25 @@
     var self = this, p = site.feature.properties, values = this.config.values, names = this.config.properties;
     var layer = this.layers[site.layer].config, kind = this.kindConfig(site.layer, p.kind);
     var rows = [];
-    function row(name, content) {
+    function row(name, content, title) {
       var parts = [].concat(content).filter(function (part) { return part != null && part !== ""; });
-      if (parts.length) rows.push(el("dt", { text: self.label(names[name]) }), el("dd", {}, parts));
+      if (parts.length) rows.push(el("dt", { text: title || self.label(names[name]) }), el("dd", {}, parts));
     }
     function list(name, key) {
-      return (p[name] || []).map(function (v) { return self.label(values[key][v]) || String(v); }).join("、");
+      return (p[name] || []).map(function (v) { return self.label(values[key][v]) || String(v); }).join(self.t("listSeparator"));
     }
     // Only digits and + reach the tel: link; the number is shown as stored.
     var dial = p.phone ? String(p.phone).replace(/[^0-9+]/g, "") : "";
     row("address", p.address == null ? null : String(p.address));
     if (p.phone) row("phone", dial ? el("a", { href: "tel:" + dial, text: String(p.phone) }) : String(p.phone));
-    row("opening_hours", [p.opening_hours ? String(p.opening_hours) + " " : "", this.openBadge(site)]);
+    // Hours as the service words them; a value it cannot word is shown as
+    // written, and labelled so.
+    var hours = p.opening_hours ? this.hoursText[String(p.opening_hours)] : null;
+    var next = this.nextOpening(site);
+    row("opening_hours", [
+      hours ? el("span", { "class": "gs-hours", text: hours[this.lang] || hours.zh }) : p.opening_hours ? String(p.opening_hours) : "",
+      p.opening_hours ? " " : "", this.openBadge(site), next ? " " : null, next
+    ], p.opening_hours && !hours ? this.t("hoursAsWritten") : null);
     row("window", p.window == null ? null : String(p.window));
     row("services", list("services", "services"));
     row("eligible", list("eligible", "eligible"));
@@ -805,13 +874,22 @@
 
   // -- search ----------------------------------------------------------------
 
+  // Names match first, then sites whose kind or layer is named so, in
+  // Chinese or English ("bank" finds the banks): Latin letters in any case,
+  // full-width ones (Ａ) as ASCII.
   App.prototype.search = function (text) {
-    var self = this, query = text.trim().toLowerCase(), list = this.ui.matches;
+    var self = this, query = folded(text), list = this.ui.matches;
     clear(list);
     if (!query) return;
-    var found = this.sites.filter(function (s) {
-      return String(s.feature.properties.name || "").toLowerCase().indexOf(query) >= 0;
-    }).slice(0, 8);
+    function has(value) { return value != null && folded(value).indexOf(query) >= 0; }
+    function named(entry) { return entry && (has(entry.zh) || has(entry.en)); }
+    var byName = [], byKind = [];
+    this.sites.forEach(function (s) {
+      var props = s.feature.properties;
+      if (has(props.name) || has(props.name_en)) byName.push(s);
+      else if (named(self.kindConfig(s.layer, props.kind)) || named(self.layers[s.layer].config)) byKind.push(s);
+    });
+    var found = byName.concat(byKind).slice(0, 8);
     if (!found.length) { list.appendChild(el("li", { "class": "gs-hint", text: this.t("noMatch") })); return; }
     found.forEach(function (site) {
       var kind = self.kindConfig(site.layer, site.feature.properties.kind);
