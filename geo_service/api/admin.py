@@ -12,7 +12,8 @@ session's CSRF token. The account rules are ``services.accounts``'.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -29,7 +30,7 @@ from geo_service.services.access import Principal, authenticate
 from geo_service.settings import Settings
 from geo_service.web.console import console_page, login_page, sites_page
 
-__all__ = ["SESSION_COOKIE", "principal", "router", "sign_in_buckets"]
+__all__ = ["SESSION_COOKIE", "console_screen", "principal", "router", "sign_in_buckets"]
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -204,28 +205,48 @@ def _signed_in(request: Request) -> accounts.Session | None:
         return None
 
 
-@router.get("/sites")
-def sites(request: Request, lang: Annotated[str | None, Query()] = None) -> Response:
-    """The Sites screen: table, map, filters and the catalog's form."""
+def console_screen(
+    request: Request, render: Callable[..., str], lang: str | None, **extra: Any
+) -> Response:
+    """A console screen for the person signed in: ``render`` gets the shell's
+    header (name, role, towns, CSRF token) and the data block its script
+    starts from (language, person, CSRF token, then ``extra``); without a
+    living session, 303 to the sign-in page in the page's language."""
     session = _signed_in(request)
     if session is None:
-        return _to_login()
+        return _to_login("en" if lang == "en" else "zh")
     who = session.principal
-    runtime = request.app.state.runtime
-    names = runtime.towns.get().names
+    names = request.app.state.runtime.towns.get().names
     data = {
         "lang": "en" if lang == "en" else "zh",
         "person": {"name": who.name, "role": who.role.value, "towns": sorted(who.towns)},
         "csrf": session.csrf_token,
-        "layers": console_service.console_layers(runtime.catalog),
-        "towns": console_service.console_towns(runtime),
-        "today": console_service.today(),
+        **extra,
     }
     towns = [(code, names.get(code, code)) for code in sorted(who.towns)]
-    page = sites_page(
-        name=who.name, role=who.role.value, towns=towns, csrf_token=session.csrf_token, data=data
+    return _page(
+        render(
+            name=who.name,
+            role=who.role.value,
+            towns=towns,
+            csrf_token=session.csrf_token,
+            data=data,
+        )
     )
-    return _page(page)
+
+
+@router.get("/sites")
+def sites(request: Request, lang: Annotated[str | None, Query()] = None) -> Response:
+    """The Sites screen: table, map, filters and the catalog's form."""
+    runtime = request.app.state.runtime
+    return console_screen(
+        request,
+        sites_page,
+        lang,
+        layers=console_service.console_layers(runtime.catalog),
+        towns=console_service.console_towns(runtime),
+        today=console_service.today(),
+    )
 
 
 @router.get("/api/sites")

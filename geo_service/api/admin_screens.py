@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from geo_service.analysis.coverage import COMPLIANCE_COLUMNS
-from geo_service.api.admin import _page, _signed_in, _to_login, principal
+from geo_service.api.admin import console_screen, principal
 from geo_service.api.coverage import _inputs, _recommendation, _report
 from geo_service.api.media import MediaType
 from geo_service.outputs.coverage_workbook import write_workbook
@@ -36,27 +36,16 @@ Lang = Annotated[str | None, Query()]
 def _screen(
     request: Request, render: Callable[..., str], lang: str | None, **extra: Any
 ) -> Response:
-    """A screen for the person signed in: the shell's header and menu, and
-    the data its script starts from; 303 to the sign-in page otherwise."""
-    session = _signed_in(request)
-    if session is None:
-        return _to_login("en" if lang == "en" else "zh")
-    who = session.principal
+    """A screen with the towns and today's date in its data (``admin.console_screen``)."""
     runtime = request.app.state.runtime
-    names = runtime.towns.get().names
-    data = {
-        "lang": "en" if lang == "en" else "zh",
-        "person": {"name": who.name, "role": who.role.value, "towns": sorted(who.towns)},
-        "csrf": session.csrf_token,
-        "towns": console_service.console_towns(runtime),
-        "today": console_service.today(),
+    return console_screen(
+        request,
+        render,
+        lang,
+        towns=console_service.console_towns(runtime),
+        today=console_service.today(),
         **extra,
-    }
-    towns = [(code, names.get(code, code)) for code in sorted(who.towns)]
-    page = render(
-        name=who.name, role=who.role.value, towns=towns, csrf_token=session.csrf_token, data=data
     )
-    return _page(page)
 
 
 @router.get("/history")

@@ -31,29 +31,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
-def _person(request: Request, lang: str | None, extra: dict[str, Any]) -> dict[str, Any] | None:
-    """What every console page shows of the person, and its data block;
-    None without a living session (the caller answers with the sign-in page)."""
-    session = admin._signed_in(request)
-    if session is None:
-        return None
-    who = session.principal
-    names = request.app.state.runtime.towns.get().names
-    data = {
-        "lang": "en" if lang == "en" else "zh",
-        "person": {"name": who.name, "role": who.role.value, "towns": sorted(who.towns)},
-        "csrf": session.csrf_token,
-        **extra,
-    }
-    return {
-        "name": who.name,
-        "role": who.role.value,
-        "towns": [(code, names.get(code, code)) for code in sorted(who.towns)],
-        "csrf_token": session.csrf_token,
-        "data": data,
-    }
-
-
 @router.get("/spreadsheets")
 def spreadsheets(request: Request, lang: Annotated[str | None, Query()] = None) -> Response:
     """表格导入: pick a layer, drop a file, read the dry run, then import."""
@@ -63,20 +40,16 @@ def spreadsheets(request: Request, lang: Annotated[str | None, Query()] = None) 
         for layer in rt.catalog.layers.values()
         if layer.is_facility  # town boundaries are imported by an admin's command
     ]
-    person = _person(request, lang, {"layers": layers, "max_bytes": rt.settings.max_import_bytes})
-    if person is None:
-        return admin._to_login(lang or "zh")
-    return admin._page(spreadsheets_page(**person))
+    return admin.console_screen(
+        request, spreadsheets_page, lang, layers=layers, max_bytes=rt.settings.max_import_bytes
+    )
 
 
 @router.get("/samples")
 def samples_screen(request: Request, lang: Annotated[str | None, Query()] = None) -> Response:
     """示例转正: each town's sample sites, retired together, restored one by one."""
     towns = console_service.console_towns(request.app.state.runtime)
-    person = _person(request, lang, {"towns": towns})
-    if person is None:
-        return admin._to_login(lang or "zh")
-    return admin._page(samples_page(**person))
+    return admin.console_screen(request, samples_page, lang, towns=towns)
 
 
 def _json(body: Any) -> Response:

@@ -13,7 +13,7 @@ from typing import Any
 from geo_service.web.assets import Asset
 from geo_service.web.markup import Html, finish_page, html, join, json_script
 
-__all__ = ["NAV", "PAGES", "console_page", "login_page", "sites_page"]
+__all__ = ["NAV", "PAGES", "console_page", "login_page", "screen_page", "sites_page"]
 
 _NO_HTML = Html("")
 _STYLE = Html(
@@ -199,39 +199,51 @@ def console_page(*, name: str, role: str, towns: list[tuple[str, str]], csrf_tok
     return _document("zh", "管理后台 · 张店区拥军服务资源地图", body, head, connect=True)
 
 
-def sites_page(
+def screen_page(
     *,
+    title: str,
+    scripts: list[Asset],
+    styles: list[Asset],
+    main_class: str,
+    lang: str = "zh",
     name: str,
     role: str,
     towns: list[tuple[str, str]],
     csrf_token: str,
     data: dict[str, Any],
 ) -> str:
-    """The Sites screen: the shell's header and menu, then a map, filters, a
-    table and a form that ``static/console-sites.js`` builds from ``data``
-    (the catalog as a form schema, the towns, the person and their CSRF
-    token), read from a JSON block: no value from the store is ever markup."""
-    scripts = join(
-        [html('<script src="/static/{}/{}"></script>', a.folder, a.name) for a in _SITES_SCRIPTS]
-    )
-    styles = join(
-        [
-            html('<link rel="stylesheet" href="/static/{}/{}">', a.folder, a.name)
-            for a in _SITES_STYLES
-        ]
-    )
+    """A console screen: the shell's header and menu, an empty ``<main>``
+    that the screen's ``scripts`` (files under ``/static``) build from
+    ``data`` (the person, their CSRF token, what the screen needs), read from
+    a JSON block: no value from the store is ever markup."""
+
+    def tags(template: str, assets: list[Asset]) -> Html:
+        return join([html(template, a.folder, a.name) for a in assets])
+
     body = html(
         '{header}<nav class="console-menu" aria-label="控制台 Console"><ul>{menu}</ul></nav>'
-        '<main id="console-main" class="wide"></main>{data}{scripts}',
+        '<main id="console-main" class="{main_class}"></main>{data}{scripts}',
         header=_header(name=name, role=role, towns=towns, csrf_token=csrf_token),
         menu=_menu(),
+        main_class=main_class,
         data=Html(json_script("console-data", data)),
-        scripts=scripts,
+        scripts=tags('<script src="/static/{}/{}"></script>', scripts),
     )
-    head = html('<meta name="csrf-token" content="{}">{}', csrf_token, styles)
-    # images: Leaflet's marker icons are files under /static (self).
-    return _document("zh", "站点 · 管理后台", body, head, connect=True)
+    head = html(
+        '<meta name="csrf-token" content="{}">{}',
+        csrf_token,
+        tags('<link rel="stylesheet" href="/static/{}/{}">', styles),
+    )
+    return _document("en" if lang == "en" else "zh", title, body, head, connect=True)
 
 
-_SITES_SCRIPTS = [Asset("leaflet", "leaflet.js"), Asset("app", "console-sites.js")]
-_SITES_STYLES = [Asset("leaflet", "leaflet.css"), Asset("app", "console.css")]
+def sites_page(**person: Any) -> str:
+    """The Sites screen: a map, filters, a table and a form that
+    ``static/console-sites.js`` builds from the catalog as a form schema."""
+    return screen_page(
+        title="站点 · 管理后台",
+        scripts=[Asset("leaflet", "leaflet.js"), Asset("app", "console-sites.js")],
+        styles=[Asset("leaflet", "leaflet.css"), Asset("app", "console.css")],
+        main_class="wide",
+        **person,
+    )

@@ -12,50 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 from geo_service.web.assets import Asset
-from geo_service.web.console import _document, _header, _menu
-from geo_service.web.markup import Html, html, join, json_script
+from geo_service.web.console import screen_page
 
 __all__ = ["history_page", "planning_page", "supervision_page"]
 
-_LEAFLET_SCRIPT = Asset("leaflet", "leaflet.js")
-_LEAFLET_STYLE = Asset("leaflet", "leaflet.css")
-_CONSOLE_STYLE = Asset("app", "console.css")
-_SCREENS_STYLE = Asset("app", "console-screens.css")
 
-
-def _screen(
-    *,
-    title: str,
-    name: str,
-    role: str,
-    towns: list[tuple[str, str]],
-    csrf_token: str,
-    data: dict[str, Any],
-    script: str,
-    leaflet: bool = False,
-) -> str:
-    scripts = [_LEAFLET_SCRIPT] if leaflet else []
-    scripts += [Asset("app", "console-common.js"), Asset("app", script)]
-    styles = [_LEAFLET_STYLE] if leaflet else []
-    styles += [_CONSOLE_STYLE, _SCREENS_STYLE]
-    body = html(
-        '{header}<nav class="console-menu" aria-label="控制台 Console"><ul>{menu}</ul></nav>'
-        '<main id="console-main" class="screen"></main>{data}{scripts}',
-        header=_header(name=name, role=role, towns=towns, csrf_token=csrf_token),
-        menu=_menu(),
-        data=Html(json_script("console-data", data)),
-        scripts=join(
-            [html('<script src="/static/{}/{}"></script>', a.folder, a.name) for a in scripts]
-        ),
+def _screen(*, title: str, script: str, leaflet: bool = False, **shell: Any) -> str:
+    leaflet_scripts = [Asset("leaflet", "leaflet.js")] if leaflet else []
+    leaflet_styles = [Asset("leaflet", "leaflet.css")] if leaflet else []
+    return screen_page(
+        title=title,
+        scripts=[*leaflet_scripts, Asset("app", "console-common.js"), Asset("app", script)],
+        styles=[*leaflet_styles, Asset("app", "console.css"), Asset("app", "console-screens.css")],
+        main_class="screen",
+        **shell,
     )
-    head = html(
-        '<meta name="csrf-token" content="{}">{}',
-        csrf_token,
-        join(
-            [html('<link rel="stylesheet" href="/static/{}/{}">', a.folder, a.name) for a in styles]
-        ),
-    )
-    return _document("zh", title, body, head, connect=True)
 
 
 def history_page(**shell: Any) -> str:
