@@ -242,7 +242,11 @@ def sites_page(**person: Any) -> str:
     ``static/console-sites.js`` builds from the catalog as a form schema."""
     return screen_page(
         title="站点 · 管理后台",
-        scripts=[Asset("leaflet", "leaflet.js"), Asset("app", "console-sites.js")],
+        scripts=[
+            Asset("leaflet", "leaflet.js"),
+            Asset("app", "console-common.js"),
+            Asset("app", "console-sites.js"),
+        ],
         styles=[Asset("leaflet", "leaflet.css"), Asset("app", "console.css")],
         main_class="wide",
         **person,

@@ -18,7 +18,7 @@ __all__ = ["samples_page", "spreadsheets_page"]
 def _screen(*, title: str, script: str, **person: Any) -> str:
     return screen_page(
         title=title,
-        scripts=[Asset("app", script)],
+        scripts=[Asset("app", "console-common.js"), Asset("app", script)],
         styles=[Asset("app", "console.css"), Asset("app", "console-sheets.css")],
         main_class="sheet-main",
         lang=person["data"].get("lang", "zh"),

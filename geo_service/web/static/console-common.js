@@ -1,4 +1,4 @@
-/* What the console's History, Supervision and Planning screens share: the
+/* What the console's screens share: the
  * page's data block, text-only DOM building, and requests to the service
  * with the session cookie and, on every change, the page's CSRF token.
  *
@@ -33,7 +33,9 @@
   function request(method, path, body, headers) {
     var init = { method: method, credentials: "same-origin", headers: Object.assign({ Accept: "application/json" }, headers || {}) };
     if (method !== "GET") init.headers["X-CSRF-Token"] = DATA.csrf;
-    if (body !== undefined) {
+    if (body instanceof Blob) {
+      init.body = body; // a file, sent as it is (its Content-Type in ``headers``)
+    } else if (body !== undefined) {
       init.body = JSON.stringify(body);
       init.headers["Content-Type"] = "application/json";
     }

@@ -11,9 +11,13 @@
 (function () {
   "use strict";
 
-  var DATA = JSON.parse(document.getElementById("console-data").textContent);
-  var LANG = DATA.lang === "en" ? "en" : "zh";
-  var ROOT = new URL("../", document.baseURI).pathname;
+  var C = window.ConsoleScreen;
+  var DATA = C.data;
+  var LANG = C.lang;
+  var el = C.el;
+  var clear = C.clear;
+  var request = C.request;
+  var problemText = C.problemText;
   var API = "admin/api/samples";
 
   var TEXT = {
@@ -39,44 +43,11 @@
     }
   };
   var T = TEXT[LANG];
-  function t(key, values) {
-    var text = T[key];
-    Object.keys(values || {}).forEach(function (name) { text = text.split("{" + name + "}").join(String(values[name])); });
-    return text;
-  }
+  var t = C.words(TEXT);
   function layerName(item) { return (LANG === "en" ? item.layer_en : item.layer_zh) || item.layer; }
 
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") node.textContent = attrs[key];
-      else if (key === "class") node.className = attrs[key];
-      else node.setAttribute(key, attrs[key]);
-    });
-    (children || []).forEach(function (child) { if (child) node.appendChild(child); });
-    return node;
-  }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
-  function request(method, path, body) {
-    var init = { method: method, credentials: "same-origin", headers: { Accept: "application/json" } };
-    if (method !== "GET") init.headers["X-CSRF-Token"] = DATA.csrf;
-    if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers["Content-Type"] = "application/json";
-    }
-    return fetch(ROOT + path, init).then(function (response) {
-      return response.text().then(function (text) {
-        var parsed = null;
-        try { parsed = text ? JSON.parse(text) : null; } catch (e) { parsed = null; }
-        return { status: response.status, ok: response.ok, body: parsed };
-      });
-    });
-  }
-  function problemText(answer) {
-    var body = answer.body || {};
-    return body.detail_zh || body.detail || body.title || ("HTTP " + answer.status);
-  }
+
 
   var main = document.getElementById("console-main");
   var status = el("p", { id: "samples-status", class: "sheet-status", role: "status", "aria-live": "polite", text: T.loading });

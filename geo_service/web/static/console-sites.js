@@ -11,9 +11,14 @@
 (function () {
   "use strict";
 
-  var DATA = JSON.parse(document.getElementById("console-data").textContent);
-  var LANG = DATA.lang === "en" ? "en" : "zh";
-  var ROOT = new URL("../", document.baseURI).pathname; // the service, from /admin/...
+  var C = window.ConsoleScreen;
+  var DATA = C.data;
+  var LANG = C.lang;
+  var ROOT = C.root;
+  var el = C.el;
+  var clear = C.clear;
+  var request = C.request;
+  var problemText = C.problemText;
   // Changes go where the session cookie (Path=/admin) reaches: the editing API under /admin/api.
   var EDIT = "admin/api/";
 
@@ -56,52 +61,13 @@
     }
   };
   var T = TEXT[LANG];
-  function t(key, values) {
-    var text = T[key];
-    Object.keys(values || {}).forEach(function (name) { text = text.split("{" + name + "}").join(String(values[name])); });
-    return text;
-  }
+  var t = C.words(TEXT);
   function label(item) { return (item && (LANG === "en" ? item.en : item.zh)) || ""; }
 
-  // -- small DOM helpers: text only -------------------------------------------------
-
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") node.textContent = attrs[key];
-      else if (key === "class") node.className = attrs[key];
-      else node.setAttribute(key, attrs[key]);
-    });
-    (children || []).forEach(function (child) { if (child) node.appendChild(child); });
-    return node;
-  }
   function option(value, text, selected) {
     var node = el("option", { value: value, text: text });
     if (selected) node.selected = true;
     return node;
-  }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
-
-  // -- the service ----------------------------------------------------------------------
-
-  function request(method, path, body, headers) {
-    var init = { method: method, credentials: "same-origin", headers: Object.assign({ Accept: "application/json, application/geo+json" }, headers || {}) };
-    if (method !== "GET") init.headers["X-CSRF-Token"] = DATA.csrf;
-    if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers["Content-Type"] = "application/geo+json";
-    }
-    return fetch(ROOT + path, init).then(function (response) {
-      return response.text().then(function (text) {
-        var parsed = null;
-        try { parsed = text ? JSON.parse(text) : null; } catch (e) { parsed = null; }
-        return { status: response.status, ok: response.ok, body: parsed, etag: response.headers.get("ETag") };
-      });
-    });
-  }
-  function problemText(answer) {
-    var body = answer.body || {};
-    return body.detail_zh || body.detail || body.title || ("HTTP " + answer.status);
   }
 
   // -- state ------------------------------------------------------------------------------
