@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -104,6 +105,63 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass
+class ConsoleOffice:
+    """A real server over a seeded store with console users: what the
+    console's browser tests sign in to."""
+
+    base: str
+    location: str
+    folder: Path
+    passwords: dict[str, str]
+
+    def store(self) -> Store:
+        return open_store(self.location, load_catalog())
+
+
+@contextmanager
+def console_office(
+    backend: str, folder: Path, people: dict[str, tuple[str, list[str]]]
+) -> Iterator[ConsoleOffice]:
+    """A seeded store on ``backend`` (``geopackage`` or ``postgis``, its
+    schema dropped afterwards) with ``people`` (name -> (role, towns)) as
+    console users, served by a real uvicorn server. The per-address sign-in
+    limit is off: a module signs in many times from 127.0.0.1."""
+    from geo_service.services import accounts
+
+    if backend == "geopackage":
+        location = str(folder / "console.gpkg")
+    else:
+        location = _new_pg_location(_require_pg())
+    store = open_store(location, load_catalog())
+    seed_store(store, store.catalog)
+    known = [town.id for town in store.all_features("towns")]
+    passwords = {
+        name: accounts.add_user(store, name, role, towns, known)
+        for name, (role, towns) in people.items()
+    }
+    store.close()
+    try:
+        with running_server(
+            folder, GEO_SERVICE_STORE=location, GEO_SERVICE_SIGN_IN_PER_MINUTE="0"
+        ) as base:
+            yield ConsoleOffice(base, location, folder, passwords)
+    finally:
+        if backend == "postgis":
+            store = open_store(location, load_catalog())
+            store.drop()
+            store.close()
+
+
+def sign_in(page, base: str, name: str, password: str) -> None:
+    """Sign in through the console's sign-in page, as a person does."""
+    page.goto(base + "/admin/login")
+    page.get_by_label("用户名").fill(name)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_load_state()
 
 
 @contextmanager

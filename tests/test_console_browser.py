@@ -9,17 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from geo_service.services import accounts
-from geo_service.sources.catalog import load_catalog
-from geo_service.store import AuditQuery, Store, open_store
-from geo_service.store.seeding import seed_store
-from tests.conftest import ROOT, TEST_PG, _new_pg_location, _require_pg, running_server
+from geo_service.store import AuditQuery
+from tests import conftest
+from tests.conftest import ROOT, TEST_PG, ConsoleOffice, console_office
 
 pytestmark = pytest.mark.server
 
@@ -39,41 +36,13 @@ PEOPLE = {
 }
 
 
-@dataclass
-class Console:
-    base: str
-    location: str
-    folder: Path
-    passwords: dict[str, str]
-
-    def store(self) -> Store:
-        return open_store(self.location, load_catalog())
+Console = ConsoleOffice
 
 
 @pytest.fixture(scope="module", params=["geopackage", "postgis"])
 def console(request, tmp_path_factory) -> Iterator[Console]:
-    folder = tmp_path_factory.mktemp("console")
-    if request.param == "geopackage":
-        location = str(folder / "console.gpkg")
-    else:
-        location = _new_pg_location(_require_pg())
-    store = open_store(location, load_catalog())
-    seed_store(store, store.catalog)
-    known = [town.id for town in store.all_features("towns")]
-    passwords = {
-        name: accounts.add_user(store, name, role, towns, known)
-        for name, (role, towns) in PEOPLE.items()
-    }
-    store.close()
-    # Many sign-ins from 127.0.0.1 in one module: the per-address limit has its own test.
-    with running_server(
-        folder, GEO_SERVICE_STORE=location, GEO_SERVICE_SIGN_IN_PER_MINUTE="0"
-    ) as base:
-        yield Console(base, location, folder, passwords)
-    if request.param == "postgis":
-        store = open_store(location, load_catalog())
-        store.drop()
-        store.close()
+    with console_office(request.param, tmp_path_factory.mktemp("console"), PEOPLE) as shared:
+        yield shared
 
 
 @pytest.fixture
@@ -91,11 +60,9 @@ def new_page(browser) -> Iterator:
 
 
 def sign_in(page, console: Console, name: str, password: str | None = None) -> None:
-    page.goto(console.base + "/admin/login")
-    page.get_by_label("用户名").fill(name)
-    page.get_by_label("密码").fill(console.passwords[name] if password is None else password)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_load_state()
+    conftest.sign_in(
+        page, console.base, name, console.passwords[name] if password is None else password
+    )
 
 
 def csrf_token(page) -> str:

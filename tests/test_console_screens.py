@@ -12,18 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import shapely
 from openpyxl import load_workbook
 
-from geo_service.services import accounts
-from geo_service.sources.catalog import load_catalog
-from geo_service.store import AuditQuery, Store, open_store
-from geo_service.store.seeding import seed_store
-from tests.conftest import ROOT, _new_pg_location, _require_pg, running_server
+from geo_service.store import AuditQuery
+from tests.conftest import ROOT, ConsoleOffice, console_office, sign_in
 
 pytestmark = pytest.mark.server
 
@@ -35,15 +31,7 @@ FANGZHEN_SITE = "st-town-fangzhen"
 PEOPLE = {"区办公室": ("admin", []), "马尚编辑": ("editor", [MASHANG])}
 
 
-@dataclass
-class Office:
-    base: str
-    location: str
-    passwords: dict[str, str]
-
-    def store(self) -> Store:
-        return open_store(self.location, load_catalog())
-
+class Office(ConsoleOffice):
     def change(self, site_id: str, actor: str, **properties) -> None:
         """Change a station's properties in the store, as ``actor``."""
         store = self.store()
@@ -69,27 +57,8 @@ class Office:
 @pytest.fixture(scope="module", params=["geopackage", "postgis"])
 def office(request, tmp_path_factory) -> Iterator[Office]:
     folder = tmp_path_factory.mktemp("console-screens")
-    location = (
-        str(folder / "screens.gpkg")
-        if request.param == "geopackage"
-        else _new_pg_location(_require_pg())
-    )
-    store = open_store(location, load_catalog())
-    seed_store(store, store.catalog)
-    known = [town.id for town in store.all_features("towns")]
-    passwords = {
-        name: accounts.add_user(store, name, role, towns, known)
-        for name, (role, towns) in PEOPLE.items()
-    }
-    store.close()
-    with running_server(
-        folder, GEO_SERVICE_STORE=location, GEO_SERVICE_SIGN_IN_PER_MINUTE="0"
-    ) as base:
-        yield Office(base, location, passwords)
-    if request.param == "postgis":
-        store = open_store(location, load_catalog())
-        store.drop()
-        store.close()
+    with console_office(request.param, folder, PEOPLE) as shared:
+        yield Office(**vars(shared))
 
 
 @pytest.fixture
@@ -104,11 +73,7 @@ def open_as(browser, office) -> Iterator:
         page = context.new_page()
         page.errors = []
         page.on("pageerror", lambda error: page.errors.append(str(error)))
-        page.goto(office.base + "/admin/login")
-        page.get_by_label("用户名").fill(name)
-        page.get_by_label("密码").fill(office.passwords[name])
-        page.get_by_role("button", name="登录").click()
-        page.wait_for_load_state()
+        sign_in(page, office.base, name, office.passwords[name])
         page.goto(office.base + path)
         return page
 

@@ -7,16 +7,12 @@ sees or changes another town's sites. Screenshots at 1280×800 and 360×740."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import shapely
 
-from geo_service.services import accounts
-from geo_service.sources.catalog import load_catalog
-from geo_service.store import AuditQuery, Store, open_store
-from geo_service.store.seeding import seed_store
-from tests.conftest import ROOT, _new_pg_location, _require_pg, running_server
+from geo_service.store import AuditQuery
+from tests.conftest import ROOT, ConsoleOffice, console_office, sign_in
 
 pytestmark = pytest.mark.server
 
@@ -26,40 +22,10 @@ FANGZHEN_SITE = "st-town-fangzhen"
 PEOPLE = {"区办公室": ("admin", []), "马尚编辑": ("editor", [MASHANG])}
 
 
-@dataclass
-class Office:
-    base: str
-    location: str
-    passwords: dict[str, str]
-
-    def store(self) -> Store:
-        return open_store(self.location, load_catalog())
-
-
 @pytest.fixture(scope="module", params=["geopackage", "postgis"])
-def office(request, tmp_path_factory) -> Iterator[Office]:
-    folder = tmp_path_factory.mktemp("console-sites")
-    location = (
-        str(folder / "sites.gpkg")
-        if request.param == "geopackage"
-        else _new_pg_location(_require_pg())
-    )
-    store = open_store(location, load_catalog())
-    seed_store(store, store.catalog)
-    known = [town.id for town in store.all_features("towns")]
-    passwords = {
-        name: accounts.add_user(store, name, role, towns, known)
-        for name, (role, towns) in PEOPLE.items()
-    }
-    store.close()
-    with running_server(
-        folder, GEO_SERVICE_STORE=location, GEO_SERVICE_SIGN_IN_PER_MINUTE="0"
-    ) as base:
-        yield Office(base, location, passwords)
-    if request.param == "postgis":
-        store = open_store(location, load_catalog())
-        store.drop()
-        store.close()
+def office(request, tmp_path_factory) -> Iterator[ConsoleOffice]:
+    with console_office(request.param, tmp_path_factory.mktemp("console-sites"), PEOPLE) as shared:
+        yield shared
 
 
 @pytest.fixture
@@ -72,11 +38,7 @@ def sites_page(browser, office) -> Iterator:
         page = context.new_page()
         page.errors = []
         page.on("pageerror", lambda error: page.errors.append(str(error)))
-        page.goto(office.base + "/admin/login")
-        page.get_by_label("用户名").fill(name)
-        page.get_by_label("密码").fill(office.passwords[name])
-        page.get_by_role("button", name="登录").click()
-        page.wait_for_load_state()
+        sign_in(page, office.base, name, office.passwords[name])
         page.goto(office.base + "/admin/sites")
         page.wait_for_selector("#sites-table tbody tr")
         return page
