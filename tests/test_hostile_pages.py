@@ -209,7 +209,7 @@ def _settle(opened: Opened) -> None:
     opened.page.wait_for_function(
         "() => !gsApp.map._animatingZoom"
         " && !(gsApp.map._panAnim && gsApp.map._panAnim._inProgress)"
-        " && Object.values(gsApp.layers).every(l => !l.cluster._inZoomAnimation)"
+        " && !gsApp.cluster._inZoomAnimation"
     )
     opened.page.wait_for_timeout(50)
 

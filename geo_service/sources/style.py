@@ -69,6 +69,8 @@ class MapStyle:
     kinds: dict[str, dict[str, KindStyle]]
     #: layer id -> the layer's own look (legend swatch).
     layers: dict[str, KindStyle]
+    #: Plain text before the map's attribution; empty shows none.
+    attribution_prefix: str = "Leaflet"
 
     def config(self, catalog: Catalog) -> dict[str, Any]:
         """What the page script needs: labels from the catalog, looks from here."""
@@ -78,6 +80,7 @@ class MapStyle:
             "zoom": self.zoom,
             "nearestK": self.nearest_k,
             "vectorTilesAbove": self.vector_tiles_above,
+            "attributionPrefix": self.attribution_prefix,
             "boundaries": {
                 "district": self.district_colour,
                 "town": self.town_colour,
@@ -170,6 +173,10 @@ def load_style(path: Path | str, catalog: Catalog) -> MapStyle:
             f"map.vector_tiles_above: {tiles_above!r} must be a whole number of features, 0 or more"
         )
         tiles_above = 5000
+    prefix = view.get("attribution_prefix", "Leaflet")
+    if not isinstance(prefix, str):
+        problems.append(f"map.attribution_prefix: {prefix!r} must be text (\"\" for none)")
+        prefix = "Leaflet"
     colours = {}
     for key, fallback in (
         ("district_colour", "#8b1a1a"),
@@ -212,6 +219,7 @@ def load_style(path: Path | str, catalog: Catalog) -> MapStyle:
             )
             for kind_id in layer.kinds
         }
+    problems.extend(_shared_glyphs(layers, kinds))
     if problems:
         raise StyleError(f"{path.name}: " + "; ".join(problems))
     return MapStyle(
@@ -227,4 +235,30 @@ def load_style(path: Path | str, catalog: Catalog) -> MapStyle:
         vector_tiles_above=tiles_above,
         kinds=kinds,
         layers=layers,
+        attribution_prefix=prefix,
     )
+
+
+def _shared_glyphs(
+    layers: dict[str, KindStyle], kinds: dict[str, dict[str, KindStyle]]
+) -> list[str]:
+    """A glyph drawn for two kinds (or for a layer's swatch and another layer's
+    kind) makes markers ambiguous: one problem per shared glyph, naming all."""
+    users: dict[str, list[str]] = {}
+    for layer_id, layer_kinds in kinds.items():
+        for kind_id, look in layer_kinds.items():
+            users.setdefault(look.glyph, []).append(f"layers.{layer_id}.kinds.{kind_id}")
+    problems = [
+        f"glyph {glyph!r} is used by {', '.join(names)}: every kind needs its own glyph"
+        for glyph, names in users.items()
+        if len(names) > 1
+    ]
+    for layer_id, look in layers.items():
+        others = [
+            name for name in users.get(look.glyph, []) if not name.startswith(f"layers.{layer_id}.")
+        ]
+        if others:
+            problems.append(
+                f"layers.{layer_id}.glyph {look.glyph!r} is also the glyph of {', '.join(others)}"
+            )
+    return problems

@@ -15,7 +15,10 @@
     zh: {
       language: "EN",
       languageTitle: "Switch to English",
-      sample: "示例数据：本图所示站点均为示例，名称、位置和信息仅供演示，不代表真实服务点。",
+      sample: "本图 {n} 个地点中 {s} 个为示例数据（标“示例”），仅供演示，不代表真实服务点。",
+      sampleAll: "本图 {n} 个地点均为示例数据（标“示例”），仅供演示，不代表真实服务点。",
+      sampleClose: "关闭示例数据说明",
+      sampleShow: "显示示例数据说明",
       nearestTab: "最近服务",
       layersTab: "图层与图例",
       collapse: "收起",
@@ -59,12 +62,17 @@
       tencent: "腾讯地图",
       sampleTag: "示例",
       loadFailed: "图层加载失败：",
-      sites: "个"
+      sites: "个",
+      clusterSites: "{n} 个地点",
+      clusterParts: "："
     },
     en: {
       language: "中文",
       languageTitle: "切换到中文",
-      sample: "Sample data: every site on this map is an example; names, positions and details are for demonstration and are not real service points.",
+      sample: "{s} of the {n} sites on this map are sample data (tagged “sample”), for demonstration only; they are not real service points.",
+      sampleAll: "All {n} sites on this map are sample data (tagged “sample”), for demonstration only; they are not real service points.",
+      sampleClose: "Close the sample data notice",
+      sampleShow: "Show the sample data notice",
       nearestTab: "Nearest",
       layersTab: "Layers & legend",
       collapse: "Hide",
@@ -109,7 +117,9 @@
       tencent: "Tencent Maps",
       sampleTag: "sample",
       loadFailed: "Could not load layer: ",
-      sites: ""
+      sites: "",
+      clusterSites: "{n} sites",
+      clusterParts: ": "
     }
   };
 
@@ -200,6 +210,15 @@
     return metres < 1000 ? Math.round(metres) + " m" : (metres / 1000).toFixed(1) + " km";
   }
 
+  // Whether the resident closed the sample notice on this device.
+  function storedSampleClosed() {
+    try {
+      return window.localStorage.getItem("gs-sample-dismissed") === "1";
+    } catch (e) {
+      return false;
+    }
+  }
+
   // Storage may be blocked (privacy settings) or hold anything: never fatal.
   function storedLanguage() {
     try {
@@ -215,7 +234,7 @@
     this.config = config;
     this.embedded = embedded;
     this.lang = storedLanguage();
-    this.layers = {};       // layer id -> {config, cluster, markers: [], visible, hiddenKinds,
+    this.layers = {};       // layer id -> {config, markers: [], visible, hiddenKinds,
                             //   tiled, count, kindCounts, tiles} (the last four for tiled layers)
     this.sites = [];        // every facility feature, with its layer and marker
     this.openState = {};    // "layer/id" -> open | closed | unknown
@@ -224,6 +243,7 @@
     this.hoursText = Object.create(null); // opening_hours value -> {zh, en} as a resident reads it
     this.point = null;      // L.LatLng chosen by the resident
     this.sampleShown = false;
+    this.sampleClosed = storedSampleClosed();
     this.nearestLayer = L.layerGroup().addTo(map);
     this.ready = null;
   }
@@ -250,6 +270,7 @@
     this.map.setMinZoom(8);
     this.map.setMaxZoom(19);
     this.zoomControl = L.control.zoom({ position: "topright" }).addTo(this.map);
+    this.setAttributionPrefix(this.config.attributionPrefix);
     // Metres and kilometres only: residents do not read miles or feet.
     L.control.scale({ imperial: false }).addTo(this.map);
     if (this.config.tiles === "none") {
@@ -262,26 +283,30 @@
     pointsPane.style.zIndex = 450;
     pointsPane.style.pointerEvents = "none";
     this.config.layers.forEach(function (layer) {
-      self.layers[layer.id] = {
-        config: layer,
-        markers: [],
-        visible: true,
-        hiddenKinds: {},
-        tiled: false,
-        cluster: L.markerClusterGroup({
-          showCoverageOnHover: false,
-          maxClusterRadius: 45,
-          chunkedLoading: true,
-          iconCreateFunction: function (cluster) {
-            return L.divIcon({
-              className: "gs-cluster",
-              html: el("span", { "data-layer": layer.id, style: "background:" + layer.colour, text: String(cluster.getChildCount()) }),
-              iconSize: [44, 44]
-            });
-          }
-        })
-      };
+      self.layers[layer.id] = { config: layer, markers: [], visible: true, hiddenKinds: {}, tiled: false };
     });
+    // One clustering for every layer's markers: clusters of different layers
+    // would otherwise stack on each other. The icon shows the mix.
+    this.cluster = L.markerClusterGroup({
+      showCoverageOnHover: false,
+      // Icons are 44 px squares: points further apart than their diagonal never touch.
+      maxClusterRadius: 64,
+      chunkedLoading: true,
+      iconCreateFunction: function (cluster) { return self.clusterIcon(cluster); }
+    });
+    // The plugin groups a site with a cluster by its distance to the
+    // cluster's first point, but draws the icon at the sites' average, which
+    // can land it on a neighbouring icon. Drawn at the point it groups by,
+    // every icon keeps the clustering distance from every other.
+    this.cluster._markerCluster = this.cluster._markerCluster.extend({
+      _recalculateBounds: function () {
+        L.MarkerCluster.prototype._recalculateBounds.call(this);
+        if (this._cLatLng) this._latlng = this._cLatLng;
+      }
+    });
+    this.cluster.addTo(this.map);
+    this.cluster.on("animationend", function () { self.placeTownLabels(); });
+    this.map.on("moveend", function () { self.placeTownLabels(); });
     // Every popup makes room for itself when it opens (see makeRoomForPopup).
     this.Popup = L.Popup.extend({
       onAdd: function (map) {
@@ -307,6 +332,15 @@
       document.body.setAttribute("data-gs-ready", "error");
     });
     return this;
+  };
+
+  // The style's prefix before the attribution, as plain text: Leaflet's
+  // setPrefix takes HTML, so every character that means something in HTML
+  // is handed over as a character reference and shows as typed; "" shows none.
+  App.prototype.setAttributionPrefix = function (text) {
+    var control = this.map.attributionControl;
+    if (!control) return;
+    control.setPrefix(text ? String(text).replace(/[&<>"']/g, function (c) { return "&#" + c.charCodeAt(0) + ";"; }) : false);
   };
 
   // -- data ------------------------------------------------------------------
@@ -368,6 +402,7 @@
       });
       self.renderLegend();
       self.updateSampleNotice();
+      self.placeTownLabels();
       // A printed map's QR code opens the page at its town: #town=370303002
       var town = /town=(\d{9})/.exec(window.location.hash);
       if (town && self.townLayers[town[1]]) self.map.fitBounds(self.townLayers[town[1]].getBounds());
@@ -413,6 +448,7 @@
       var entry = self.layers[layerId];
       entry.kindCounts = {};
       kinds.forEach(function (kind, i) { entry.kindCounts[kind.id] = numbers[i]; });
+      entry.sampleCount = numbers[kinds.length];
       if (numbers[kinds.length] > 0) self.sampleShown = true;
     });
   };
@@ -453,6 +489,7 @@
     }).addTo(this.map);
     var self = this;
     this.townLayers = {};
+    this.townLabels = [];
     L.geoJSON(towns, {
       interactive: false,
       style: { color: colours.town, weight: 1.5, dashArray: "5 4", fill: false },
@@ -461,8 +498,76 @@
         layer.bindTooltip(el("span", { text: feature.properties.name }), {
           permanent: true, direction: "center", className: "gs-town-label", interactive: false
         });
+        self.townLabels.push({ layer: layer, centre: null });
       }
     }).addTo(this.map);
+  };
+
+  // Where a town's name may go, around its centre (pixels): the centre, then
+  // rings further out, so a name moves no further than it must.
+  var LABEL_OFFSETS = [[0, 0]];
+  [22, 44, 66].forEach(function (r) {
+    [[0, -1], [0, 1], [-1, 0], [1, 0], [-1, -1], [1, -1], [-1, 1], [1, 1]].forEach(function (d) {
+      LABEL_OFFSETS.push([d[0] * r * 1.6, d[1] * r]);
+    });
+  });
+
+  function overlaps(a, b) {
+    return a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+  }
+
+  // Whether a point lies in a polygon layer (ray casting over every ring).
+  function inPolygon(layer, latlng) {
+    var inside = false;
+    (function walk(rings) {
+      if (!rings.length) return;
+      if (!(rings[0] instanceof L.LatLng)) { rings.forEach(walk); return; }
+      for (var i = 0, j = rings.length - 1; i < rings.length; j = i++) {
+        var a = rings[i], b = rings[j];
+        if ((a.lat > latlng.lat) !== (b.lat > latlng.lat) &&
+            latlng.lng < (b.lng - a.lng) * (latlng.lat - a.lat) / (b.lat - a.lat) + a.lng) inside = !inside;
+      }
+    })(layer.getLatLngs());
+    return inside;
+  }
+
+  // Town names never lie under a marker or a cluster: after every move, zoom
+  // and toggle each name takes the first place near its town's centre that
+  // is clear of icons and of the names placed before it, inside its town;
+  // with none free it is left out at this view.
+  App.prototype.placeTownLabels = function () {
+    if (!this.townLabels || !this.townLabels.length || this.map._animatingZoom) return;
+    var map = this.map, origin = map.getContainer().getBoundingClientRect(), size = map.getSize();
+    var taken = Array.prototype.map.call(map.getPane("markerPane").querySelectorAll(".leaflet-marker-icon"), function (icon) {
+      var r = icon.getBoundingClientRect();
+      return [r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top];
+    });
+    var labels = this.townLabels.map(function (label) {
+      var tooltip = label.layer.getTooltip(), node = tooltip && tooltip.getElement();
+      if (!node) return null;
+      if (!label.centre) label.centre = tooltip.getLatLng() || label.layer.getCenter();
+      node.style.display = "";
+      return { label: label, tooltip: tooltip, node: node };
+    }).filter(Boolean);
+    // Sizes are read together, after every name is shown: one layout, not one per name.
+    labels.forEach(function (l) { l.w = l.node.offsetWidth; l.h = l.node.offsetHeight; });
+    var shown = 0;
+    labels.forEach(function (l) {
+      var centre = map.latLngToContainerPoint(l.label.centre), place = null;
+      for (var i = 0; i < LABEL_OFFSETS.length && !place; i++) {
+        var x = centre.x + LABEL_OFFSETS[i][0], y = centre.y + LABEL_OFFSETS[i][1];
+        var box = [x - l.w / 2 - 2, y - l.h / 2 - 2, x + l.w / 2 + 2, y + l.h / 2 + 2];
+        if (taken.some(function (t) { return overlaps(t, box); })) continue;
+        var at = map.containerPointToLatLng([x, y]);
+        if (i && !inPolygon(l.label.layer, at)) continue;
+        place = { latlng: at, box: box };
+      }
+      if (!place) { l.node.style.display = "none"; return; }
+      l.tooltip.setLatLng(place.latlng);
+      taken.push(place.box);
+      if (overlaps(place.box, [0, 0, size.x, size.y])) shown += 1;
+    });
+    this.townLabelsShown = shown;
   };
 
   App.prototype.addSites = function (layerId, collection) {
@@ -482,14 +587,44 @@
           popupAnchor: [0, -16]
         })
       });
+      marker.gsLayer = layerId; // for the cluster icon's mix
       var site = { layer: layerId, feature: feature, marker: marker };
       marker.bindPopup(new self.Popup().setContent(function () { return self.popupContent(site); }));
       entry.markers.push(marker);
       self.sites.push(site);
       if (props.sample) self.sampleShown = true;
     });
-    entry.cluster.addLayers(entry.markers);
-    entry.cluster.addTo(this.map);
+    this.cluster.addLayers(entry.markers);
+  };
+
+  // A cluster's icon: a ring of its layers' colours, each as wide as its
+  // share of the sites, with the count in the middle and a name that says
+  // what is in it ("12 个地点：服务站点 5、医疗拥军 7").
+  App.prototype.clusterIcon = function (cluster) {
+    var self = this, byLayer = {}, total = 0;
+    cluster.getAllChildMarkers().forEach(function (marker) {
+      byLayer[marker.gsLayer] = (byLayer[marker.gsLayer] || 0) + 1;
+      total += 1;
+    });
+    var stops = [], parts = [], from = 0, ids = [];
+    this.config.layers.forEach(function (layer) {
+      var n = byLayer[layer.id];
+      if (!n) return;
+      var to = from + 360 * n / total;
+      stops.push(layer.colour + " " + from.toFixed(1) + "deg " + to.toFixed(1) + "deg");
+      parts.push(self.label(layer) + " " + n);
+      ids.push(layer.id);
+      from = to;
+    });
+    var name = this.t("clusterSites", { n: total }) + this.t("clusterParts") + parts.join(this.t("listSeparator"));
+    return L.divIcon({
+      className: "gs-cluster",
+      html: el("span", { "class": "gs-cluster-ring", "data-layers": ids.join(" "), role: "img", "aria-label": name, title: name,
+        style: "background:conic-gradient(" + stops.join(",") + ")" }, [
+        el("span", { "class": "gs-cluster-count", text: String(total) })
+      ]),
+      iconSize: [44, 44]
+    });
   };
 
   App.prototype.addTiles = function (layerId) {
@@ -664,7 +799,9 @@
     this.ui.title = el("h1");
     this.ui.language = el("button", { "class": "gs-button", type: "button", id: "gs-language", onclick: function () { self.setLanguage(self.lang === "zh" ? "en" : "zh"); } });
     this.ui.bar = el("div", { "class": "gs-bar" }, [this.ui.title, this.ui.language]);
-    this.ui.sample = el("div", { "class": "gs-sample", id: "gs-sample", role: "note", hidden: "" });
+    this.ui.sampleText = el("span", { "class": "gs-sample-text" });
+    this.ui.sampleClose = el("button", { "class": "gs-sample-close", type: "button", id: "gs-sample-close", onclick: function () { self.dismissSample(true); } }, ["×"]);
+    this.ui.sample = el("div", { "class": "gs-sample", id: "gs-sample", role: "note", hidden: "" }, [this.ui.sampleText, this.ui.sampleClose]);
     this.ui.top = el("div", { "class": "gs-top" }, [this.ui.bar, this.ui.sample]);
 
     this.ui.toggle = el("button", { "class": "gs-button", type: "button", id: "gs-toggle", "aria-expanded": "true", onclick: function () { self.togglePanel(); } });
@@ -713,7 +850,7 @@
     document.title = this.label(this.config.title);
     this.ui.language.textContent = t("language");
     this.ui.language.title = t("languageTitle");
-    this.ui.sample.textContent = t("sample");
+    this.renderSampleNotice();
     this.layoutTop();
     this.ui.toggle.textContent = this.ui.panel && this.ui.panel.classList.contains("gs-collapsed") ? t("expand") : t("collapse");
     this.ui.locate.textContent = t("locate");
@@ -736,6 +873,7 @@
     this.lang = lang;
     try { localStorage.setItem("gs-lang", lang); } catch (e) { /* private mode: fine */ }
     this.renderTexts();
+    this.cluster.refreshClusters(); // their names are in the language too
     this.map.closePopup();
   };
 
@@ -764,10 +902,43 @@
     popup.options.autoPanPaddingBottomRight = padding.paddingBottomRight;
   };
 
+  // How many of the map's sites are sample data: the marker layers' own
+  // features and, for tiled layers, the counts fetchTiledInfo asked for.
+  App.prototype.sampleCounts = function () {
+    var self = this, total = 0, samples = 0;
+    this.sites.forEach(function (s) { total += 1; if (s.feature.properties.sample) samples += 1; });
+    this.config.layers.forEach(function (layer) {
+      var entry = self.layers[layer.id];
+      if (entry.tiled) { total += entry.count || 0; samples += entry.sampleCount || 0; }
+    });
+    return { total: total, samples: samples };
+  };
+
+  App.prototype.renderSampleNotice = function () {
+    var counts = this.sampleCounts();
+    this.ui.sampleText.textContent = this.t(counts.samples >= counts.total ? "sampleAll" : "sample", { n: counts.total, s: counts.samples });
+    this.ui.sampleClose.setAttribute("aria-label", this.t("sampleClose"));
+    this.ui.sampleClose.title = this.t("sampleClose");
+  };
+
+  // The notice shows while the map has sample sites, unless the resident
+  // closed it (remembered on this device; the legend brings it back).
   App.prototype.updateSampleNotice = function () {
-    if (this.sampleShown) this.ui.sample.removeAttribute("hidden");
+    this.renderSampleNotice();
+    if (this.sampleShown && !this.sampleClosed) this.ui.sample.removeAttribute("hidden");
     else this.ui.sample.setAttribute("hidden", "");
     this.layoutTop();
+  };
+
+  App.prototype.dismissSample = function (dismissed) {
+    try {
+      if (dismissed) window.localStorage.setItem("gs-sample-dismissed", "1");
+      else window.localStorage.removeItem("gs-sample-dismissed");
+    } catch (e) { /* storage blocked: the notice closes for this visit only */ }
+    this.sampleClosed = dismissed;
+    this.updateSampleNotice();
+    this.renderLegend();
+    if (!dismissed) this.ui.sampleClose.focus();
   };
 
   // Map controls and the desktop panel start below the title bar and notice.
@@ -847,14 +1018,35 @@
     var b = this.config.boundaries;
     legend.appendChild(el("div", { "class": "gs-row" }, [el("span", { "class": "gs-line-swatch", style: "border-color:" + b.district }), el("span", { text: this.t("district") })]));
     legend.appendChild(el("div", { "class": "gs-row" }, [el("span", { "class": "gs-line-swatch", style: "border-top-style:dashed;border-color:" + b.town }), el("span", { text: this.t("towns") })]));
+    // A closed sample notice can be read again from here.
+    if (this.sampleShown && this.sampleClosed) {
+      legend.appendChild(el("div", { "class": "gs-row" }, [el("button", { "class": "gs-button", type: "button", id: "gs-sample-show",
+        onclick: function () { self.dismissSample(false); } }, [el("span", { "class": "gs-badge gs-sample-tag", text: this.t("sampleTag") }), " ", this.t("sampleShow")])]));
+    }
+  };
+
+  // The markers of a layer that its toggles let through.
+  App.prototype.shownMarkers = function (layerId) {
+    var entry = this.layers[layerId];
+    if (!entry.visible) return [];
+    return this.sites.filter(function (s) {
+      return s.layer === layerId && !entry.hiddenKinds[s.feature.properties.kind];
+    }).map(function (s) { return s.marker; });
   };
 
   App.prototype.setLayerVisible = function (layerId, visible) {
-    var entry = this.layers[layerId], shown = entry.tiled ? entry.tiles : entry.cluster;
+    var entry = this.layers[layerId];
+    if (entry.tiled) {
+      entry.visible = visible;
+      if (!entry.tiles) return;
+      if (visible) entry.tiles.addTo(this.map);
+      else this.map.removeLayer(entry.tiles);
+      return;
+    }
+    this.cluster.removeLayers(this.shownMarkers(layerId));
     entry.visible = visible;
-    if (!shown) return;
-    if (visible) shown.addTo(this.map);
-    else this.map.removeLayer(shown);
+    this.cluster.addLayers(this.shownMarkers(layerId));
+    this.placeTownLabels();
   };
 
   App.prototype.setKindVisible = function (layerId, kindId, visible) {
@@ -866,10 +1058,11 @@
       if (entry.tiles) entry.tiles.redraw();
       return;
     }
-    var markers = this.sites.filter(function (s) { return s.layer === layerId && s.feature.properties.kind === kindId; })
-      .map(function (s) { return s.marker; });
-    if (visible) { delete entry.hiddenKinds[kindId]; entry.cluster.addLayers(markers); }
-    else { entry.hiddenKinds[kindId] = true; entry.cluster.removeLayers(markers); }
+    this.cluster.removeLayers(this.shownMarkers(layerId));
+    if (visible) delete entry.hiddenKinds[kindId];
+    else entry.hiddenKinds[kindId] = true;
+    this.cluster.addLayers(this.shownMarkers(layerId));
+    this.placeTownLabels();
   };
 
   // -- search ----------------------------------------------------------------
@@ -904,7 +1097,7 @@
     var entry = this.layers[site.layer];
     if (!entry.visible) { this.setLayerVisible(site.layer, true); this.renderLegend(); }
     if (entry.hiddenKinds[site.feature.properties.kind]) { this.setKindVisible(site.layer, site.feature.properties.kind, true); this.renderLegend(); }
-    entry.cluster.zoomToShowLayer(site.marker, function () { site.marker.openPopup(); });
+    this.cluster.zoomToShowLayer(site.marker, function () { site.marker.openPopup(); });
   };
 
   // -- the resident's point and the nearest sites --------------------------------
