@@ -175,7 +175,7 @@ def load_style(path: Path | str, catalog: Catalog) -> MapStyle:
         tiles_above = 5000
     prefix = view.get("attribution_prefix", "Leaflet")
     if not isinstance(prefix, str):
-        problems.append(f"map.attribution_prefix: {prefix!r} must be text (\"\" for none)")
+        problems.append(f'map.attribution_prefix: {prefix!r} must be text ("" for none)')
         prefix = "Leaflet"
     colours = {}
     for key, fallback in (

@@ -10,12 +10,15 @@ GeoJSON, clustering, popups, search, locate, the nearest panel). Two forms:
 - **standalone** (``geo-service map --out``): scripts, styles and layer data
   inlined in one file that opens from disk with no server, every layer as
   GeoJSON (no server, no tiles); nearest is then computed in the page
-  (straight line on a sphere, stated as such).
+  (straight line on a sphere, stated as such), and so is "open now": the file
+  carries each opening-hours value's states for ``OFFLINE_HORIZON`` after the
+  export, evaluated here by the same library as the service.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from functools import lru_cache
 from html import escape
 from typing import Any
@@ -35,7 +38,14 @@ from geo_service.store import Store
 from geo_service.web.assets import SCRIPTS, STYLESHEETS
 from geo_service.web.markup import finish_page, json_script
 
-__all__ = ["build_page", "open_states", "page_data", "site_times"]
+__all__ = [
+    "OFFLINE_HORIZON",
+    "build_page",
+    "hours_changes",
+    "open_states",
+    "page_data",
+    "site_times",
+]
 
 
 def _add_tiles(fmap: folium.Map, tiles: Tiles, tianditu_key: str | None) -> None:
@@ -148,25 +158,81 @@ def build_page(
     )
 
 
+#: How far ahead of its export the offline file knows when sites are open.
+OFFLINE_HORIZON = dt.timedelta(days=60)
+
+_STATES = {
+    opening_hours.State.OPEN: "open",
+    opening_hours.State.CLOSED: "closed",
+    opening_hours.State.UNKNOWN: "unknown",
+}
+
+
 def page_data(
     catalog: Catalog, store: Store, index: SiteIndex, tiles: Tiles = Tiles.none
 ) -> dict[str, Any]:
     """Everything a standalone page embeds: every layer (in the tiles'
-    coordinate system), each site's open state when it was exported and its
-    hours as a resident reads them."""
+    coordinate system), its hours as a resident reads them and, so the page
+    can tell what is open when it is opened, each hours value's states from
+    the export (local time, to the minute) until ``OFFLINE_HORIZON`` later."""
     crs = tiles.crs
     now = dt.datetime.now(LOCAL_TIME)
+    start = now.replace(tzinfo=None, second=0, microsecond=0)
+    until = start + OFFLINE_HORIZON
     layers = {
         layer.id: feature_collection(list(store.all_features(layer.id)), crs)
         for layer in catalog.layers.values()
     }
-    times = site_times(index, now)
+    values = {
+        value
+        for feature in index.features
+        if isinstance(value := feature.properties.get("opening_hours"), str) and value
+    }
     return {
         "layers": layers,
         "exportedAt": now.isoformat(timespec="minutes"),
-        "openState": times["sites"],
-        "hours": times["hours"],
+        "hours": site_times(index, now)["hours"],
+        "horizon": {
+            "from": start.isoformat(timespec="minutes"),
+            "until": until.isoformat(timespec="minutes"),
+        },
+        "hoursChanges": hours_changes(values, start, until),
     }
+
+
+def hours_changes(
+    values: Iterable[str], start: dt.datetime, until: dt.datetime
+) -> dict[str, list[list[Any]]]:
+    """Each ``opening_hours`` value's states from ``start`` to ``until`` (naive
+    local times) as ``[[minute, state], ...]``: minutes after ``start``, the
+    first at 0, one entry per change of state (open, closed or unknown).
+    Values the library cannot read or evaluate are left out: the page
+    calls their sites' state unknown, as the service does.
+
+    >>> friday_noon = dt.datetime(2026, 11, 27, 12)
+    >>> hours_changes(["Mo-Fr 08:00-17:00"], friday_noon, friday_noon + dt.timedelta(days=3))
+    {'Mo-Fr 08:00-17:00': [[0, 'open'], [300, 'closed'], [4080, 'open']]}
+    """
+    out: dict[str, list[list[Any]]] = {}
+    for value in sorted(set(values)):
+        parsed = _parsed_hours(value)
+        if parsed is None:
+            continue
+        changes: list[list[Any]] = []
+        try:
+            for begin, _end, state, _comment in parsed.intervals(start, until):
+                minute = max(0, round((begin - start).total_seconds() / 60))
+                name = _STATES.get(state, "unknown")
+                if changes and changes[-1][1] == name:
+                    continue
+                if changes and changes[-1][0] == minute:
+                    changes[-1][1] = name
+                else:
+                    changes.append([minute, name])
+        except (ValueError, OverflowError, RuntimeError):
+            continue
+        out[value] = changes
+    return out
 
 
 def open_states(

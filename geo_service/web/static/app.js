@@ -33,7 +33,8 @@
       kind: "类型",
       allKinds: "全部类型",
       openNow: "只看正在开放",
-      openNowOffline: "离线文件无法判断实时开放状态",
+      openNowBeyond: "只看正在开放（本离线文件的开放时间只算到 {d}，请重新导出）",
+      beyondHorizon: "（离线文件只算到 {d}）",
       here: "您选择的位置",
       loading: "正在查询……",
       noResult: "附近没有符合条件的地点",
@@ -46,7 +47,6 @@
       open: "开放中",
       closed: "已关闭",
       unknown: "开放时间未知",
-      asOfExport: "（导出时）",
       hoursAsWritten: "开放时间（原文）",
       opensToday: "今天 {t} 开放",
       opensTomorrow: "明天 {t} 开放",
@@ -87,7 +87,8 @@
       kind: "Kind",
       allKinds: "All kinds",
       openNow: "Open now only",
-      openNowOffline: "The offline file cannot tell what is open now",
+      openNowBeyond: "Open now only (this offline file knows opening hours only until {d}; export it again)",
+      beyondHorizon: " (the offline file knows hours only until {d})",
       here: "Your chosen point",
       loading: "Searching…",
       noResult: "No matching place nearby",
@@ -100,7 +101,6 @@
       open: "Open",
       closed: "Closed",
       unknown: "Hours unknown",
-      asOfExport: " (at export)",
       hoursAsWritten: "Opening hours (as written)",
       opensToday: "opens today {t}",
       opensTomorrow: "opens tomorrow {t}",
@@ -391,7 +391,7 @@
     // out), and the map does not wait for them: the service's first answer
     // after a start builds its site index, seconds for a large store.
     var states = planned.then(function () {
-      if (self.embedded) return { sites: self.embedded.openState, hours: self.embedded.hours };
+      if (self.embedded) return self.offlineTimes();
       return self.fetchOpenState();
     }).then(function (times) { self.keepTimes(times); });
     var drawn = got.then(function (collections) {
@@ -406,8 +406,10 @@
       // A printed map's QR code opens the page at its town: #town=370303002
       var town = /town=(\d{9})/.exec(window.location.hash);
       if (town && self.townLayers[town[1]]) self.map.fitBounds(self.townLayers[town[1]].getBounds());
-      if (!self.embedded) {
-        // Open-now badges follow the clock while the page stays open.
+      // Open-now badges follow the clock while the page stays open.
+      if (self.embedded) {
+        window.setInterval(function () { self.keepTimes(self.offlineTimes()); }, 60000);
+      } else {
         window.setInterval(function () {
           self.fetchOpenState().then(function (times) { self.keepTimes(times); }, function () { /* keep the last known */ });
         }, 300000);
@@ -479,6 +481,78 @@
     if (times.at) this.statesAt = times.at;
   };
 
+  // -- open now in the offline file --------------------------------------------
+
+  // Wall-clock minutes (minutes since 1970-01-01 00:00 as written locally,
+  // not elapsed) of a local "YYYY-MM-DDTHH:MM".
+  function wallMinutes(text) {
+    var m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(text || "");
+    return m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5]) / 60000 : null;
+  }
+
+  function wallText(minutes) {
+    return new Date(minutes * 60000).toISOString().slice(0, 16);
+  }
+
+  // The browser's clock as wall-clock minutes in the service's time zone
+  // (Asia/Shanghai), wherever the browser is set to be.
+  var SHANGHAI = (function () {
+    try {
+      return new Intl.DateTimeFormat("en-US", { timeZone: "Asia/Shanghai", hourCycle: "h23", year: "numeric",
+        month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+    } catch (e) {
+      return null;
+    }
+  })();
+
+  function shanghaiNowMinutes() {
+    var now = Date.now();
+    if (!SHANGHAI) return Math.floor(now / 60000) + 480; // UTC+8, no daylight saving since 1991
+    var parts = {};
+    SHANGHAI.formatToParts(new Date(now)).forEach(function (p) { parts[p.type] = p.value; });
+    return Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour % 24, +parts.minute) / 60000;
+  }
+
+  // What the offline file says about time now, in the shape of an
+  // /open-state answer: each site's state and when a closed one opens next
+  // (within a week), from the states the export worked out for each hours
+  // value. Outside the exported stretch every state is unknown, and the
+  // page says why.
+  App.prototype.offlineTimes = function () {
+    var data = this.embedded, horizon = data.horizon || {}, changes = data.hoursChanges || {};
+    var start = wallMinutes(horizon.from), end = wallMinutes(horizon.until), now = shanghaiNowMinutes();
+    var at = now - start, inside = start != null && at >= 0 && now < end;
+    var sites = {}, opens = {};
+    this.offlineUntil = inside || end == null ? null : horizon.until.slice(0, 10);
+    var features = [];
+    this.config.layers.forEach(function (layer) {
+      ((data.layers[layer.id] || {}).features || []).forEach(function (f) { features.push([layer.id, f]); });
+    });
+    features.forEach(function (pair) {
+      var key = pair[0] + "/" + pair[1].id, value = pair[1].properties.opening_hours;
+      var list = typeof value === "string" ? changes[value] : null;
+      if (!inside || !list || !list.length) { sites[key] = "unknown"; return; }
+      var i = 0;
+      while (i + 1 < list.length && list[i + 1][0] <= at) i += 1;
+      sites[key] = list[i][1];
+      if (list[i][1] !== "closed") return;
+      for (var j = i + 1; j < list.length; j++) {
+        if (list[j][1] === "unknown" || list[j][0] - at > 7 * 1440) break;
+        if (list[j][1] === "open") { opens[key] = wallText(start + list[j][0]); break; }
+      }
+    });
+    if (this.ui) {
+      this.ui.openNow.disabled = !inside;
+      if (!inside) this.ui.openNow.checked = false;
+      this.ui.openNowText.textContent = this.openNowLabel();
+    }
+    return { sites: sites, opens: opens, hours: data.hours, at: wallText(now) };
+  };
+
+  App.prototype.openNowLabel = function () {
+    return this.embedded && this.offlineUntil ? this.t("openNowBeyond", { d: this.offlineUntil }) : this.t("openNow");
+  };
+
   App.prototype.drawBoundaries = function (district, towns) {
     var colours = this.config.boundaries, noTiles = this.config.tiles === "none";
     L.geoJSON(district, {
@@ -537,10 +611,13 @@
   // with none free it is left out at this view.
   App.prototype.placeTownLabels = function () {
     if (!this.townLabels || !this.townLabels.length || this.map._animatingZoom) return;
-    var map = this.map, origin = map.getContainer().getBoundingClientRect(), size = map.getSize();
+    var map = this.map, size = map.getSize();
+    // Where each icon is going, not where it is: clusters still glide
+    // (a CSS transition) when their animation is reported over.
     var taken = Array.prototype.map.call(map.getPane("markerPane").querySelectorAll(".leaflet-marker-icon"), function (icon) {
-      var r = icon.getBoundingClientRect();
-      return [r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top];
+      var at = map.layerPointToContainerPoint(L.DomUtil.getPosition(icon));
+      var left = at.x + (parseFloat(icon.style.marginLeft) || 0), top = at.y + (parseFloat(icon.style.marginTop) || 0);
+      return [left, top, left + icon.offsetWidth, top + icon.offsetHeight];
     });
     var labels = this.townLabels.map(function (label) {
       var tooltip = label.layer.getTooltip(), node = tooltip && tooltip.getElement();
@@ -705,14 +782,19 @@
 
   App.prototype.openBadge = function (site) {
     var state = this.openState[site.layer + "/" + site.feature.id] || "unknown";
-    return this.stateBadge(state, this.embedded);
+    var badge = this.stateBadge(state);
+    // Past the offline file's stretch of hours, say why a site with hours is unknown.
+    if (this.embedded && this.offlineUntil && site.feature.properties.opening_hours) {
+      badge.textContent += this.t("beyondHorizon", { d: this.offlineUntil });
+    }
+    return badge;
   };
 
   // "明天 08:00 开放": when a closed site opens next, said from the day the
-  // service's states are for (served only: the offline file's states are old).
+  // states are for (the service's, or the offline file's reading of the clock).
   App.prototype.nextOpening = function (site) {
     var key = site.layer + "/" + site.feature.id, when = this.opens[key];
-    if (this.embedded || !when || !this.statesAt || this.openState[key] !== "closed") return null;
+    if (!when || !this.statesAt || this.openState[key] !== "closed") return null;
     var day = function (text) { var m = /^(\d{4})-(\d{2})-(\d{2})/.exec(text); return m && Date.UTC(+m[1], +m[2] - 1, +m[3]); };
     var from = day(this.statesAt), to = day(when), time = when.slice(11, 16);
     if (from == null || to == null) return null;
@@ -728,9 +810,8 @@
     return el("span", { "class": "gs-next-opening", text: text });
   };
 
-  App.prototype.stateBadge = function (state, atExport) {
-    var suffix = atExport && state !== "unknown" ? this.t("asOfExport") : "";
-    return el("span", { "class": "gs-badge gs-" + state, text: this.t(state) + suffix });
+  App.prototype.stateBadge = function (state) {
+    return el("span", { "class": "gs-badge gs-" + state, text: this.t(state) });
   };
 
   App.prototype.navigationLinks = function (site) {
@@ -819,7 +900,6 @@
     this.ui.kindSelect = el("select", { id: "gs-nearest-kind", onchange: function () { self.runNearest(); } });
     this.ui.openNow = el("input", { type: "checkbox", id: "gs-open-now", onchange: function () { self.runNearest(); } });
     this.ui.openNowText = el("span");
-    if (this.embedded) this.ui.openNow.disabled = true;
     this.ui.status = el("p", { "class": "gs-hint", id: "gs-status", "aria-live": "polite" });
     this.ui.results = el("ol", { "class": "gs-list", id: "gs-nearest" });
     this.ui.note = el("p", { "class": "gs-hint" });
@@ -859,7 +939,7 @@
     this.ui.search.setAttribute("aria-label", t("search"));
     this.ui.nearestLabel.textContent = t("nearestTab");
     this.ui.hint.textContent = t("pickHint");
-    this.ui.openNowText.textContent = this.embedded ? t("openNowOffline") : t("openNow");
+    this.ui.openNowText.textContent = this.openNowLabel();
     this.ui.legendLabel.textContent = t("layersTab");
     this.ui.note.textContent = t("walkNote", { d: this.config.walking.detour, s: this.config.walking.speedKmh }) +
       (this.embedded ? " " + t("offlineNote") : "");
@@ -1130,7 +1210,7 @@
     return {
       layer: this.ui.layerSelect.value,
       kind: this.ui.kindSelect.value,
-      openNow: this.ui.openNow.checked && !this.embedded
+      openNow: this.ui.openNow.checked
     };
   };
 
@@ -1186,7 +1266,7 @@
     return this.sites.filter(function (s) {
       var props = s.feature.properties;
       return (!filters.layer || s.layer === filters.layer) && (!filters.kind || props.kind === filters.kind) &&
-        (props.status || "open") === "open";
+        (props.status || "open") === "open" && (!filters.openNow || self.openState[s.layer + "/" + s.feature.id] === "open");
     }).map(function (s) {
       var c = s.feature.geometry.coordinates, d = sphericalMetres(p.lat, p.lng, c[1], c[0]);
       return { site: s, distance: d, walk: d * w.detour / (w.speedKmh * 1000 / 60) };
