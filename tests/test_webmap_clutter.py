@@ -374,7 +374,8 @@ def test_at_night_a_closed_site_says_when_it_opens_and_the_filter_keeps_open_one
     watched = _open_at(browser, path, when)
     layer, site_id = closed[0].split("/", 1)
     watched.js(
-        "([layer, id]) => gsApp.focus(gsApp.sites.find(s => s.layer === layer && s.feature.id === id))",
+        "([layer, id]) => gsApp.focus("
+        "gsApp.sites.find(s => s.layer === layer && s.feature.id === id))",
         [layer, site_id],
     )
     popup = watched.page.locator(".leaflet-popup-content")
