@@ -611,13 +611,20 @@
   // with none free it is left out at this view.
   App.prototype.placeTownLabels = function () {
     if (!this.townLabels || !this.townLabels.length || this.map._animatingZoom) return;
-    var map = this.map, size = map.getSize();
+    var map = this.map, size = map.getSize(), view = [0, 0, size.x, size.y];
+    var origin = map.getContainer().getBoundingClientRect();
     // Where each icon is going, not where it is: clusters still glide
     // (a CSS transition) when their animation is reported over.
     var taken = Array.prototype.map.call(map.getPane("markerPane").querySelectorAll(".leaflet-marker-icon"), function (icon) {
       var at = map.layerPointToContainerPoint(L.DomUtil.getPosition(icon));
       var left = at.x + (parseFloat(icon.style.marginLeft) || 0), top = at.y + (parseFloat(icon.style.marginTop) || 0);
       return [left, top, left + icon.offsetWidth, top + icon.offsetHeight];
+    });
+    // The title bar, the panel and the map's controls cover the map: a name
+    // under them is not read.
+    [this.ui.top, this.ui.panel].concat(Array.prototype.slice.call(map.getContainer().querySelectorAll(".leaflet-control"))).forEach(function (node) {
+      var r = node.getBoundingClientRect();
+      if (r.width && r.height) taken.push([r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top]);
     });
     var labels = this.townLabels.map(function (label) {
       var tooltip = label.layer.getTooltip(), node = tooltip && tooltip.getElement();
@@ -631,9 +638,16 @@
     var shown = 0;
     labels.forEach(function (l) {
       var centre = map.latLngToContainerPoint(l.label.centre), place = null;
+      var far = 66 * 1.6 + l.w;
+      if (!overlaps([centre.x - far, centre.y - far, centre.x + far, centre.y + far], view)) {
+        l.node.style.display = "none"; // out of sight; placed when the map moves to it
+        return;
+      }
       for (var i = 0; i < LABEL_OFFSETS.length && !place; i++) {
         var x = centre.x + LABEL_OFFSETS[i][0], y = centre.y + LABEL_OFFSETS[i][1];
         var box = [x - l.w / 2 - 2, y - l.h / 2 - 2, x + l.w / 2 + 2, y + l.h / 2 + 2];
+        // Whole or not at all: a name cut by the map's edge is not read either.
+        if (box[0] < 0 || box[1] < 0 || box[2] > size.x || box[3] > size.y) continue;
         if (taken.some(function (t) { return overlaps(t, box); })) continue;
         var at = map.containerPointToLatLng([x, y]);
         if (i && !inPolygon(l.label.layer, at)) continue;
@@ -642,7 +656,7 @@
       if (!place) { l.node.style.display = "none"; return; }
       l.tooltip.setLatLng(place.latlng);
       taken.push(place.box);
-      if (overlaps(place.box, [0, 0, size.x, size.y])) shown += 1;
+      shown += 1;
     });
     this.townLabelsShown = shown;
   };
