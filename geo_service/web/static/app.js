@@ -69,8 +69,8 @@
     en: {
       language: "中文",
       languageTitle: "切换到中文",
-      sample: "{s} of the {n} sites on this map are sample data (tagged “sample”), for demonstration only; they are not real service points.",
-      sampleAll: "All {n} sites on this map are sample data (tagged “sample”), for demonstration only; they are not real service points.",
+      sample: "Sample data: {s} of the {n} sites on this map are examples (tagged “sample”), for demonstration only; they are not real service points.",
+      sampleAll: "Sample data: all {n} sites on this map are examples (tagged “sample”), for demonstration only; they are not real service points.",
       sampleClose: "Close the sample data notice",
       sampleShow: "Show the sample data notice",
       nearestTab: "Nearest",
