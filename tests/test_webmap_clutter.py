@@ -238,7 +238,8 @@ def test_the_notice_counts_the_examples_and_stays_closed_once_closed(live_server
         page.locator("#gs-sample")
         .inner_text()
         .startswith(
-            f"Sample data: {samples} of the {total} sites on this map are examples (tagged “sample”)"
+            f"Sample data: {samples} of the {total} sites on this map are examples"
+            " (tagged “sample”)"
         )
     )
     assert watched.errors == []
