@@ -39,36 +39,19 @@ __all__ = ["build_page", "open_states", "page_data", "site_times"]
 
 
 def _add_tiles(fmap: folium.Map, tiles: Tiles, tianditu_key: str | None) -> None:
-    if tiles == Tiles.osm:
+    for provider in tiles.providers:
+        if provider.requires_token():
+            if not tianditu_key:
+                raise InvalidParameter(
+                    "tiles", "tianditu tiles need a key: set GEO_SERVICE_TIANDITU_KEY"
+                )
+            provider = provider(tk=tianditu_key)
         folium.TileLayer(
-            "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
-            attr="© OpenStreetMap contributors",
-            name="OpenStreetMap",
-            max_zoom=19,
-        ).add_to(fmap)
-    elif tiles == Tiles.tianditu:
-        if not tianditu_key:
-            raise InvalidParameter(
-                "tiles", "tianditu tiles need a key: set GEO_SERVICE_TIANDITU_KEY"
-            )
-        for layer in ("vec", "cva"):  # streets, then Chinese labels on top
-            folium.TileLayer(
-                f"https://t{{s}}.tianditu.gov.cn/{layer}_w/wmts?SERVICE=WMTS&REQUEST=GetTile"
-                f"&VERSION=1.0.0&LAYER={layer}&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles"
-                f"&TILEMATRIX={{z}}&TILEROW={{y}}&TILECOL={{x}}&tk={tianditu_key}",
-                attr="© 天地图 Tianditu",
-                name=f"天地图 {layer}",
-                subdomains="01234567",
-                max_zoom=18,
-            ).add_to(fmap)
-    elif tiles == Tiles.amap:
-        folium.TileLayer(
-            "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1"
-            "&style=8&x={x}&y={y}&z={z}",
-            attr="© 高德地图 AutoNavi",
-            name="高德地图",
-            subdomains="1234",
-            max_zoom=18,
+            provider.build_url(fill_subdomain=False),
+            attr=provider.attribution,
+            name=provider.name,
+            subdomains=provider.get("subdomains", "abc"),
+            max_zoom=provider.get("max_zoom", 18),
         ).add_to(fmap)
 
 
@@ -144,7 +127,9 @@ def build_page(
         root.html.add_child(Element(json_script("gs-data", data)))
     fmap.add_child(_App(embedded=standalone))
     return finish_page(
-        root.render(), connect=not standalone, images="" if tiles == Tiles.none else "https:"
+        root.render(),
+        connect=not standalone,
+        images=" ".join(f"https://{host}" for host in tiles.hosts()),
     )
 
 
