@@ -173,10 +173,10 @@ def _kinds(layer: Layer) -> str:
 
 def _feature_id(kind: str, name: str, geometry: Any) -> str:
     """The same kind, name and shape give the same id, so importing a file
-    again changes nothing."""
-    digest = hashlib.sha256(
-        kind.encode() + b"\0" + name.encode() + b"\0" + shapely.to_wkb(geometry, hex=False)
-    )
+    again changes nothing (the shape to 1e-7°, about a centimetre: the same
+    line reprojected from another CRS keeps its id)."""
+    shape = shapely.to_wkt(geometry, rounding_precision=7, trim=True)
+    digest = hashlib.sha256(f"{kind}\0{name}\0{shape}".encode())
     return f"{kind}-{digest.hexdigest()[:12]}"
 
 

@@ -29,6 +29,7 @@ from geo_service.analysis.nearest import DETOUR_FACTOR, LOCAL_TIME, WALKING_SPEE
 from geo_service.errors import InvalidParameter
 from geo_service.outputs.geojson import feature_collection
 from geo_service.sources.catalog import Catalog
+from geo_service.sources.geocoding import gazetteer_landmarks
 from geo_service.sources.hours import hours_text
 from geo_service.sources.style import MapStyle, Tiles
 from geo_service.store import Store
@@ -120,6 +121,14 @@ def build_page(
         "crs": tiles.crs.value,
         "walking": {"detour": DETOUR_FACTOR, "speedKmh": WALKING_SPEED_KMH},
         "district": {"zh": catalog.district_zh, "en": catalog.district_en},
+        # Real named places to find one's way by, drawn only when there are
+        # no tiles and the office has imported no context layers.
+        "gazetteer": [
+            {"name": place.name, "lon": place.lon, "lat": place.lat}
+            for place in gazetteer_landmarks(catalog.directory / "gazetteer.csv")
+        ]
+        if tiles == Tiles.none
+        else [],
     }
     # Data reaches the page only as JSON; app.js builds the DOM from it as text.
     root.html.add_child(Element(json_script("gs-config", config)))
