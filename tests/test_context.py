@@ -272,3 +272,46 @@ def test_the_standalone_file_embeds_the_context(tmp_path, open_map):
     )
     assert watched.outside == [] and watched.errors == []
     assert httpx  # the served map is tested above; this one has no server
+
+
+# -- the printed maps ----------------------------------------------------------
+
+
+def _page_text(pdf: bytes, tmp_path: Path, page: int = 1) -> str:
+    import subprocess
+
+    path = tmp_path / "page.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(
+        ["pdftotext", "-f", str(page), "-l", str(page), str(path), "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def test_a_printed_town_page_draws_the_context_with_its_names(store, tmp_path):
+    from geo_service.outputs.printing import town_pdf
+    from geo_service.sources.style import default_style_file, load_style
+
+    style = load_style(default_style_file(), store.catalog)
+    _import(store, _roads(tmp_path), "road")
+    _import(store, _water(tmp_path), "water")
+    _import(store, _landmarks(tmp_path), "landmark")
+    pdf = town_pdf(store.catalog, store, style, "370303002", base_url="https://map.example.cn")
+    text = _page_text(pdf, tmp_path)
+    for name in ("示例东西路", "示例南北路", "示例湖", "示例广场"):
+        assert text.count(name) == 1, name  # searchable, once (the halo is no text)
+    # With the office's context, the gazetteer's places stand back.
+    assert "莲池法治文化公园" not in text
+
+
+def test_without_context_a_printed_town_page_names_the_gazetteer_places(store, tmp_path):
+    from geo_service.outputs.printing import town_pdf
+    from geo_service.sources.style import default_style_file, load_style
+
+    style = load_style(default_style_file(), store.catalog)
+    pdf = town_pdf(store.catalog, store, style, "370303002", base_url="https://map.example.cn")
+    text = _page_text(pdf, tmp_path)
+    # Parks in 公园街道 that are not sites of the page's table.
+    assert "莲池法治文化公园" in text and "小西湖公园" in text
