@@ -426,6 +426,7 @@ def _draw_context(ax, ctx: _Context, names: bool = True) -> None:
                 fontsize=6.5,
                 va="center",
                 annotation_clip=True,
+                clip_on=True,  # a name near the edge is cut, not printed over the page
             )
         elif lines or areas:
             longest = max(lines + [a.exterior for a in areas], key=lambda g: g.length)
