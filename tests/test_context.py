@@ -315,3 +315,31 @@ def test_without_context_a_printed_town_page_names_the_gazetteer_places(store, t
     text = _page_text(pdf, tmp_path)
     # Parks in 公园街道 that are not sites of the page's table.
     assert "莲池法治文化公园" in text and "小西湖公园" in text
+
+
+def test_the_command_line_imports_a_kind_and_says_what_it_removed(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "geo_service.cli", "import", *args, "--store", str(store)],
+            capture_output=True,
+            text=True,
+            env={"COLUMNS": "160", "PATH": ""},
+        )
+
+    store = tmp_path / "cli.gpkg"
+    first = run(str(_roads(tmp_path)), "--layer", "context", "--kind", "road")
+    assert first.returncode == 0, first.stderr
+    assert "context: 2 inserted, 0 updated, 0 unchanged" in first.stdout
+    one = tmp_path / "one.geojson"
+    gpd.GeoDataFrame({"name": ["示例东西路"]}, geometry=[EAST_WEST], crs=4326).to_file(
+        one, driver="GeoJSON"
+    )
+    second = run(str(one), "--layer", "context", "--kind", "road")
+    # The kept road is the same feature (its id), its vertices a reprojection apart.
+    assert "context: 0 inserted, 1 updated, 0 unchanged, 1 removed" in second.stdout
+    wrong = run(str(one), "--layer", "stations", "--kind", "road")
+    assert wrong.returncode != 0 and "--kind is for context layers" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
