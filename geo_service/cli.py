@@ -161,6 +161,10 @@ def export(
 def import_file(
     file: Annotated[Path, typer.Argument(help="CSV, XLSX, GeoJSON, GeoPackage or Shapefile")],
     layer: Annotated[str, typer.Option("--layer", "-l", help="Target layer, e.g. stations")],
+    kind: Annotated[
+        str | None,
+        typer.Option(help="For --layer context: the kind the file holds (road, water, landmark)"),
+    ] = None,
     crs: Annotated[
         CoordinateSystem | None,
         typer.Option(help="Coordinates in the file (default: from column names, else wgs84)"),
@@ -202,6 +206,7 @@ def import_file(
                 progress=progress,
                 geocoder=geocoder,
                 limits=rt.settings.import_limits(),
+                kind=kind,
             )
             print_report(plan, console)
             if report is not None:
@@ -223,6 +228,7 @@ def import_file(
         console.print(
             f"{layer_id}: {len(result.inserted)} inserted, {len(result.updated)} updated, "
             f"{len(result.unchanged)} unchanged"
+            + (f", {len(result.deleted)} removed" if result.deleted else "")
         )
 
 
@@ -436,6 +442,7 @@ def db_load(
         console.print(
             f"{layer_id}: {len(result.inserted)} inserted, {len(result.updated)} updated, "
             f"{len(result.unchanged)} unchanged"
+            + (f", {len(result.deleted)} removed" if result.deleted else "")
         )
 
 

@@ -68,7 +68,8 @@ def test_every_layer_answers_valid_geojson_that_passes_the_catalog(client, layer
     assert response.headers["content-type"] == "application/geo+json"
     body = response.json()
     assert body["type"] == "FeatureCollection"
-    assert body["numberReturned"] == len(body["features"]) == body["numberMatched"] > 0
+    shipped = 0 if CATALOG.layer(layer_id).is_context else 1  # the office supplies context
+    assert body["numberReturned"] == len(body["features"]) == body["numberMatched"] >= shipped
     for feature in body["features"]:
         _assert_geojson_feature(feature)
         CATALOG.validate_feature(layer_id, feature)
@@ -176,7 +177,7 @@ def test_openapi_describes_every_items_parameter(client):
 @pytest.mark.server
 def test_a_real_uvicorn_server_serves_the_shipped_data(live_server):
     collections = httpx.get(f"{live_server}/collections", timeout=10).json()["collections"]
-    assert len(collections) == 7
+    assert len(collections) == 8
     body = httpx.get(
         f"{live_server}/collections/green_channels/items",
         params={"kind": "railway_station"},

@@ -44,7 +44,7 @@ def with_props(**changes):
     return feature
 
 
-def test_catalog_lists_the_seven_layers_with_titles_in_both_languages(catalog):
+def test_catalog_lists_the_eight_layers_with_titles_in_both_languages(catalog):
     assert list(catalog.layers) == [
         "stations",
         "green_channels",
@@ -53,6 +53,7 @@ def test_catalog_lists_the_seven_layers_with_titles_in_both_languages(catalog):
         "education",
         "towns",
         "district",
+        "context",  # the office's roads, water and landmarks; empty as shipped
     ]
     for layer in catalog.layers.values():
         assert layer.zh and layer.en and layer.kinds

@@ -195,7 +195,7 @@ def test_installed_wheel_serves_the_shipped_layers_and_map(
         collections = httpx.get(f"{base}/collections", timeout=30)
         assert collections.status_code == 200
         ids = [c["id"] for c in collections.json()["collections"]]
-        assert sorted(ids) == sorted(catalog.layers) and len(ids) == 7
+        assert sorted(ids) == sorted(catalog.layers) and len(ids) == 8
 
         page = httpx.get(f"{base}/", headers={"Accept": "text/html"}, timeout=30)
         assert page.status_code == 200

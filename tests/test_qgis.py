@@ -61,7 +61,12 @@ def test_qgis_reads_every_layer_as_the_api_serves_it(server, qgis_python, tmp_pa
         assert read["valid"], (layer, read)
         answer = httpx.get(f"{server}/collections/{layer}/items", params={"limit": 10000})
         features = answer.json()["features"]
-        assert read["ids"] == sorted(f["id"] for f in features) and read["ids"]
+        assert read["ids"] == sorted(f["id"] for f in features)
+        if not read["ids"]:
+            # Only the context layer is empty as shipped; with no feature to
+            # tell its geometry type, QGIS opens it as a table (no CRS).
+            assert CATALOG.layer(layer).is_context, layer
+            continue
         assert read["crs"] == "EPSG:4326"
         # QGIS shows the catalog's properties as the layer's fields.
         assert set(CATALOG.layer(layer).properties) - {"id"} <= set(read["fields"])

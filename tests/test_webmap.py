@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from urllib.parse import urlparse
 
 import pytest
 
@@ -214,3 +215,31 @@ def test_open_state_says_when_closed_sites_open_and_how_their_hours_read(client)
         assert body["at"][:16] < when
     one = client.get("/open-state", params={"layers": "stations", "id": "st-district-centre"})
     assert set(one.json()["hours"]) == {"Mo-Fr 09:00-12:00,13:00-17:00"}
+
+
+def _image_sources(html: str) -> list[str]:
+    policy = re.search(r"img-src ([^;\"]*)", html)
+    assert policy, "the page states an image policy"
+    return policy.group(1).split()
+
+
+@pytest.mark.parametrize(
+    ("tiles", "hosts"),
+    [
+        (Tiles.none, set()),
+        (Tiles.osm, {"tile.openstreetmap.org"}),
+        (Tiles.amap, {f"webrd0{n}.is.autonavi.com" for n in "1234"}),
+        (Tiles.tianditu, {f"t{n}.tianditu.gov.cn" for n in "01234567"}),
+    ],
+)
+def test_the_page_loads_images_only_from_the_chosen_tiles_hosts(catalog, style, tiles, hosts):
+    html = build_page(catalog, style, tiles=tiles, tianditu_key="k3y")
+    sources = _image_sources(html)
+    assert sources[:2] == ["'self'", "data:"]
+    assert {urlparse(s).hostname for s in sources[2:]} == hosts
+    assert all(s.startswith("https://") for s in sources[2:])
+    # Each tile layer is the provider's own template, with its attribution.
+    for provider in tiles.providers:
+        assert json.dumps(provider.attribution) in html  # as folium writes it
+    if tiles == Tiles.tianditu:
+        assert html.count("tk=k3y") == 2  # streets and their Chinese labels

@@ -93,7 +93,7 @@ def _facility_features(base: str) -> dict[str, list[dict]]:
     layers = httpx.get(f"{base}/collections", params={"f": "json"}).json()["collections"]
     out = {}
     for layer in layers:
-        if layer["id"] in {"towns", "district"}:
+        if layer["id"] in {"towns", "district", "context"}:
             continue
         body = httpx.get(f"{base}/collections/{layer['id']}/items", params={"limit": 10000}).json()
         out[layer["id"]] = body["features"]
@@ -487,7 +487,7 @@ def test_layers_above_the_threshold_are_drawn_from_vector_tiles(tiled_server, op
     # Tiled layers were never fetched as GeoJSON; the small ones were, and got markers.
     items = [urlparse(u) for u in watched.local if "/items" in u]
     fetched_whole = {u.path.split("/")[2] for u in items if "limit=10000" in u.query}
-    assert fetched_whole == {"memorials", "education", "towns", "district"}
+    assert fetched_whole == {"memorials", "education", "towns", "district", "context"}
     for layer_id in ("memorials", "education"):
         assert watched.js(f"gsApp.layers.{layer_id}.markers.length") == len(features[layer_id])
     assert _visible_of_layer(watched, "stations") == 0  # no marker of a tiled layer

@@ -45,6 +45,7 @@ from geo_service.analysis.nearest import LOCAL_TIME, SiteIndex, nearest_sites
 from geo_service.errors import PrintError
 from geo_service.sources.catalog import Catalog
 from geo_service.sources.crs import metric_crs
+from geo_service.sources.geocoding import gazetteer_landmarks
 from geo_service.sources.style import MapStyle
 from geo_service.store import Store, StoredFeature
 
@@ -123,6 +124,8 @@ class _Context:
     size: tuple[float, float]
     to_metric: Any
     sample: bool
+    #: The office's roads, water and landmarks (metric), drawn under the sites.
+    context: list[tuple[str, str | None, Any]]  # kind, name, geometry
 
 
 def _context(
@@ -157,6 +160,25 @@ def _context(
         for layer_id in wanted
     }
     sample = any(s.properties.get("sample") for layer in sites.values() for s in layer)
+
+    def to_metric(geometry):
+        return shapely.transform(
+            geometry, lambda xy: np.column_stack(forward.transform(xy[:, 0], xy[:, 1]))
+        )
+
+    context = [
+        (f.properties.get("kind"), f.properties.get("name"), to_metric(f.geometry))
+        for layer in catalog.layers.values()
+        if layer.is_context
+        for f in store.all_features(layer.id)
+    ]
+    if not context:
+        # No context from the office: the gazetteer's real named places (never
+        # its roads, which are derived segments) label the maps instead.
+        context = [
+            ("landmark", place.name, to_metric(shapely.Point(place.lon, place.lat)))
+            for place in gazetteer_landmarks(catalog.directory / "gazetteer.csv")
+        ]
     return _Context(
         catalog,
         style,
@@ -165,10 +187,9 @@ def _context(
         sites,
         base_url.rstrip("/"),
         (width, height),
-        lambda geometry: shapely.transform(
-            geometry, lambda xy: np.column_stack(forward.transform(xy[:, 0], xy[:, 1]))
-        ),
+        to_metric,
         sample,
+        context,
     )
 
 
@@ -344,6 +365,102 @@ def _base_map(ax, ctx: _Context, focus: StoredFeature | None = None) -> None:
     ax.set_yticks([])
 
 
+#: Context looks: under the town lines and the sites (zorder 5 and up).
+_WATER, _ROAD, _ROAD_CASING, _CONTEXT_TEXT = "#a9cbe8", "#ffffff", "#a39a88", "#4a443b"
+_HALO = [patheffects.Stroke(linewidth=2, foreground="white")]
+
+
+def _draw_context(ax, ctx: _Context, names: bool = True) -> None:
+    """Water, roads and landmarks within the axes' view (call after fitting
+    it), with names unless ``names`` is False (the district overview)."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    view = shapely.box(x0, y0, x1, y1)
+
+    def label(draw, colour: str, *args, **kwargs) -> None:
+        # A white halo under plain text: path effects draw text as outlines,
+        # which pdftotext and a reader's search cannot find, so the halo is
+        # a copy of its own (its outline only) and the name on top stays text.
+        draw(*args, **kwargs, path_effects=_HALO, zorder=3.9, color="white")
+        draw(*args, **kwargs, zorder=4, color=colour)
+
+    for kind, name, geometry in ctx.context:
+        if not view.intersects(geometry):
+            continue
+        shown = geometry.intersection(view)
+        lines = [g for g in getattr(shown, "geoms", [shown]) if g.geom_type == "LineString"]
+        areas = [g for g in getattr(shown, "geoms", [shown]) if g.geom_type == "Polygon"]
+        if kind == "water":
+            for area in areas:
+                _draw_polygon(
+                    ax, area, facecolor=_WATER, edgecolor=_WATER, linewidth=0.5, zorder=1.5
+                )
+            for line in lines:
+                ax.plot(*line.xy, color=_WATER, linewidth=1.6, zorder=1.5, solid_capstyle="round")
+        elif kind == "road":
+            for line in lines:
+                ax.plot(
+                    *line.xy, color=_ROAD_CASING, linewidth=2.6, zorder=1.6, solid_capstyle="round"
+                )
+                ax.plot(*line.xy, color=_ROAD, linewidth=1.6, zorder=1.7, solid_capstyle="round")
+        elif kind == "landmark" and shown.geom_type == "Point":
+            ax.scatter(
+                [shown.x],
+                [shown.y],
+                s=8,
+                c=_CONTEXT_TEXT,
+                edgecolors="white",
+                linewidths=0.4,
+                zorder=4,
+            )
+        if not names or not name:
+            continue
+        if kind == "landmark" and shown.geom_type == "Point":
+            label(
+                ax.annotate,
+                _CONTEXT_TEXT,
+                name,
+                (shown.x, shown.y),
+                xytext=(3, 0),
+                textcoords="offset points",
+                fontsize=6.5,
+                va="center",
+                annotation_clip=True,
+                clip_on=True,  # a name near the edge is cut, not printed over the page
+            )
+        elif lines or areas:
+            longest = max(lines + [a.exterior for a in areas], key=lambda g: g.length)
+            if longest.length < (x1 - x0) * 0.12:
+                continue  # too short a stretch in view to carry its name
+            # A line carries its name along its middle; a lake, inside it.
+            middle = (
+                longest.interpolate(0.5, normalized=True)
+                if lines
+                else max(areas, key=lambda g: g.area).representative_point()
+            )
+            a = longest.interpolate(0.45, normalized=True)
+            b = longest.interpolate(0.55, normalized=True)
+            angle = float(np.degrees(np.arctan2(b.y - a.y, b.x - a.x)))
+            if angle > 90:
+                angle -= 180
+            elif angle < -90:
+                angle += 180
+            label(
+                ax.text,
+                "#2f6690" if kind == "water" else _CONTEXT_TEXT,
+                middle.x,
+                middle.y,
+                name,
+                fontsize=6.5,
+                rotation=angle if lines else 0,
+                rotation_mode="anchor",
+                ha="center",
+                va="center",
+                style="italic" if kind == "water" else "normal",
+                clip_on=True,
+            )
+
+
 def _fit(ax, geometry, margin: float = 0.08) -> None:
     x0, y0, x1, y1 = geometry.bounds
     dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
@@ -360,6 +477,7 @@ def _overview(pdf: PdfPages, ctx: _Context) -> None:
     ax = fig.add_axes([0.04, 0.1, 0.92, 0.82])
     _base_map(ax, ctx)
     _fit(ax, shapely.union_all([ctx.to_metric(d.geometry) for d in ctx.district]))
+    _draw_context(ax, ctx, names=False)  # the district view: lines, no names
     points = []
     for layer_id, sites in ctx.sites.items():
         colour, marker = _layer_look(ctx, layer_id)
@@ -574,6 +692,7 @@ def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
     shape = ctx.to_metric(town.geometry)
     _base_map(ax, ctx, focus=town)
     _fit(ax, shape)
+    _draw_context(ax, ctx)
     points = []
     for site, layer_id in rows:
         colour, marker = _layer_look(ctx, layer_id)
@@ -698,6 +817,7 @@ def nearest_pdf(
         pad = max(max(xs) - min(xs), max(ys) - min(ys), 1500) * 0.15
         ax.set_xlim(min(xs) - pad, max(xs) + pad)
         ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        _draw_context(ax, ctx)
         for layer_id, results in answers.items():
             colour, marker = _layer_look(ctx, layer_id)
             for r in results:

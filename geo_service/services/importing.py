@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from geo_service.errors import InvalidParameter
 from geo_service.sources.catalog import Catalog
 from geo_service.sources.crs import CoordinateSystem
 from geo_service.sources.importing import ImportPlan, ImportRefused, plan_rows
@@ -35,10 +36,20 @@ def plan_import(
     progress: Callable[[Iterable[SourceRow]], Iterable[SourceRow]] | None = None,
     geocoder: Any = None,
     limits: ImportLimits = DEFAULT_LIMITS,
+    kind: str | None = None,
 ) -> ImportPlan:
     """Read and check ``path`` for ``layer_id`` against what the store holds
-    now; nothing is written. Town boundaries go to their own planner."""
+    now; nothing is written. Town boundaries and context layers (``kind``:
+    which of its kinds the file holds) go to their own planners."""
     layer = catalog.layer(layer_id)
+    if layer.is_context:
+        from geo_service.services.context_import import plan_context_import
+
+        return plan_context_import(
+            path, layer, catalog, store, kind=kind, today=today, limits=limits
+        )
+    if kind is not None:
+        raise InvalidParameter("kind", f"--kind is for context layers, not {layer.id}")
     if layer.id == "towns":
         from geo_service.services.town_import import plan_towns_import
 
@@ -75,5 +86,12 @@ def apply_import(
     # point at every town, and a partial set would orphan them.
     if plan.errors and (not skip_invalid or plan.layer_id == "towns"):
         raise ImportRefused(plan)
+    if plan.replace_kind is not None:
+        # The file is the office's whole set of that kind: what it no longer
+        # holds goes, the layer's other kinds are written back as they are.
+        batch = list(plan.features.values()) + plan.kept
+        return store.write_layers(
+            {plan.layer_id: batch}, actor=actor, action="import", replace=True, authorize=authorize
+        )
     batches = {plan.layer_id: list(plan.features.values()), **plan.extra_batches}
     return store.write_layers(batches, actor=actor, action="import", authorize=authorize)

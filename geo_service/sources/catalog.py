@@ -168,10 +168,19 @@ class Layer:
     file: str
     kinds: dict[str, Label]
     properties: dict[str, PropertySpec]
+    #: For a context layer (``geometry = "Any"``): kind -> the geometry types
+    #: a feature of that kind may have (a road is a line, a landmark a point).
+    kind_geometries: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def is_facility(self) -> bool:
         return self.geometry == "Point"
+
+    @property
+    def is_context(self) -> bool:
+        """The office's roads, water and landmarks: drawn under the sites to
+        find one's way by, never searched, counted or routed to."""
+        return self.geometry == "Any"
 
     @cached_property
     def filterable(self) -> frozenset[str]:
@@ -245,7 +254,7 @@ class Catalog:
         top_id = feature.get("id")
         if isinstance(top_id, str) and (code := control_character(top_id)):
             problems.append(FieldProblem("id", control_message(code)))
-        geometry = _check_geometry(layer, feature.get("geometry"), problems)
+        geometry = _check_geometry(layer, feature.get("geometry"), problems, props.get("kind"))
         clean: dict[str, Any] = {}
         for name, spec in layer.properties.items():
             value = props.get(name)
@@ -533,19 +542,28 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def _allowed_geometries(layer: Layer, kind: Any) -> frozenset[str]:
+    if layer.is_context:
+        if isinstance(kind, str) and kind in layer.kind_geometries:
+            return layer.kind_geometries[kind]
+        return frozenset().union(*layer.kind_geometries.values())  # the kind is checked apart
+    return frozenset({"Point"}) if layer.geometry == "Point" else _POLYGON_TYPES
+
+
 def _check_geometry(
-    layer: Layer, geometry: Any, problems: list[FieldProblem]
+    layer: Layer, geometry: Any, problems: list[FieldProblem], kind: Any = None
 ) -> BaseGeometry | None:
     if not isinstance(geometry, dict):
         problems.append(FieldProblem("geometry", "is required"))
         return None
     gtype = geometry.get("type")
-    allowed = {"Point"} if layer.geometry == "Point" else _POLYGON_TYPES
+    allowed = _allowed_geometries(layer, kind)
     if gtype not in allowed:
+        of = f"a {kind}" if layer.is_context and kind in layer.kind_geometries else "layer"
         problems.append(
             FieldProblem(
                 "geometry",
-                f"must be {' or '.join(sorted(allowed))} for layer {layer.id}, got {gtype!r}",
+                f"must be {' or '.join(sorted(allowed))} for {of} {layer.id}, got {gtype!r}",
             )
         )
         return None
@@ -621,8 +639,18 @@ def _parse_catalog(raw: dict[str, Any], directory: Path) -> Catalog:
         props = dict(schemas[entry["schema"]])
         for name, spec in entry.get("properties", {}).items():
             props[name] = _spec(name, spec, values)
-        if entry["geometry"] not in {"Point", "Polygon"}:
-            raise CatalogError(f"layer {entry['id']}: geometry must be Point or Polygon")
+        if entry["geometry"] not in {"Point", "Polygon", "Any"}:
+            raise CatalogError(f"layer {entry['id']}: geometry must be Point, Polygon or Any")
+        kind_geometries = {}
+        if entry["geometry"] == "Any":
+            for kind, label in entry["kinds"].items():
+                types = frozenset(label.get("geometry", ()))
+                if not types or not types <= _KNOWN_GEOMETRIES:
+                    raise CatalogError(
+                        f"layer {entry['id']}: kind {kind} needs geometry = a list of "
+                        + ", ".join(sorted(_KNOWN_GEOMETRIES))
+                    )
+                kind_geometries[kind] = types
         if not _NAME.fullmatch(entry["id"]):
             raise CatalogError(
                 f"layer {entry['id']!r}: ids are a-z, 0-9 and _, starting with a letter"
@@ -638,6 +666,7 @@ def _parse_catalog(raw: dict[str, Any], directory: Path) -> Catalog:
             file=entry["file"],
             kinds=_labels(entry["kinds"]),
             properties=props,
+            kind_geometries=kind_geometries,
         )
     district = raw["district"]
     return Catalog(
@@ -650,6 +679,10 @@ def _parse_catalog(raw: dict[str, Any], directory: Path) -> Catalog:
         directory=directory,
     )
 
+
+_KNOWN_GEOMETRIES = frozenset(
+    {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
+)
 
 #: Layer and property names become SQL identifiers (tables, columns, JSON
 #: keys) in both stores, so they are plain lower-case names, never quoted text.

@@ -36,7 +36,15 @@ from shapely.geometry.base import BaseGeometry
 from geo_service.sources.crs import geodesic_distance
 from geo_service.sources.towns import TownIndex
 
-__all__ = ["Candidate", "Geocoder", "PlacedFeature", "load_gazetteer"]
+__all__ = [
+    "LANDMARK_CATEGORIES",
+    "Candidate",
+    "Geocoder",
+    "Landmark",
+    "PlacedFeature",
+    "gazetteer_landmarks",
+    "load_gazetteer",
+]
 
 
 class PlacedFeature(Protocol):
@@ -384,3 +392,61 @@ class Geocoder:
             "town": {"code": code, "name": town[1] if town else None} if code else None,
             "nearest_place": nearest,
         }
+
+
+#: Gazetteer places a map may label as landmarks: each row of these
+#: categories is the position of the named place itself. Left out: town
+#: centres and seats (derived by the compiler, or a bank standing in for the
+#: office), hospitals, the city government and the service centres (bus stops
+#: named after them), and house numbers.
+LANDMARK_CATEGORIES = frozenset(
+    {
+        "railway_station",
+        "bus_station",
+        "park",
+        "museum",
+        "government_service_centre",
+        "red_education_base",
+        "theme_park_civic",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Landmark:
+    name: str
+    lon: float  # WGS-84
+    lat: float
+    category: str
+
+
+def gazetteer_landmarks(path: Path) -> list[Landmark]:
+    """The gazetteer's real named places to label a map with when it has no
+    tiles and no context layers: rows of ``LANDMARK_CATEGORIES`` at the place
+    itself (no proxy, nothing derived) of medium confidence or better, one
+    per name (the first, best-sourced row).
+
+    The gazetteer's roads are never drawn: each is a straight segment spanning
+    the addresses that name the road (``extent DERIVED``), good for placing a
+    house number but not a line a resident could follow."""
+    landmarks: dict[str, Landmark] = {}
+    with path.open(encoding="utf-8") as handle:
+        lines = (line for line in handle if not line.startswith("#"))
+        for row in csv.DictReader(lines):
+            if (
+                row["kind"] != "place"
+                or row["category"] not in LANDMARK_CATEGORIES
+                or "proxy" in row["source"]
+                or "DERIVED" in row["source"]
+                or row["confidence"].strip().startswith("low")
+                or "low (coords" in row["confidence"]  # the address is known, not the point
+                # A bus stop named after the place stands in for it, unless
+                # the place is the bus station itself.
+                or ("POI_BUS" in row["source"] and row["category"] != "bus_station")
+                or row["name"] in landmarks
+            ):
+                continue
+            landmarks[row["name"]] = Landmark(
+                row["name"], float(row["lon"]), float(row["lat"]), row["category"]
+            )
+    return list(landmarks.values())

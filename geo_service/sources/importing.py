@@ -158,6 +158,10 @@ class ImportPlan:
     features: dict[int, ValidFeature]  # line -> feature, for rows without errors
     notes: list[str] = field(default_factory=list)  # about the whole file
     extra_batches: dict[str, list[ValidFeature]] = field(default_factory=dict)
+    #: A context import replaces the stored features of this kind; ``kept``
+    #: are the layer's features of other kinds, written back unchanged.
+    replace_kind: str | None = None
+    kept: list[ValidFeature] = field(default_factory=list)
 
     @property
     def errors(self) -> list[RowReport]:

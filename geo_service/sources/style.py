@@ -14,13 +14,24 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from xyzservices import TileProvider
+from xyzservices import providers as registry
 
 from geo_service import resources
 from geo_service.errors import StyleError
 from geo_service.sources.catalog import Catalog
 from geo_service.sources.crs import CoordinateSystem
 
-__all__ = ["KindStyle", "MapStyle", "Tiles", "default_style_file", "load_style"]
+__all__ = [
+    "TILE_PROVIDERS",
+    "KindStyle",
+    "MapStyle",
+    "Tiles",
+    "default_style_file",
+    "load_style",
+]
 
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -32,7 +43,8 @@ def default_style_file() -> Path:
 
 class Tiles(StrEnum):
     """Basemap tiles. ``none`` draws the district and towns as the basemap and
-    makes no request beyond the service; the others are online options."""
+    makes no request beyond the service; the others are online options, each
+    described as data in ``TILE_PROVIDERS``."""
 
     none = "none"
     osm = "osm"
@@ -44,6 +56,64 @@ class Tiles(StrEnum):
         """Coordinates the tiles are drawn in: Amap's are GCJ-02, so everything
         drawn on them must be shifted too, or it sits ~500 m off."""
         return CoordinateSystem.gcj02 if self == Tiles.amap else CoordinateSystem.wgs84
+
+    @property
+    def providers(self) -> list[TileProvider]:
+        """The tile layers drawn, bottom first (none for ``none``)."""
+        return TILE_PROVIDERS[self]
+
+    def hosts(self) -> list[str]:
+        """Every host the tiles come from, for the page's image policy (the
+        ``{s}`` subdomains expanded): the page may load images from these only."""
+        hosts: list[str] = []
+        for provider in self.providers:
+            host = urlsplit(provider.url).hostname or ""
+            subdomains = provider.get("subdomains", "")
+            for sub in subdomains if "{s}" in host else [""]:
+                name = host.replace("{s}", sub)
+                if name not in hosts:
+                    hosts.append(name)
+        return hosts
+
+
+def _tianditu(layer: str, name: str) -> TileProvider:
+    # The national basemap of the Ministry of Natural Resources, in Web
+    # Mercator (``_w``); ``tk`` is the deployment's own key (``{tk}``).
+    return TileProvider(
+        name=f"Tianditu.{name}",
+        url=(
+            f"https://t{{s}}.tianditu.gov.cn/{layer}_w/wmts?SERVICE=WMTS&REQUEST=GetTile"
+            f"&VERSION=1.0.0&LAYER={layer}&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles"
+            "&TILEMATRIX={z}&TILEROW={y}&TILECOL={x}&tk={tk}"
+        ),
+        attribution="© 天地图 Tianditu",
+        subdomains="01234567",
+        max_zoom=18,
+        tk="<insert your tianditu key here>",
+    )
+
+
+#: The tile layers of each basemap, bottom first. OpenStreetMap is taken from
+#: xyzservices' registry as it is; Tianditu (streets, then its Chinese labels)
+#: and Amap (GCJ-02, over HTTPS with its four tile hosts) are written here, in
+#: xyzservices' own form, so every basemap is data read the same way.
+TILE_PROVIDERS: dict[Tiles, list[TileProvider]] = {
+    Tiles.none: [],
+    Tiles.osm: [registry.OpenStreetMap.Mapnik],
+    Tiles.tianditu: [_tianditu("vec", "Vector"), _tianditu("cva", "VectorLabels")],
+    Tiles.amap: [
+        TileProvider(
+            name="Amap.Normal",
+            url=(
+                "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1"
+                "&style=8&x={x}&y={y}&z={z}"
+            ),
+            attribution="© 高德地图 AutoNavi",
+            subdomains="1234",
+            max_zoom=18,
+        )
+    ],
+}
 
 
 @dataclass(frozen=True)

@@ -394,7 +394,7 @@ class GeoPackageStore(Store):
             for spec in layer.properties.values()
             if spec.name != "id"
         )
-        gtype = "POINT" if layer.geometry == "Point" else "MULTIPOLYGON"
+        gtype = {"Point": "POINT", "Polygon": "MULTIPOLYGON"}.get(layer.geometry, "GEOMETRY")
         if not exists:
             conn.execute(
                 f'CREATE TABLE "{layer.id}" (fid INTEGER PRIMARY KEY AUTOINCREMENT, '

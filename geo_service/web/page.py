@@ -32,6 +32,7 @@ from geo_service.analysis.nearest import DETOUR_FACTOR, LOCAL_TIME, WALKING_SPEE
 from geo_service.errors import InvalidParameter
 from geo_service.outputs.geojson import feature_collection
 from geo_service.sources.catalog import Catalog
+from geo_service.sources.geocoding import gazetteer_landmarks
 from geo_service.sources.hours import hours_text
 from geo_service.sources.style import MapStyle, Tiles
 from geo_service.store import Store
@@ -49,36 +50,19 @@ __all__ = [
 
 
 def _add_tiles(fmap: folium.Map, tiles: Tiles, tianditu_key: str | None) -> None:
-    if tiles == Tiles.osm:
+    for provider in tiles.providers:
+        if provider.requires_token():
+            if not tianditu_key:
+                raise InvalidParameter(
+                    "tiles", "tianditu tiles need a key: set GEO_SERVICE_TIANDITU_KEY"
+                )
+            provider = provider(tk=tianditu_key)
         folium.TileLayer(
-            "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
-            attr="© OpenStreetMap contributors",
-            name="OpenStreetMap",
-            max_zoom=19,
-        ).add_to(fmap)
-    elif tiles == Tiles.tianditu:
-        if not tianditu_key:
-            raise InvalidParameter(
-                "tiles", "tianditu tiles need a key: set GEO_SERVICE_TIANDITU_KEY"
-            )
-        for layer in ("vec", "cva"):  # streets, then Chinese labels on top
-            folium.TileLayer(
-                f"https://t{{s}}.tianditu.gov.cn/{layer}_w/wmts?SERVICE=WMTS&REQUEST=GetTile"
-                f"&VERSION=1.0.0&LAYER={layer}&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles"
-                f"&TILEMATRIX={{z}}&TILEROW={{y}}&TILECOL={{x}}&tk={tianditu_key}",
-                attr="© 天地图 Tianditu",
-                name=f"天地图 {layer}",
-                subdomains="01234567",
-                max_zoom=18,
-            ).add_to(fmap)
-    elif tiles == Tiles.amap:
-        folium.TileLayer(
-            "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1"
-            "&style=8&x={x}&y={y}&z={z}",
-            attr="© 高德地图 AutoNavi",
-            name="高德地图",
-            subdomains="1234",
-            max_zoom=18,
+            provider.build_url(fill_subdomain=False),
+            attr=provider.attribution,
+            name=provider.name,
+            subdomains=provider.get("subdomains", "abc"),
+            max_zoom=provider.get("max_zoom", 18),
         ).add_to(fmap)
 
 
@@ -147,6 +131,14 @@ def build_page(
         "crs": tiles.crs.value,
         "walking": {"detour": DETOUR_FACTOR, "speedKmh": WALKING_SPEED_KMH},
         "district": {"zh": catalog.district_zh, "en": catalog.district_en},
+        # Real named places to find one's way by, drawn only when there are
+        # no tiles and the office has imported no context layers.
+        "gazetteer": [
+            {"name": place.name, "lon": place.lon, "lat": place.lat}
+            for place in gazetteer_landmarks(catalog.directory / "gazetteer.csv")
+        ]
+        if tiles == Tiles.none
+        else [],
     }
     # Data reaches the page only as JSON; app.js builds the DOM from it as text.
     root.html.add_child(Element(json_script("gs-config", config)))
@@ -154,7 +146,9 @@ def build_page(
         root.html.add_child(Element(json_script("gs-data", data)))
     fmap.add_child(_App(embedded=standalone))
     return finish_page(
-        root.render(), connect=not standalone, images="" if tiles == Tiles.none else "https:"
+        root.render(),
+        connect=not standalone,
+        images=" ".join(f"https://{host}" for host in tiles.hosts()),
     )
 
 

@@ -394,6 +394,7 @@
       if (self.embedded) return self.offlineTimes();
       return self.fetchOpenState();
     }).then(function (times) { self.keepTimes(times); });
+    var context = got.then(function () { return self.drawContext(); });
     var drawn = got.then(function (collections) {
       self.drawBoundaries(collections[0], collections[1]);
       self.config.layers.forEach(function (layer, i) {
@@ -419,7 +420,7 @@
       self.renderLegend();
       self.updateSampleNotice();
     });
-    return Promise.all([drawn, states, legend]);
+    return Promise.all([drawn, states, legend, context]);
   };
 
   // Which layers are too large for GeoJSON: decided here from the live
@@ -659,6 +660,75 @@
       shown += 1;
     });
     this.townLabelsShown = shown;
+  };
+
+  // The office's roads, water and landmarks (the context layer), in their own
+  // pane: above the district's opaque land fill, below the dots and markers,
+  // and deaf to clicks, so a site is always what a tap reaches. With no tiles
+  // and no context imported, real named places of the gazetteer label the map
+  // instead (stations, parks, museums; never a road: its roads are derived
+  // segments, not lines to follow). Names show from town zoom (landmarks)
+  // and street zoom (roads) on, so the district view stays readable.
+  App.prototype.drawContext = function () {
+    var self = this, map = this.map;
+    var pane = map.createPane("gsContext");
+    pane.style.zIndex = 420;
+    pane.style.pointerEvents = "none";
+    var container = map.getContainer();
+    function zoomClasses() {
+      container.classList.toggle("gs-zoom-town", map.getZoom() >= 13);
+      container.classList.toggle("gs-zoom-street", map.getZoom() >= 15);
+    }
+    map.on("zoomend", zoomClasses);
+    zoomClasses();
+    var water = "#9cc3e6", road = "#ffffff", casing = "#a39a88";
+    function label(layer, name, className, at) {
+      if (!name) return;
+      var options = { permanent: true, direction: at ? "right" : "center", offset: at ? [4, 0] : [0, 0],
+        className: "gs-context-label " + className, interactive: false, pane: "gsContext" };
+      layer.bindTooltip(el("span", { text: name }), options);
+    }
+    function landmark(lat, lon, name, source) {
+      var dot = L.circleMarker([lat, lon], {
+        pane: "gsContext", interactive: false, radius: 3.5, weight: 1.5,
+        color: "#ffffff", fillColor: "#5b5449", fillOpacity: 1
+      });
+      label(dot, name, "gs-landmark-label", true);
+      dot.feature = { properties: { name: name, source: source } };
+      return dot;
+    }
+    var got = this.embedded
+      ? Promise.resolve(this.embedded.layers.context || { features: [] })
+      : this.fetchLayer("context");
+    return got.then(function (collection) {
+      var features = collection.features || [];
+      self.context = L.layerGroup().addTo(map);
+      function kind(name) { return features.filter(function (f) { return f.properties.kind === name; }); }
+      // Water first, then roads (a casing under a white line), then landmarks on top.
+      L.geoJSON({ type: "FeatureCollection", features: kind("water") }, {
+        pane: "gsContext", interactive: false,
+        style: function (f) {
+          var area = /Polygon/.test(f.geometry.type);
+          return { color: water, weight: area ? 1 : 3, fillColor: water, fillOpacity: area ? 1 : 0 };
+        },
+        onEachFeature: function (f, layer) { label(layer, f.properties.name, "gs-water-label"); }
+      }).addTo(self.context);
+      var roads = { type: "FeatureCollection", features: kind("road") };
+      L.geoJSON(roads, { pane: "gsContext", interactive: false, style: { color: casing, weight: 7, lineCap: "round" } }).addTo(self.context);
+      L.geoJSON(roads, {
+        pane: "gsContext", interactive: false, style: { color: road, weight: 5, lineCap: "round" },
+        onEachFeature: function (f, layer) { label(layer, f.properties.name, "gs-road-label"); }
+      }).addTo(self.context);
+      kind("landmark").forEach(function (f) {
+        var lonlat = f.geometry.coordinates;
+        landmark(lonlat[1], lonlat[0], f.properties.name, "context").addTo(self.context);
+      });
+      if (!features.length && self.config.tiles === "none") {
+        (self.config.gazetteer || []).forEach(function (place) {
+          landmark(place.lat, place.lon, place.name, "gazetteer").addTo(self.context);
+        });
+      }
+    }, function () { /* the map stays usable without its context */ });
   };
 
   App.prototype.addSites = function (layerId, collection) {
