@@ -195,7 +195,9 @@ def test_context_is_drawn_under_the_sites_with_names_at_street_zoom(
         watched.js("gsApp.map.setView([36.8115, 118.0440], 16)")
         for name in ("示例东西路", "示例南北路", "示例湖", "示例广场"):
             shown = pane.locator(".gs-context-label", has_text=name)
-            assert shown.count() == 1 and shown.is_visible(), name
+            # Shown once the zoom has ended (the zoom is animated).
+            shown.wait_for(state="visible", timeout=10_000)
+            assert shown.count() == 1, name
         # Context labels are not in the tooltip pane above the markers.
         assert watched.page.locator(".leaflet-tooltip-pane .gs-context-label").count() == 0
         # A click on a road reaches the map, not the road.
@@ -217,7 +219,7 @@ def test_without_tiles_or_context_the_gazetteer_labels_the_map(live_server, open
     station = next(p for p in landmarks if p.name == "淄博站")
     watched.js(f"gsApp.map.setView([{station.lat}, {station.lon}], 15)")
     label = pane.locator(".gs-landmark-label", has_text="淄博站")
-    assert label.is_visible()
+    label.wait_for(state="visible", timeout=10_000)
     # Its dot is at the station: the label starts just right of it.
     dot = watched.js(
         "([lat, lon]) => { const p = gsApp.map.latLngToContainerPoint([lat, lon]);"
