@@ -129,13 +129,28 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
         "coverage": sum(bool(s.properties.get("sample")) for s in sites),
         "compliance": sum(bool(s.properties.get("sample")) for s in open_sites),
     }
+    # Planned and suspended sites of the chosen layers and kinds: not counted,
+    # and said so where a total differs from the layer's count.
+    not_open = Counter(
+        s.properties.get("status") or "unknown"
+        for s in cv.chosen_facilities(
+            rt.catalog, features, question.layers, question.kinds, only_open=False
+        )
+        if s.properties.get("status") != "open"
+    )
     return {
         "radius_m": question.radius_m,
         "layers": list(question.layers) if question.layers else None,
         "kinds": list(question.kinds) if question.kinds else None,
         "cell_m": question.cell_m,
         "facilities": len(sites),
+        "not_open": dict(sorted(not_open.items())),
         "distance": cv.distance_assumption(),
+        "distance_zh": cv.distance_assumption_zh(),
+        # Where the people come from: None, town totals spread evenly over each
+        # town's cells (so a town's covered share of people equals its share of area).
+        "population_source": grid.population_source,
+        "population_outside": grid.population_outside,
         # Sample sites counted, and the note every output shows when there are any.
         "sample_sites": samples,
         "sample_note": coverage_sample_note(
@@ -189,7 +204,8 @@ def _recommend(rt: Runtime, question: Question, p: int) -> dict[str, Any]:
             "covered_share_after": round(result.greedy_covered_after / total, 4),
             "sites": [_site(s, grid) for s in result.greedy_sites],
         },
-        "notes": result.notes,
+        "notes": [en for _zh, en in result.notes],
+        "notes_zh": [zh for zh, _en in result.notes],
     }
 
 
