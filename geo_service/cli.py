@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,14 @@ from geo_service.services.queries import split_list
 from geo_service.settings import Settings
 from geo_service.sources.crs import CoordinateSystem
 from geo_service.sources.style import Tiles
+
+
+class Language(StrEnum):
+    """A page's language (the coverage map)."""
+
+    zh = "zh"
+    en = "en"
+
 
 if TYPE_CHECKING:
     from geo_service.runtime import Runtime
@@ -299,6 +308,7 @@ def coverage(
     p: Annotated[int, typer.Option("-p", "--p", min=0, max=10, help="New sites to suggest")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the workbook (.xlsx)")] = None,
     map_out: Annotated[Path | None, typer.Option("--map", help="Write the coverage map")] = None,
+    lang: Annotated[Language, typer.Option(help="The coverage map's language")] = Language.zh,
     population: Annotated[
         Path | None,
         typer.Option(help="Population points or cells (人口 column) instead of town totals"),
@@ -384,7 +394,9 @@ def coverage(
     if map_out is not None:
         from geo_service.web.coverage_map import coverage_map
 
-        map_out.write_text(coverage_map(report, towns, recommendation), encoding="utf-8")
+        map_out.write_text(
+            coverage_map(report, towns, recommendation, lang.value), encoding="utf-8"
+        )
         console.print(f"map written to {map_out}")
 
 

@@ -78,10 +78,10 @@ def test_an_office_forwards_the_workbook_as_it_is(office, tmp_path):
             widest = max(display_width(c.value) for c in column if not isinstance(c.value, float))
             assert width >= min(widest, 38), (sheet.title, column[0].value, width)
     assert towns.column_dimensions[column_of(towns, "步行距离中位数(米)")].width >= 19
-    # Notes in Chinese (the sample notice keeps its English after the Chinese).
-    own = [n for n in notes if not n.startswith("注意：本报告计入了示例站点")]
-    assert len(own) == 4 and len(notes) == 5
-    for note in own:
+    # Notes in Chinese, the sample notice last.
+    own = notes[:-1]
+    assert len(notes) == 5 and notes[-1] == report["sample_notes"]["zh"]
+    for note in notes:
         assert not re.search(r"\b(?!population\b)[a-z]{3,}\b", note), note
     assert any(n.startswith("覆盖范围：步行 1000 米以内。步行距离 = 直线距离 × 1.3") for n in own)
     # Town totals spread evenly: people and area agree, and the note says why.

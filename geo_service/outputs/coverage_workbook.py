@@ -104,9 +104,9 @@ def _town_sheet(book: Workbook, report: dict[str, Any]) -> None:
             "达标各项只计正常开放的站点，并计入所有图层（不受所选图层限制）。",
         ],
     )
-    if report.get("sample_note"):
+    if report.get("sample_notes"):
         # In the yellow of the map's sample notice: the numbers above include sample sites.
-        append_notes(sheet, [report["sample_note"]], fill=_SAMPLE_FILL)
+        append_notes(sheet, [report["sample_notes"]["zh"]], fill=_SAMPLE_FILL)
 
 
 def _site_sheet(book: Workbook, recommendation: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from geo_service.analysis import coverage as cv
 from geo_service.errors import InvalidParameter
 from geo_service.runtime import Runtime
-from geo_service.services.samples import coverage_sample_note
+from geo_service.services.samples import coverage_sample_note, coverage_sample_notes
 
 __all__ = [
     "MAX_P",
@@ -154,6 +154,10 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
         # Sample sites counted, and the note every output shows when there are any.
         "sample_sites": samples,
         "sample_note": coverage_sample_note(
+            (samples["coverage"], len(sites)), (samples["compliance"], len(open_sites))
+        ),
+        # The same, each language alone (the coverage map's legend speaks one).
+        "sample_notes": coverage_sample_notes(
             (samples["coverage"], len(sites)), (samples["compliance"], len(open_sites))
         ),
         "towns": table,
