@@ -139,7 +139,7 @@
       }
     });
     data.sites.forEach(function (site) {
-      symbols.push(L.circleMarker(site.at, { radius: 4, color: "#fff", weight: 1.5, fillColor: "#111827", fill: true, fillOpacity: 1 })
+      symbols.push(L.circleMarker(site.at, { className: "cov-site", radius: 4, color: "#fff", weight: 1.5, fillColor: "#111827", fill: true, fillOpacity: 1 })
         .bindTooltip(tooltip(site.tooltip), { sticky: true }).addTo(map));
     });
     data.suggested.forEach(function (site) {
