@@ -893,11 +893,35 @@ SizeOption = Annotated[str, typer.Option("--size", help="A4 or A3")]
 OrientationOption = Annotated[str, typer.Option("--orientation", help="portrait or landscape")]
 
 
-def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, title: str) -> None:
-    """Print through the same process and job records as the server, with a progress bar."""
+AllowLocalQrOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-local-qr",
+        help="Print QR codes even when they point to this computer (127.0.0.1, localhost): "
+        "without GEO_SERVICE_PUBLIC_URL the print is refused otherwise",
+    ),
+]
+
+
+def _print_job(
+    store: str | None,
+    process_id: str,
+    inputs: dict,
+    out: Path,
+    title: str,
+    *,
+    allow_local_qr: bool | None = None,
+) -> None:
+    """Print through the same process and job records as the server, with a
+    progress bar. ``allow_local_qr``: the pages carry QR codes (None: they
+    don't), checked before any work: they point to ``public_url``, and to
+    this computer only when that is asked for."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+    from geo_service.services import printing
     from geo_service.services.jobs import run_here
+
+    qr_target = None
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=errors
@@ -905,6 +929,8 @@ def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, titl
         task = bar.add_task(title, total=100)
         try:
             with _runtime(store) as rt:
+                if allow_local_qr is not None:
+                    qr_target = printing.qr_base_url(rt, allow_local=allow_local_qr)
                 record, output = run_here(
                     rt,
                     process_id,
@@ -918,6 +944,13 @@ def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, titl
         bar.update(task, completed=100)
     out.write_bytes(output.content)
     console.print(f"wrote {out} ({len(output.content) / 1024:.0f} KiB, job {record.id})")
+    if qr_target is not None:
+        console.print(f"QR codes point to {escape(qr_target)}")
+        if printing.is_loopback(qr_target):
+            errors.print(
+                "[bold yellow]warning:[/] the QR codes open on this computer only "
+                "(--allow-local-qr); set GEO_SERVICE_PUBLIC_URL before printing to hand out"
+            )
 
 
 @print_app.command("atlas")
@@ -926,11 +959,12 @@ def print_atlas(
     size: SizeOption = "A4",
     orientation: OrientationOption = "portrait",
     layers: Annotated[str | None, typer.Option(help="Facility layers, comma-separated")] = None,
+    allow_local_qr: AllowLocalQrOption = False,
     store: StoreOption = None,
 ) -> None:
     """The district overview, then every town: map, numbered sites, index table, QR code."""
     inputs = {"size": size, "orientation": orientation, "layers": split_list(layers) or None}
-    _print_job(store, "print-atlas", inputs, out, "地图册 atlas")
+    _print_job(store, "print-atlas", inputs, out, "地图册 atlas", allow_local_qr=allow_local_qr)
 
 
 @print_app.command("town")
@@ -939,11 +973,12 @@ def print_town(
     out: Annotated[Path, typer.Option("--out", "-o", help="PDF file to write")],
     size: SizeOption = "A4",
     orientation: OrientationOption = "portrait",
+    allow_local_qr: AllowLocalQrOption = False,
     store: StoreOption = None,
 ) -> None:
-    """One town's pages."""
+    """One town's pages (with the QR code of the town on the web map)."""
     inputs = {"code": code, "size": size, "orientation": orientation}
-    _print_job(store, "print-town", inputs, out, f"镇街 town {code}")
+    _print_job(store, "print-town", inputs, out, f"镇街 town {code}", allow_local_qr=allow_local_qr)
 
 
 @print_app.command("nearest")
