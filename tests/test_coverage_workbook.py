@@ -4,12 +4,17 @@ wide enough for their text, the suggested sites' coordinate system)."""
 
 from __future__ import annotations
 
+import base64
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
+from geo_service.api import create_app
 from geo_service.outputs.cells import display_width
 from geo_service.outputs.coverage_workbook import SHEETS, write_workbook
 from geo_service.runtime import Runtime
@@ -18,6 +23,7 @@ from geo_service.settings import Settings
 from geo_service.sources.style import default_style_file, load_style
 from geo_service.store import open_store
 from geo_service.store.seeding import seed_store
+from tests.conftest import ROOT
 
 STATIONS = Question(("stations",), None, 1000.0)
 
@@ -25,9 +31,11 @@ STATIONS = Question(("stations",), None, 1000.0)
 @pytest.fixture(scope="module")
 def office(tmp_path_factory, catalog):
     """The shipped data in an embedded store (the workbook is a renderer: one backend does)."""
-    store = open_store(tmp_path_factory.mktemp("wb") / "store.gpkg", catalog)
+    path = tmp_path_factory.mktemp("wb") / "store.gpkg"
+    store = open_store(path, catalog)
     seed_store(store, catalog)
-    yield Runtime(Settings(), catalog, store, load_style(default_style_file(), catalog))
+    settings = Settings(store=str(path))
+    yield Runtime(settings, catalog, store, load_style(default_style_file(), catalog))
     store.close()
 
 
@@ -123,14 +131,7 @@ def test_an_office_forwards_the_workbook_as_it_is(office, tmp_path):
 def test_an_office_population_file_makes_people_and_area_differ(office, tmp_path):
     """Each town's people all at its heart: a town whose heart is reached has
     every resident covered while much of its area is not."""
-    towns = office.store.all_features("towns")
-    path = tmp_path / "社区人口.csv"
-    lines = ["社区,经度,纬度,常住人口"]
-    for n, town in enumerate(towns):
-        heart = town.geometry.representative_point()
-        lines.append(f"社区{n},{heart.x:.6f},{heart.y:.6f},{1000 * (n + 1)}")
-    lines.append("区外,119.5,37.5,500")  # outside the district: left out, and said
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path = population_csv(office, tmp_path / "社区人口.csv")
     question = Question(("stations",), None, 1000.0, population_file=str(path))
     report = coverage_report(office, question)
     assert report["population_source"] == path.name and report["population_outside"] == 1
@@ -141,3 +142,65 @@ def test_an_office_population_file_makes_people_and_area_differ(office, tmp_path
     assert sum(row[header.index("人口")] for row in rows) == sum(1000 * (n + 1) for n in range(13))
     assert any(f"来自人口分布文件 {path.name}" in n and "1 个点在区界外" in n for n in notes)
     assert not any("等于" in n for n in notes)
+
+
+def population_csv(office, path: Path) -> Path:
+    """Each town's people at its heart (1,000, 2,000, … by town), one point outside."""
+    lines = ["社区,经度,纬度,常住人口"]
+    for n, town in enumerate(office.store.all_features("towns")):
+        heart = town.geometry.representative_point()
+        lines.append(f"社区{n},{heart.x:.6f},{heart.y:.6f},{1000 * (n + 1)}")
+    lines.append("区外,119.5,37.5,500")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def test_the_api_takes_the_office_population_file_as_a_process_input(office, tmp_path):
+    path = population_csv(office, tmp_path / "社区人口.csv")
+    population = {
+        "value": base64.b64encode(path.read_bytes()).decode(),
+        "mediaType": "text/csv",
+        "filename": path.name,
+    }
+    settings = Settings(store=str(office.settings.store), spool_dir=tmp_path / "spool")
+    with TestClient(create_app(settings)) as client:
+        inputs = {"layers": ["stations"], "radius": 1000, "population": population}
+        answer = client.post("/processes/coverage-report/execution", json={"inputs": inputs})
+        assert answer.status_code == 200, answer.text
+        report = answer.json()
+        # A bad row refuses the file before any work, the row named.
+        bad = tmp_path / "bad.csv"
+        bad.write_text("经度,纬度,人口\n118.05,36.80,100\n118.05,36.80,-5\n", encoding="utf-8")
+        refused = client.post(
+            "/processes/coverage-report/execution",
+            json={
+                "inputs": {
+                    **inputs,
+                    "population": {
+                        "value": base64.b64encode(bad.read_bytes()).decode(),
+                        "mediaType": "text/csv",
+                    },
+                }
+            },
+        )
+    assert refused.status_code == 400 and refused.json()["parameter"] == "population"
+    assert "line 3" in refused.json()["detail"]
+    assert report["population_source"] == path.name and report["population_outside"] == 1
+    towns = report["towns"]
+    assert sum(t["population"] for t in towns) == sum(1000 * (n + 1) for n in range(13))
+    assert any(t["population_covered_share"] != t["area_covered_share"] for t in towns)
+    # The same question by the CLI, to the workbook: the same shares.
+    out = tmp_path / "coverage.xlsx"
+    command = ["coverage", "--layers", "stations", "--radius", "1000", "--population", str(path)]
+    command += ["--out", str(out), "--store", str(office.settings.store)]
+    done = subprocess.run(
+        [sys.executable, "-m", "geo_service.cli", *command],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    header, rows, notes = table(load_workbook(out)[SHEETS[0]])
+    shares = {row[0]: row[header.index("覆盖人口比例")] for row in rows}
+    assert shares == {t["town_code"]: t["population_covered_share"] for t in towns}
+    assert any(f"来自人口分布文件 {path.name}" in n for n in notes)

@@ -3,6 +3,7 @@ the same numbers for the API, the CLI workbook and the coverage map."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_P",
     "Question",
     "coverage_report",
+    "keep_population_file",
     "parse_p",
     "question_from",
     "recommend_sites",
@@ -89,6 +91,27 @@ def _inputs(rt: Runtime, question: Question):
         lon, lat, people = cv.read_points_file(question.population_file, rt.catalog, "population")
         grid = cv.apply_population(grid, lon, lat, people, Path(question.population_file).name)
     return towns, features, sites, grid
+
+
+def keep_population_file(rt: Runtime, content: bytes, media: str, filename: str | None) -> str:
+    """Keep an office's uploaded population file for the jobs that read it,
+    checked first (a bad row refuses it, named, before any work is queued).
+    Named by its content, so the same file asks the same question (and is
+    answered from the cache); its own name kept for the report's notes."""
+    from geo_service.services.editing import IMPORT_TYPES
+
+    digest = hashlib.sha256(content).hexdigest()[:32]
+    stem = re.sub(r"[^\w.-]+", "_", Path(filename or "population").stem)[:80] or "population"
+    path = Path(rt.settings.spool_dir) / "population" / digest / f"{stem}{IMPORT_TYPES[media]}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    try:
+        cv.read_points_file(path, rt.catalog, "population")
+    except InvalidParameter as error:
+        path.unlink()
+        raise InvalidParameter("population", error.message) from None
+    return str(path)
 
 
 def coverage_report(rt: Runtime, question: Question) -> dict[str, Any]:
