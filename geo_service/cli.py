@@ -308,7 +308,9 @@ def coverage(
     p: Annotated[int, typer.Option("-p", "--p", min=0, max=10, help="New sites to suggest")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the workbook (.xlsx)")] = None,
     map_out: Annotated[Path | None, typer.Option("--map", help="Write the coverage map")] = None,
-    lang: Annotated[Language, typer.Option(help="The coverage map's language")] = Language.zh,
+    lang: Annotated[
+        Language, typer.Option(help="The workbook's and the map's language")
+    ] = Language.zh,
     population: Annotated[
         Path | None,
         typer.Option(help="Population points or cells (人口 column) instead of town totals"),
@@ -389,7 +391,7 @@ def coverage(
                 f"+{site['gain']:,} people"
             )
     if out is not None:
-        write_workbook(out, report, recommendation)
+        write_workbook(out, report, recommendation, lang.value)
         console.print(f"workbook written to {out}")
     if map_out is not None:
         from geo_service.web.coverage_map import coverage_map

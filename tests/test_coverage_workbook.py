@@ -16,7 +16,7 @@ from openpyxl import load_workbook
 
 from geo_service.api import create_app
 from geo_service.outputs.cells import display_width
-from geo_service.outputs.coverage_workbook import SHEETS, write_workbook
+from geo_service.outputs.coverage_workbook import SHEETS, SHEETS_EN, write_workbook
 from geo_service.runtime import Runtime
 from geo_service.services.planning import Question, coverage_report, recommend_sites
 from geo_service.settings import Settings
@@ -39,9 +39,9 @@ def office(tmp_path_factory, catalog):
     store.close()
 
 
-def workbook(tmp_path: Path, report, recommendation=None):
-    path = tmp_path / "coverage.xlsx"
-    write_workbook(path, report, recommendation)
+def workbook(tmp_path: Path, report, recommendation=None, lang="zh"):
+    path = tmp_path / f"coverage-{lang}.xlsx"
+    write_workbook(path, report, recommendation, lang)
     return load_workbook(path)
 
 
@@ -126,6 +126,28 @@ def test_an_office_forwards_the_workbook_as_it_is(office, tmp_path):
     assert any(share in n for n in site_notes)
     for note in site_notes:
         assert not re.search(r"\b[a-z]{3,}\b", note), note
+
+
+def test_the_workbook_in_english_for_the_english_console(office, tmp_path):
+    report = coverage_report(office, STATIONS)
+    recommendation = recommend_sites(office, STATIONS, 1)
+    book = workbook(tmp_path, report, recommendation, "en")
+    assert book.sheetnames == list(SHEETS_EN)
+    towns = book[SHEETS_EN[0]]
+    header, rows, notes = table(towns)
+    assert header[:3] == ["Town code", "Town", "Facilities"]
+    for cell in towns[column_of(towns, "People covered")][1 : len(rows) + 1]:
+        assert isinstance(cell.value, float) and cell.number_format == "0.0%"
+    assert {row[header.index("All met")] for row in rows} <= {"yes", "no"}
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    assert not any(cjk.search(h) for h in header)
+    assert notes[-1] == report["sample_notes"]["en"]
+    assert any("share of people covered equals the share of area" in n for n in notes)
+    assert any("1 planned" in n for n in notes)
+    _header, _rows, site_notes = table(book[SHEETS_EN[2]])
+    assert _header[2:4] == ["Longitude (WGS-84)", "Latitude (WGS-84)"]
+    for note in notes + site_notes:
+        assert not cjk.search(note), note
 
 
 def test_an_office_population_file_makes_people_and_area_differ(office, tmp_path):

@@ -174,7 +174,7 @@
         showRecommendation(result);
         coverageStatus.textContent = t("done", { what: t("report") + " · " + t("recommendation") });
         xlsx.setAttribute("href", C.root + "admin/api/coverage.xlsx?layers=" + encodeURIComponent(layers.join(",")) +
-          "&radius=" + encodeURIComponent(question.radius) + "&p=" + count);
+          "&radius=" + encodeURIComponent(question.radius) + "&p=" + count + (en ? "&lang=en" : ""));
         xlsx.hidden = false;
       })
       .catch(function (error) {
