@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,14 @@ from geo_service.services.queries import split_list
 from geo_service.settings import Settings
 from geo_service.sources.crs import CoordinateSystem
 from geo_service.sources.style import Tiles
+
+
+class Language(StrEnum):
+    """A page's language (the coverage map)."""
+
+    zh = "zh"
+    en = "en"
+
 
 if TYPE_CHECKING:
     from geo_service.runtime import Runtime
@@ -305,6 +314,9 @@ def coverage(
     p: Annotated[int, typer.Option("-p", "--p", min=0, max=10, help="New sites to suggest")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the workbook (.xlsx)")] = None,
     map_out: Annotated[Path | None, typer.Option("--map", help="Write the coverage map")] = None,
+    lang: Annotated[
+        Language, typer.Option(help="The workbook's and the map's language")
+    ] = Language.zh,
     population: Annotated[
         Path | None,
         typer.Option(help="Population points or cells (人口 column) instead of town totals"),
@@ -385,12 +397,14 @@ def coverage(
                 f"+{site['gain']:,} people"
             )
     if out is not None:
-        write_workbook(out, report, recommendation)
+        write_workbook(out, report, recommendation, lang.value)
         console.print(f"workbook written to {out}")
     if map_out is not None:
         from geo_service.web.coverage_map import coverage_map
 
-        map_out.write_text(coverage_map(report, towns, recommendation), encoding="utf-8")
+        map_out.write_text(
+            coverage_map(report, towns, recommendation, lang.value), encoding="utf-8"
+        )
         console.print(f"map written to {map_out}")
 
 
@@ -888,11 +902,35 @@ SizeOption = Annotated[str, typer.Option("--size", help="A4 or A3")]
 OrientationOption = Annotated[str, typer.Option("--orientation", help="portrait or landscape")]
 
 
-def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, title: str) -> None:
-    """Print through the same process and job records as the server, with a progress bar."""
+AllowLocalQrOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-local-qr",
+        help="Print QR codes even when they point to this computer (127.0.0.1, localhost): "
+        "without GEO_SERVICE_PUBLIC_URL the print is refused otherwise",
+    ),
+]
+
+
+def _print_job(
+    store: str | None,
+    process_id: str,
+    inputs: dict,
+    out: Path,
+    title: str,
+    *,
+    allow_local_qr: bool | None = None,
+) -> None:
+    """Print through the same process and job records as the server, with a
+    progress bar. ``allow_local_qr``: the pages carry QR codes (None: they
+    don't), checked before any work: they point to ``public_url``, and to
+    this computer only when that is asked for."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+    from geo_service.services import printing
     from geo_service.services.jobs import run_here
+
+    qr_target = None
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=errors
@@ -900,6 +938,8 @@ def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, titl
         task = bar.add_task(title, total=100)
         try:
             with _runtime(store) as rt:
+                if allow_local_qr is not None:
+                    qr_target = printing.qr_base_url(rt, allow_local=allow_local_qr)
                 record, output = run_here(
                     rt,
                     process_id,
@@ -913,6 +953,13 @@ def _print_job(store: str | None, process_id: str, inputs: dict, out: Path, titl
         bar.update(task, completed=100)
     out.write_bytes(output.content)
     console.print(f"wrote {out} ({len(output.content) / 1024:.0f} KiB, job {record.id})")
+    if qr_target is not None:
+        console.print(f"QR codes point to {escape(qr_target)}")
+        if printing.is_loopback(qr_target):
+            errors.print(
+                "[bold yellow]warning:[/] the QR codes open on this computer only "
+                "(--allow-local-qr); set GEO_SERVICE_PUBLIC_URL before printing to hand out"
+            )
 
 
 @print_app.command("atlas")
@@ -921,11 +968,12 @@ def print_atlas(
     size: SizeOption = "A4",
     orientation: OrientationOption = "portrait",
     layers: Annotated[str | None, typer.Option(help="Facility layers, comma-separated")] = None,
+    allow_local_qr: AllowLocalQrOption = False,
     store: StoreOption = None,
 ) -> None:
     """The district overview, then every town: map, numbered sites, index table, QR code."""
     inputs = {"size": size, "orientation": orientation, "layers": split_list(layers) or None}
-    _print_job(store, "print-atlas", inputs, out, "地图册 atlas")
+    _print_job(store, "print-atlas", inputs, out, "地图册 atlas", allow_local_qr=allow_local_qr)
 
 
 @print_app.command("town")
@@ -934,11 +982,12 @@ def print_town(
     out: Annotated[Path, typer.Option("--out", "-o", help="PDF file to write")],
     size: SizeOption = "A4",
     orientation: OrientationOption = "portrait",
+    allow_local_qr: AllowLocalQrOption = False,
     store: StoreOption = None,
 ) -> None:
-    """One town's pages."""
+    """One town's pages (with the QR code of the town on the web map)."""
     inputs = {"code": code, "size": size, "orientation": orientation}
-    _print_job(store, "print-town", inputs, out, f"镇街 town {code}")
+    _print_job(store, "print-town", inputs, out, f"镇街 town {code}", allow_local_qr=allow_local_qr)
 
 
 @print_app.command("nearest")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,6 +240,10 @@ def test_a_small_coverage_run_shows_percentages_and_a_suggested_site(office, ope
     shares = page.locator('#coverage-table td[data-key="population_covered_share"]')
     assert shares.count() == 13
     assert all(text.endswith("%") for text in shares.all_inner_texts())
+    # The notes under the table in the screen's language only.
+    note = page.locator("#coverage-note").inner_text()
+    assert "半径 1000 米；步行距离 = 直线距离 × 1.3" in note and "本报告计入了示例站点" in note
+    assert not re.search(r"walking|Sample", note), note
     page.wait_for_selector("#suggested-sites li.suggested", timeout=120_000)
     assert page.locator("#planning-map .leaflet-marker-icon").count() >= 1
     assert "新增覆盖" in page.locator("#suggested-sites li.suggested").first.inner_text()

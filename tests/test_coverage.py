@@ -91,7 +91,7 @@ def test_a_town_without_a_figure_gets_a_flagged_placeholder():
     grid = cv.demand_grid([known, unknown], cell_m=50)
     assert grid.towns["370303002"]["estimated"] is True
     assert grid.towns["370303002"]["population"] == pytest.approx(40_000, rel=0.01)
-    assert "placeholder" in grid.towns["370303002"]["note"]
+    assert grid.towns["370303002"]["note"].startswith("无人口统计数：暂以")
 
 
 def test_mclp_beats_greedy_where_greedy_is_myopic():
@@ -255,7 +255,7 @@ def test_cli_api_and_map_agree(client, seeded_path, tmp_path):
     for town in api["towns"]:
         assert rows[town["town_code"]][share] == town["population_covered_share"]
     picks = load_workbook(workbook)["选址建议"]
-    mclp = [r for r in picks.iter_rows(min_row=2, values_only=True) if r[1] == "MCLP"]
+    mclp = [r for r in picks.iter_rows(min_row=2, values_only=True) if r[1] == "最大覆盖（MCLP）"]
     assert [(r[2], r[3], r[5]) for r in mclp] == [
         (s["lon"], s["lat"], s["gain"]) for s in sites["sites"]
     ]
@@ -288,7 +288,8 @@ def test_a_population_file_replaces_town_totals(tmp_path, catalog):
     grid = cv.apply_population(grid, lon, lat, people, path.name)
     assert grid.population.sum() == pytest.approx(4000)
     assert grid.towns["370303001"]["population"] == 4000
-    assert "1 points outside" in grid.towns["370303001"]["note"]
+    assert "区界外 1 个点未计入" in grid.towns["370303001"]["note"]
+    assert (grid.population_source, grid.population_outside) == ("population.csv", 1)
     rows = cv.coverage_by_town([site("s", cx, cy)], grid, radius_m=500, detour=1.0)
     # people and area now differ: the centre's 1,000 of 4,000 are covered
     assert rows[0].population_covered_share == pytest.approx(0.25)

@@ -456,4 +456,4 @@ def test_the_coverage_report_says_how_many_sample_sites_it_counts(office: Office
     header = [cell.value for cell in sheet[1]]
     mashang = next(row for row in sheet.iter_rows(values_only=True) if row[0] == MASHANG)
     assert mashang[header.index("其中示例站点")] == town_row(after)["sample_sites"]
-    assert after["sample_note"] in [row[0] for row in sheet.iter_rows(values_only=True)]
+    assert after["sample_notes"]["zh"] in [row[0] for row in sheet.iter_rows(values_only=True)]

@@ -324,9 +324,14 @@ def test_the_coverage_outputs_say_that_sample_sites_are_counted(office, tmp_path
     path = tmp_path / "coverage.xlsx"
     write_workbook(path, report, None)
     cells = [c.value for row in load_workbook(path)["镇街覆盖与达标"].iter_rows() for c in row]
-    assert note in cells
-    # ...and the coverage page in its legend, drawn in the sample notice's style.
+    zh, en = report["sample_notes"]["zh"], report["sample_notes"]["en"]
+    assert note == f"{zh} ({en})"
+    assert zh in cells  # the workbook is in Chinese
+    # ...and the coverage page in its legend, in the page's language, drawn in
+    # the sample notice's style.
     page = client.get("/coverage/map", params=STATIONS)
     assert page.status_code == 200
-    assert read_json_script(page.text, "cov-data")["legend"]["sample"] == note
+    assert read_json_script(page.text, "cov-data")["legend"]["sample"] == zh
     assert "cov-sample" in page.text
+    english = client.get("/coverage/map", params={**STATIONS, "lang": "en"})
+    assert read_json_script(english.text, "cov-data")["legend"]["sample"] == en

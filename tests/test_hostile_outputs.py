@@ -439,7 +439,7 @@ def test_the_coverage_workbook_has_no_formula_and_numbers_as_numbers(hostile_pat
     assert {r[name] for r in rows} >= {expected_cell(n) for n in TOWN_NAMES}
     for row in rows:  # a town's note is its name, unless a placeholder replaced the figure
         if row[name] != "公园街道":
-            assert row[note] == row[name] or row[note].startswith("no figure:"), row
+            assert row[note] == row[name] or row[note].startswith("无人口统计数："), row
     assert sum(row[note] in {expected_cell(n) for n in TOWN_NAMES} for row in rows) >= 4
     for row in rows:
         assert isinstance(row[population], int) and isinstance(row[share], float), row

@@ -164,6 +164,7 @@ def test_the_cli_prints_a_town_and_a_landscape_a3_atlas(seeded_path, tmp_path):
             "370303002",
             "--out",
             str(town),
+            "--allow-local-qr",  # a test print: no public_url here
             "--store",
             str(seeded_path),
         ],
@@ -191,6 +192,7 @@ def test_the_cli_prints_a_town_and_a_landscape_a3_atlas(seeded_path, tmp_path):
             "stations",
             "--out",
             str(big),
+            "--allow-local-qr",
             "--store",
             str(seeded_path),
         ],

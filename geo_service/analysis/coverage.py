@@ -47,6 +47,7 @@ __all__ = [
     "coverage_by_town",
     "demand_grid",
     "distance_assumption",
+    "distance_assumption_zh",
     "parse_radius",
     "progress_by_unit",
     "recommend_sites",
@@ -70,6 +71,14 @@ def distance_assumption(detour: float = DETOUR_FACTOR) -> str:
     return (
         f"walking distance = straight-line distance × {detour} detour factor; "
         "life circles per GB 50180-2018: 5 min ≈ 300 m, 10 min ≈ 500 m, 15 min ≈ 1,000 m"
+    )
+
+
+def distance_assumption_zh(detour: float = DETOUR_FACTOR) -> str:
+    """``distance_assumption`` as the office's reports say it."""
+    return (
+        f"步行距离 = 直线距离 × {detour}（绕行系数）；"
+        "生活圈按 GB 50180-2018：5 分钟约 300 米，10 分钟约 500 米，15 分钟约 1000 米"
     )
 
 
@@ -102,6 +111,10 @@ class DemandGrid:
     town: np.ndarray  # town code per cell
     population: np.ndarray
     towns: dict[str, dict[str, Any]]  # code -> name, population, estimated, area_km2, note
+    #: the office's population file the people come from (None: town totals spread evenly)
+    population_source: str | None = None
+    #: that file's points that fell outside every town, left out
+    population_outside: int = 0
 
     def lonlat(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         back = pyproj.Transformer.from_crs(self.crs, 4326, always_xy=True)
@@ -160,10 +173,7 @@ def demand_grid(towns: Sequence[StoredFeature], cell_m: float = 100.0) -> Demand
         if not town_info["population"]:
             town_info["population"] = typical
             town_info["estimated"] = True
-            town_info["note"] = (
-                "no figure: placeholder = median population of the towns with figures "
-                f"({typical:,})"
-            )
+            town_info["note"] = f"无人口统计数：暂以有统计数镇街人口的中位数 {typical:,} 代替"
     town = np.concatenate(town_parts)
     population = np.array(
         [info[code]["population"] / max(info[code]["cells"], 1) for code in town], dtype=float
@@ -241,13 +251,15 @@ def apply_population(
             info,
             population=round(float(population[grid.town == code].sum())),
             estimated=False,
-            note=f"from {source}",
+            note=f"来自人口分布文件 {source}",
         )
     dropped = int((~inside).sum())
     if dropped:
         for info in towns.values():
-            info["note"] += f" ({dropped} points outside the district left out)"
-    return DemandGrid(grid.crs, grid.cell_m, grid.x, grid.y, grid.town, population, towns)
+            info["note"] += f"（区界外 {dropped} 个点未计入）"
+    return DemandGrid(
+        grid.crs, grid.cell_m, grid.x, grid.y, grid.town, population, towns, source, dropped
+    )
 
 
 def _site_xy(grid: DemandGrid, sites: Sequence[StoredFeature]) -> np.ndarray:
@@ -415,7 +427,8 @@ class Recommendation:
     sites: list[dict[str, Any]]  # x, y, lon, lat, gain (in greedy order within the chosen)
     greedy_sites: list[dict[str, Any]]
     greedy_covered_after: float
-    notes: list[str] = field(default_factory=list)
+    #: what the reader should know, each as (Chinese, English)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _choose(coverage: np.ndarray, weights: np.ndarray, p: int) -> tuple[list[int], float]:
@@ -498,7 +511,7 @@ def recommend_sites(
             [],
             [],
             before,
-            ["every resident is already covered"],
+            [("所有居民都已在覆盖范围内", "every resident is already covered")],
         )
     matrix = coverage[:, useful]
     chosen, seconds = _choose(matrix, w, min(p, len(useful)))
@@ -517,7 +530,12 @@ def recommend_sites(
     mclp_sites = described(_ordered_gains(matrix, w, chosen))
     greedy_sites = described(_ordered_gains(matrix, w, greedy))
     if len(useful) < p:
-        notes.append(f"only {len(useful)} candidates reach anyone not yet covered")
+        notes.append(
+            (
+                f"只有 {len(useful)} 个候选点能覆盖尚未覆盖的人口",
+                f"only {len(useful)} candidates reach anyone not yet covered",
+            )
+        )
     return Recommendation(
         radius_m=radius_m,
         p=p,
@@ -571,7 +589,11 @@ def recommend_for_district(
         open_blocks = ~covered_blocks
         candidates_xy = demand_xy[open_blocks]
         notes.append(
-            f"candidates: the centres of the {len(candidates_xy):,} uncovered {block:.0f} m blocks"
+            (
+                f"候选点：{len(candidates_xy):,} 个未覆盖的 {block:.0f} 米街区的中心",
+                f"candidates: the centres of the {len(candidates_xy):,} uncovered "
+                f"{block:.0f} m blocks",
+            )
         )
         uncovered_n = int(open_blocks.sum())
         if uncovered_n * len(candidates_xy) > MAX_MODEL_ENTRIES:
@@ -583,8 +605,12 @@ def recommend_for_district(
             best = np.argsort(-alone, kind="stable")[:keep]
             candidates_xy = candidates_xy[best]
             notes.append(
-                f"kept the {len(best):,} candidates that reach the most uncovered people on "
-                "their own (the model would otherwise be too large to build quickly)"
+                (
+                    f"只保留了单独覆盖未覆盖人口最多的 {len(best):,} 个候选点"
+                    "（否则模型太大，无法很快求解）",
+                    f"kept the {len(best):,} candidates that reach the most uncovered people on "
+                    "their own (the model would otherwise be too large to build quickly)",
+                )
             )
     else:
         if not candidates:
@@ -592,7 +618,12 @@ def recommend_for_district(
         forward = pyproj.Transformer.from_crs(4326, grid.crs, always_xy=True)
         cx, cy = forward.transform([c[0] for c in candidates], [c[1] for c in candidates])
         candidates_xy = np.column_stack([cx, cy])
-        notes.append(f"candidates: {len(candidates)} supplied by the office")
+        notes.append(
+            (
+                f"候选点：办公室提供的 {len(candidates)} 个",
+                f"candidates: {len(candidates)} supplied by the office",
+            )
+        )
     result = recommend_sites(demand_xy, weights, covered_blocks, candidates_xy, radius_m, p, detour)
     # Measure both choices on the fine grid, which the block centroids only approximate.
     fine_xy = np.column_stack([grid.x, grid.y])
@@ -623,8 +654,12 @@ def recommend_for_district(
     result.total = float(grid.population.sum())
     result.notes = [
         *notes,
-        f"chosen on {block:.0f} m blocks of uncovered demand; coverage and "
-        f"gains measured on the {grid.cell_m:.0f} m grid",
+        (
+            f"在 {block:.0f} 米的未覆盖街区上选址；覆盖人口和新增人口按 "
+            f"{grid.cell_m:.0f} 米网格计算",
+            f"chosen on {block:.0f} m blocks of uncovered demand; coverage and "
+            f"gains measured on the {grid.cell_m:.0f} m grid",
+        ),
         *result.notes,
     ]
     return result
@@ -635,8 +670,11 @@ def chosen_facilities(
     features: dict[str, list[StoredFeature]],
     layers: Sequence[str] | None,
     kinds: Sequence[str] | None,
+    *,
+    only_open: bool = True,
 ) -> list[StoredFeature]:
-    """The open facilities of the chosen layers and kinds."""
+    """The open facilities of the chosen layers and kinds (``only_open=False``:
+    planned and suspended ones too)."""
     # Each layer and kind once, however often it was asked for.
     names = (
         list(dict.fromkeys(layers)) if layers else [layer.id for layer in catalog.facility_layers]
@@ -654,7 +692,7 @@ def chosen_facilities(
         site
         for name in names
         for site in features[name]
-        if site.properties.get("status") == "open"
+        if (not only_open or site.properties.get("status") == "open")
         and (not kinds or site.properties.get("kind") in kinds)
     ]
 

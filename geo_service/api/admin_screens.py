@@ -89,14 +89,16 @@ async def coverage_workbook(request: Request) -> Response:
     question the Planning screen asked (``layers``, ``kinds``, ``radius``,
     ``p``): the same jobs as the screen ran, so normally from the cache."""
     await run_in_threadpool(principal, request)  # a console route: signed in
-    inputs = _inputs(request, ("layers", "kinds", "radius", "p"))
+    inputs = _inputs(request, ("layers", "kinds", "radius", "p", "lang"))
+    # The console's language (?lang=en on its screens): the workbook's too.
+    lang = "en" if inputs.pop("lang", None) == "en" else "zh"
     p = inputs.pop("p", None)
     report = await _report(request, inputs)
     recommendation = await _recommendation(request, {**inputs, "p": p}) if p else None
 
     def render() -> bytes:
         out = io.BytesIO()
-        write_workbook(out, report, recommendation)
+        write_workbook(out, report, recommendation, lang)
         return out.getvalue()
 
     return Response(

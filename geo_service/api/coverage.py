@@ -164,18 +164,31 @@ async def coverage_sites(request: Request) -> Response:
     tags=["Coverage planning"],
     response_class=HTMLResponse,
     responses={200: {"content": HTML}},
-    openapi_extra={"parameters": [*_QUESTION, _P]},
+    openapi_extra={
+        "parameters": [
+            *_QUESTION,
+            _P,
+            _parameter(
+                "lang",
+                "The page's language: zh (default) or en",
+                {"type": "string", "enum": ["zh", "en"]},
+            ),
+        ]
+    },
 )
 async def coverage_page(request: Request) -> HTMLResponse:
     from geo_service.web.coverage_map import coverage_map
 
-    inputs = _inputs(request, ("layers", "kinds", "radius", "p"))
+    inputs = _inputs(request, ("layers", "kinds", "radius", "p", "lang"))
+    lang = inputs.pop("lang", "zh")
+    if lang not in {"zh", "en"}:
+        raise InvalidParameter("lang", "must be zh or en")
     p = inputs.pop("p", None)
     report = await _report(request, inputs)
     recommendation = await _recommendation(request, {**inputs, "p": p}) if p is not None else None
 
     def render() -> str:
         towns = request.app.state.runtime.store.all_features("towns")
-        return coverage_map(report, towns, recommendation)
+        return coverage_map(report, towns, recommendation, lang)
 
     return HTMLResponse(await run_in_threadpool(render))

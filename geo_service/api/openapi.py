@@ -415,6 +415,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "cell_m": {"type": "number"},
             "facilities": {"type": "integer", "minimum": 0},
             "distance": {"type": "string"},
+            "distance_zh": {"type": "string"},
+            "not_open": {
+                "type": "object",
+                "description": "Sites of the chosen layers and kinds not counted, by status "
+                "(planned, suspended): only open sites count",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+            "population_source": {
+                "type": ["string", "null"],
+                "description": "The office's population file the people come from; null: "
+                "each town's total spread evenly over its cells, so a town's covered share "
+                "of people equals its covered share of area",
+            },
+            "population_outside": {"type": "integer", "minimum": 0},
             "sample_sites": {
                 "type": "object",
                 "description": "Sample sites counted by the coverage and by the compliance check",
@@ -475,6 +489,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "greedy": {"type": "object", "required": ["sites"]},
             "notes": {"type": "array", "items": {"type": "string"}},
+            "notes_zh": {"type": "array", "items": {"type": "string"}},
         },
     },
     "OpenState": {

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMULA_STARTS",
+    "append_notes",
     "csv_bytes",
+    "display_width",
     "safe_cell",
     "save_workbook",
     "table_sheet",
@@ -94,25 +98,89 @@ def xlsx_row(values: Iterable[Any]) -> list[Any]:
     ]
 
 
+def display_width(value: Any) -> int:
+    """How many character widths ``value`` takes in a spreadsheet column: a
+    CJK (wide) character counts two, as Excel and WPS draw it.
+
+    >>> display_width("镇街代码"), display_width("P90"), display_width(None)
+    (8, 3, 0)
+    """
+    text = "" if value is None else str(value)
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _shown(value: Any, number_format: str) -> str:
+    """The text a spreadsheet shows for ``value`` in ``number_format`` (the
+    formats this service uses), to size the column by."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "" if value is None else str(value)
+    if number_format.endswith("%"):
+        return f"{value:.1%}"
+    if number_format.startswith("#,##0"):
+        return f"{value:,.0f}"
+    return str(value)
+
+
 def table_sheet(
-    book: Workbook, title: str, header: list[str], rows: list[list[Any]], *, first: bool = False
+    book: Workbook,
+    title: str,
+    header: list[str],
+    rows: list[list[Any]],
+    *,
+    first: bool = False,
+    formats: dict[str, str] | None = None,
 ):
-    """A sheet of ``rows`` under a bold ``header``, every value made safe,
-    columns as wide as their text (8 to 40 characters). ``first``: the
-    workbook's own first sheet rather than a new one."""
-    from openpyxl.styles import Font
+    """A sheet of ``rows`` under a bold, frozen ``header``, every value made
+    safe, numbers shown in ``formats`` (header -> number format, e.g.
+    ``"0.0%"``), columns as wide as their widest shown text (CJK counting
+    double, 8 to 40 widths). ``first``: the workbook's own first sheet rather
+    than a new one."""
+    from openpyxl.styles import Alignment, Font
 
     sheet = book.active if first else book.create_sheet()
     sheet.title = title
     sheet.append(xlsx_row(header))
     for cell in sheet[1]:
         cell.font = Font(bold=True)
+        cell.alignment = Alignment(vertical="center")
     for row in rows:
         sheet.append(xlsx_row(row))
-    for column in sheet.columns:
-        width = max(len(str(c.value or "")) for c in column) + 2
+    formats = formats or {}
+    for column, name in zip(
+        sheet.iter_cols(min_row=1, max_row=sheet.max_row), header, strict=False
+    ):
+        number_format = formats.get(name)
+        if number_format:
+            for cell in column[1:]:
+                cell.number_format = number_format
+        width = max(display_width(_shown(c.value, number_format or "")) for c in column) + 2
         sheet.column_dimensions[column[0].column_letter].width = min(max(width, 8), 40)
+    sheet.freeze_panes = "A2"
     return sheet
+
+
+def append_notes(sheet, notes: Iterable[str], *, fill: str | None = None) -> None:
+    """Notes under a table, each in column A merged across the table's width
+    and wrapped, so a long note stays on the page instead of running off to
+    the right (``fill``: a background colour such as ``"FFF3CD"``)."""
+    from openpyxl.styles import Alignment, PatternFill
+
+    last = max(sheet.max_column, 1)
+    span = sum(
+        sheet.column_dimensions[sheet.cell(row=1, column=c).column_letter].width or 8
+        for c in range(1, last + 1)
+    )
+    for note in notes:
+        sheet.append(xlsx_row([note]))
+        row = sheet.max_row
+        cell = sheet.cell(row=row, column=1)
+        cell.alignment = Alignment(wrap_text=True, vertical="top")
+        if fill:
+            cell.fill = PatternFill("solid", fgColor=fill)
+        if last > 1:
+            sheet.merge_cells(start_row=row, start_column=1, end_row=row, end_column=last)
+        lines = math.ceil(display_width(note) / max(span - 2, 10))
+        sheet.row_dimensions[row].height = 16 * max(lines, 1)
 
 
 def save_workbook(book: Workbook, path: Path | IO[bytes]) -> None:

@@ -95,9 +95,13 @@ def owner_here() -> str:
 
 
 def cache_key(rt: Runtime, proc: Process, inputs: dict[str, Any]) -> str:
-    """Same process, same inputs, same data (every layer's version): same key."""
+    """Same process, same inputs, same data (every layer's version) and the
+    same base of printed links and QR codes: same key. A PDF printed before
+    ``public_url`` was set (or changed) is never handed out after it."""
+    from geo_service.services.printing import base_url
+
     versions = sorted(rt.store.layer_versions().items())
-    text = orjson.dumps([proc.id, inputs, versions], option=orjson.OPT_SORT_KEYS)
+    text = orjson.dumps([proc.id, inputs, versions, base_url(rt)], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(text).hexdigest()
 
 

@@ -3,6 +3,7 @@ the same numbers for the API, the CLI workbook and the coverage map."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -16,12 +17,13 @@ import numpy as np
 from geo_service.analysis import coverage as cv
 from geo_service.errors import InvalidParameter
 from geo_service.runtime import Runtime
-from geo_service.services.samples import coverage_sample_note
+from geo_service.services.samples import coverage_sample_note, coverage_sample_notes
 
 __all__ = [
     "MAX_P",
     "Question",
     "coverage_report",
+    "keep_population_file",
     "parse_p",
     "question_from",
     "recommend_sites",
@@ -91,6 +93,27 @@ def _inputs(rt: Runtime, question: Question):
     return towns, features, sites, grid
 
 
+def keep_population_file(rt: Runtime, content: bytes, media: str, filename: str | None) -> str:
+    """Keep an office's uploaded population file for the jobs that read it,
+    checked first (a bad row refuses it, named, before any work is queued).
+    Named by its content, so the same file asks the same question (and is
+    answered from the cache); its own name kept for the report's notes."""
+    from geo_service.services.editing import IMPORT_TYPES
+
+    digest = hashlib.sha256(content).hexdigest()[:32]
+    stem = re.sub(r"[^\w.-]+", "_", Path(filename or "population").stem)[:80] or "population"
+    path = Path(rt.settings.spool_dir) / "population" / digest / f"{stem}{IMPORT_TYPES[media]}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    try:
+        cv.read_points_file(path, rt.catalog, "population")
+    except InvalidParameter as error:
+        path.unlink()
+        raise InvalidParameter("population", error.message) from None
+    return str(path)
+
+
 def coverage_report(rt: Runtime, question: Question) -> dict[str, Any]:
     """Coverage and compliance per town, cached until the store changes."""
     return rt.results.get(("report", question), lambda: _report(rt, question))
@@ -129,16 +152,35 @@ def _report(rt: Runtime, question: Question) -> dict[str, Any]:
         "coverage": sum(bool(s.properties.get("sample")) for s in sites),
         "compliance": sum(bool(s.properties.get("sample")) for s in open_sites),
     }
+    # Planned and suspended sites of the chosen layers and kinds: not counted,
+    # and said so where a total differs from the layer's count.
+    not_open = Counter(
+        s.properties.get("status") or "unknown"
+        for s in cv.chosen_facilities(
+            rt.catalog, features, question.layers, question.kinds, only_open=False
+        )
+        if s.properties.get("status") != "open"
+    )
     return {
         "radius_m": question.radius_m,
         "layers": list(question.layers) if question.layers else None,
         "kinds": list(question.kinds) if question.kinds else None,
         "cell_m": question.cell_m,
         "facilities": len(sites),
+        "not_open": dict(sorted(not_open.items())),
         "distance": cv.distance_assumption(),
+        "distance_zh": cv.distance_assumption_zh(),
+        # Where the people come from: None, town totals spread evenly over each
+        # town's cells (so a town's covered share of people equals its share of area).
+        "population_source": grid.population_source,
+        "population_outside": grid.population_outside,
         # Sample sites counted, and the note every output shows when there are any.
         "sample_sites": samples,
         "sample_note": coverage_sample_note(
+            (samples["coverage"], len(sites)), (samples["compliance"], len(open_sites))
+        ),
+        # The same, each language alone (the coverage map's legend speaks one).
+        "sample_notes": coverage_sample_notes(
             (samples["coverage"], len(sites)), (samples["compliance"], len(open_sites))
         ),
         "towns": table,
@@ -189,7 +231,8 @@ def _recommend(rt: Runtime, question: Question, p: int) -> dict[str, Any]:
             "covered_share_after": round(result.greedy_covered_after / total, 4),
             "sites": [_site(s, grid) for s in result.greedy_sites],
         },
-        "notes": result.notes,
+        "notes": [en for _zh, en in result.notes],
+        "notes_zh": [zh for zh, _en in result.notes],
     }
 
 

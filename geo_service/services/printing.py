@@ -6,15 +6,27 @@ workers; the drawing is ``outputs.printing``'s.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from geo_service.errors import InvalidParameter
 from geo_service.runtime import Runtime
 from geo_service.services.geocode import geocode_address
 
-__all__ = ["ORIENTATIONS", "SIZES", "PrintOptions", "atlas", "nearest_sheet", "town"]
+__all__ = [
+    "ORIENTATIONS",
+    "SIZES",
+    "PrintOptions",
+    "atlas",
+    "base_url",
+    "is_loopback",
+    "nearest_sheet",
+    "qr_base_url",
+    "town",
+]
 
 SIZES = ("A4", "A3")
 ORIENTATIONS = ("portrait", "landscape")
@@ -66,6 +78,41 @@ def base_url(rt: Runtime) -> str:
     if ":" in host:
         host = f"[{host}]"  # an IPv6 address
     return f"http://{host}:{settings.port}"
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` names this computer only (127.0.0.0/8, ::1, localhost):
+    a phone scanning a printed QR code for it opens nothing.
+
+    >>> is_loopback("http://127.0.0.1:8000"), is_loopback("http://[::1]:8000")
+    (True, True)
+    >>> is_loopback("http://localhost:8000"), is_loopback("https://map.example.gov.cn")
+    (True, False)
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def qr_base_url(rt: Runtime, *, allow_local: bool = False) -> str:
+    """``base_url`` for pages that carry QR codes, refused when it names this
+    computer only, unless ``allow_local`` says that is meant (a test print):
+    an office would otherwise hand out codes no phone can open."""
+    url = base_url(rt)
+    if is_loopback(url) and not allow_local:
+        raise InvalidParameter(
+            "public_url",
+            f"打印的二维码会指向 {url}，只有本机能打开。请设置公开网址 "
+            "GEO_SERVICE_PUBLIC_URL（例如 https://map.example.gov.cn），"
+            "或用 --allow-local-qr 明确允许本机地址。"
+            f" (Printed QR codes would point to {url}, which only this computer opens: set "
+            "GEO_SERVICE_PUBLIC_URL, or pass --allow-local-qr to print them anyway.)",
+        )
+    return url
 
 
 def atlas(

@@ -258,7 +258,37 @@ _QUESTION_INPUTS = {
     "layers": _LAYERS,
     "kinds": {"type": "array", "items": {"type": "string"}, "description": "Kinds to count"},
     "radius": _RADIUS,
+    "population": {
+        "type": "object",
+        "description": "The office's population points or cells instead of town totals "
+        '(so people and area shares differ): {"value": base64, "mediaType": "text/csv", '
+        '"filename": "社区人口.csv"}, a CSV/XLSX with 经度, 纬度 and 人口 (or 常住人口) '
+        "columns, or a GeoJSON/GeoPackage with a population property",
+        "properties": {
+            "value": {"type": "string"},
+            "mediaType": {"type": "string"},
+            "filename": {"type": "string", "maxLength": 120},
+        },
+    },
 }
+
+
+def _uploaded(raw: dict[str, Any], name: str) -> tuple[bytes, str]:
+    """A file given as an input value: ``{"value": base64, "mediaType": ...}``."""
+    from geo_service.services.editing import IMPORT_TYPES
+
+    given = raw.get(name)
+    if not isinstance(given, dict) or not isinstance(given.get("value"), str):
+        raise InvalidParameter(
+            name, 'give {"value": "<base64>", "mediaType": "text/csv"} (or another type)'
+        )
+    media = str(given.get("mediaType") or "").split(";")[0].strip().lower()
+    if media not in IMPORT_TYPES:
+        raise InvalidParameter(name, "mediaType must be one of " + ", ".join(IMPORT_TYPES))
+    try:
+        return base64.b64decode(given["value"], validate=True), media
+    except (binascii.Error, ValueError):
+        raise InvalidParameter(name, "value is not base64") from None
 
 
 def _question(rt: Runtime, raw: dict[str, Any]) -> dict[str, Any]:
@@ -272,10 +302,20 @@ def _question(rt: Runtime, raw: dict[str, Any]) -> dict[str, Any]:
     question = question_from(
         rt, _names(raw, "layers"), _names(raw, "kinds"), None if radius is None else str(radius)
     )
+    population = None
+    if raw.get("population") is not None:
+        from geo_service.services.planning import keep_population_file
+
+        content, media = _uploaded(raw, "population")
+        filename = raw["population"].get("filename")
+        population = keep_population_file(
+            rt, content, media, filename if isinstance(filename, str) else None
+        )
     return {
         "layers": list(question.layers) if question.layers else None,
         "kinds": list(question.kinds) if question.kinds else None,
         "radius_m": question.radius_m,
+        "population_file": population,
     }
 
 
@@ -286,6 +326,7 @@ def _as_question(inputs: dict[str, Any]):
         tuple(inputs["layers"]) if inputs["layers"] else None,
         tuple(inputs["kinds"]) if inputs["kinds"] else None,
         inputs["radius_m"],
+        population_file=inputs.get("population_file"),
     )
 
 
@@ -348,7 +389,7 @@ _INTERNAL_IMPORT = frozenset({"spool", "who"})
 
 
 def _check_import(rt: Runtime, raw: dict[str, Any]) -> dict[str, Any]:
-    from geo_service.services.editing import IMPORT_TYPES, spool_upload
+    from geo_service.services.editing import spool_upload
     from geo_service.sources.crs import CoordinateSystem
 
     unknown_inputs(IMPORT, raw, trusted=True)
@@ -363,18 +404,7 @@ def _check_import(rt: Runtime, raw: dict[str, Any]) -> dict[str, Any]:
     spool = raw.get("spool")
     if spool is None:
         # Through /processes/import/execution: the file is an input value, base64.
-        given = raw.get("file")
-        if not isinstance(given, dict) or not isinstance(given.get("value"), str):
-            raise InvalidParameter(
-                "file", 'give {"value": "<base64>", "mediaType": "text/csv"} (or another type)'
-            )
-        media = str(given.get("mediaType") or "").split(";")[0].strip().lower()
-        if media not in IMPORT_TYPES:
-            raise InvalidParameter("file", "mediaType must be one of " + ", ".join(IMPORT_TYPES))
-        try:
-            content = base64.b64decode(given["value"], validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidParameter("file", "value is not base64") from None
+        content, media = _uploaded(raw, "file")
         spool = str(spool_upload(rt, content, media, filename))
     return {
         "collection": collection,

@@ -23,6 +23,7 @@ __all__ = [
     "RETIRE",
     "count_samples",
     "coverage_sample_note",
+    "coverage_sample_notes",
     "probable_samples",
     "restore_sample",
     "retire_samples",
@@ -57,28 +58,45 @@ def sample_note(samples: int, total: int) -> dict[str, str]:
     }
 
 
-def coverage_sample_note(coverage: tuple[int, int], compliance: tuple[int, int]) -> str | None:
-    """What a coverage report that counts sample sites must say, Chinese
-    first: ``coverage`` and ``compliance`` are (sample sites, all sites)
-    counted by each part. None when no sample site is counted.
+def coverage_sample_notes(
+    coverage: tuple[int, int], compliance: tuple[int, int]
+) -> dict[str, str] | None:
+    """What a coverage report that counts sample sites must say, in Chinese
+    (``zh``) and English (``en``): ``coverage`` and ``compliance`` are
+    (sample sites, all sites) counted by each part. None when no sample site
+    is counted.
 
-    >>> note = coverage_sample_note((24, 24), (70, 82))
-    >>> note.startswith("注意：本报告计入了示例站点"), "82 个开放站点中有 70 个" in note
-    (True, True)
-    >>> coverage_sample_note((0, 5), (0, 9)) is None
+    >>> notes = coverage_sample_notes((24, 24), (70, 82))
+    >>> notes["zh"].startswith("注意：本报告计入了示例站点")
+    True
+    >>> "82 个开放站点中有 70 个" in notes["zh"]
+    True
+    >>> coverage_sample_notes((0, 5), (0, 9)) is None
     True
     """
     (in_coverage, coverage_total), (in_compliance, compliance_total) = coverage, compliance
     if not in_coverage and not in_compliance:
         return None
-    return (
-        f"注意：本报告计入了示例站点：覆盖分析的 {coverage_total} 个站点中有 {in_coverage} 个、"
-        f"达标检查的 {compliance_total} 个开放站点中有 {in_compliance} 个为示例数据（sample），"
-        "结果仅作演示，不代表实际情况。 "
-        f"(Sample sites are counted: {in_coverage} of the {coverage_total} sites in the "
+    return {
+        "zh": f"注意：本报告计入了示例站点：覆盖分析的 {coverage_total} 个站点中有 "
+        f"{in_coverage} 个、达标检查的 {compliance_total} 个开放站点中有 {in_compliance} 个"
+        "为示例数据，结果仅作演示，不代表实际情况。",
+        "en": f"Sample sites are counted: {in_coverage} of the {coverage_total} sites in the "
         f"coverage and {in_compliance} of the {compliance_total} open sites in the compliance "
-        "check are sample data; the results are illustrative.)"
-    )
+        "check are sample data; the results are illustrative.",
+    }
+
+
+def coverage_sample_note(coverage: tuple[int, int], compliance: tuple[int, int]) -> str | None:
+    """``coverage_sample_notes`` in one text, Chinese first, for outputs in
+    both languages at once (the workbook, the CLI, the report's ``sample_note``).
+
+    >>> note = coverage_sample_note((24, 24), (70, 82))
+    >>> note.startswith("注意：本报告计入了示例站点"), "Sample sites are counted" in note
+    (True, True)
+    """
+    notes = coverage_sample_notes(coverage, compliance)
+    return None if notes is None else f"{notes['zh']} ({notes['en']})"
 
 
 def probable_samples(store: Store, layer: Layer, feature: ValidFeature) -> list[SampleSite]:

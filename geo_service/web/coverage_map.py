@@ -4,6 +4,7 @@ Leaflet and the page's script are inlined: the page needs no network."""
 
 from __future__ import annotations
 
+import itertools
 from html import escape
 from typing import Any
 
@@ -20,8 +21,41 @@ from geo_service.web.markup import finish_page, json_script
 
 __all__ = ["coverage_data", "coverage_map"]
 
-#: Covered share of people -> fill colour (light to dark green), as in the legend.
-BANDS = [(0.0, "#fde0dd"), (0.25, "#fee8c8"), (0.5, "#d9f0a3"), (0.75, "#78c679"), (0.9, "#238443")]
+#: Covered share of people -> fill colour: ColorBrewer YlGnBu, light (few
+#: people reached) to dark blue (most), as in the legend. No red or pink: the
+#: uncovered cells are drawn over the fill as a grey hatch, which leaves the
+#: town's colour readable between the lines.
+BANDS = [(0.0, "#ffffcc"), (0.1, "#a1dab4"), (0.25, "#41b6c4"), (0.5, "#2c7fb8"), (0.75, "#253494")]
+_LANGS = ("zh", "en")
+#: The page's texts in each language ({placeholders} filled by ``coverage_data``).
+_WORDS = {
+    "zh": {
+        "title": "张店区拥军服务覆盖分析",
+        "subtitle": "镇街覆盖人口比例（步行 {r} 米以内）",
+        "uncovered": "未覆盖区域（斜线）",
+        "sites": "现有设施（正常开放）",
+        "suggested": "建议新址 ★（最大覆盖模型）：覆盖人口 {before} → {after}",
+        "people": "覆盖人口 {people} · 面积 {area}",
+        "median": "步行距离中位数 {median}",
+        "metres": "{m} 米",
+        "facilities": "设施 {n} 个",
+        "new_site": "建议新址 {n}: +{gain} 人 ({town})",
+        "legend": "图例",
+    },
+    "en": {
+        "title": "Zhangdian support services: coverage",
+        "subtitle": "Share of people within a {r} m walk, by town",
+        "uncovered": "Not covered (hatched)",
+        "sites": "Existing facilities (open)",
+        "suggested": "Suggested sites ★ (maximal covering): people covered {before} → {after}",
+        "people": "People covered {people} · area {area}",
+        "median": "Median walk {median}",
+        "metres": "{m} m",
+        "facilities": "{n} facilities",
+        "new_site": "Suggested site {n}: +{gain} people ({town})",
+        "legend": "Legend",
+    },
+}
 
 
 def _colour(share: float) -> str:
@@ -30,6 +64,12 @@ def _colour(share: float) -> str:
         if share >= floor:
             colour = band_colour
     return colour
+
+
+def _band_texts() -> list[str]:
+    """Each class as the range it holds: 0–10%, 10–25%, …, 75–100%."""
+    floors = [floor for floor, _colour in BANDS] + [1.0]
+    return [f"{low:.0%}–{high:.0%}" for low, high in itertools.pairwise(floors)]
 
 
 def _uncovered_shape(points: list[tuple[float, float]], cell_m: float) -> dict | None:
@@ -52,9 +92,10 @@ def coverage_map(
     report: dict[str, Any],
     towns: list[StoredFeature],
     recommendation: dict[str, Any] | None = None,
-    title: str = "张店区拥军服务覆盖分析",
+    lang: str = "zh",
 ) -> str:
-    """The coverage map as one HTML page that needs no network.
+    """The coverage map as one HTML page that needs no network, in ``lang``
+    (``zh`` or ``en``).
 
     folium makes the map; everything drawn from the report (town shapes and
     labels, uncovered cells, sites, suggested sites, tooltips, the legend)
@@ -63,13 +104,13 @@ def coverage_map(
     fmap = folium.Map(location=[36.80, 118.05], zoom_start=11, tiles=None, control_scale=True)
     fmap.default_js, fmap.default_css = [], []
     root = fmap.get_root()
-    root.title = escape(title)  # branca writes the title as it is
+    root.title = escape(_WORDS[lang]["title"])  # branca writes the title as it is
     root.header.add_child(Element('<link rel="icon" href="data:,">'))
     root.header.add_child(Element(f"<style>{Asset('leaflet', 'leaflet.css').inlined()}</style>"))
     root.header.add_child(Element(f"<style>{Asset('app', 'coverage.css').inlined()}</style>"))
     root.header.add_child(Element(f"<script>{Asset('leaflet', 'leaflet.js').inlined()}</script>"))
     root.header.add_child(Element(f"<script>{Asset('app', 'coverage.js').inlined()}</script>"))
-    data = coverage_data(report, towns, recommendation, title)
+    data = coverage_data(report, towns, recommendation, lang)
     root.html.add_child(Element(json_script("cov-data", data)))
     fmap.add_child(_Draw())
     return finish_page(root.render())
@@ -92,10 +133,13 @@ def coverage_data(
     report: dict[str, Any],
     towns: list[StoredFeature],
     recommendation: dict[str, Any] | None = None,
-    title: str = "张店区拥军服务覆盖分析",
+    lang: str = "zh",
 ) -> dict[str, Any]:
-    """What the coverage page draws, its texts already formatted as people
-    write them (plain text: the page shows it, never parses it)."""
+    """What the coverage page draws, its texts in ``lang`` already formatted
+    as people write them (plain text: the page shows it, never parses it)."""
+    if lang not in _LANGS:
+        raise ValueError(f"lang must be one of {_LANGS}, not {lang!r}")
+    words = _WORDS[lang]
     rows = {row["town_code"]: row for row in report["towns"]}
     drawn_towns = []
     for town in towns:
@@ -113,9 +157,15 @@ def coverage_data(
                 "tooltip": {
                     "title": row["town_name"],
                     "lines": [
-                        f"覆盖人口 {share:.0%} · 面积 {row['area_covered_share']:.0%}",
-                        f"步行距离中位数 {'-' if median is None else f'{median:.0f} 米'}",
-                        f"设施 {row['facilities']} 个",
+                        words["people"].format(
+                            people=f"{share:.0%}", area=f"{row['area_covered_share']:.0%}"
+                        ),
+                        words["median"].format(
+                            median="-"
+                            if median is None
+                            else words["metres"].format(m=f"{median:.0f}")
+                        ),
+                        words["facilities"].format(n=row["facilities"]),
                     ],
                 },
                 "label": {"at": [point.y, point.x], "lines": [row["town_name"], f"{share:.0%}"]},
@@ -136,30 +186,40 @@ def coverage_data(
                 "at": [site["lat"], site["lon"]],
                 "number": number,
                 "tooltip": {
-                    "title": f"建议新址 {number}: +{site['gain']:,} 人 ({site['town_name']})"
+                    "title": words["new_site"].format(
+                        n=number, gain=f"{site['gain']:,}", town=site["town_name"]
+                    )
                 },
             }
             for number, site in enumerate(recommendation["sites"], start=1)
         ]
         legend_lines.append(
-            f"建议新址 ★ (MCLP): 覆盖 {recommendation['covered_share_before']:.1%} → "
-            f"{recommendation['covered_share_after']:.1%}"
+            words["suggested"].format(
+                before=f"{recommendation['covered_share_before']:.1%}",
+                after=f"{recommendation['covered_share_after']:.1%}",
+            )
         )
     bounds = shapely.total_bounds([t.geometry for t in towns]) if towns else None
+    samples = report.get("sample_notes")
     return {
+        "lang": lang,
         "towns": drawn_towns,
         "sites": sites,
         "suggested": suggested,
         "legend": {
-            "title": title,
-            "subtitle": f"覆盖人口比例（步行 {report['radius_m']:.0f} 米内）",
-            "bands": [{"colour": colour, "text": f"≥ {floor:.0%}"} for floor, colour in BANDS],
-            "uncovered": "未覆盖网格",
-            "sites": "现有设施",
+            "heading": words["legend"],
+            "title": words["title"],
+            "subtitle": words["subtitle"].format(r=f"{report['radius_m']:.0f}"),
+            "bands": [
+                {"colour": colour, "text": text}
+                for (_floor, colour), text in zip(BANDS, _band_texts(), strict=True)
+            ],
+            "uncovered": words["uncovered"],
+            "sites": words["sites"],
             "lines": legend_lines,
-            "note": report["distance"],
+            "note": report["distance_zh"] if lang == "zh" else report["distance"],
             # Every number on the page includes these sites: said under the title.
-            "sample": report.get("sample_note"),
+            "sample": samples[lang] if samples else None,
         },
         "bounds": None
         if bounds is None

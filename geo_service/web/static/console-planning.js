@@ -127,9 +127,10 @@
     // The items' names, in the report's order (compliance columns: has_<item>).
     report.items = DATA.items;
     tableBox.appendChild(townTable(report));
-    coverageNote.hidden = !report.sample_note;
+    // The report says each note in both languages; the screen shows its own.
+    var samples = report.sample_notes ? report.sample_notes[en ? "en" : "zh"] : "";
     coverageNote.className = "sample-note warning";
-    coverageNote.textContent = (report.sample_note || "") + " " + t("note", { r: Math.round(report.radius_m), distance: report.distance });
+    coverageNote.textContent = samples + " " + t("note", { r: Math.round(report.radius_m), distance: en ? report.distance : report.distance_zh });
     coverageNote.hidden = false;
     existingLayer.clearLayers();
     report.sites.forEach(function (site) {
@@ -173,7 +174,7 @@
         showRecommendation(result);
         coverageStatus.textContent = t("done", { what: t("report") + " · " + t("recommendation") });
         xlsx.setAttribute("href", C.root + "admin/api/coverage.xlsx?layers=" + encodeURIComponent(layers.join(",")) +
-          "&radius=" + encodeURIComponent(question.radius) + "&p=" + count);
+          "&radius=" + encodeURIComponent(question.radius) + "&p=" + count + (en ? "&lang=en" : ""));
         xlsx.hidden = false;
       })
       .catch(function (error) {
