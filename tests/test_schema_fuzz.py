@@ -93,6 +93,8 @@ _NOT_STATABLE = {
     "^GET /coverage": "kinds must belong to the chosen layers",
     # A tile's x and y run to 2^z - 1: bounds that depend on z.
     "^GET /collections/{collectionId}/tiles/": "x and y depend on the zoom",
+    # A comparison date after the report's own date (as_of, default today).
+    "^GET /supervision": "since must not be after as_of",
     # One site's state (id) needs exactly one layer.
     "^GET /open-state$": "id needs exactly one layer",
     # Each process takes its own inputs (GET /processes/{id} states them).
