@@ -246,6 +246,9 @@ def server_store(request, tmp_path) -> Iterator[dict[str, str]]:
     store.close()
 
 
+#: A host name the test browser resolves to 127.0.0.1 (see ``browser``).
+PLAIN_HTTP_HOST = "zhangdian.test"
+
 #: Debian's Chromium, driven through Playwright (never a downloaded browser).
 CHROMIUM = os.environ.get("GEO_SERVICE_CHROMIUM") or shutil.which("chromium")
 
@@ -267,6 +270,11 @@ def browser():
     if not CHROMIUM:
         missing("Debian's chromium is not installed (apt-get install chromium)")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # PLAIN_HTTP_HOST reaches the test servers by a name that is not
+        # loopback: a page there is not a secure context, as on a real phone.
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", f"--host-resolver-rules=MAP {PLAIN_HTTP_HOST} 127.0.0.1"],
+        )
         yield launched
         launched.close()

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from geo_service.sources.crs import convert
-from tests.conftest import ROOT, missing, running_server
+from tests.conftest import PLAIN_HTTP_HOST, ROOT, missing, running_server
 
 pytestmark = pytest.mark.server
 
@@ -49,6 +49,7 @@ def _is_local(url: str) -> bool:
     return parsed.scheme in {"file", "data", "blob"} or parsed.hostname in {
         "127.0.0.1",
         "localhost",
+        PLAIN_HTTP_HOST,
     }
 
 

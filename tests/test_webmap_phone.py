@@ -104,3 +104,177 @@ def test_popups_opened_from_search_lie_whole_on_the_screen(
         watched.page.click("#gs-language")
     assert failures == {}
     assert watched.outside == [] and watched.errors == []
+
+
+def test_the_page_can_be_zoomed_by_the_resident(live_server):
+    """WCAG 1.4.4: no viewport that forbids pinch-zoom (folium writes one)."""
+    import httpx
+
+    page = httpx.get(live_server + "/", headers={"Accept": "text/html"}).text
+    viewport = re.findall(r'<meta name="viewport" content="([^"]*)"', page)
+    assert viewport == ["width=device-width, initial-scale=1"]
+    assert "user-scalable" not in page and "maximum-scale" not in page
+
+
+_SHEET = """() => { const p = document.getElementById('gs-panel'), r = p.getBoundingClientRect();
+  return {state: p.dataset.sheet, top: r.top, height: r.height,
+    grip: document.getElementById('gs-grip').getAttribute('aria-expanded'),
+    toggle: document.getElementById('gs-toggle').getAttribute('aria-expanded'),
+    name: document.getElementById('gs-grip').getAttribute('aria-label'),
+    bar: document.querySelector('.gs-top').getBoundingClientRect().bottom}; }"""
+
+#: Where the resident's dot and the numbered results lie, against the top bar
+#: and the sheet: every one must be in the map's uncovered part.
+_HIDDEN_MARKS = """() => {
+  const top = document.querySelector('.gs-top').getBoundingClientRect().bottom;
+  const sheet = document.getElementById('gs-panel').getBoundingClientRect().top;
+  const marks = [...document.querySelectorAll('.gs-here span, .gs-result-num span')];
+  if (!marks.length) return ['no marks'];
+  return marks.filter(m => { const r = m.getBoundingClientRect();
+      const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+      return r.top < top || r.bottom > sheet || r.left < 0 || r.right > innerWidth ||
+        (hit && hit.closest('.gs-panel, .gs-top')); })
+    .map(m => (m.textContent || 'dot') + ' at ' + Math.round(m.getBoundingClientRect().top)); }"""
+
+
+def test_the_bottom_sheet_peeks_halves_and_fills_by_tap_key_and_drag(live_server, open_map):
+    watched = open_map(live_server + "/", 360, 740)
+    sheet = watched.js(_SHEET)
+    # The map comes first: the sheet opens folded, with 定位我 in reach.
+    assert sheet["state"] == "peek" and sheet["grip"] == "false" and sheet["toggle"] == "false"
+    assert sheet["height"] < 740 * 0.2
+    assert "已收起" in sheet["name"]
+    assert watched.page.locator("#gs-locate").is_visible()
+    watched.page.screenshot(path=str(SCREENSHOTS / "map-sheet-peek.png"))
+    heights = {"peek": sheet["height"]}
+    watched.page.click("#gs-grip")
+    sheet = watched.js(_SHEET)
+    assert sheet["state"] == "half" and sheet["grip"] == "true" and "半屏" in sheet["name"]
+    heights["half"] = sheet["height"]
+    assert watched.page.locator("#gs-nearest-layer").is_visible()
+    watched.page.screenshot(path=str(SCREENSHOTS / "map-sheet-half.png"))
+    watched.page.click("#gs-grip")
+    sheet = watched.js(_SHEET)
+    assert sheet["state"] == "full" and sheet["top"] == pytest.approx(sheet["bar"], abs=1)
+    heights["full"] = sheet["height"]
+    watched.page.screenshot(path=str(SCREENSHOTS / "map-sheet-full.png"))
+    assert heights["peek"] < heights["half"] < heights["full"]
+    watched.page.click("#gs-grip")  # from full, a tap folds it
+    assert watched.js(_SHEET)["state"] == "peek"
+    # The keyboard: arrows on the grip, Enter on the 展开/收起 button.
+    watched.page.focus("#gs-grip")
+    watched.page.keyboard.press("ArrowUp")
+    assert watched.js(_SHEET)["state"] == "half"
+    watched.page.keyboard.press("ArrowUp")
+    assert watched.js(_SHEET)["state"] == "full"
+    watched.page.keyboard.press("ArrowDown")
+    assert watched.js(_SHEET)["state"] == "half"
+    watched.page.focus("#gs-toggle")
+    watched.page.keyboard.press("Enter")
+    assert watched.js(_SHEET)["state"] == "peek"
+    watched.page.keyboard.press("Enter")
+    assert watched.js(_SHEET)["state"] == "half"
+    # A finger drags the grip up most of the way: the sheet settles full;
+    # dragged down a little from there, it settles at half.
+    grip = watched.page.locator("#gs-grip").bounding_box()
+    x, y = grip["x"] + grip["width"] / 2, grip["y"] + grip["height"] / 2
+    watched.page.mouse.move(x, y)
+    watched.page.mouse.down()
+    watched.page.mouse.move(x, 130, steps=8)
+    watched.page.mouse.up()
+    assert watched.js(_SHEET)["state"] == "full"
+    grip = watched.page.locator("#gs-grip").bounding_box()
+    y = grip["y"] + grip["height"] / 2
+    watched.page.mouse.move(x, y)
+    watched.page.mouse.down()
+    watched.page.mouse.move(x, y + 300, steps=8)
+    watched.page.mouse.up()
+    assert watched.js(_SHEET)["state"] == "half"
+    assert watched.errors == [] and watched.outside == []
+
+
+def test_the_residents_dot_and_results_stay_clear_of_the_sheet_and_top_bar(live_server, open_map):
+    watched = open_map(live_server + "/", 360, 740, position=PARK)
+    watched.page.click("#gs-locate")
+    watched.page.wait_for_selector("#gs-nearest li")
+    _settle(watched)
+    # The answer unfolds the sheet to half; the map above it shows them all.
+    assert watched.js(_SHEET)["state"] == "half"
+    assert watched.js(_HIDDEN_MARKS) == []
+    watched.page.screenshot(path=str(SCREENSHOTS / "map-located-phone.png"))
+    for state in ("peek", "half"):
+        watched.js(f"() => gsApp.setSheet('{state}')")
+        _settle(watched)
+        assert watched.js(_HIDDEN_MARKS) == [], state
+    assert watched.errors == [] and watched.outside == []
+
+
+def _plain_http(base: str) -> str:
+    from tests.conftest import PLAIN_HTTP_HOST
+
+    return base.replace("127.0.0.1", PLAIN_HTTP_HOST)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_locate_me_on_plain_http_explains_and_offers_the_map(live_server, open_map, lang):
+    # The browser would give a position, but not to a plain-HTTP page.
+    watched = open_map(_plain_http(live_server) + "/", 360, 740, position=PARK)
+    assert watched.js("window.isSecureContext") is False
+    if lang == "en":
+        watched.page.click("#gs-language")
+    watched.page.click("#gs-locate")
+    notice = watched.page.locator("#gs-notice")
+    notice.wait_for()
+    text = notice.inner_text()
+    if lang == "zh":
+        assert "HTTPS" in text and "点击地图" in text
+    else:
+        assert "HTTPS" in text and "Tap the place where you are on the map" in text
+    # The notice is in the sheet's folded part, in view and not covered.
+    assert watched.js(
+        "() => { const r = document.getElementById('gs-notice').getBoundingClientRect();"
+        " return r.top >= 0 && r.bottom <= innerHeight &&"
+        " document.elementFromPoint(r.left + 10, r.top + r.height / 2).id === 'gs-notice'; }"
+    )
+    watched.page.screenshot(path=str(SCREENSHOTS / f"map-locate-http-{lang}.png"))
+    assert watched.js("gsApp.point") is None
+    # Tapping the map instead works, and the notice goes.
+    box = watched.page.locator(".leaflet-container").bounding_box()
+    watched.page.mouse.click(box["x"] + 180, box["y"] + 300)
+    watched.page.wait_for_selector("#gs-nearest li")
+    assert not notice.is_visible()
+    # Chromium's own remark on any plain-HTTP page (the service sends COOP).
+    errors = [e for e in watched.errors if "Cross-Origin-Opener-Policy" not in e]
+    assert watched.outside == [] and errors == []
+
+
+_FAILING_GEOLOCATION = """code => {
+  navigator.geolocation.getCurrentPosition = (ok, fail) => setTimeout(() => fail({
+    code, message: 'User denied Geolocation', PERMISSION_DENIED: 1, POSITION_UNAVAILABLE: 2, TIMEOUT: 3}), 10);
+}"""
+
+
+@pytest.mark.parametrize(
+    ("code", "zh", "en"),
+    [
+        (None, "没有允许", "may not use your position"),  # the browser's own refusal
+        (2, "暂时无法确定", "not available right now"),
+        (3, "超时", "took too long"),
+    ],
+)
+def test_locate_errors_are_told_in_the_residents_language(live_server, open_map, code, zh, en):
+    watched = open_map(live_server + "/", 360, 740)  # no permission given
+    if code is not None:  # a device that cannot find itself: the error it reports
+        watched.js(_FAILING_GEOLOCATION, code)
+    for lang, words in (("zh", zh), ("en", en)):
+        watched.page.click("#gs-locate")
+        watched.page.wait_for_function(
+            "w => document.getElementById('gs-notice').textContent.includes(w)", arg=words
+        )
+        text = watched.page.locator("#gs-notice").inner_text()
+        assert "User denied" not in text and "Geolocation" not in text
+        if lang == "zh":
+            watched.page.click("#gs-language")
+            # The notice follows the language at once.
+            assert en in watched.page.locator("#gs-notice").inner_text()
+    assert watched.outside == [] and watched.errors == []

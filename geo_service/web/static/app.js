@@ -1195,9 +1195,11 @@
       if (self.ticket !== ticket) return results; // a newer question was asked meanwhile
       results.point = point;
       self.lastResults = results;
+      // The answer is the list: a folded sheet opens to show it, before the
+      // map fits the answer above it (a second fit during the first one's
+      // zoom animation would be dropped by Leaflet).
+      if (self.isPhone() && self.sheet === "peek" && results.length) self.setSheet("half", true);
       self.renderResults(results);
-      // The answer is the list: a folded sheet opens to show it.
-      if (self.isPhone() && self.sheet === "peek" && results.length) self.setSheet("half");
       return results;
     }, function (error) {
       if (self.ticket === ticket) {
