@@ -278,3 +278,124 @@ def test_locate_errors_are_told_in_the_residents_language(live_server, open_map,
             # The notice follows the language at once.
             assert en in watched.page.locator("#gs-notice").inner_text()
     assert watched.outside == [] and watched.errors == []
+
+
+# -- 长辈模式 (large text) --------------------------------------------------------
+
+#: Every visible piece of text on the screen (a text node with letters in it,
+#: inside the viewport) with its computed font size.
+_TEXT_SIZES = """() => {
+  const out = [], walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, parent = node.parentElement;
+    if (!node.textContent.trim() || !parent || parent.closest('script, style, option')) continue;
+    const range = document.createRange(); range.selectNodeContents(node);
+    const r = range.getBoundingClientRect(), style = getComputedStyle(parent);
+    if (!r.width || !r.height || r.bottom < 0 || r.top > innerHeight || r.right < 0 || r.left > innerWidth) continue;
+    if (style.visibility === 'hidden' || parseFloat(style.opacity) === 0) continue;
+    out.push([node.textContent.trim().slice(0, 20), parseFloat(style.fontSize), parent.className || parent.tagName]);
+  }
+  return out;
+}"""
+
+#: Every visible control a finger taps, with its size.
+_TARGETS = """() => [...document.querySelectorAll('button, a[href], select, input, .gs-check,'
+    + ' .leaflet-bar a, .leaflet-popup-close-button')]
+  .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden'
+    && !e.closest('.gs-check:not(:is(button, a, select, input))') || e.matches('.gs-check'))
+  .filter(e => { const r = e.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight && r.width; })
+  .filter(e => !(e.matches('input[type=checkbox]')))  // its label (.gs-check) is the target
+  // A link inside the credits' line of text (WCAG 2.5.8's inline exception).
+  .filter(e => !e.closest('.leaflet-control-attribution'))
+  .map(e => { const r = e.getBoundingClientRect();
+    return [e.id || e.className || e.tagName, (e.textContent || '').trim().slice(0, 10), r.width, r.height]; })"""
+
+
+def _elder_problems(watched: Watched) -> dict[str, list]:
+    small_text = [t for t in watched.js(_TEXT_SIZES) if t[1] < 18]
+    small_targets = [t for t in watched.js(_TARGETS) if t[3] < 48 or t[2] < 48]
+    return {"text": small_text, "targets": small_targets}
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_elder_mode_makes_every_text_large_and_every_target_big(
+    phone_server, open_map, width, height
+):
+    watched = open_map(phone_server + "/", width, height, position=PARK)
+    elder = watched.page.locator("#gs-elder")
+    # Reachable from the first screen: in the top bar, named in Chinese.
+    assert elder.is_visible() and elder.inner_text() == "长辈模式"
+    assert elder.get_attribute("aria-pressed") == "false"
+    assert _elder_problems(watched)["text"], "normal mode has small text: the check can fail"
+    elder.click()
+    assert elder.get_attribute("aria-pressed") == "true"
+    assert watched.js("document.documentElement.classList.contains('gs-elder')")
+    watched.page.click("#gs-locate")
+    watched.page.wait_for_selector("#gs-nearest li")
+    _settle(watched)
+    seen = {}
+    for state in ("peek", "half", "full"):
+        watched.js(f"() => gsApp.setSheet('{state}')")
+        _settle(watched)
+        seen[state] = _elder_problems(watched)
+    watched.js("() => gsApp.setSheet('half')")
+    _settle(watched)
+    name = "phone" if width < 720 else "desktop"
+    watched.page.screenshot(path=str(SCREENSHOTS / f"map-elder-{name}.png"))
+    # A popup (with a phone link) read in 长辈模式.
+    _open_from_search(watched, watched.js(
+        "() => { const s = gsApp.sites.find(s => s.feature.properties.phone);"
+        " return s.layer + '/' + s.feature.id; }"
+    ))
+    seen["popup"] = _elder_problems(watched)
+    watched.page.screenshot(path=str(SCREENSHOTS / f"map-elder-popup-{name}.png"))
+    assert seen == {state: {"text": [], "targets": []} for state in seen}
+    assert watched.outside == [] and watched.errors == []
+
+
+def test_elder_mode_is_remembered_and_popups_still_fit_at_360(phone_server, open_map):
+    watched = open_map(phone_server + "/", 360, 740)
+    watched.page.click("#gs-elder")
+    watched.page.click("#gs-language")
+    watched.page.reload()
+    watched.page.wait_for_selector("body[data-gs-ready='1']")
+    assert watched.page.locator("#gs-elder").get_attribute("aria-pressed") == "true"
+    assert watched.page.locator("#gs-elder").inner_text() == "Large text"
+    keys = _sites_across_layers(watched)
+    failures = {}
+    for lang in ("en", "zh"):
+        for key in keys:
+            _open_from_search(watched, key)
+            if problems := watched.js(_POPUP_PROBLEMS):
+                failures[(lang, key)] = problems
+        watched.page.click("#gs-language")
+    assert failures == {}
+    # Off again, and remembered so.
+    watched.page.click("#gs-elder")
+    watched.page.reload()
+    watched.page.wait_for_selector("body[data-gs-ready='1']")
+    assert watched.page.locator("#gs-elder").get_attribute("aria-pressed") == "false"
+    assert watched.outside == [] and watched.errors == []
+
+
+def test_elder_mode_works_when_storage_is_blocked(live_server, browser):
+    """Privacy settings may make localStorage throw: the map still opens
+    (in normal mode) and the toggle still works for the visit."""
+    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN")
+    try:
+        context.add_init_script(
+            "Object.defineProperty(window, 'localStorage', {get() { throw new DOMException("
+            "'blocked', 'SecurityError'); }});"
+        )
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(live_server + "/")
+        page.wait_for_selector("body[data-gs-ready='1']")
+        assert page.get_attribute("#gs-elder", "aria-pressed") == "false"
+        page.click("#gs-elder")
+        assert page.get_attribute("#gs-elder", "aria-pressed") == "true"
+        assert page.evaluate("document.documentElement.classList.contains('gs-elder')")
+        assert errors == []
+    finally:
+        context.close()

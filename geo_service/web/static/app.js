@@ -896,6 +896,7 @@
     var self = this;
     this.map.on("popupopen", function (event) {
       var popup = event.popup, node = popup.getElement(), close = node.querySelector(".leaflet-popup-close-button");
+      document.documentElement.classList.add("gs-popup-open");
       if (close) { close.setAttribute("aria-label", self.t("closePopup")); close.title = self.t("closePopup"); }
       var active = document.activeElement;
       self.popupOpener = active && active !== document.body && !node.contains(active) ? active : self.popupOpener;
@@ -905,6 +906,7 @@
     this.map.on("popupclose", function (event) {
       var node = event.popup.getElement(), back = self.popupOpener;
       var hadFocus = node && node.contains(document.activeElement);
+      document.documentElement.classList.remove("gs-popup-open");
       self.popupOpener = null;
       if (self.sheetBeforePopup && back && self.ui.panel.contains(back)) self.setSheet(self.sheetBeforePopup, true);
       self.sheetBeforePopup = null;
@@ -932,11 +934,11 @@
       this.setSheet("peek", true);
     }
     var padding = this.viewPadding();
-    // Clear of the zoom buttons: below them on a phone (the popup is as wide
-    // as the screen), left of them on a desktop.
+    // Clear of the zoom buttons: left of them on a desktop; on a phone the
+    // popup is as wide as the screen and they step aside while it is open
+    // (app.css, .gs-popup-open), leaving it the room from the top bar down.
     var zoom = this.zoomControl.getContainer().getBoundingClientRect();
-    if (phone) padding.paddingTopLeft[1] = Math.max(padding.paddingTopLeft[1], zoom.bottom - map.top + 10);
-    else padding.paddingBottomRight[0] = Math.max(padding.paddingBottomRight[0], map.right - zoom.left + 10);
+    if (!phone) padding.paddingBottomRight[0] = Math.max(padding.paddingBottomRight[0], map.right - zoom.left + 10);
     // Leaflet's margins and border around the content (app.css: wider in 长辈模式).
     var chrome = this.elder ? 74 : 62;
     popup.options.maxWidth = Math.max(160, Math.min(this.elder ? 340 : 300, map.width - padding.paddingTopLeft[0] - padding.paddingBottomRight[0] - chrome));
