@@ -713,7 +713,7 @@
     this.ui.elder = el("button", { "class": "gs-button", type: "button", id: "gs-elder", "aria-pressed": "false", onclick: function () { self.setElder(!self.elder); } });
     this.ui.bar = el("div", { "class": "gs-bar" }, [this.ui.title, this.ui.elder, this.ui.language]);
     this.ui.sample = el("div", { "class": "gs-sample", id: "gs-sample", role: "note", hidden: "" });
-    this.ui.top = el("div", { "class": "gs-top" }, [this.ui.bar, this.ui.sample]);
+    this.ui.top = el("header", { "class": "gs-top" }, [this.ui.bar, this.ui.sample]);
 
     this.ui.toggle = el("button", { "class": "gs-button", type: "button", id: "gs-toggle", "aria-controls": "gs-panel", onclick: function () { self.togglePanel(); } });
     this.ui.locate = el("button", { "class": "gs-button gs-primary", type: "button", id: "gs-locate", onclick: function () { self.locate(); } });
@@ -760,8 +760,15 @@
     L.DomEvent.disableClickPropagation(this.ui.panel);
     L.DomEvent.disableScrollPropagation(this.ui.panel);
     L.DomEvent.disableClickPropagation(this.ui.top);
-    [this.ui.top, this.ui.panel].forEach(function (node) { container.appendChild(node); });
-    this.map.getContainer().setAttribute("role", "region");
+    // Before the map in the document: the keyboard reaches the title bar and
+    // the panel first, not after every marker.
+    var mapNode = this.map.getContainer();
+    [this.ui.top, this.ui.panel].forEach(function (node) {
+      if (mapNode.parentNode === container) container.insertBefore(node, mapNode);
+      else container.appendChild(node);
+    });
+    // Landmarks: the title bar (header), the map (main), the panel (a named section).
+    this.map.getContainer().setAttribute("role", "main");
     document.documentElement.classList.toggle("gs-elder", this.elder);
     // Phones open on a folded sheet: the map first, 定位我 in reach.
     this.sheet = this.isPhone() ? "peek" : "half";
