@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_webmap_browser import (  # noqa: F401 (fixtures)
-    PARK,
-    Watched,
-    _settle,
-    open_map,
-    phone_server,
-)
+from tests.conftest import Watched
+from tests.test_webmap_browser import PARK, _settle
 
 pytestmark = pytest.mark.server
 
@@ -32,9 +27,7 @@ def _serious_violations(watched: Watched) -> list[tuple]:
 
 
 def _open_first_popup_with_a_phone(watched: Watched) -> None:
-    watched.js(
-        "() => gsApp.focus(gsApp.sites.find(s => s.feature.properties.phone))"
-    )
+    watched.js("() => gsApp.focus(gsApp.sites.find(s => s.feature.properties.phone))")
     watched.page.locator(".gs-popup h3").wait_for(timeout=10_000)
     _settle(watched)
 
@@ -74,7 +67,8 @@ def test_axe_here_can_fail(live_server, open_map):
 def _focused(watched: Watched) -> dict:
     return watched.js(
         "() => { const e = document.activeElement; return {id: e.id, cls: String(e.className),"
-        " text: (e.textContent || '').trim().slice(0, 30), inPopup: !!e.closest('.leaflet-popup')}; }"
+        " text: (e.textContent || '').trim().slice(0, 30),"
+        " inPopup: !!e.closest('.leaflet-popup')}; }"
     )
 
 
@@ -154,8 +148,10 @@ def test_every_control_has_a_name_in_the_pages_language(phone_server, open_map):
             assert page.get_by_role("button", name=name, exact=True).count() == 1, (lang, name)
         grip = page.get_by_role("button", name="面板高度" if lang == "zh" else "Panel height")
         assert grip.count() == 1
-        assert page.get_by_role("main").get_attribute("aria-label").startswith(
-            "地图" if lang == "zh" else "Map"
+        assert (
+            page.get_by_role("main")
+            .get_attribute("aria-label")
+            .startswith("地图" if lang == "zh" else "Map")
         )
         _open_first_popup_with_a_phone(watched)
         close, navigate = in_popup[lang]

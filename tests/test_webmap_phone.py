@@ -13,14 +13,8 @@ import re
 
 import pytest
 
-from tests.test_webmap_browser import (  # noqa: F401 (fixtures)
-    PARK,
-    SCREENSHOTS,
-    Watched,
-    _settle,
-    open_map,
-    phone_server,
-)
+from tests.conftest import Watched
+from tests.test_webmap_browser import PARK, SCREENSHOTS, _settle
 
 pytestmark = pytest.mark.server
 
@@ -39,7 +33,8 @@ _POPUP_PROBLEMS = """() => {
   const top = document.querySelector('.gs-top').getBoundingClientRect();
   if (r.top < top.bottom) problems.push('under the top bar: ' + r.top + ' < ' + top.bottom);
   const sheet = document.getElementById('gs-panel').getBoundingClientRect();
-  const overlaps = sheet.left < r.right && r.left < sheet.right && sheet.top < r.bottom && r.top < sheet.bottom;
+  const overlaps = sheet.left < r.right && r.left < sheet.right
+    && sheet.top < r.bottom && r.top < sheet.bottom;
   if (overlaps) problems.push('overlaps the panel');
   const controls = [box.parentNode.querySelector('.leaflet-popup-close-button'),
     box.querySelector('h3'), ...box.querySelectorAll('.gs-nav a, a[href^="tel:"]')];
@@ -58,7 +53,8 @@ def _sites_across_layers(watched: Watched, per_layer: int = 2) -> list[str]:
     """``per_layer`` sites of each layer with a distinct name (searchable)."""
     return watched.js(
         """n => { const out = [], seen = {}, names = {};
-          gsApp.sites.forEach(s => names[s.feature.properties.name] = (names[s.feature.properties.name] || 0) + 1);
+          gsApp.sites.forEach(s => {
+            const name = s.feature.properties.name; names[name] = (names[name] || 0) + 1; });
           gsApp.sites.forEach(s => { const name = s.feature.properties.name;
             if (names[name] > 1 || (seen[s.layer] || 0) >= n) return;
             seen[s.layer] = (seen[s.layer] || 0) + 1; out.push(s.layer + '/' + s.feature.id); });
@@ -72,7 +68,8 @@ def _open_from_search(watched: Watched, key: str) -> str:
     as a resident does; returns its name once the popup has settled."""
     watched.js("() => gsApp.map.closePopup()")
     name = watched.js(
-        "key => gsApp.sites.find(s => s.layer + '/' + s.feature.id === key).feature.properties.name",
+        "key => gsApp.sites.find(s => s.layer + '/' + s.feature.id === key)"
+        ".feature.properties.name",
         key,
     )
     if watched.js("() => !!gsApp.setSheet"):
@@ -85,9 +82,7 @@ def _open_from_search(watched: Watched, key: str) -> str:
 
 
 @pytest.mark.parametrize(("width", "height"), SIZES)
-def test_popups_opened_from_search_lie_whole_on_the_screen(
-    phone_server, open_map, width, height
-):
+def test_popups_opened_from_search_lie_whole_on_the_screen(phone_server, open_map, width, height):
     watched = open_map(phone_server + "/", width, height)
     keys = _sites_across_layers(watched)
     assert len(keys) >= 10
@@ -250,7 +245,8 @@ def test_locate_me_on_plain_http_explains_and_offers_the_map(live_server, open_m
 
 _FAILING_GEOLOCATION = """code => {
   navigator.geolocation.getCurrentPosition = (ok, fail) => setTimeout(() => fail({
-    code, message: 'User denied Geolocation', PERMISSION_DENIED: 1, POSITION_UNAVAILABLE: 2, TIMEOUT: 3}), 10);
+    code, message: 'User denied Geolocation',
+    PERMISSION_DENIED: 1, POSITION_UNAVAILABLE: 2, TIMEOUT: 3}), 10);
 }"""
 
 
@@ -291,9 +287,11 @@ _TEXT_SIZES = """() => {
     if (!node.textContent.trim() || !parent || parent.closest('script, style, option')) continue;
     const range = document.createRange(); range.selectNodeContents(node);
     const r = range.getBoundingClientRect(), style = getComputedStyle(parent);
-    if (!r.width || !r.height || r.bottom < 0 || r.top > innerHeight || r.right < 0 || r.left > innerWidth) continue;
+    if (!r.width || !r.height || r.bottom < 0 || r.top > innerHeight) continue;
+    if (r.right < 0 || r.left > innerWidth) continue;
     if (style.visibility === 'hidden' || parseFloat(style.opacity) === 0) continue;
-    out.push([node.textContent.trim().slice(0, 20), parseFloat(style.fontSize), parent.className || parent.tagName]);
+    out.push([node.textContent.trim().slice(0, 20), parseFloat(style.fontSize),
+      parent.className || parent.tagName]);
   }
   return out;
 }"""
@@ -303,12 +301,14 @@ _TARGETS = """() => [...document.querySelectorAll('button, a[href], select, inpu
     + ' .leaflet-bar a, .leaflet-popup-close-button')]
   .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden'
     && !e.closest('.gs-check:not(:is(button, a, select, input))') || e.matches('.gs-check'))
-  .filter(e => { const r = e.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight && r.width; })
+  .filter(e => { const r = e.getBoundingClientRect();
+    return r.bottom > 0 && r.top < innerHeight && r.width; })
   .filter(e => !(e.matches('input[type=checkbox]')))  // its label (.gs-check) is the target
   // A link inside the credits' line of text (WCAG 2.5.8's inline exception).
   .filter(e => !e.closest('.leaflet-control-attribution'))
   .map(e => { const r = e.getBoundingClientRect();
-    return [e.id || e.className || e.tagName, (e.textContent || '').trim().slice(0, 10), r.width, r.height]; })"""
+    return [e.id || e.className || e.tagName, (e.textContent || '').trim().slice(0, 10),
+      r.width, r.height]; })"""
 
 
 def _elder_problems(watched: Watched) -> dict[str, list]:
@@ -343,10 +343,13 @@ def test_elder_mode_makes_every_text_large_and_every_target_big(
     name = "phone" if width < 720 else "desktop"
     watched.page.screenshot(path=str(SCREENSHOTS / f"map-elder-{name}.png"))
     # A popup (with a phone link) read in 长辈模式.
-    _open_from_search(watched, watched.js(
-        "() => { const s = gsApp.sites.find(s => s.feature.properties.phone);"
-        " return s.layer + '/' + s.feature.id; }"
-    ))
+    _open_from_search(
+        watched,
+        watched.js(
+            "() => { const s = gsApp.sites.find(s => s.feature.properties.phone);"
+            " return s.layer + '/' + s.feature.id; }"
+        ),
+    )
     seen["popup"] = _elder_problems(watched)
     watched.page.screenshot(path=str(SCREENSHOTS / f"map-elder-popup-{name}.png"))
     assert seen == {state: {"text": [], "targets": []} for state in seen}
