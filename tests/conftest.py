@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -166,9 +167,13 @@ def sign_in(page, base: str, name: str, password: str) -> None:
 
 
 @contextmanager
-def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
+def running_server(
+    folder: Path, *args: str, ca_file: Path | None = None, **env_extra: str
+) -> Iterator[str]:
     """``geo-service serve`` as a real uvicorn process on a free loopback port,
-    on a new store that the server seeds itself, as a user's first run does."""
+    on a new store that the server seeds itself, as a user's first run does.
+    With ``ca_file`` the server speaks HTTPS (``args`` give it a certificate
+    that CA signed) and the base URL is ``https://``."""
     port = free_port()
     env = dict(os.environ, GEO_SERVICE_STORE=str(folder / "live.gpkg"))
     env.update(env_extra)
@@ -183,7 +188,7 @@ def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if ca_file else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 120  # a busy shared machine starts workers slowly
     try:
         while True:
@@ -191,7 +196,9 @@ def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
                 output = log_path.read_text(errors="replace")
                 raise RuntimeError(f"server exited early:\n{output}")
             try:
-                if httpx.get(f"{base}/conformance", timeout=1).status_code == 200:
+                verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
+                answer = httpx.get(f"{base}/conformance", timeout=1, verify=verify)
+                if answer.status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -77,8 +77,21 @@ def _open_from_search(watched: Watched, key: str) -> str:
     watched.page.fill("#gs-search", name)
     watched.page.locator("#gs-matches button").filter(has_text=name).first.click()
     watched.page.locator(".gs-popup h3").wait_for(timeout=10_000)
-    _settle(watched)
+    _popup_still(watched)
     return name
+
+
+#: True once no pan or zoom runs and the popup has not moved since the last poll.
+_STILL = """() => { const p = document.querySelector('.leaflet-popup');
+  if (!p || gsApp.map._animatingZoom || (gsApp.map._panAnim && gsApp.map._panAnim._inProgress))
+    return false;
+  const at = JSON.stringify(p.getBoundingClientRect()), same = window.gsLastPopupAt === at;
+  window.gsLastPopupAt = at;
+  return same; }"""
+
+
+def _popup_still(watched: Watched) -> None:
+    watched.page.wait_for_function(_STILL, polling=150)
 
 
 @pytest.mark.parametrize(("width", "height"), SIZES)
