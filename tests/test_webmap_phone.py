@@ -421,3 +421,24 @@ def test_elder_mode_works_when_storage_is_blocked(live_server, browser):
         assert errors == []
     finally:
         context.close()
+
+
+def test_a_phone_opens_on_the_whole_district(live_server, open_map):
+    import httpx
+    from shapely.geometry import shape
+
+    district = httpx.get(f"{live_server}/collections/district/items").json()["features"]
+    west, south, east, north = shape(district[0]["geometry"]).bounds
+    watched = open_map(live_server + "/", 360, 740)
+    _settle(watched)
+    # The outline's corners lie in the map the title bar and the folded sheet leave free.
+    outside = watched.js(
+        """corners => {
+          const top = document.querySelector('.gs-top').getBoundingClientRect().bottom;
+          const sheet = document.getElementById('gs-panel').getBoundingClientRect().top;
+          return corners.map(c => gsApp.map.latLngToContainerPoint(c))
+            .filter(p => p.y < top - 1 || p.y > sheet + 1 || p.x < -1 || p.x > innerWidth + 1)
+            .map(p => [p.x, p.y]); }""",
+        [[north, west], [south, east]],
+    )
+    assert outside == []

@@ -416,6 +416,7 @@
       // A printed map's QR code opens the page at its town: #town=370303002
       var town = /town=(\d{9})/.exec(window.location.hash);
       if (town && self.townLayers[town[1]]) self.map.fitBounds(self.townLayers[town[1]].getBounds());
+      else if (self.isPhone()) self.showDistrict(collections[0]);
       if (!self.embedded) {
         // Open-now badges follow the clock while the page stays open.
         window.setInterval(function () {
@@ -428,6 +429,13 @@
       self.updateSampleNotice();
     });
     return Promise.all([drawn, states, legend]);
+  };
+
+  // A phone opens on the whole district, in the part of the map the title
+  // bar and the folded sheet leave free (the style's zoom suits a desktop).
+  App.prototype.showDistrict = function (district) {
+    if (!district.features || !district.features.length) return;
+    this.map.fitBounds(L.geoJSON(district).getBounds(), this.viewPadding());
   };
 
   // Which layers are too large for GeoJSON: decided here from the live
