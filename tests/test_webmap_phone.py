@@ -166,11 +166,14 @@ def test_the_bottom_sheet_peeks_halves_and_fills_by_tap_key_and_drag(live_server
     assert sheet["state"] == "full" and sheet["top"] == pytest.approx(sheet["bar"], abs=1)
     heights["full"] = sheet["height"]
     # Nothing of the map (its zoom buttons, scale or credits) lies over the sheet.
-    assert watched.js(
-        "() => [...document.querySelectorAll('.leaflet-control')].filter(c => {"
-        " const r = c.getBoundingClientRect(), x = r.left + r.width / 2, y = r.top + r.height / 2;"
-        " return document.elementFromPoint(x, y)?.closest('.leaflet-control'); }).length"
-    ) == 0
+    assert (
+        watched.js(
+            "() => [...document.querySelectorAll('.leaflet-control')].filter(c => {"
+            " const r = c.getBoundingClientRect(), x = r.left + r.width / 2, y = r.top + r.height / 2;"
+            " return document.elementFromPoint(x, y)?.closest('.leaflet-control'); }).length"
+        )
+        == 0
+    )
     watched.page.screenshot(path=str(SCREENSHOTS / "map-sheet-full.png"))
     assert heights["peek"] < heights["half"] < heights["full"]
     watched.page.click("#gs-grip")  # from full, a tap folds it
