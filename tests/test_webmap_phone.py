@@ -169,7 +169,8 @@ def test_the_bottom_sheet_peeks_halves_and_fills_by_tap_key_and_drag(live_server
     assert (
         watched.js(
             "() => [...document.querySelectorAll('.leaflet-control')].filter(c => {"
-            " const r = c.getBoundingClientRect(), x = r.left + r.width / 2, y = r.top + r.height / 2;"
+            " const r = c.getBoundingClientRect();"
+            " const x = r.left + r.width / 2, y = r.top + r.height / 2;"
             " return document.elementFromPoint(x, y)?.closest('.leaflet-control'); }).length"
         )
         == 0
