@@ -435,7 +435,11 @@
   // bar and the folded sheet leave free (the style's zoom suits a desktop).
   App.prototype.showDistrict = function (district) {
     if (!district.features || !district.features.length) return;
-    this.map.fitBounds(L.geoJSON(district).getBounds(), this.viewPadding());
+    // Not animated: a fit asked during a zoom animation (a resident's first
+    // tap, an answer) would be dropped by Leaflet.
+    var options = this.viewPadding();
+    options.animate = false;
+    this.map.fitBounds(L.geoJSON(district).getBounds(), options);
   };
 
   // Which layers are too large for GeoJSON: decided here from the live
