@@ -146,6 +146,12 @@ def test_every_control_has_a_name_in_the_pages_language(phone_server, open_map):
     for lang in ("zh", "en"):
         for name in names[lang]:
             assert page.get_by_role("button", name=name, exact=True).count() == 1, (lang, name)
+        # Markers are buttons named by their site, clusters by their count.
+        marker = page.locator(".gs-marker").first.get_attribute("title")
+        assert page.get_by_role("button", name=marker, exact=True).count() >= 1, marker
+        count = page.locator(".gs-cluster").first.inner_text()
+        cluster = f"{count} 个地点" if lang == "zh" else f"{count} places"
+        assert page.get_by_role("button", name=cluster).count() >= 1, cluster
         grip = page.get_by_role("button", name="面板高度" if lang == "zh" else "Panel height")
         assert grip.count() == 1
         assert (

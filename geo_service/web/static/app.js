@@ -52,6 +52,7 @@
       zoomOut: "缩小地图",
       closePopup: "关闭",
       map: "地图：点击选择位置",
+      cluster: "{n} 个地点，按 Enter 放大",
       walk: "步行约 {m} 分钟",
       walkNote: "步行时间按直线距离 × {d} ÷ {s} 公里/小时估算。",
       offlineNote: "离线文件：距离为球面直线距离，在本页计算。",
@@ -116,6 +117,7 @@
       zoomOut: "Zoom out",
       closePopup: "Close",
       map: "Map: tap to choose a point",
+      cluster: "{n} places, Enter zooms in",
       walk: "about {m} min walk",
       walkNote: "Walking time: straight-line distance × {d} ÷ {s} km/h.",
       offlineNote: "Offline file: straight-line distances on a sphere, computed in this page.",
@@ -335,6 +337,7 @@
     });
     this.buildUi();
     this.watchPopups();
+    this.map.on("layeradd", function (event) { self.nameMarker(event.layer); });
     window.addEventListener("resize", function () { self.layoutTop(); });
     this.map.on("click", function (event) {
       var hit = self.tiledPointAt(event.latlng);
@@ -407,6 +410,8 @@
     }).then(function (times) { self.keepTimes(times); });
     var drawn = got.then(function (collections) {
       self.drawBoundaries(collections[0], collections[1]);
+      // Before the sites: clusters are made for the view they are first drawn in.
+      if (self.isPhone() && !/town=\d{9}/.test(window.location.hash)) self.showDistrict(collections[0]);
       self.config.layers.forEach(function (layer, i) {
         if (self.layers[layer.id].tiled) self.addTiles(layer.id);
         else self.addSites(layer.id, collections[i + 2]);
@@ -416,7 +421,6 @@
       // A printed map's QR code opens the page at its town: #town=370303002
       var town = /town=(\d{9})/.exec(window.location.hash);
       if (town && self.townLayers[town[1]]) self.map.fitBounds(self.townLayers[town[1]].getBounds());
-      else if (self.isPhone()) self.showDistrict(collections[0]);
       if (!self.embedded) {
         // Open-now badges follow the clock while the page stays open.
         window.setInterval(function () {
@@ -806,6 +810,7 @@
       button.setAttribute("aria-label", t(pair[1]));
     });
     if (this.noticeKey) this.showNotice(this.noticeKey);
+    this.map.eachLayer(this.nameMarker.bind(this));
     this.ui.sample.textContent = t("sample");
     this.layoutTop();
     this.renderSheet();
@@ -842,6 +847,15 @@
     this.renderTexts();
     this.map.invalidateSize();
     this.keepInView();
+  };
+
+  // A marker is a button named by its site (not by its glyph, which would
+  // be read otherwise), a cluster by how many places it holds.
+  App.prototype.nameMarker = function (layer) {
+    var node = layer.getElement && layer.getElement();
+    if (!node || !(layer instanceof L.Marker) || node.getAttribute("role") !== "button") return;
+    if (layer.getChildCount) node.setAttribute("aria-label", this.t("cluster", { n: layer.getChildCount() }));
+    else if (layer.options.title) node.setAttribute("aria-label", layer.options.title);
   };
 
   // The same breakpoint as app.css: below it the panel is a bottom sheet.
