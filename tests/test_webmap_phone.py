@@ -14,7 +14,7 @@ import re
 import pytest
 
 from tests.conftest import Watched
-from tests.test_webmap_browser import PARK, SCREENSHOTS, _settle
+from tests.test_webmap_browser import EMPTY_SPOT, PARK, SCREENSHOTS, _settle
 
 pytestmark = pytest.mark.server
 
@@ -256,9 +256,12 @@ def test_locate_me_on_plain_http_explains_and_offers_the_map(live_server, open_m
     )
     watched.page.screenshot(path=str(SCREENSHOTS / f"map-locate-http-{lang}.png"))
     assert watched.js("gsApp.point") is None
-    # Tapping the map instead works, and the notice goes.
+    # Tapping the map instead works (where no marker is), and the notice goes.
+    lon, lat = EMPTY_SPOT
+    watched.js(f"gsApp.map.setView([{lat}, {lon}], 15, {{animate: false}})")
+    x, y = watched.js(f"(p => [p.x, p.y])(gsApp.map.latLngToContainerPoint([{lat}, {lon}]))")
     box = watched.page.locator(".leaflet-container").bounding_box()
-    watched.page.mouse.click(box["x"] + 180, box["y"] + 300)
+    watched.page.mouse.click(box["x"] + x, box["y"] + y)
     watched.page.wait_for_selector("#gs-nearest li")
     assert not notice.is_visible()
     # Chromium's own remark on any plain-HTTP page (the service sends COOP).
