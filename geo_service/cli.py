@@ -80,10 +80,23 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
     store: StoreOption = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes")] = 1,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Serve HTTPS: the certificate (PEM)"),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Serve HTTPS: its private key (PEM)"),
+    ] = None,
 ) -> None:
-    """Serve the API and maps (seeds a new store from layers/ on first run)."""
+    """Serve the API and maps (seeds a new store from layers/ on first run).
+
+    Browsers give a page the resident's position (定位我) only over HTTPS:
+    put a reverse proxy with a certificate in front, or give uvicorn one here."""
     import uvicorn
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
     settings = _settings(store)
     # Workers are separate processes: hand them the store through the environment.
     os.environ["GEO_SERVICE_STORE"] = settings.store
@@ -108,6 +121,8 @@ def serve(
         # adds uvicorn's proxy middleware then); uvicorn's own default trusts
         # 127.0.0.1, which would let a local client choose its rate-limit address.
         proxy_headers=False,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
 
 

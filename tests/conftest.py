@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -165,9 +167,13 @@ def sign_in(page, base: str, name: str, password: str) -> None:
 
 
 @contextmanager
-def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
+def running_server(
+    folder: Path, *args: str, ca_file: Path | None = None, **env_extra: str
+) -> Iterator[str]:
     """``geo-service serve`` as a real uvicorn process on a free loopback port,
-    on a new store that the server seeds itself, as a user's first run does."""
+    on a new store that the server seeds itself, as a user's first run does.
+    With ``ca_file`` the server speaks HTTPS (``args`` give it a certificate
+    that CA signed) and the base URL is ``https://``."""
     port = free_port()
     env = dict(os.environ, GEO_SERVICE_STORE=str(folder / "live.gpkg"))
     env.update(env_extra)
@@ -182,7 +188,7 @@ def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if ca_file else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 120  # a busy shared machine starts workers slowly
     try:
         while True:
@@ -190,7 +196,9 @@ def running_server(folder: Path, *args: str, **env_extra: str) -> Iterator[str]:
                 output = log_path.read_text(errors="replace")
                 raise RuntimeError(f"server exited early:\n{output}")
             try:
-                if httpx.get(f"{base}/conformance", timeout=1).status_code == 200:
+                verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
+                answer = httpx.get(f"{base}/conformance", timeout=1, verify=verify)
+                if answer.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -246,6 +254,9 @@ def server_store(request, tmp_path) -> Iterator[dict[str, str]]:
     store.close()
 
 
+#: A host name the test browser resolves to 127.0.0.1 (see ``browser``).
+PLAIN_HTTP_HOST = "zhangdian.test"
+
 #: Debian's Chromium, driven through Playwright (never a downloaded browser).
 CHROMIUM = os.environ.get("GEO_SERVICE_CHROMIUM") or shutil.which("chromium")
 
@@ -267,6 +278,96 @@ def browser():
     if not CHROMIUM:
         missing("Debian's chromium is not installed (apt-get install chromium)")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # PLAIN_HTTP_HOST reaches the test servers by a name that is not
+        # loopback: a page there is not a secure context, as on a real phone.
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", f"--host-resolver-rules=MAP {PLAIN_HTTP_HOST} 127.0.0.1"],
+        )
         yield launched
         launched.close()
+
+
+# -- the resident web map in Chromium (test_webmap_*.py) ------------------------
+
+
+@dataclass
+class Watched:
+    """A page of the web map, with every request to another host aborted and
+    counted (``outside``) and every console error and page error kept."""
+
+    page: object
+    outside: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    #: Every request made to the service, in order.
+    local: list[str] = field(default_factory=list)
+
+    def js(self, expression: str, arg=None):
+        return self.page.evaluate(expression, arg)
+
+
+def _is_local(url: str) -> bool:
+    parsed = urlparse(url)
+    return parsed.scheme in {"file", "data", "blob"} or parsed.hostname in {
+        "127.0.0.1",
+        "localhost",
+        PLAIN_HTTP_HOST,
+    }
+
+
+@pytest.fixture
+def open_map(browser) -> Iterator:
+    """Opens the map at a URL in a new browser context (its size, a position
+    the browser gives, zh-CN) once the page says it is ready."""
+    contexts = []
+
+    def opener(url: str, width: int = 1280, height: int = 800, position=None) -> Watched:
+        context = browser.new_context(
+            viewport={"width": width, "height": height},
+            locale="zh-CN",
+            geolocation=position and {"longitude": position[0], "latitude": position[1]},
+            permissions=["geolocation"] if position else [],
+        )
+        contexts.append(context)
+        watched = Watched(context.new_page())
+
+        def route(request_route):
+            if _is_local(request_route.request.url):
+                watched.local.append(request_route.request.url)
+                request_route.continue_()
+            else:
+                watched.outside.append(request_route.request.url)
+                request_route.abort()
+
+        context.route("**/*", route)
+        watched.page.on(
+            "console", lambda m: watched.errors.append(m.text) if m.type == "error" else None
+        )
+        watched.page.on("pageerror", lambda e: watched.errors.append(str(e)))
+        watched.page.goto(url)
+        watched.page.wait_for_selector("body[data-gs-ready]", timeout=30_000)
+        assert watched.page.get_attribute("body", "data-gs-ready") == "1", watched.errors
+        return watched
+
+    yield opener
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def phone_server(tmp_path_factory) -> Iterator[str]:
+    """A server whose first bank has a phone number (the sample data has none
+    it could verify), so the popup's tel: link is tested for real."""
+    from geo_service.sources.catalog import ValidFeature, load_catalog
+    from geo_service.store import open_store
+    from geo_service.store.seeding import seed_store
+
+    folder = tmp_path_factory.mktemp("phone")
+    store = open_store(folder / "live.gpkg", load_catalog())
+    seed_store(store, store.catalog)
+    bank = store.query("green_channels", filters={"kind": ["bank"]}, limit=1).features[0]
+    props = dict(bank.properties, phone="0533-2180000")
+    store.write("green_channels", [ValidFeature(bank.id, props, bank.geometry)], actor="test")
+    store.close()
+    with running_server(folder) as base:
+        yield base

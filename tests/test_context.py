@@ -22,7 +22,6 @@ from geo_service.store import open_store
 from geo_service.store.seeding import seed_store
 from tests.conftest import running_server
 from tests.test_webmap_browser import SCREENSHOTS
-from tests.test_webmap_browser import open_map as open_map  # the fixture, shared
 
 # Near 人民公园 (WGS-84). The names say they are test data.
 EAST_WEST = LineString([(118.030, 36.8125), (118.056, 36.8125)])

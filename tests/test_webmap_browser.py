@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from geo_service.sources.crs import convert
-from tests.conftest import ROOT, missing, running_server
+from tests.conftest import ROOT, Watched, missing, running_server
 
 pytestmark = pytest.mark.server
 
@@ -30,63 +29,6 @@ SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 # A resident in 人民公园 (WGS-84), and a spot with no marker under it at zoom 15.
 PARK = (118.042742, 36.810131)
 EMPTY_SPOT = (118.0650, 36.7905)
-
-
-@dataclass
-class Watched:
-    page: object
-    outside: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    #: Every request made to the service, in order.
-    local: list[str] = field(default_factory=list)
-
-    def js(self, expression: str, arg=None):
-        return self.page.evaluate(expression, arg)
-
-
-def _is_local(url: str) -> bool:
-    parsed = urlparse(url)
-    return parsed.scheme in {"file", "data", "blob"} or parsed.hostname in {
-        "127.0.0.1",
-        "localhost",
-    }
-
-
-@pytest.fixture
-def open_map(browser) -> Iterator:
-    contexts = []
-
-    def opener(url: str, width: int = 1280, height: int = 800, position=None) -> Watched:
-        context = browser.new_context(
-            viewport={"width": width, "height": height},
-            locale="zh-CN",
-            geolocation=position and {"longitude": position[0], "latitude": position[1]},
-            permissions=["geolocation"] if position else [],
-        )
-        contexts.append(context)
-        watched = Watched(context.new_page())
-
-        def route(request_route):
-            if _is_local(request_route.request.url):
-                watched.local.append(request_route.request.url)
-                request_route.continue_()
-            else:
-                watched.outside.append(request_route.request.url)
-                request_route.abort()
-
-        context.route("**/*", route)
-        watched.page.on(
-            "console", lambda m: watched.errors.append(m.text) if m.type == "error" else None
-        )
-        watched.page.on("pageerror", lambda e: watched.errors.append(str(e)))
-        watched.page.goto(url)
-        watched.page.wait_for_selector("body[data-gs-ready]", timeout=30_000)
-        assert watched.page.get_attribute("body", "data-gs-ready") == "1", watched.errors
-        return watched
-
-    yield opener
-    for context in contexts:
-        context.close()
 
 
 def _facility_features(base: str) -> dict[str, list[dict]]:
@@ -154,25 +96,6 @@ def test_a_kind_can_be_filtered_out(live_server, open_map):
         "gsApp.cluster.hasLayer(s.marker)).length"
     )
     assert others > 0
-
-
-@pytest.fixture(scope="module")
-def phone_server(tmp_path_factory) -> Iterator[str]:
-    """A server whose first bank has a phone number (the sample data has none
-    it could verify), so the popup's tel: link is tested for real."""
-    from geo_service.sources.catalog import ValidFeature, load_catalog
-    from geo_service.store import open_store
-    from geo_service.store.seeding import seed_store
-
-    folder = tmp_path_factory.mktemp("phone")
-    store = open_store(folder / "live.gpkg", load_catalog())
-    seed_store(store, store.catalog)
-    bank = store.query("green_channels", filters={"kind": ["bank"]}, limit=1).features[0]
-    props = dict(bank.properties, phone="0533-2180000")
-    store.write("green_channels", [ValidFeature(bank.id, props, bank.geometry)], actor="test")
-    store.close()
-    with running_server(folder) as base:
-        yield base
 
 
 def test_search_opens_a_popup_in_chinese_with_phone_and_navigation(phone_server, open_map):

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 (open_map, imported below, is a fixture the tests take as an argument)
 """Less clutter on the resident map, an honest sample notice and open-now in
 the offline file: one clustering across layers, town names clear of markers,
 one glyph per kind, a plain-text attribution prefix, a notice that counts
@@ -26,14 +25,13 @@ from geo_service.sources.style import default_style_file, load_style
 from geo_service.web.markup import read_json_script
 from geo_service.web.page import OFFLINE_HORIZON, site_times
 from tests.conftest import ROOT, running_server
-from tests.test_webmap_browser import (  # noqa: F401
+from tests.test_webmap_browser import (
     PARK,
     SCREENSHOTS,
     TILED_ABOVE,
     Watched,
     _facility_features,
     _style_with_threshold,
-    open_map,
 )
 
 # -- one glyph per kind, refused when shared ------------------------------------

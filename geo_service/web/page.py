@@ -18,6 +18,7 @@ GeoJSON, clustering, popups, search, locate, the nearest panel). Two forms:
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from html import escape
@@ -146,10 +147,25 @@ def build_page(
         root.html.add_child(Element(json_script("gs-data", data)))
     fmap.add_child(_App(embedded=standalone))
     return finish_page(
-        root.render(),
+        zoomable(root.render()),
         connect=not standalone,
         images=" ".join(f"https://{host}" for host in tiles.hosts()),
     )
+
+
+#: folium's viewport forbids pinch-zoom (``user-scalable=no, maximum-scale=1``).
+_FOLIUM_VIEWPORT = re.compile(r'<meta name="viewport" content="[^"]*"\s*/?>')
+
+
+def zoomable(page: str) -> str:
+    """The page with a viewport that lets a resident zoom it (WCAG 1.4.4):
+    folium's, which forbids pinch-zoom, replaced."""
+    page, found = _FOLIUM_VIEWPORT.subn(
+        '<meta name="viewport" content="width=device-width, initial-scale=1">', page, count=1
+    )
+    if not found:
+        raise ValueError("the page has no viewport <meta> to replace (has folium changed?)")
+    return page
 
 
 #: How far ahead of its export the offline file knows when sites are open.

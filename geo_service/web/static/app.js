@@ -41,6 +41,22 @@
       failed: "查询失败：",
       located: "已定位",
       locateFailed: "无法获取位置：",
+      insecure: "本页是普通 HTTP 连接，浏览器只在 HTTPS 安全连接下提供您的位置。请直接点击地图上您所在的地方。",
+      geoDenied: "您没有允许本页使用位置。可在浏览器设置里允许，或直接点击地图上您所在的地方。",
+      geoUnavailable: "暂时无法确定您的位置。请直接点击地图上您所在的地方。",
+      geoTimeout: "获取位置超时。请再点一次“定位我”，或直接点击地图上您所在的地方。",
+      geoMissing: "这个浏览器不能提供位置。请直接点击地图上您所在的地方。",
+      elder: "长辈模式",
+      elderTitle: "大字、高对比、大按钮",
+      sheet: "服务面板",
+      sheetGrip: "面板高度",
+      sheetStates: { peek: "已收起", half: "半屏", full: "全屏" },
+      sheetHelp: "点按切换，上下方向键调整",
+      zoomIn: "放大地图",
+      zoomOut: "缩小地图",
+      closePopup: "关闭",
+      map: "地图：点击选择位置",
+      cluster: "{name}，按 Enter 放大",
       walk: "步行约 {m} 分钟",
       walkNote: "步行时间按直线距离 × {d} ÷ {s} 公里/小时估算。",
       offlineNote: "离线文件：距离为球面直线距离，在本页计算。",
@@ -95,6 +111,22 @@
       failed: "Search failed: ",
       located: "Located",
       locateFailed: "Could not get your position: ",
+      insecure: "This page uses plain HTTP, and browsers give your position only over HTTPS. Tap the place where you are on the map instead.",
+      geoDenied: "This page may not use your position. Allow it in your browser's settings, or tap the place where you are on the map.",
+      geoUnavailable: "Your position is not available right now. Tap the place where you are on the map.",
+      geoTimeout: "Finding your position took too long. Try “Locate me” again, or tap the place where you are on the map.",
+      geoMissing: "This browser cannot give your position. Tap the place where you are on the map.",
+      elder: "Large text",
+      elderTitle: "Larger text, higher contrast, bigger buttons",
+      sheet: "Services panel",
+      sheetGrip: "Panel height",
+      sheetStates: { peek: "folded", half: "half screen", full: "full screen" },
+      sheetHelp: "tap to change, arrow keys to resize",
+      zoomIn: "Zoom in",
+      zoomOut: "Zoom out",
+      closePopup: "Close",
+      map: "Map: tap to choose a point",
+      cluster: "{name}; Enter zooms in",
       walk: "about {m} min walk",
       walkNote: "Walking time: straight-line distance × {d} ÷ {s} km/h.",
       offlineNote: "Offline file: straight-line distances on a sphere, computed in this page.",
@@ -118,7 +150,7 @@
       sampleTag: "sample",
       loadFailed: "Could not load layer: ",
       sites: "",
-      clusterSites: "{n} sites",
+      clusterSites: "{n} places",
       clusterParts: ": "
     }
   };
@@ -229,11 +261,25 @@
     }
   }
 
+  // The elder mode is remembered the same way, and off when storage fails.
+  function storedElder() {
+    try {
+      return window.localStorage.getItem("gs-elder") === "1";
+    } catch (e) {
+      return false;
+    }
+  }
+
+  var SHEET_STATES = ["peek", "half", "full"];
+
   function App(map, config, embedded) {
     this.map = map;
     this.config = config;
     this.embedded = embedded;
     this.lang = storedLanguage();
+    this.elder = storedElder();
+    this.sheet = null;      // peek | half | full (on a desktop: folded or open)
+    this.popupOpener = null; // where focus goes back when a popup closes
     this.layers = {};       // layer id -> {config, markers: [], visible, hiddenKinds,
                             //   tiled, count, kindCounts, tiles} (the last four for tiled layers)
     this.sites = [];        // every facility feature, with its layer and marker
@@ -269,7 +315,7 @@
     // Clustering needs a zoom range; with no tile layer the map has none of its own.
     this.map.setMinZoom(8);
     this.map.setMaxZoom(19);
-    this.zoomControl = L.control.zoom({ position: "topright" }).addTo(this.map);
+    this.zoomControl = L.control.zoom({ position: "topright", zoomInTitle: this.t("zoomIn"), zoomOutTitle: this.t("zoomOut") }).addTo(this.map);
     this.setAttributionPrefix(this.config.attributionPrefix);
     // Metres and kilometres only: residents do not read miles or feet.
     L.control.scale({ imperial: false }).addTo(this.map);
@@ -315,6 +361,8 @@
       }
     });
     this.buildUi();
+    this.watchPopups();
+    this.map.on("layeradd", function (event) { self.nameMarker(event.layer); });
     window.addEventListener("resize", function () { self.layoutTop(); });
     this.map.on("click", function (event) {
       var hit = self.tiledPointAt(event.latlng);
@@ -397,6 +445,8 @@
     var context = got.then(function () { return self.drawContext(); });
     var drawn = got.then(function (collections) {
       self.drawBoundaries(collections[0], collections[1]);
+      // Before the sites: clusters are made for the view they are first drawn in.
+      if (self.isPhone() && !/town=\d{9}/.test(window.location.hash)) self.showDistrict(collections[0]);
       self.config.layers.forEach(function (layer, i) {
         if (self.layers[layer.id].tiled) self.addTiles(layer.id);
         else self.addSites(layer.id, collections[i + 2]);
@@ -421,6 +471,17 @@
       self.updateSampleNotice();
     });
     return Promise.all([drawn, states, legend, context]);
+  };
+
+  // A phone opens on the whole district, in the part of the map the title
+  // bar and the folded sheet leave free (the style's zoom suits a desktop).
+  App.prototype.showDistrict = function (district) {
+    if (!district.features || !district.features.length) return;
+    // Not animated: a fit asked during a zoom animation (a resident's first
+    // tap, an answer) would be dropped by Leaflet.
+    var options = this.viewPadding();
+    options.animate = false;
+    this.map.fitBounds(L.geoJSON(district).getBounds(), options);
   };
 
   // Which layers are too large for GeoJSON: decided here from the live
@@ -926,8 +987,10 @@
     }
     // Only digits and + reach the tel: link; the number is shown as stored.
     var dial = p.phone ? String(p.phone).replace(/[^0-9+]/g, "") : "";
-    row("address", p.address == null ? null : String(p.address));
+    // Calling and navigating come first: a popup taller than the screen
+    // scrolls its details, never these.
     if (p.phone) row("phone", dial ? el("a", { href: "tel:" + dial, text: String(p.phone) }) : String(p.phone));
+    row("address", p.address == null ? null : String(p.address));
     // Hours as the service words them; a value it cannot word is shown as
     // written, and labelled so.
     var hours = p.opening_hours ? this.hoursText[String(p.opening_hours)] : null;
@@ -943,16 +1006,16 @@
     if (p.status && p.status !== "open") row("status", this.label(values.status[p.status]) || String(p.status));
     var links = this.navigationLinks(site);
     return el("div", { "class": "gs-popup", lang: this.lang === "zh" ? "zh-CN" : "en" }, [
-      el("h3", {}, [
+      el("h3", { tabindex: "-1" }, [
         p.name == null ? "" : String(p.name),
         p.sample ? " " : null,
         p.sample ? el("span", { "class": "gs-badge gs-sample-tag", text: this.t("sampleTag") }) : null
       ]),
       el("div", { "class": "gs-meta", text: this.label(layer) + " · " + this.label(kind) }),
-      el("dl", {}, rows),
-      el("div", { "class": "gs-nav", "aria-label": this.t("navigate") }, ["amap", "baidu", "tencent"].map(function (app) {
+      el("div", { "class": "gs-nav", role: "group", "aria-label": this.t("navigate") }, ["amap", "baidu", "tencent"].map(function (app) {
         return el("a", { target: "_blank", rel: "noopener", "data-app": app, href: links[app], text: self.t(app) });
-      }))
+      })),
+      el("dl", {}, rows)
     ]);
   };
 
@@ -963,15 +1026,26 @@
     this.ui = {};
     this.ui.title = el("h1");
     this.ui.language = el("button", { "class": "gs-button", type: "button", id: "gs-language", onclick: function () { self.setLanguage(self.lang === "zh" ? "en" : "zh"); } });
-    this.ui.bar = el("div", { "class": "gs-bar" }, [this.ui.title, this.ui.language]);
+    this.ui.elder = el("button", { "class": "gs-button", type: "button", id: "gs-elder", "aria-pressed": "false", onclick: function () { self.setElder(!self.elder); } });
+    this.ui.bar = el("div", { "class": "gs-bar" }, [this.ui.title, this.ui.elder, this.ui.language]);
     this.ui.sampleText = el("span", { "class": "gs-sample-text" });
     this.ui.sampleClose = el("button", { "class": "gs-sample-close", type: "button", id: "gs-sample-close", onclick: function () { self.dismissSample(true); } }, ["×"]);
     this.ui.sample = el("div", { "class": "gs-sample", id: "gs-sample", role: "note", hidden: "" }, [this.ui.sampleText, this.ui.sampleClose]);
-    this.ui.top = el("div", { "class": "gs-top" }, [this.ui.bar, this.ui.sample]);
+    this.ui.top = el("header", { "class": "gs-top" }, [this.ui.bar, this.ui.sample]);
 
-    this.ui.toggle = el("button", { "class": "gs-button", type: "button", id: "gs-toggle", "aria-expanded": "true", onclick: function () { self.togglePanel(); } });
+    this.ui.toggle = el("button", { "class": "gs-button", type: "button", id: "gs-toggle", "aria-controls": "gs-panel", onclick: function () { self.togglePanel(); } });
     this.ui.locate = el("button", { "class": "gs-button gs-primary", type: "button", id: "gs-locate", onclick: function () { self.locate(); } });
-    var handle = el("div", { "class": "gs-handle" }, [this.ui.locate, this.ui.toggle]);
+    // The bottom sheet's grip: drag it, tap it (peek, half, full in turn) or
+    // use the arrow keys; its state is read out through aria-expanded and its name.
+    this.ui.grip = el("button", { "class": "gs-grip", type: "button", id: "gs-grip", "aria-controls": "gs-panel",
+      onclick: function () { if (!self.dragged) self.stepSheet(self.sheet === "full" ? -2 : 1); self.dragged = false; },
+      onkeydown: function (event) {
+        var step = { ArrowUp: 1, ArrowDown: -1 }[event.key];
+        if (step) { event.preventDefault(); self.stepSheet(step); }
+      },
+      onpointerdown: function (event) { self.dragSheet(event); } }, [el("span", { "aria-hidden": "true" })]);
+    this.ui.notice = el("p", { "class": "gs-notice", id: "gs-notice", role: "status", hidden: "" });
+    var handle = el("div", { "class": "gs-handle" }, [this.ui.grip, el("div", { "class": "gs-handle-row" }, [this.ui.locate, this.ui.toggle]), this.ui.notice]);
 
     this.ui.searchLabel = el("h2");
     this.ui.search = el("input", { type: "search", id: "gs-search", autocomplete: "off", oninput: function () { self.search(self.ui.search.value); } });
@@ -998,12 +1072,23 @@
     this.ui.legend = el("div", { id: "gs-legend" });
     var legendSection = el("section", { "class": "gs-section" }, [this.ui.legendLabel, this.ui.legend]);
 
-    this.ui.panel = el("div", { "class": "gs-panel", id: "gs-panel" }, [handle, nearestSection, searchSection, legendSection]);
+    this.ui.panel = el("section", { "class": "gs-panel", id: "gs-panel" }, [handle, nearestSection, searchSection, legendSection]);
     // Taps and scrolls in the panel must not reach the map underneath.
     L.DomEvent.disableClickPropagation(this.ui.panel);
     L.DomEvent.disableScrollPropagation(this.ui.panel);
     L.DomEvent.disableClickPropagation(this.ui.top);
-    [this.ui.top, this.ui.panel].forEach(function (node) { container.appendChild(node); });
+    // Before the map in the document: the keyboard reaches the title bar and
+    // the panel first, not after every marker.
+    var mapNode = this.map.getContainer();
+    [this.ui.top, this.ui.panel].forEach(function (node) {
+      if (mapNode.parentNode === container) container.insertBefore(node, mapNode);
+      else container.appendChild(node);
+    });
+    // Landmarks: the title bar (header), the map (main), the panel (a named section).
+    this.map.getContainer().setAttribute("role", "main");
+    document.documentElement.classList.toggle("gs-elder", this.elder);
+    // Phones open on a folded sheet: the map first, 定位我 in reach.
+    this.sheet = this.isPhone() ? "peek" : "half";
     this.renderTexts();
   };
 
@@ -1015,8 +1100,21 @@
     this.ui.language.textContent = t("language");
     this.ui.language.title = t("languageTitle");
     this.renderSampleNotice();
+    this.ui.elder.textContent = t("elder");
+    this.ui.elder.title = t("elderTitle");
+    this.ui.elder.setAttribute("aria-pressed", this.elder ? "true" : "false");
+    this.map.getContainer().setAttribute("aria-label", t("map"));
+    this.ui.panel.setAttribute("aria-label", t("sheet"));
+    var zoom = this.zoomControl.getContainer();
+    [["in", "zoomIn"], ["out", "zoomOut"]].forEach(function (pair) {
+      var button = zoom.querySelector(".leaflet-control-zoom-" + pair[0]);
+      button.title = t(pair[1]);
+      button.setAttribute("aria-label", t(pair[1]));
+    });
+    if (this.noticeKey) this.showNotice(this.noticeKey);
+    this.map.eachLayer(this.nameMarker.bind(this));
     this.layoutTop();
-    this.ui.toggle.textContent = this.ui.panel && this.ui.panel.classList.contains("gs-collapsed") ? t("expand") : t("collapse");
+    this.renderSheet();
     this.ui.locate.textContent = t("locate");
     this.ui.searchLabel.textContent = t("search");
     this.ui.search.placeholder = t("searchPlaceholder");
@@ -1041,10 +1139,127 @@
     this.map.closePopup();
   };
 
+  // 长辈模式: larger text, higher contrast, bigger targets (app.css under
+  // .gs-elder); remembered like the language.
+  App.prototype.setElder = function (on) {
+    this.elder = on;
+    try { localStorage.setItem("gs-elder", on ? "1" : "0"); } catch (e) { /* private mode: fine */ }
+    document.documentElement.classList.toggle("gs-elder", on);
+    this.map.closePopup();
+    this.renderTexts();
+    this.map.invalidateSize();
+    this.keepInView();
+  };
+
+  // A marker is a button named by its site (not by its glyph, which would
+  // be read otherwise), a cluster by how many places it holds.
+  App.prototype.nameMarker = function (layer) {
+    var node = layer.getElement && layer.getElement();
+    if (!node || !(layer instanceof L.Marker) || node.getAttribute("role") !== "button") return;
+    if (layer.getChildCount) {
+      // The ring's own name says what the cluster holds (clusterIcon).
+      var ring = node.querySelector(".gs-cluster-ring");
+      var held = ring ? ring.getAttribute("aria-label") : this.t("clusterSites", { n: layer.getChildCount() });
+      node.setAttribute("aria-label", this.t("cluster", { name: held }));
+    }
+    else if (layer.options.title) node.setAttribute("aria-label", layer.options.title);
+  };
+
+  // The same breakpoint as app.css: below it the panel is a bottom sheet.
+  App.prototype.isPhone = function () {
+    return window.matchMedia("(max-width: 719px)").matches;
+  };
+
   App.prototype.togglePanel = function (collapse) {
-    var collapsed = this.ui.panel.classList.toggle("gs-collapsed", collapse);
-    this.ui.toggle.setAttribute("aria-expanded", collapsed ? "false" : "true");
-    this.ui.toggle.textContent = this.t(collapsed ? "expand" : "collapse");
+    if (collapse === undefined) collapse = this.sheet !== "peek";
+    this.setSheet(collapse ? "peek" : "half");
+  };
+
+  // peek (the grip, 定位我 and notices), half, or full (up to the top bar).
+  // ``still``: the map keeps its view (a popup opening pans it itself).
+  App.prototype.setSheet = function (state, still) {
+    this.sheet = state;
+    this.renderSheet();
+    if (!still) this.keepInView();
+  };
+
+  App.prototype.stepSheet = function (step) {
+    var at = SHEET_STATES.indexOf(this.sheet) + step;
+    this.setSheet(SHEET_STATES[Math.max(0, Math.min(SHEET_STATES.length - 1, at))]);
+  };
+
+  App.prototype.renderSheet = function () {
+    var panel = this.ui.panel, state = this.sheet, folded = state === "peek";
+    panel.setAttribute("data-sheet", state);
+    panel.style.height = "";
+    this.ui.toggle.setAttribute("aria-expanded", folded ? "false" : "true");
+    this.ui.toggle.textContent = this.t(folded ? "expand" : "collapse");
+    this.ui.grip.setAttribute("aria-expanded", folded ? "false" : "true");
+    this.ui.grip.setAttribute("aria-label", this.t("sheetGrip") + "：" + this.t("sheetStates")[state] + "（" + this.t("sheetHelp") + "）");
+  };
+
+  // Dragging the grip: the sheet follows the finger, then settles in the
+  // nearest of its three heights.
+  App.prototype.dragSheet = function (start) {
+    var self = this, panel = this.ui.panel, grip = this.ui.grip;
+    if (!this.isPhone()) return;
+    var startY = start.clientY, startHeight = panel.getBoundingClientRect().height, moved = false;
+    var room = this.map.getContainer().getBoundingClientRect().height;
+    function move(event) {
+      if (Math.abs(event.clientY - startY) > 6) moved = true;
+      if (!moved) return;
+      var top = self.ui.top.offsetHeight;
+      panel.style.height = Math.max(40, Math.min(room - top, startHeight + startY - event.clientY)) + "px";
+    }
+    function end() {
+      grip.removeEventListener("pointermove", move);
+      grip.removeEventListener("pointerup", end);
+      grip.removeEventListener("pointercancel", end);
+      if (!moved) return;
+      self.dragged = true;
+      var height = panel.getBoundingClientRect().height;
+      var heights = { peek: self.ui.panel.querySelector(".gs-handle").offsetHeight, half: room / 2, full: room - self.ui.top.offsetHeight };
+      var best = SHEET_STATES.reduce(function (a, b) { return Math.abs(heights[a] - height) <= Math.abs(heights[b] - height) ? a : b; });
+      self.setSheet(best);
+    }
+    try { grip.setPointerCapture(start.pointerId); } catch (e) { /* a synthetic event: fine */ }
+    grip.addEventListener("pointermove", move);
+    grip.addEventListener("pointerup", end);
+    grip.addEventListener("pointercancel", end);
+  };
+
+  // Popups: their close button named in the page's language, focus moved
+  // into them (a keyboard user reads on from the title), Escape closes them
+  // and focus goes back where it was; on a phone the sheet unfolds again
+  // when the popup was opened from it.
+  App.prototype.watchPopups = function () {
+    var self = this;
+    this.map.on("popupopen", function (event) {
+      var popup = event.popup, node = popup.getElement(), close = node.querySelector(".leaflet-popup-close-button");
+      document.documentElement.classList.add("gs-popup-open");
+      if (close) { close.setAttribute("aria-label", self.t("closePopup")); close.title = self.t("closePopup"); }
+      var active = document.activeElement;
+      self.popupOpener = active && active !== document.body && !node.contains(active) ? active : self.popupOpener;
+      var title = node.querySelector(".gs-popup h3") || node.querySelector(".leaflet-popup-content");
+      if (title) { title.setAttribute("tabindex", "-1"); title.focus({ preventScroll: true }); }
+    });
+    this.map.on("popupclose", function (event) {
+      var node = event.popup.getElement(), back = self.popupOpener;
+      var hadFocus = node && node.contains(document.activeElement);
+      document.documentElement.classList.remove("gs-popup-open");
+      self.popupOpener = null;
+      if (self.sheetBeforePopup && back && self.ui.panel.contains(back)) self.setSheet(self.sheetBeforePopup, true);
+      self.sheetBeforePopup = null;
+      if (!hadFocus) return;
+      if (back && document.contains(back) && back.getClientRects().length) back.focus({ preventScroll: true });
+      else self.map.getContainer().focus({ preventScroll: true });
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && self.map._popup && self.map.hasLayer(self.map._popup)) {
+        event.preventDefault();
+        self.map.closePopup();
+      }
+    });
   };
 
   // A popup opens whole on the screen, below the title bar and beside the
@@ -1053,15 +1268,23 @@
   // back), and the popup, as wide as the screen, goes below the zoom buttons.
   App.prototype.makeRoomForPopup = function (popup) {
     var map = this.map.getContainer().getBoundingClientRect();
-    var phone = this.ui.panel.getBoundingClientRect().width >= map.width * 0.8;
-    if (phone) this.togglePanel(true);
-    var padding = this.viewPadding();
-    if (phone) {
-      var zoom = this.zoomControl.getContainer().getBoundingClientRect();
-      padding.paddingTopLeft[1] = Math.max(padding.paddingTopLeft[1], zoom.bottom - map.top + 10);
+    var phone = this.isPhone();
+    if (phone && this.sheet !== "peek") {
+      if (!this.sheetBeforePopup) this.sheetBeforePopup = this.sheet;
+      this.setSheet("peek", true);
     }
-    // Leaflet adds 62 px of margins and border around the content.
-    popup.options.maxWidth = Math.max(160, Math.min(300, map.width - padding.paddingTopLeft[0] - padding.paddingBottomRight[0] - 62));
+    var padding = this.viewPadding();
+    // Clear of the zoom buttons: left of them on a desktop; on a phone the
+    // popup is as wide as the screen and they step aside while it is open
+    // (app.css, .gs-popup-open), leaving it the room from the top bar down.
+    var zoom = this.zoomControl.getContainer().getBoundingClientRect();
+    if (!phone) padding.paddingBottomRight[0] = Math.max(padding.paddingBottomRight[0], map.right - zoom.left + 10);
+    // Leaflet's margins and border around the content (app.css: wider in 长辈模式).
+    var chrome = this.elder ? 74 : 62;
+    popup.options.maxWidth = Math.max(160, Math.min(this.elder ? 340 : 300, map.width - padding.paddingTopLeft[0] - padding.paddingBottomRight[0] - chrome));
+    // Taller than the room left, the details scroll inside the popup (the
+    // name, calling and navigating come first); 48 px: margins, border, tip.
+    popup.options.maxHeight = Math.max(120, map.height - padding.paddingTopLeft[1] - padding.paddingBottomRight[1] - 48);
     popup.options.autoPanPaddingTopLeft = padding.paddingTopLeft;
     popup.options.autoPanPaddingBottomRight = padding.paddingBottomRight;
   };
@@ -1111,11 +1334,13 @@
   };
 
   // The part of the map the panel covers, so fitted views stay visible.
+  // Measured, not assumed: the sheet's height changes with its state, the
+  // notice and 长辈模式.
   App.prototype.viewPadding = function () {
     var panel = this.ui.panel.getBoundingClientRect(), map = this.map.getContainer().getBoundingClientRect();
-    var top = this.ui.top.offsetHeight + 10;
-    if (panel.width < map.width * 0.8) return { paddingTopLeft: [panel.right - map.left + 10, top], paddingBottomRight: [10, 10] };
-    return { paddingTopLeft: [10, top], paddingBottomRight: [10, map.bottom - panel.top + 10] };
+    var top = this.ui.top.getBoundingClientRect().bottom - map.top + 10;
+    if (!this.isPhone()) return { paddingTopLeft: [panel.right - map.left + 10, top], paddingBottomRight: [10, 10] };
+    return { paddingTopLeft: [10, top], paddingBottomRight: [10, Math.max(10, map.bottom - panel.top + 10)] };
   };
 
   App.prototype.fillLayerSelect = function () {
@@ -1266,23 +1491,66 @@
 
   // -- the resident's point and the nearest sites --------------------------------
 
+  // Browsers give a position only to a secure page (HTTPS, or localhost);
+  // otherwise, and on any error, the resident reads why in their language
+  // (never the browser's English message) and may tap the map instead.
   App.prototype.locate = function () {
     var self = this;
-    if (!navigator.geolocation) { this.showError(this.t("locateFailed") + "geolocation"); return; }
+    if (window.isSecureContext === false) { this.showNotice("insecure"); return; }
+    if (!navigator.geolocation) { this.showNotice("geoMissing"); return; }
+    this.showNotice(null);
     navigator.geolocation.getCurrentPosition(function (position) {
       var lon = position.coords.longitude, lat = position.coords.latitude;
       // Browsers report WGS-84; a GCJ-02 basemap needs the shifted position.
       if (self.config.crs === "gcj02") { var g = wgs84ToGcj02(lon, lat); lon = g[0]; lat = g[1]; }
       self.setPoint(L.latLng(lat, lon), true);
     }, function (error) {
-      self.showError(self.t("locateFailed") + error.message);
+      var codes = { 1: "geoDenied", 2: "geoUnavailable", 3: "geoTimeout" };
+      self.showNotice(codes[error.code] || "geoUnavailable");
     }, { enableHighAccuracy: true, timeout: 15000, maximumAge: 60000 });
+  };
+
+  // A notice in the sheet's always-visible part (the locate messages), kept
+  // as a text key so that it follows the language.
+  App.prototype.showNotice = function (key) {
+    this.noticeKey = key;
+    this.ui.notice.textContent = key ? this.t(key) : "";
+    if (key) this.ui.notice.removeAttribute("hidden");
+    else this.ui.notice.setAttribute("hidden", "");
   };
 
   App.prototype.setPoint = function (latlng, pan) {
     this.point = latlng;
-    if (pan) this.map.setView(latlng, Math.max(this.map.getZoom(), 14));
+    this.showNotice(null);
+    if (pan) this.centreOn(latlng, Math.max(this.map.getZoom(), 14));
     this.runNearest();
+  };
+
+  // Centres the map on a point within the part of it nothing covers (the
+  // top bar above, the sheet below or the panel beside).
+  App.prototype.centreOn = function (latlng, zoom) {
+    var padding = this.viewPadding();
+    var shift = L.point(padding.paddingTopLeft).subtract(L.point(padding.paddingBottomRight)).divideBy(2);
+    this.map.setView(this.map.unproject(this.map.project(latlng, zoom).subtract(shift), zoom), zoom, { animate: false });
+  };
+
+  // After the sheet moves: the resident's point and the nearest sites back
+  // in the map's uncovered part (nothing to keep while the sheet is full).
+  App.prototype.keepInView = function () {
+    if (this.isPhone() && this.sheet === "full") return;
+    if (this.lastResults && this.lastResults.length && this.lastResults.point === this.point) this.fitResults(this.lastResults);
+    else if (this.point) this.map.panInside(this.point, this.viewPadding());
+  };
+
+  App.prototype.fitResults = function (results) {
+    var p = results.point || this.point, bounds = L.latLngBounds([p]);
+    results.forEach(function (result) {
+      var c = result.feature.geometry.coordinates;
+      bounds.extend([c[1], c[0]]);
+    });
+    var padding = this.viewPadding();
+    padding.maxZoom = 16;
+    this.map.fitBounds(bounds.pad(0.1), padding);
   };
 
   App.prototype.showError = function (message) {
@@ -1324,6 +1592,10 @@
       if (self.ticket !== ticket) return results; // a newer question was asked meanwhile
       results.point = point;
       self.lastResults = results;
+      // The answer is the list: a folded sheet opens to show it, before the
+      // map fits the answer above it (a second fit during the first one's
+      // zoom animation would be dropped by Leaflet).
+      if (self.isPhone() && self.sheet === "peek" && results.length) self.setSheet("half", true);
       self.renderResults(results);
       return results;
     }, function (error) {
@@ -1370,12 +1642,10 @@
     }).addTo(this.nearestLayer);
     this.ui.status.className = "gs-hint";
     this.ui.status.textContent = results.length ? "" : this.t("noResult");
-    var bounds = L.latLngBounds([p]);
     results.forEach(function (result, i) {
       var f = result.feature, props = f.properties, layerId = result.site ? result.site.layer : props.layer;
       var kind = self.kindConfig(layerId, props.kind);
       var target = L.latLng(f.geometry.coordinates[1], f.geometry.coordinates[0]);
-      bounds.extend(target);
       L.polyline([p, target], { color: kind.colour, weight: 3, dashArray: "6 6", opacity: 0.85, interactive: false }).addTo(self.nearestLayer);
       // The list's number beside the site, so list and map are read together.
       L.marker(target, {
@@ -1401,11 +1671,7 @@
       ]);
       list.appendChild(el("li", {}, [button]));
     });
-    if (results.length) {
-      var padding = this.viewPadding();
-      padding.maxZoom = 16;
-      this.map.fitBounds(bounds.pad(0.1), padding);
-    }
+    if (results.length) this.fitResults(results);
   };
 
   window.GeoServiceMap = {
