@@ -162,7 +162,10 @@ def test_town_names_never_lie_under_a_marker_or_cluster(live_server, open_map):
             assert [(a, b) for a in labels for b in icons if _overlap(a, b)] == [], name
             assert _pairs_overlapping(labels) == [], name
             shown[f"{width}x{height} {name}"] = sum(_in_view(b, width, height) for b in labels)
-        # A toggle changes the icons: the names are placed again.
+        # A toggle changes the icons: the names are placed again. (A phone's
+        # sheet opens on its peek: the resident unfolds it to reach the legend.)
+        if watched.js("gsApp.sheet") == "peek":
+            watched.page.click("#gs-toggle")
         watched.page.locator("#gs-legend input[data-layer='memorials']:not([data-kind])").uncheck()
         icons, labels = watched.js(_ICON_BOXES), watched.js(_LABEL_BOXES)
         assert [(a, b) for a in labels for b in icons if _overlap(a, b)] == []
@@ -227,7 +230,8 @@ def test_the_notice_counts_the_examples_and_stays_closed_once_closed(live_server
     page.reload()
     page.wait_for_selector("body[data-gs-ready='1']")
     assert not page.locator("#gs-sample").is_visible()  # remembered
-    # The legend brings it back.
+    # The legend brings it back (in the sheet, unfolded first).
+    page.click("#gs-toggle")
     page.locator("#gs-sample-show").scroll_into_view_if_needed()
     page.locator("#gs-sample-show").click()
     assert page.locator("#gs-sample").is_visible()
