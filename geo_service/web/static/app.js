@@ -271,6 +271,8 @@
   }
 
   var SHEET_STATES = ["peek", "half", "full"];
+  // A gazetteer place this close to a site's marker is not labelled.
+  var GAZETTEER_CLEAR_M = 60;
 
   function App(map, config, embedded) {
     this.map = map;
@@ -442,7 +444,6 @@
       if (self.embedded) return self.offlineTimes();
       return self.fetchOpenState();
     }).then(function (times) { self.keepTimes(times); });
-    var context = got.then(function () { return self.drawContext(); });
     var drawn = got.then(function (collections) {
       self.drawBoundaries(collections[0], collections[1]);
       // Before the sites: clusters are made for the view they are first drawn in.
@@ -466,6 +467,9 @@
         }, 300000);
       }
     });
+    // After the sites: a gazetteer place with a site's marker on it is left
+    // unlabelled (the marker names it; a label would lie under it).
+    var context = drawn.then(function () { return self.drawContext(); });
     var legend = Promise.all([drawn, counted]).then(function () {
       self.renderLegend();
       self.updateSampleNotice();
@@ -786,6 +790,8 @@
       });
       if (!features.length && self.config.tiles === "none") {
         (self.config.gazetteer || []).forEach(function (place) {
+          var at = L.latLng(place.lat, place.lon);
+          if (self.sites.some(function (s) { return map.distance(at, s.marker.getLatLng()) < GAZETTEER_CLEAR_M; })) return;
           landmark(place.lat, place.lon, place.name, "gazetteer").addTo(self.context);
         });
       }
