@@ -43,6 +43,7 @@ from matplotlib.text import Text
 
 from geo_service.analysis.nearest import LOCAL_TIME, SiteIndex, nearest_sites
 from geo_service.errors import PrintError
+from geo_service.outputs.print_fonts import PRINT_FAMILY, truetype_font
 from geo_service.sources.catalog import Catalog
 from geo_service.sources.crs import metric_crs
 from geo_service.sources.geocoding import gazetteer_landmarks
@@ -77,12 +78,16 @@ def use_cjk_font() -> None:
         )
     for path in found:
         if path not in _registered:
+            weight = "Bold" if "Bold" in Path(path).name else "Regular"
+            # The TrueType copy prints; the original is the fallback for rare
+            # characters the copy leaves out (see print_fonts).
+            font_manager.fontManager.addfont(str(truetype_font(path, weight)))
             font_manager.fontManager.addfont(path)
             _registered.add(path)
     plt.rcParams.update(
         {
-            "font.family": FONT_FAMILY,
-            "pdf.fonttype": 42,  # embed the font itself, text stays searchable
+            "font.family": [PRINT_FAMILY, FONT_FAMILY],
+            "pdf.fonttype": 42,  # embed the font itself (Type 42), text stays searchable
             "axes.unicode_minus": False,
             # Names and addresses are printed as written: "$x^2$" is text, not TeX.
             "text.parse_math": False,
