@@ -18,9 +18,12 @@ before any page is written: a new page or label needs no care of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import math
+import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,7 @@ from geo_service.outputs.print_fonts import PRINT_FAMILY, truetype_font
 from geo_service.sources.catalog import Catalog
 from geo_service.sources.crs import metric_crs
 from geo_service.sources.geocoding import gazetteer_landmarks
+from geo_service.sources.hours import hours_text
 from geo_service.sources.style import MapStyle
 from geo_service.store import Store, StoredFeature
 
@@ -479,7 +483,7 @@ def _fit(ax, geometry, margin: float = 0.08) -> None:
 def _overview(pdf: PdfPages, ctx: _Context) -> None:
     fig = plt.figure(figsize=ctx.size)
     fig.suptitle(f"{ctx.catalog.district_zh}拥军服务资源分布图", fontsize=18, y=0.99)
-    ax = fig.add_axes([0.04, 0.1, 0.92, 0.82])
+    ax = fig.add_axes([0.03, 0.1, 0.62, 0.82] if _landscape(ctx) else [0.04, 0.1, 0.92, 0.82])
     _base_map(ax, ctx)
     _fit(ax, shapely.union_all([ctx.to_metric(d.geometry) for d in ctx.district]))
     _draw_context(ax, ctx, names=False)  # the district view: lines, no names
@@ -509,17 +513,24 @@ def _overview(pdf: PdfPages, ctx: _Context) -> None:
     box = ax.get_position()
     top = 0.93
     ax.set_position([box.x0, top - box.height, box.width, box.height])
-    _legend(fig, ctx, anchor=(0.5, top - box.height - 0.005), loc="upper center")
-    room = top - box.height - 0.09  # what is left above the footer
-    rows = len(ctx.towns) + 2
-    if room - 0.03 >= rows * 0.011:  # only when every row gets room for 6.5 pt type
-        _summary_table(fig, ctx, [0.08, 0.03, 0.84, room - 0.03])
+    _legend(fig, ctx, anchor=(box.x0 + box.width / 2, top - box.height - 0.005), loc="upper center")
+    if _landscape(ctx):  # the table beside the map, in the paper's spare width
+        _summary_table(fig, ctx, [0.68, 0.06, 0.29, top - 0.06], font_size=9)
+    else:
+        room = top - box.height - 0.09  # what is left above the footer
+        rows = len(ctx.towns) + 2
+        if room - 0.03 >= rows * 0.011:  # only when every row gets room for 6.5 pt type
+            _summary_table(fig, ctx, [0.08, 0.03, 0.84, room - 0.03], font_size=6.5)
     _footer(fig, ctx)
     pdf.savefig(fig)
     plt.close(fig)
 
 
-def _summary_table(fig, ctx: _Context, rect) -> None:
+def _landscape(ctx: _Context) -> bool:
+    return ctx.size[0] > ctx.size[1]
+
+
+def _summary_table(fig, ctx: _Context, rect, font_size: float) -> None:
     """Sites per town and layer, the overview's numbers at a glance."""
     layers = [layer for layer in ctx.catalog.facility_layers if layer.id in ctx.sites]
     counts: dict[tuple[str, str], int] = {}
@@ -541,9 +552,11 @@ def _summary_table(fig, ctx: _Context, rect) -> None:
         cellLoc="center",
     )
     table.auto_set_font_size(False)
-    table.set_fontsize(6.5)
+    table.set_fontsize(font_size)
+    # The rows share the room, but grow no taller than their line.
+    height = min(1 / (len(body) + 1), (_LINE + _ROW_PAD) * font_size / (rect[3] * ctx.size[1] * 72))
     for (row, _col), cell in table.get_celld().items():
-        cell.set_height(1 / (len(body) + 1))  # the rows share the room exactly
+        cell.set_height(height)
         if row == 0 or row == len(body):
             cell.set_facecolor("#eeeeee")
 
@@ -557,74 +570,189 @@ def _table_rows(ctx: _Context, town: StoredFeature) -> list[tuple[StoredFeature,
     return rows
 
 
-def _cell(text: Any, width: int) -> str:
-    """Wrap long Chinese text by characters (it has no spaces to break at)."""
-    text = "" if text is None else str(text)
-    return "\n".join(text[i : i + width] for i in range(0, len(text), width)) or "-"
+#: A continuation page for fewer rows than this is not printed: the first
+#: page's table shrinks its type (down to ``TABLE_FONT_SIZES[-1]``) to hold them.
+MIN_CONTINUATION_ROWS = 8
+#: Table type sizes tried in turn, points, from the paper's own (A4: 7, A3: 9);
+#: 6 pt is the smallest a resident reads.
+TABLE_FONT_SIZES = (9.0, 8.0, 7.0, 6.5, 6.0)
+#: Line height and the cell's top+bottom and left+right padding, in ems.
+_LINE, _ROW_PAD, _CELL_PAD = 1.25, 0.55, 0.8
+_COLUMNS = ["编号", "名称", "类型", "地址", "电话", "开放时间"]
+#: A run that never breaks: Latin, digits and times ("09:00–17:30"), with
+#: closing punctuation kept on its line; otherwise one wide character (and
+#: its closing punctuation), or one space.
+_TOKEN = re.compile(
+    r"[^\s\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]+[，。；、）》」]*"
+    r"|\s|.[，。；、）》」]*",
+    re.DOTALL,
+)
 
 
-#: One line of table text, as a fraction of the page height (7 pt type).
-TABLE_LINE = 0.0165
+def _em(text: str) -> float:
+    """Width of ``text`` in ems: CJK and full-width characters are one em,
+    the rest a generous 0.6 (Noto Sans' Latin and digits are 0.5–0.6)."""
+    return sum(1.0 if unicodedata.east_asian_width(ch) in "WF" else 0.6 for ch in text)
 
 
-def _row_cells(ctx: _Context, number: int, site: StoredFeature, layer_id: str) -> list[str]:
-    kind = ctx.catalog.layer(layer_id).kinds.get(site.properties.get("kind"))
+def _wrap(text: str, width: float) -> str:
+    """``text`` in lines of at most ``width`` ems, broken between words,
+    times and Chinese characters, never inside a time; a space where a line
+    breaks becomes the break. Every other character is kept, in order."""
+    lines, line = [], ""
+    for token in _TOKEN.findall(text):
+        if token.isspace() and token != " " and token in "\n\r":
+            lines.append(line)
+            line = ""
+            continue
+        if _em(line + token) <= width or not line.strip():
+            line += token
+        elif token == " ":
+            lines.append(line)
+            line = ""
+            continue
+        else:
+            lines.append(line)
+            line = token
+        while _em(line) > width and len(line) > 1:  # one run wider than the column
+            cut = next((i for i in range(len(line) - 1, 0, -1) if _em(line[:i]) <= width), 1)
+            lines.append(line[:cut])
+            line = line[cut:]
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _hours(value: Any) -> str:
+    """Opening hours as a resident reads them (Chinese); a value outside the
+    forms offices use is printed as written."""
+    if not value:
+        return ""
+    shown = hours_text(str(value))
+    return shown["zh"] if shown else str(value)
+
+
+def _row_texts(ctx: _Context, number: int, site: StoredFeature, layer_id: str) -> list[str]:
+    props = site.properties
+    kind = ctx.catalog.layer(layer_id).kinds.get(props.get("kind"))
+    planned = "（筹建中）" if props.get("status") == "planned" else ""
     return [
         str(number),
-        _cell(
-            str(site.properties.get("name"))
-            + ("（筹建中）" if site.properties.get("status") == "planned" else ""),
-            13,
-        ),
-        _cell(kind.zh if kind else site.properties.get("kind"), 7),
-        _cell(site.properties.get("address"), 15),
-        _cell(site.properties.get("phone"), 13),
-        _cell(site.properties.get("opening_hours"), 14),
+        f"{props.get('name')}{planned}",
+        str(kind.zh if kind else props.get("kind") or ""),
+        str(props.get("address") or ""),
+        str(props.get("phone") or ""),
+        _hours(props.get("opening_hours")),
     ]
 
 
-def _lines(cells: list[str]) -> int:
-    return max(cell.count("\n") + 1 for cell in cells)
+@dataclass
+class _TableLayout:
+    """One town's index table: which columns, how wide (ems) and in what type."""
+
+    columns: list[int]  # indexes into _COLUMNS: empty columns are left out
+    widths: list[float]  # ems, padding included
+    font_size: float
+
+    def cells(self, texts: list[str]) -> list[str]:
+        return [
+            _wrap(texts[c], width - _CELL_PAD) or "-"
+            for c, width in zip(self.columns, self.widths, strict=True)
+        ]
+
+    def height(self, cells: list[str]) -> float:
+        """A row's height in points: its lines, no more."""
+        lines = max(cell.count("\n") + 1 for cell in cells)
+        return (lines * _LINE + _ROW_PAD) * self.font_size
 
 
-def _fitting(ctx: _Context, rows, start: int, height: float) -> int:
-    """How many of ``rows`` fit in a table ``height`` (page fraction) tall."""
-    used, count = TABLE_LINE * 1.3, 0  # the header row
-    for number, (site, layer_id) in enumerate(rows, start=start):
-        used += TABLE_LINE * (_lines(_row_cells(ctx, number, site, layer_id)) + 0.4)
-        if used > height:
+def _table_layout(rows_texts: list[list[str]], width_pt: float, font_size: float) -> _TableLayout:
+    """Columns sized to their content: each narrow column gets its longest
+    text, the wide ones share what is left; columns empty in every row go."""
+    columns = [c for c in range(len(_COLUMNS)) if c < 2 or any(texts[c] for texts in rows_texts)]
+    natural = {
+        c: max([_em(_COLUMNS[c])] + [_em(texts[c]) for texts in rows_texts]) + _CELL_PAD
+        for c in columns
+    }
+    room = width_pt / font_size
+    widths: dict[int, float] = {}
+    for i, c in enumerate(sorted(columns, key=natural.get)):
+        widths[c] = min(natural[c], room / (len(columns) - i))
+        room -= widths[c]
+    if room > 0:  # everything fits on one line: spread the rest evenly
+        for c in columns:
+            widths[c] += room / len(columns)
+    return _TableLayout(columns, [widths[c] for c in columns], font_size)
+
+
+@dataclass
+class _TablePages:
+    layout: _TableLayout  # the map page's table
+    more_layout: _TableLayout  # continuation pages' (as wide as the paper)
+    chunks: list[list[int]]  # row indexes per page; the first is under the map
+
+
+def _paginate(ctx: _Context, rows, first: list[float], more: list[float]) -> _TablePages:
+    """Split a town's rows between its map page (table ``first``, a figure
+    rect) and continuation pages (``more``), in the largest type that leaves
+    no continuation page of fewer than ``MIN_CONTINUATION_ROWS`` rows."""
+    width, height = ctx.size
+    texts = [_row_texts(ctx, n, site, layer) for n, (site, layer) in enumerate(rows, start=1)]
+
+    def fill(layout: _TableLayout, room_pt: float, start: int) -> int:
+        used, count = layout.height(layout.cells(_COLUMNS)), 0
+        for texts_ in texts[start:]:
+            used += layout.height(layout.cells(texts_))
+            if used > room_pt:
+                break
+            count += 1
+        return max(count, 1)
+
+    largest = 9.0 if min(ctx.size) > PAGE_SIZES["A4"][0] else 7.0
+    for size in [s for s in TABLE_FONT_SIZES if s <= largest]:
+        layout = _table_layout(texts, first[2] * width * 72, size)
+        fitted = fill(layout, first[3] * height * 72, 0)
+        if len(rows) - fitted == 0 or len(rows) - fitted >= MIN_CONTINUATION_ROWS:
             break
-        count += 1
-    return max(count, 1)
+    else:  # leave enough rows for a full continuation page
+        fitted = max(1, len(rows) - MIN_CONTINUATION_ROWS)
+    chunks = [list(range(min(fitted, len(rows))))]
+    start = len(chunks[0])
+    # A continuation page is as wide as the paper: its own column widths.
+    layout_more = _table_layout(texts, more[2] * width * 72, layout.font_size)
+    while start < len(rows):
+        count = fill(layout_more, more[3] * height * 72, start)
+        chunks.append(list(range(start, start + count)))
+        start += count
+    return _TablePages(layout, layout_more, chunks)
 
 
-def _index_table(fig, ctx: _Context, rows, start: int, rect) -> None:
+def _index_table(fig, ctx: _Context, rows, numbers: list[int], layout: _TableLayout, rect) -> None:
     ax = fig.add_axes(rect)
     ax.set_axis_off()
-    header = ["编号", "名称", "类型", "地址", "电话", "开放时间"]
-    body = [
-        _row_cells(ctx, number, site, layer_id)
-        for number, (site, layer_id) in enumerate(rows, start=start)
-    ]
-    if not body:
+    if not numbers:
         ax.text(0.5, 0.9, "本镇街暂无上图设施", ha="center", fontsize=10)
         return
+    header = [_COLUMNS[c] for c in layout.columns]
+    body = [layout.cells(_row_texts(ctx, n + 1, *rows[n])) for n in numbers]
+    total = sum(layout.widths)
     table = ax.table(
         cellText=body,
         colLabels=header,
-        loc="upper center",
+        loc="upper left",
         cellLoc="left",
-        colWidths=[0.06, 0.24, 0.13, 0.27, 0.14, 0.16],
+        colWidths=[w / total for w in layout.widths],
     )
     table.auto_set_font_size(False)
-    table.set_fontsize(7)
-    line = TABLE_LINE / rect[3]  # in this axes' units
-    for (row, _col), cell in table.get_celld().items():
+    table.set_fontsize(layout.font_size)
+    rect_pt = rect[3] * ctx.size[1] * 72
+    for (row, col), cell in table.get_celld().items():
+        cell.PAD = _CELL_PAD / 2 / layout.widths[col]  # half the padding each side
+        cell.set_linewidth(0.4)
         if row == 0:
-            cell.set_height(line * 1.3)
+            cell.set_height(layout.height(header) / rect_pt)
             cell.set_facecolor("#eeeeee")
         else:
-            cell.set_height(line * (_lines(body[row - 1]) + 0.4))
+            cell.set_height(layout.height(body[row - 1]) / rect_pt)
 
 
 #: Numbers spread clear of each other on one map; a page with more sites than
@@ -689,11 +817,41 @@ def _place_numbers(ax, points: np.ndarray, marker_size: float = 60.0) -> list:
     return texts
 
 
+@dataclass
+class _TownPage:
+    """Where the parts of a town page go (figure fractions): portrait puts the
+    table under the map; landscape puts the map left and the table right."""
+
+    map: list[float]
+    legend: tuple[float, float]
+    qr: list[float]
+    table: list[float]
+    more: list[float] = dataclasses.field(default_factory=lambda: [0.04, 0.04, 0.92, 0.88])
+
+
+def _town_page(ctx: _Context) -> _TownPage:
+    width, height = ctx.size
+    if width > height:
+        return _TownPage(
+            map=[0.03, 0.10, 0.55, 0.83],
+            legend=(0.305, 0.085),
+            qr=[0.885, 0.81, 0.08, 0.11],
+            table=[0.61, 0.04, 0.365, 0.75],
+        )
+    return _TownPage(
+        map=[0.04, 0.46, 0.92, 0.47],
+        legend=(0.5, 0.415),
+        qr=[0.82, 0.36, 0.12, 0.08],
+        table=[0.04, 0.03, 0.76, 0.36],
+    )
+
+
 def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
     rows = _table_rows(ctx, town)
+    look = _town_page(ctx)
     fig = plt.figure(figsize=ctx.size)
     fig.suptitle(f"{town.properties['name']} 拥军服务资源分布图", fontsize=16, y=0.99)
-    ax = fig.add_axes([0.04, 0.46, 0.92, 0.47])
+    ax = fig.add_axes(look.map)
     shape = ctx.to_metric(town.geometry)
     _base_map(ax, ctx, focus=town)
     _fit(ax, shape)
@@ -719,27 +877,26 @@ def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
     _town_labels(ax, ctx, avoid, highlight=town.id)
     _scale_bar(ax)
     _north_arrow(ax)
-    _legend(fig, ctx, anchor=(0.5, 0.415))
-    _qr(fig, f"{ctx.base_url}/map#town={town.id}", [0.82, 0.36, 0.12, 0.08])
-    table_rect = [0.04, 0.03, 0.76, 0.36]
-    first = rows[: _fitting(ctx, rows, 1, table_rect[3])]
-    _index_table(fig, ctx, first, 1, table_rect)
+    if _landscape(ctx):  # the map under the title, the legend right below it
+        ax.apply_aspect()
+        box = ax.get_position()
+        ax.set_position([box.x0, 0.93 - box.height, box.width, box.height])
+        _legend(fig, ctx, anchor=(box.x0 + box.width / 2, 0.925 - box.height), loc="upper center")
+    else:
+        _legend(fig, ctx, anchor=look.legend)
+    _qr(fig, f"{ctx.base_url}/map#town={town.id}", look.qr)
+    pages = _paginate(ctx, rows, look.table, look.more)
+    _index_table(fig, ctx, rows, pages.chunks[0] if rows else [], pages.layout, look.table)
     _footer(fig, ctx)
     pdf.savefig(fig)
     plt.close(fig)
-    rest = rows[len(first) :]
-    start = len(first) + 1
-    while rest:
-        rect = [0.04, 0.04, 0.92, 0.88]
-        count = _fitting(ctx, rest, start, rect[3])
-        chunk, rest = rest[:count], rest[count:]
+    for chunk in pages.chunks[1:]:
         fig = plt.figure(figsize=ctx.size)
         fig.suptitle(f"{town.properties['name']} 设施一览（续）", fontsize=14, y=0.99)
-        _index_table(fig, ctx, chunk, start, rect)
+        _index_table(fig, ctx, rows, chunk, pages.more_layout, look.more)
         _footer(fig, ctx)
         pdf.savefig(fig)
         plt.close(fig)
-        start += len(chunk)
 
 
 def _write(pages) -> bytes:
