@@ -765,28 +765,37 @@ def _place_numbers(ax, points: np.ndarray, marker_size: float = 60.0) -> list:
     then a deterministic rule finishes the job: a number that still touches
     another number or any marker walks out on a spiral until it is clear, and
     a thin line leads back to its marker. Number n is row n of the table."""
-    from adjustText import adjust_text
-    from matplotlib.transforms import Bbox
-
-    halo = [patheffects.withStroke(linewidth=2.5, foreground="white")]
     texts = [
+        ax.text(x, y, str(number), fontsize=8, weight="bold", ha="left", va="bottom", zorder=8)
+        for number, (x, y) in enumerate(points, start=1)
+    ]
+    if texts and len(texts) <= MAX_PLACED_NUMBERS:
+        # adjustText's cost grows with the square of the labels (20,000 sites
+        # asked it for 143 GiB): past a page's worth, numbers stay at their markers.
+        _spread_numbers(ax, texts, points, marker_size)
+    for text in texts:
+        # The white halo is a copy underneath: path effects draw text as
+        # outlines, and the number itself stays text a reader can search.
+        x, y = text.get_position()
         ax.text(
             x,
             y,
-            str(number),
+            text.get_text(),
             fontsize=8,
             weight="bold",
             ha="left",
             va="bottom",
-            zorder=8,
-            path_effects=halo,
+            zorder=7.9,
+            color="white",
+            path_effects=[patheffects.Stroke(linewidth=2.5, foreground="white")],
         )
-        for number, (x, y) in enumerate(points, start=1)
-    ]
-    if not texts or len(texts) > MAX_PLACED_NUMBERS:
-        # adjustText's cost grows with the square of the labels (20,000 sites
-        # asked it for 143 GiB): past a page's worth, numbers stay at their markers.
-        return texts
+    return texts
+
+
+def _spread_numbers(ax, texts: list, points: np.ndarray, marker_size: float) -> None:
+    from adjustText import adjust_text
+    from matplotlib.transforms import Bbox
+
     adjust_text(
         texts, x=points[:, 0], y=points[:, 1], ax=ax, expand=(1.3, 1.4), ensure_inside_axes=True
     )
@@ -814,7 +823,6 @@ def _place_numbers(ax, points: np.ndarray, marker_size: float = 60.0) -> list:
             x0, y0 = to_data.transform((cx, cy))
             x1, y1 = text.get_position()
             ax.plot([x0, x1], [y0, y1], color="#555", linewidth=0.5, zorder=7)
-    return texts
 
 
 @dataclass
@@ -945,6 +953,36 @@ def town_pdf(
     return _write(lambda pdf: _town_pages(pdf, ctx, town))
 
 
+#: A geocoded position at or below this confidence is approximate (an address
+#: resolved only to a road or a town's centre): the sheet says so and rounds.
+APPROXIMATE_CONFIDENCE = 0.5
+
+
+def distance_step(confidence: float | None) -> int | None:
+    """Metres the sheet rounds distances to: none for a given or well-matched
+    position, 100 m for an approximate one, 500 m for a rough one (≤ 0.3)."""
+    if confidence is None or confidence > APPROXIMATE_CONFIDENCE:
+        return None
+    return 500 if confidence <= 0.3 else 100
+
+
+def _distance_text(metres: float, step: int | None) -> str:
+    if step is None:
+        return f"{metres:,.0f} 米"
+    rounded = round(metres / step) * step
+    return f"{step} 米以内" if rounded == 0 else f"约 {rounded:,} 米"
+
+
+def nearest_numbering(catalog, answers: dict[str, list]) -> list[tuple[int, str, Any]]:
+    """The sheet's sites in list order, each with its number on the map and in
+    the list: ``(number, layer id, nearest-site result)``."""
+    numbered = []
+    for layer in catalog.facility_layers:
+        for result in answers.get(layer.id, []):
+            numbered.append((len(numbered) + 1, layer.id, result))
+    return numbered
+
+
 def nearest_pdf(
     catalog,
     store,
@@ -957,63 +995,100 @@ def nearest_pdf(
     where: str,
     per_layer: int = 2,
     size="A4",
+    confidence: float | None = None,
 ) -> bytes:
-    """One page for one resident, in large type: a small map and the nearest
-    sites of each layer (the same answer as the nearest-service API)."""
+    """One page for one resident, in large type: a small map with numbered
+    sites and the list of the nearest sites of each layer under the same
+    numbers (the same answer as the nearest-service API). ``confidence`` is
+    the geocoder's for an address (None for a position given as such); at or
+    below ``APPROXIMATE_CONFIDENCE`` the sheet says the position is
+    approximate and rounds its distances (``distance_step``)."""
     ctx = _context(catalog, store, style, base_url, size, "portrait", None)
     answers = {
         layer.id: nearest_sites(index, lon, lat, per_layer, [layer.id])
         for layer in catalog.facility_layers
     }
+    numbered = nearest_numbering(catalog, answers)
+    step = distance_step(confidence)
+    width_pt = ctx.size[0] * 72
 
     def page(pdf):
         fig = plt.figure(figsize=ctx.size)
         fig.suptitle("离您最近的拥军服务点", fontsize=22, y=0.985, weight="bold")
         fig.text(0.5, 0.918, where, ha="center", fontsize=13)
-        ax = fig.add_axes([0.25, 0.70, 0.5, 0.2])
+        if step is not None:
+            fig.text(
+                0.5,
+                0.896,
+                f"注意：地址只定位到大致位置（可信度 {confidence:.1f}），"
+                f"距离按 {step} 米取整，仅供参考，请以实际为准。",
+                ha="center",
+                fontsize=10,
+                color="#8a1c1c",
+            )
+        ax = fig.add_axes([0.25, 0.69, 0.5, 0.19])
         here = ctx.to_metric(shapely.Point(lon, lat))
         _base_map(ax, ctx)
-        found = [r for results in answers.values() for r in results]
-        xs = [ctx.to_metric(r.feature.geometry).x for r in found] + [here.x]
-        ys = [ctx.to_metric(r.feature.geometry).y for r in found] + [here.y]
+        spots = np.array(
+            [[p.x, p.y] for p in (ctx.to_metric(r.feature.geometry) for _, _, r in numbered)]
+        ).reshape(-1, 2)
+        xs = [*spots[:, 0], here.x]
+        ys = [*spots[:, 1], here.y]
         pad = max(max(xs) - min(xs), max(ys) - min(ys), 1500) * 0.15
         ax.set_xlim(min(xs) - pad, max(xs) + pad)
         ax.set_ylim(min(ys) - pad, max(ys) + pad)
         _draw_context(ax, ctx)
-        for layer_id, results in answers.items():
+        for (_, layer_id, _), (x, y) in zip(numbered, spots, strict=True):
             colour, marker = _layer_look(ctx, layer_id)
-            for r in results:
-                p = ctx.to_metric(r.feature.geometry)
-                ax.scatter(
-                    [p.x], [p.y], s=60, marker=marker, c=colour, edgecolors="white", zorder=5
-                )
+            ax.scatter([x], [y], s=60, marker=marker, c=colour, edgecolors="white", zorder=5)
         ax.scatter([here.x], [here.y], s=160, marker="*", c="#0b57d0", edgecolors="white", zorder=6)
+        _place_numbers(ax, spots)  # number n is the n-th site of the list below
         _scale_bar(ax)
         _north_arrow(ax)
-        y = 0.68
+        # The list, laid out first and drawn after: its gaps shrink (not its
+        # type) when ten sites with long hours would run into the footnote.
+        detail_em = width_pt * (0.94 - 0.10) / 9  # the detail lines' width, 9 pt ems
+        items: list[tuple[float, float, str, dict]] = []  # gap above, x, text, look
         for layer in catalog.facility_layers:
-            fig.text(0.06, y, layer.zh, fontsize=14, weight="bold")
-            y -= 0.028
+            gap = 0.036 if items else 0.0  # clear of the previous layer's last line
+            items.append((gap, 0.06, layer.zh, {"fontsize": 14, "weight": "bold"}))
             if not answers[layer.id]:
-                fig.text(0.08, y, "附近暂无", fontsize=11)
-                y -= 0.03
-            for r in answers[layer.id]:
+                items.append((0.028, 0.08, "附近暂无", {"fontsize": 11}))
+            for number, layer_id, r in numbered:
+                if layer_id != layer.id:
+                    continue
                 props = r.feature.properties
-                fig.text(
-                    0.08,
-                    y,
-                    f"{props.get('name')}　{r.distance_m:,.0f} 米"
-                    f"（步行约 {max(1, round(r.walk_minutes))} 分钟）",
-                    fontsize=11.5,
+                shown = (
+                    r.distance_m if step is None else max(step, round(r.distance_m / step) * step)
                 )
-                y -= 0.022
-                detail = (
-                    f"地址：{props.get('address') or '-'}　电话：{props.get('phone') or '-'}"
-                    f"　开放时间：{props.get('opening_hours') or '-'}"
+                minutes = r.walk_minutes * shown / max(r.distance_m, 1)  # as rounded
+                items.append((0.028, 0.06, str(number), {"fontsize": 11.5, "weight": "bold"}))
+                items.append(
+                    (
+                        0.0,
+                        0.09,
+                        f"{props.get('name')}　{_distance_text(r.distance_m, step)}"
+                        f"（步行约 {max(1, round(minutes))} 分钟）",
+                        {"fontsize": 11.5},
+                    )
                 )
-                fig.text(0.10, y, detail[:70], fontsize=9, color="#333")
-                y -= 0.026
-            y -= 0.006
+                parts = [f"地址：{props.get('address') or '-'}"]
+                if props.get("phone"):
+                    parts.append(f"电话：{props['phone']}")
+                parts.append(f"开放时间：{_hours(props.get('opening_hours')) or '-'}")
+                detail = _wrap("　".join(parts), detail_em)
+                items.append((0.021, 0.10, detail, {"fontsize": 9, "color": "#333"}))
+                items.append((0.014 * detail.count("\n"), 0.0, "", {}))  # its extra lines
+        top, bottom = 0.665, 0.06
+        needed = sum(gap for gap, *_ in items)
+        shrink = min(1.0, (top - bottom) / needed) if needed else 1.0
+        y = top
+        for gap, x, text, look in items:
+            y -= gap * shrink
+            if text and look["fontsize"] == 9:  # a detail: maybe lines, hung by its first
+                fig.text(x, y + 0.0095, text, va="top", **look)
+            elif text:
+                fig.text(x, y, text, **look)
         fig.text(
             0.06,
             0.03,
