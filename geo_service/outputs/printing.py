@@ -101,8 +101,8 @@ def use_cjk_font() -> None:
 
 
 def _literal_text(figure: Figure) -> None:
-    """Every text of ``figure`` drawn as written, never as mathtext or TeX.
-    ``findobj`` does not reach a table's cells (a cell is a patch that draws
+    """Every text of ``figure`` drawn as written, never as mathtext or TeX,
+    without invisible format controls. ``findobj`` does not reach a table's cells (a cell is a patch that draws
     its own text), so those are added."""
     texts = figure.findobj(Text)
     for table in figure.findobj(Table):
@@ -110,6 +110,12 @@ def _literal_text(figure: Figure) -> None:
     for text in texts:
         text.set_parse_math(False)
         text.set_usetex(False)
+        shown = text.get_text()
+        if any(unicodedata.category(ch) == "Cf" for ch in shown):
+            # Format controls (bidi overrides, zero-width marks) have no glyph:
+            # on paper they are boxes, and in the PDF's text layer a reader's
+            # search would see the characters after them reordered.
+            text.set_text("".join(ch for ch in shown if unicodedata.category(ch) != "Cf"))
 
 
 class _LiteralPages(PdfPages):
@@ -723,6 +729,11 @@ def _paginate(ctx: _Context, rows, first: list[float], more: list[float]) -> _Ta
         count = fill(layout_more, more[3] * height * 72, start)
         chunks.append(list(range(start, start + count)))
         start += count
+    if len(chunks) > 2 and len(chunks[-1]) < MIN_CONTINUATION_ROWS:
+        # The last page's few rows: the page before hands over some of its own.
+        moved = MIN_CONTINUATION_ROWS - len(chunks[-1])
+        chunks[-1] = chunks[-2][-moved:] + chunks[-1]
+        chunks[-2] = chunks[-2][:-moved]
     return _TablePages(layout, layout_more, chunks)
 
 
