@@ -102,8 +102,8 @@ def use_cjk_font() -> None:
 
 def _literal_text(figure: Figure) -> None:
     """Every text of ``figure`` drawn as written, never as mathtext or TeX,
-    without invisible format controls. ``findobj`` does not reach a table's cells (a cell is a patch that draws
-    its own text), so those are added."""
+    without invisible format controls. ``findobj`` does not reach a table's
+    cells (a cell is a patch that draws its own text), so those are added."""
     texts = figure.findobj(Text)
     for table in figure.findobj(Table):
         texts += [cell.get_text() for cell in table.get_celld().values()]
