@@ -551,11 +551,18 @@ def _summary_table(fig, ctx: _Context, rect, font_size: float) -> None:
     body.append(["合计", *[str(len(ctx.sites[layer.id])) for layer in layers]])
     ax = fig.add_axes(rect)
     ax.set_axis_off()
+    header = ["镇街", *[layer.zh for layer in layers]]
+    # Columns as wide as their longest text (a layer's name is longer than its counts).
+    needs = [
+        max(_em(text) for text in [header[c], *(row[c] for row in body)]) + _CELL_PAD
+        for c in range(len(header))
+    ]
     table = ax.table(
         cellText=body,
-        colLabels=["镇街", *[layer.zh for layer in layers]],
+        colLabels=header,
         loc="upper center",
         cellLoc="center",
+        colWidths=[need / sum(needs) for need in needs],
     )
     table.auto_set_font_size(False)
     table.set_fontsize(font_size)
