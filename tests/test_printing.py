@@ -13,6 +13,7 @@ from html import unescape
 import numpy as np
 import pytest
 import shapely
+from fontTools.ttLib import TTFont
 from PIL import Image
 
 from geo_service.outputs.printing import (
@@ -501,3 +502,47 @@ def test_an_approximate_address_is_said_so_and_its_distances_rounded(client, tmp
     for distance in distances:
         assert int(distance.replace(",", "")) % 500 == 0, distance
     assert all(f"约{d}米" in text or f"{d}米以内" in text for d in distances)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "周一至周五 09:00–12:00，13:00–17:00；周六、周日 09:00–16:00",
+        "张店区共青团西路54号（北门）HOSTILE $x^2$ =SUM(A1) http://example.invalid/a/b",
+        "a" * 80,
+        "每天 06:00–22:00",
+        "  leading and\ttabs\nand a newline  ",
+    ],
+)
+@pytest.mark.parametrize("width", [4.0, 9.0, 16.0])
+def test_wrapping_keeps_every_character_and_every_time_whole(text, width):
+    from geo_service.outputs.printing import _em, _wrap
+
+    wrapped = _wrap(text, width)
+    assert "".join(wrapped.split()) == "".join(text.split())  # only spaces become breaks
+    for line in wrapped.split("\n"):
+        assert _em(line) <= width or len(line) == 1, line
+    times = re.findall(r"\d\d:\d\d–\d\d:\d\d", text)
+    if width >= 9:  # a column at least as wide as one time holds it whole
+        assert re.findall(r"\d\d:\d\d–\d\d:\d\d", wrapped) == times
+
+
+def test_the_printed_font_keeps_the_original_widths():
+    """The TrueType copy lays text out exactly as Noto Sans CJK SC does."""
+    from fontTools.ttLib import TTCollection
+
+    from geo_service.outputs.print_fonts import truetype_font
+    from geo_service.outputs.printing import FONT_FILES
+
+    source = FONT_FILES[0]
+    copy = TTFont(truetype_font(source, "Regular"))
+    original = next(
+        f
+        for f in TTCollection(source, lazy=True).fonts
+        if f["name"].getDebugName(1).endswith(" SC")
+    )
+    assert "glyf" in copy and "CFF " not in copy
+    assert copy["name"].getDebugName(1) == "Noto Sans CJK SC Print"
+    for ch in "张店区拥军服务 09:00–17:30，（）ABCxyz":
+        ours, theirs = copy.getBestCmap()[ord(ch)], original.getBestCmap()[ord(ch)]
+        assert copy["hmtx"][ours][0] == original["hmtx"][theirs][0], ch
