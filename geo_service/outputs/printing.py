@@ -18,9 +18,12 @@ before any page is written: a new page or label needs no care of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import math
+import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +46,11 @@ from matplotlib.text import Text
 
 from geo_service.analysis.nearest import LOCAL_TIME, SiteIndex, nearest_sites
 from geo_service.errors import PrintError
+from geo_service.outputs.print_fonts import PRINT_FAMILY, truetype_font
 from geo_service.sources.catalog import Catalog
 from geo_service.sources.crs import metric_crs
 from geo_service.sources.geocoding import gazetteer_landmarks
+from geo_service.sources.hours import hours_text
 from geo_service.sources.style import MapStyle
 from geo_service.store import Store, StoredFeature
 
@@ -77,12 +82,16 @@ def use_cjk_font() -> None:
         )
     for path in found:
         if path not in _registered:
+            weight = "Bold" if "Bold" in Path(path).name else "Regular"
+            # The TrueType copy prints; the original is the fallback for rare
+            # characters the copy leaves out (see print_fonts).
+            font_manager.fontManager.addfont(str(truetype_font(path, weight)))
             font_manager.fontManager.addfont(path)
             _registered.add(path)
     plt.rcParams.update(
         {
-            "font.family": FONT_FAMILY,
-            "pdf.fonttype": 42,  # embed the font itself, text stays searchable
+            "font.family": [PRINT_FAMILY, FONT_FAMILY],
+            "pdf.fonttype": 42,  # embed the font itself (Type 42), text stays searchable
             "axes.unicode_minus": False,
             # Names and addresses are printed as written: "$x^2$" is text, not TeX.
             "text.parse_math": False,
@@ -92,15 +101,21 @@ def use_cjk_font() -> None:
 
 
 def _literal_text(figure: Figure) -> None:
-    """Every text of ``figure`` drawn as written, never as mathtext or TeX.
-    ``findobj`` does not reach a table's cells (a cell is a patch that draws
-    its own text), so those are added."""
+    """Every text of ``figure`` drawn as written, never as mathtext or TeX,
+    without invisible format controls. ``findobj`` does not reach a table's
+    cells (a cell is a patch that draws its own text), so those are added."""
     texts = figure.findobj(Text)
     for table in figure.findobj(Table):
         texts += [cell.get_text() for cell in table.get_celld().values()]
     for text in texts:
         text.set_parse_math(False)
         text.set_usetex(False)
+        shown = text.get_text()
+        if any(unicodedata.category(ch) == "Cf" for ch in shown):
+            # Format controls (bidi overrides, zero-width marks) have no glyph:
+            # on paper they are boxes, and in the PDF's text layer a reader's
+            # search would see the characters after them reordered.
+            text.set_text("".join(ch for ch in shown if unicodedata.category(ch) != "Cf"))
 
 
 class _LiteralPages(PdfPages):
@@ -474,7 +489,7 @@ def _fit(ax, geometry, margin: float = 0.08) -> None:
 def _overview(pdf: PdfPages, ctx: _Context) -> None:
     fig = plt.figure(figsize=ctx.size)
     fig.suptitle(f"{ctx.catalog.district_zh}拥军服务资源分布图", fontsize=18, y=0.99)
-    ax = fig.add_axes([0.04, 0.1, 0.92, 0.82])
+    ax = fig.add_axes([0.03, 0.1, 0.62, 0.82] if _landscape(ctx) else [0.04, 0.1, 0.92, 0.82])
     _base_map(ax, ctx)
     _fit(ax, shapely.union_all([ctx.to_metric(d.geometry) for d in ctx.district]))
     _draw_context(ax, ctx, names=False)  # the district view: lines, no names
@@ -504,17 +519,24 @@ def _overview(pdf: PdfPages, ctx: _Context) -> None:
     box = ax.get_position()
     top = 0.93
     ax.set_position([box.x0, top - box.height, box.width, box.height])
-    _legend(fig, ctx, anchor=(0.5, top - box.height - 0.005), loc="upper center")
-    room = top - box.height - 0.09  # what is left above the footer
-    rows = len(ctx.towns) + 2
-    if room - 0.03 >= rows * 0.011:  # only when every row gets room for 6.5 pt type
-        _summary_table(fig, ctx, [0.08, 0.03, 0.84, room - 0.03])
+    _legend(fig, ctx, anchor=(box.x0 + box.width / 2, top - box.height - 0.005), loc="upper center")
+    if _landscape(ctx):  # the table beside the map, in the paper's spare width
+        _summary_table(fig, ctx, [0.68, 0.06, 0.29, top - 0.06], font_size=9)
+    else:
+        room = top - box.height - 0.09  # what is left above the footer
+        rows = len(ctx.towns) + 2
+        if room - 0.03 >= rows * 0.011:  # only when every row gets room for 6.5 pt type
+            _summary_table(fig, ctx, [0.08, 0.03, 0.84, room - 0.03], font_size=6.5)
     _footer(fig, ctx)
     pdf.savefig(fig)
     plt.close(fig)
 
 
-def _summary_table(fig, ctx: _Context, rect) -> None:
+def _landscape(ctx: _Context) -> bool:
+    return ctx.size[0] > ctx.size[1]
+
+
+def _summary_table(fig, ctx: _Context, rect, font_size: float) -> None:
     """Sites per town and layer, the overview's numbers at a glance."""
     layers = [layer for layer in ctx.catalog.facility_layers if layer.id in ctx.sites]
     counts: dict[tuple[str, str], int] = {}
@@ -529,16 +551,25 @@ def _summary_table(fig, ctx: _Context, rect) -> None:
     body.append(["合计", *[str(len(ctx.sites[layer.id])) for layer in layers]])
     ax = fig.add_axes(rect)
     ax.set_axis_off()
+    header = ["镇街", *[layer.zh for layer in layers]]
+    # Columns as wide as their longest text (a layer's name is longer than its counts).
+    needs = [
+        max(_em(text) for text in [header[c], *(row[c] for row in body)]) + _CELL_PAD
+        for c in range(len(header))
+    ]
     table = ax.table(
         cellText=body,
-        colLabels=["镇街", *[layer.zh for layer in layers]],
+        colLabels=header,
         loc="upper center",
         cellLoc="center",
+        colWidths=[need / sum(needs) for need in needs],
     )
     table.auto_set_font_size(False)
-    table.set_fontsize(6.5)
+    table.set_fontsize(font_size)
+    # The rows share the room, but grow no taller than their line.
+    height = min(1 / (len(body) + 1), (_LINE + _ROW_PAD) * font_size / (rect[3] * ctx.size[1] * 72))
     for (row, _col), cell in table.get_celld().items():
-        cell.set_height(1 / (len(body) + 1))  # the rows share the room exactly
+        cell.set_height(height)
         if row == 0 or row == len(body):
             cell.set_facecolor("#eeeeee")
 
@@ -552,74 +583,194 @@ def _table_rows(ctx: _Context, town: StoredFeature) -> list[tuple[StoredFeature,
     return rows
 
 
-def _cell(text: Any, width: int) -> str:
-    """Wrap long Chinese text by characters (it has no spaces to break at)."""
-    text = "" if text is None else str(text)
-    return "\n".join(text[i : i + width] for i in range(0, len(text), width)) or "-"
+#: A continuation page for fewer rows than this is not printed: the first
+#: page's table shrinks its type (down to ``TABLE_FONT_SIZES[-1]``) to hold them.
+MIN_CONTINUATION_ROWS = 8
+#: Table type sizes tried in turn, points, from the paper's own (A4: 7, A3: 9);
+#: 6 pt is the smallest a resident reads.
+TABLE_FONT_SIZES = (9.0, 8.0, 7.0, 6.5, 6.0)
+#: Line height and the cell's top+bottom and left+right padding, in ems.
+_LINE, _ROW_PAD, _CELL_PAD = 1.25, 0.55, 0.8
+_COLUMNS = ["编号", "名称", "类型", "地址", "电话", "开放时间"]
+#: A run that never breaks: Latin, digits and times ("09:00–17:30"), with
+#: closing punctuation kept on its line; otherwise one wide character (and
+#: its closing punctuation), or one space.
+_TOKEN = re.compile(
+    r"[^\s\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]+[，。；、）》」]*"
+    r"|\s|.[，。；、）》」]*",
+    re.DOTALL,
+)
 
 
-#: One line of table text, as a fraction of the page height (7 pt type).
-TABLE_LINE = 0.0165
+def _em(text: str) -> float:
+    """Width of ``text`` in ems: CJK and full-width characters are one em,
+    the rest a generous 0.6 (Noto Sans' Latin and digits are 0.5–0.6)."""
+    return sum(1.0 if unicodedata.east_asian_width(ch) in "WF" else 0.6 for ch in text)
 
 
-def _row_cells(ctx: _Context, number: int, site: StoredFeature, layer_id: str) -> list[str]:
-    kind = ctx.catalog.layer(layer_id).kinds.get(site.properties.get("kind"))
+def _wrap(text: str, width: float) -> str:
+    """``text`` in lines of at most ``width`` ems, broken between words,
+    times and Chinese characters, never inside a time; a space where a line
+    breaks becomes the break. Every other character is kept, in order."""
+    lines, line = [], ""
+    for token in _TOKEN.findall(text):
+        if token.isspace() and token != " " and token in "\n\r":
+            lines.append(line)
+            line = ""
+            continue
+        if _em(line + token) <= width or not line.strip():
+            line += token
+        elif token == " ":
+            lines.append(line)
+            line = ""
+            continue
+        else:
+            lines.append(line)
+            line = token
+        while _em(line) > width and len(line) > 1:  # one run wider than the column
+            cut = next((i for i in range(len(line) - 1, 0, -1) if _em(line[:i]) <= width), 1)
+            lines.append(line[:cut])
+            line = line[cut:]
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _hours(value: Any) -> str:
+    """Opening hours as a resident reads them (Chinese); a value outside the
+    forms offices use is printed as written."""
+    if not value:
+        return ""
+    shown = hours_text(str(value))
+    return shown["zh"] if shown else str(value)
+
+
+def _row_texts(ctx: _Context, number: int, site: StoredFeature, layer_id: str) -> list[str]:
+    props = site.properties
+    kind = ctx.catalog.layer(layer_id).kinds.get(props.get("kind"))
+    planned = "（筹建中）" if props.get("status") == "planned" else ""
     return [
         str(number),
-        _cell(
-            str(site.properties.get("name"))
-            + ("（筹建中）" if site.properties.get("status") == "planned" else ""),
-            13,
-        ),
-        _cell(kind.zh if kind else site.properties.get("kind"), 7),
-        _cell(site.properties.get("address"), 15),
-        _cell(site.properties.get("phone"), 13),
-        _cell(site.properties.get("opening_hours"), 14),
+        f"{props.get('name')}{planned}",
+        str(kind.zh if kind else props.get("kind") or ""),
+        str(props.get("address") or ""),
+        str(props.get("phone") or ""),
+        _hours(props.get("opening_hours")),
     ]
 
 
-def _lines(cells: list[str]) -> int:
-    return max(cell.count("\n") + 1 for cell in cells)
+@dataclass
+class _TableLayout:
+    """One town's index table: which columns, how wide (ems) and in what type."""
+
+    columns: list[int]  # indexes into _COLUMNS: empty columns are left out
+    widths: list[float]  # ems, padding included
+    font_size: float
+
+    def cells(self, texts: list[str]) -> list[str]:
+        return [
+            _wrap(texts[c], width - _CELL_PAD) or "-"
+            for c, width in zip(self.columns, self.widths, strict=True)
+        ]
+
+    def height(self, cells: list[str]) -> float:
+        """A row's height in points: its lines, no more."""
+        lines = max(cell.count("\n") + 1 for cell in cells)
+        return (lines * _LINE + _ROW_PAD) * self.font_size
 
 
-def _fitting(ctx: _Context, rows, start: int, height: float) -> int:
-    """How many of ``rows`` fit in a table ``height`` (page fraction) tall."""
-    used, count = TABLE_LINE * 1.3, 0  # the header row
-    for number, (site, layer_id) in enumerate(rows, start=start):
-        used += TABLE_LINE * (_lines(_row_cells(ctx, number, site, layer_id)) + 0.4)
-        if used > height:
+def _table_layout(rows_texts: list[list[str]], width_pt: float, font_size: float) -> _TableLayout:
+    """Columns sized to their content: each narrow column gets its longest
+    text, the wide ones share what is left; columns empty in every row go."""
+    columns = [c for c in range(len(_COLUMNS)) if c < 2 or any(texts[c] for texts in rows_texts)]
+    natural = {
+        c: max([_em(_COLUMNS[c])] + [_em(texts[c]) for texts in rows_texts]) + _CELL_PAD
+        for c in columns
+    }
+    room = width_pt / font_size
+    widths: dict[int, float] = {}
+    for i, c in enumerate(sorted(columns, key=natural.get)):
+        widths[c] = min(natural[c], room / (len(columns) - i))
+        room -= widths[c]
+    if room > 0:  # everything fits on one line: spread the rest evenly
+        for c in columns:
+            widths[c] += room / len(columns)
+    return _TableLayout(columns, [widths[c] for c in columns], font_size)
+
+
+@dataclass
+class _TablePages:
+    layout: _TableLayout  # the map page's table
+    more_layout: _TableLayout  # continuation pages' (as wide as the paper)
+    chunks: list[list[int]]  # row indexes per page; the first is under the map
+
+
+def _paginate(ctx: _Context, rows, first: list[float], more: list[float]) -> _TablePages:
+    """Split a town's rows between its map page (table ``first``, a figure
+    rect) and continuation pages (``more``), in the largest type that leaves
+    no continuation page of fewer than ``MIN_CONTINUATION_ROWS`` rows."""
+    width, height = ctx.size
+    texts = [_row_texts(ctx, n, site, layer) for n, (site, layer) in enumerate(rows, start=1)]
+
+    def fill(layout: _TableLayout, room_pt: float, start: int) -> int:
+        used, count = layout.height(layout.cells(_COLUMNS)), 0
+        for texts_ in texts[start:]:
+            used += layout.height(layout.cells(texts_))
+            if used > room_pt:
+                break
+            count += 1
+        return max(count, 1)
+
+    largest = 9.0 if min(ctx.size) > PAGE_SIZES["A4"][0] else 7.0
+    for size in [s for s in TABLE_FONT_SIZES if s <= largest]:
+        layout = _table_layout(texts, first[2] * width * 72, size)
+        fitted = fill(layout, first[3] * height * 72, 0)
+        if len(rows) - fitted == 0 or len(rows) - fitted >= MIN_CONTINUATION_ROWS:
             break
-        count += 1
-    return max(count, 1)
+    else:  # leave enough rows for a full continuation page
+        fitted = max(1, len(rows) - MIN_CONTINUATION_ROWS)
+    chunks = [list(range(min(fitted, len(rows))))]
+    start = len(chunks[0])
+    # A continuation page is as wide as the paper: its own column widths.
+    layout_more = _table_layout(texts, more[2] * width * 72, layout.font_size)
+    while start < len(rows):
+        count = fill(layout_more, more[3] * height * 72, start)
+        chunks.append(list(range(start, start + count)))
+        start += count
+    if len(chunks) > 2 and len(chunks[-1]) < MIN_CONTINUATION_ROWS:
+        # The last page's few rows: the page before hands over some of its own.
+        moved = MIN_CONTINUATION_ROWS - len(chunks[-1])
+        chunks[-1] = chunks[-2][-moved:] + chunks[-1]
+        chunks[-2] = chunks[-2][:-moved]
+    return _TablePages(layout, layout_more, chunks)
 
 
-def _index_table(fig, ctx: _Context, rows, start: int, rect) -> None:
+def _index_table(fig, ctx: _Context, rows, numbers: list[int], layout: _TableLayout, rect) -> None:
     ax = fig.add_axes(rect)
     ax.set_axis_off()
-    header = ["编号", "名称", "类型", "地址", "电话", "开放时间"]
-    body = [
-        _row_cells(ctx, number, site, layer_id)
-        for number, (site, layer_id) in enumerate(rows, start=start)
-    ]
-    if not body:
+    if not numbers:
         ax.text(0.5, 0.9, "本镇街暂无上图设施", ha="center", fontsize=10)
         return
+    header = [_COLUMNS[c] for c in layout.columns]
+    body = [layout.cells(_row_texts(ctx, n + 1, *rows[n])) for n in numbers]
+    total = sum(layout.widths)
     table = ax.table(
         cellText=body,
         colLabels=header,
-        loc="upper center",
+        loc="upper left",
         cellLoc="left",
-        colWidths=[0.06, 0.24, 0.13, 0.27, 0.14, 0.16],
+        colWidths=[w / total for w in layout.widths],
     )
     table.auto_set_font_size(False)
-    table.set_fontsize(7)
-    line = TABLE_LINE / rect[3]  # in this axes' units
-    for (row, _col), cell in table.get_celld().items():
+    table.set_fontsize(layout.font_size)
+    rect_pt = rect[3] * ctx.size[1] * 72
+    for (row, col), cell in table.get_celld().items():
+        cell.PAD = _CELL_PAD / 2 / layout.widths[col]  # half the padding each side
+        cell.set_linewidth(0.4)
         if row == 0:
-            cell.set_height(line * 1.3)
+            cell.set_height(layout.height(header) / rect_pt)
             cell.set_facecolor("#eeeeee")
         else:
-            cell.set_height(line * (_lines(body[row - 1]) + 0.4))
+            cell.set_height(layout.height(body[row - 1]) / rect_pt)
 
 
 #: Numbers spread clear of each other on one map; a page with more sites than
@@ -632,28 +783,37 @@ def _place_numbers(ax, points: np.ndarray, marker_size: float = 60.0) -> list:
     then a deterministic rule finishes the job: a number that still touches
     another number or any marker walks out on a spiral until it is clear, and
     a thin line leads back to its marker. Number n is row n of the table."""
-    from adjustText import adjust_text
-    from matplotlib.transforms import Bbox
-
-    halo = [patheffects.withStroke(linewidth=2.5, foreground="white")]
     texts = [
+        ax.text(x, y, str(number), fontsize=8, weight="bold", ha="left", va="bottom", zorder=8)
+        for number, (x, y) in enumerate(points, start=1)
+    ]
+    if texts and len(texts) <= MAX_PLACED_NUMBERS:
+        # adjustText's cost grows with the square of the labels (20,000 sites
+        # asked it for 143 GiB): past a page's worth, numbers stay at their markers.
+        _spread_numbers(ax, texts, points, marker_size)
+    for text in texts:
+        # The white halo is a copy underneath: path effects draw text as
+        # outlines, and the number itself stays text a reader can search.
+        x, y = text.get_position()
         ax.text(
             x,
             y,
-            str(number),
+            text.get_text(),
             fontsize=8,
             weight="bold",
             ha="left",
             va="bottom",
-            zorder=8,
-            path_effects=halo,
+            zorder=7.9,
+            color="white",
+            path_effects=[patheffects.Stroke(linewidth=2.5, foreground="white")],
         )
-        for number, (x, y) in enumerate(points, start=1)
-    ]
-    if not texts or len(texts) > MAX_PLACED_NUMBERS:
-        # adjustText's cost grows with the square of the labels (20,000 sites
-        # asked it for 143 GiB): past a page's worth, numbers stay at their markers.
-        return texts
+    return texts
+
+
+def _spread_numbers(ax, texts: list, points: np.ndarray, marker_size: float) -> None:
+    from adjustText import adjust_text
+    from matplotlib.transforms import Bbox
+
     adjust_text(
         texts, x=points[:, 0], y=points[:, 1], ax=ax, expand=(1.3, 1.4), ensure_inside_axes=True
     )
@@ -681,14 +841,43 @@ def _place_numbers(ax, points: np.ndarray, marker_size: float = 60.0) -> list:
             x0, y0 = to_data.transform((cx, cy))
             x1, y1 = text.get_position()
             ax.plot([x0, x1], [y0, y1], color="#555", linewidth=0.5, zorder=7)
-    return texts
+
+
+@dataclass
+class _TownPage:
+    """Where the parts of a town page go (figure fractions): portrait puts the
+    table under the map; landscape puts the map left and the table right."""
+
+    map: list[float]
+    legend: tuple[float, float]
+    qr: list[float]
+    table: list[float]
+    more: list[float] = dataclasses.field(default_factory=lambda: [0.04, 0.04, 0.92, 0.88])
+
+
+def _town_page(ctx: _Context) -> _TownPage:
+    width, height = ctx.size
+    if width > height:
+        return _TownPage(
+            map=[0.03, 0.10, 0.55, 0.83],
+            legend=(0.305, 0.085),
+            qr=[0.885, 0.81, 0.08, 0.11],
+            table=[0.61, 0.04, 0.365, 0.75],
+        )
+    return _TownPage(
+        map=[0.04, 0.46, 0.92, 0.47],
+        legend=(0.5, 0.415),
+        qr=[0.82, 0.36, 0.12, 0.08],
+        table=[0.04, 0.03, 0.76, 0.36],
+    )
 
 
 def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
     rows = _table_rows(ctx, town)
+    look = _town_page(ctx)
     fig = plt.figure(figsize=ctx.size)
     fig.suptitle(f"{town.properties['name']} 拥军服务资源分布图", fontsize=16, y=0.99)
-    ax = fig.add_axes([0.04, 0.46, 0.92, 0.47])
+    ax = fig.add_axes(look.map)
     shape = ctx.to_metric(town.geometry)
     _base_map(ax, ctx, focus=town)
     _fit(ax, shape)
@@ -714,27 +903,26 @@ def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
     _town_labels(ax, ctx, avoid, highlight=town.id)
     _scale_bar(ax)
     _north_arrow(ax)
-    _legend(fig, ctx, anchor=(0.5, 0.415))
-    _qr(fig, f"{ctx.base_url}/map#town={town.id}", [0.82, 0.36, 0.12, 0.08])
-    table_rect = [0.04, 0.03, 0.76, 0.36]
-    first = rows[: _fitting(ctx, rows, 1, table_rect[3])]
-    _index_table(fig, ctx, first, 1, table_rect)
+    if _landscape(ctx):  # the map under the title, the legend right below it
+        ax.apply_aspect()
+        box = ax.get_position()
+        ax.set_position([box.x0, 0.93 - box.height, box.width, box.height])
+        _legend(fig, ctx, anchor=(box.x0 + box.width / 2, 0.925 - box.height), loc="upper center")
+    else:
+        _legend(fig, ctx, anchor=look.legend)
+    _qr(fig, f"{ctx.base_url}/map#town={town.id}", look.qr)
+    pages = _paginate(ctx, rows, look.table, look.more)
+    _index_table(fig, ctx, rows, pages.chunks[0] if rows else [], pages.layout, look.table)
     _footer(fig, ctx)
     pdf.savefig(fig)
     plt.close(fig)
-    rest = rows[len(first) :]
-    start = len(first) + 1
-    while rest:
-        rect = [0.04, 0.04, 0.92, 0.88]
-        count = _fitting(ctx, rest, start, rect[3])
-        chunk, rest = rest[:count], rest[count:]
+    for chunk in pages.chunks[1:]:
         fig = plt.figure(figsize=ctx.size)
         fig.suptitle(f"{town.properties['name']} 设施一览（续）", fontsize=14, y=0.99)
-        _index_table(fig, ctx, chunk, start, rect)
+        _index_table(fig, ctx, rows, chunk, pages.more_layout, look.more)
         _footer(fig, ctx)
         pdf.savefig(fig)
         plt.close(fig)
-        start += len(chunk)
 
 
 def _write(pages) -> bytes:
@@ -783,6 +971,36 @@ def town_pdf(
     return _write(lambda pdf: _town_pages(pdf, ctx, town))
 
 
+#: A geocoded position at or below this confidence is approximate (an address
+#: resolved only to a road or a town's centre): the sheet says so and rounds.
+APPROXIMATE_CONFIDENCE = 0.5
+
+
+def distance_step(confidence: float | None) -> int | None:
+    """Metres the sheet rounds distances to: none for a given or well-matched
+    position, 100 m for an approximate one, 500 m for a rough one (≤ 0.3)."""
+    if confidence is None or confidence > APPROXIMATE_CONFIDENCE:
+        return None
+    return 500 if confidence <= 0.3 else 100
+
+
+def _distance_text(metres: float, step: int | None) -> str:
+    if step is None:
+        return f"{metres:,.0f} 米"
+    rounded = round(metres / step) * step
+    return f"{step} 米以内" if rounded == 0 else f"约 {rounded:,} 米"
+
+
+def nearest_numbering(catalog, answers: dict[str, list]) -> list[tuple[int, str, Any]]:
+    """The sheet's sites in list order, each with its number on the map and in
+    the list: ``(number, layer id, nearest-site result)``."""
+    numbered = []
+    for layer in catalog.facility_layers:
+        for result in answers.get(layer.id, []):
+            numbered.append((len(numbered) + 1, layer.id, result))
+    return numbered
+
+
 def nearest_pdf(
     catalog,
     store,
@@ -795,63 +1013,100 @@ def nearest_pdf(
     where: str,
     per_layer: int = 2,
     size="A4",
+    confidence: float | None = None,
 ) -> bytes:
-    """One page for one resident, in large type: a small map and the nearest
-    sites of each layer (the same answer as the nearest-service API)."""
+    """One page for one resident, in large type: a small map with numbered
+    sites and the list of the nearest sites of each layer under the same
+    numbers (the same answer as the nearest-service API). ``confidence`` is
+    the geocoder's for an address (None for a position given as such); at or
+    below ``APPROXIMATE_CONFIDENCE`` the sheet says the position is
+    approximate and rounds its distances (``distance_step``)."""
     ctx = _context(catalog, store, style, base_url, size, "portrait", None)
     answers = {
         layer.id: nearest_sites(index, lon, lat, per_layer, [layer.id])
         for layer in catalog.facility_layers
     }
+    numbered = nearest_numbering(catalog, answers)
+    step = distance_step(confidence)
+    width_pt = ctx.size[0] * 72
 
     def page(pdf):
         fig = plt.figure(figsize=ctx.size)
         fig.suptitle("离您最近的拥军服务点", fontsize=22, y=0.985, weight="bold")
         fig.text(0.5, 0.918, where, ha="center", fontsize=13)
-        ax = fig.add_axes([0.25, 0.70, 0.5, 0.2])
+        if step is not None:
+            fig.text(
+                0.5,
+                0.896,
+                f"注意：地址只定位到大致位置（可信度 {confidence:.1f}），"
+                f"距离按 {step} 米取整，仅供参考，请以实际为准。",
+                ha="center",
+                fontsize=10,
+                color="#8a1c1c",
+            )
+        ax = fig.add_axes([0.25, 0.69, 0.5, 0.19])
         here = ctx.to_metric(shapely.Point(lon, lat))
         _base_map(ax, ctx)
-        found = [r for results in answers.values() for r in results]
-        xs = [ctx.to_metric(r.feature.geometry).x for r in found] + [here.x]
-        ys = [ctx.to_metric(r.feature.geometry).y for r in found] + [here.y]
+        spots = np.array(
+            [[p.x, p.y] for p in (ctx.to_metric(r.feature.geometry) for _, _, r in numbered)]
+        ).reshape(-1, 2)
+        xs = [*spots[:, 0], here.x]
+        ys = [*spots[:, 1], here.y]
         pad = max(max(xs) - min(xs), max(ys) - min(ys), 1500) * 0.15
         ax.set_xlim(min(xs) - pad, max(xs) + pad)
         ax.set_ylim(min(ys) - pad, max(ys) + pad)
         _draw_context(ax, ctx)
-        for layer_id, results in answers.items():
+        for (_, layer_id, _), (x, y) in zip(numbered, spots, strict=True):
             colour, marker = _layer_look(ctx, layer_id)
-            for r in results:
-                p = ctx.to_metric(r.feature.geometry)
-                ax.scatter(
-                    [p.x], [p.y], s=60, marker=marker, c=colour, edgecolors="white", zorder=5
-                )
+            ax.scatter([x], [y], s=60, marker=marker, c=colour, edgecolors="white", zorder=5)
         ax.scatter([here.x], [here.y], s=160, marker="*", c="#0b57d0", edgecolors="white", zorder=6)
+        _place_numbers(ax, spots)  # number n is the n-th site of the list below
         _scale_bar(ax)
         _north_arrow(ax)
-        y = 0.68
+        # The list, laid out first and drawn after: its gaps shrink (not its
+        # type) when ten sites with long hours would run into the footnote.
+        detail_em = width_pt * (0.94 - 0.10) / 9  # the detail lines' width, 9 pt ems
+        items: list[tuple[float, float, str, dict]] = []  # gap above, x, text, look
         for layer in catalog.facility_layers:
-            fig.text(0.06, y, layer.zh, fontsize=14, weight="bold")
-            y -= 0.028
+            gap = 0.036 if items else 0.0  # clear of the previous layer's last line
+            items.append((gap, 0.06, layer.zh, {"fontsize": 14, "weight": "bold"}))
             if not answers[layer.id]:
-                fig.text(0.08, y, "附近暂无", fontsize=11)
-                y -= 0.03
-            for r in answers[layer.id]:
+                items.append((0.028, 0.08, "附近暂无", {"fontsize": 11}))
+            for number, layer_id, r in numbered:
+                if layer_id != layer.id:
+                    continue
                 props = r.feature.properties
-                fig.text(
-                    0.08,
-                    y,
-                    f"{props.get('name')}　{r.distance_m:,.0f} 米"
-                    f"（步行约 {max(1, round(r.walk_minutes))} 分钟）",
-                    fontsize=11.5,
+                shown = (
+                    r.distance_m if step is None else max(step, round(r.distance_m / step) * step)
                 )
-                y -= 0.022
-                detail = (
-                    f"地址：{props.get('address') or '-'}　电话：{props.get('phone') or '-'}"
-                    f"　开放时间：{props.get('opening_hours') or '-'}"
+                minutes = r.walk_minutes * shown / max(r.distance_m, 1)  # as rounded
+                items.append((0.028, 0.06, str(number), {"fontsize": 11.5, "weight": "bold"}))
+                items.append(
+                    (
+                        0.0,
+                        0.09,
+                        f"{props.get('name')}　{_distance_text(r.distance_m, step)}"
+                        f"（步行约 {max(1, round(minutes))} 分钟）",
+                        {"fontsize": 11.5},
+                    )
                 )
-                fig.text(0.10, y, detail[:70], fontsize=9, color="#333")
-                y -= 0.026
-            y -= 0.006
+                parts = [f"地址：{props.get('address') or '-'}"]
+                if props.get("phone"):
+                    parts.append(f"电话：{props['phone']}")
+                parts.append(f"开放时间：{_hours(props.get('opening_hours')) or '-'}")
+                detail = _wrap("　".join(parts), detail_em)
+                items.append((0.021, 0.10, detail, {"fontsize": 9, "color": "#333"}))
+                items.append((0.014 * detail.count("\n"), 0.0, "", {}))  # its extra lines
+        top, bottom = 0.665, 0.06
+        needed = sum(gap for gap, *_ in items)
+        shrink = min(1.0, (top - bottom) / needed) if needed else 1.0
+        y = top
+        for gap, x, text, look in items:
+            y -= gap * shrink
+            if text and look["fontsize"] == 9:  # a detail: maybe lines, hung by its first
+                fig.text(x, y + 0.0095, text, va="top", **look)
+            elif text:
+                fig.text(x, y, text, **look)
         fig.text(
             0.06,
             0.03,

@@ -173,12 +173,14 @@ def nearest_sheet(
         if not found:
             raise InvalidParameter("address", "not found in the offline gazetteer of 张店区")
         lon, lat, where = found[0].lon, found[0].lat, f"{address}（{found[0].matched}）"
+        confidence = found[0].confidence
     else:
         if lon is None or lat is None:
             raise InvalidParameter("lon", "give lon and lat, or an address")
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise InvalidParameter("lon", f"coordinates out of range: {lon}, {lat}")
         where = f"{lon:.5f}, {lat:.5f}"
+        confidence = None  # a position given as such is exact
     return nearest_pdf(
         rt.catalog,
         rt.store,
@@ -189,4 +191,5 @@ def nearest_sheet(
         base_url=base_url,
         where=where,
         size=options.size,
+        confidence=confidence,
     )
