@@ -190,9 +190,9 @@ def test_context_is_drawn_under_the_sites_with_names_at_street_zoom(
         assert panes["land"] < panes["context"] < panes["dots"] < panes["markers"]
         pane = watched.page.locator(".leaflet-gsContext-pane")
         assert pane.locator("path").count() >= 6  # lake, river, two roads with casings, square
-        watched.js("gsApp.map.setView([36.8115, 118.0440], 11)")
+        watched.js("gsApp.map.setView([36.8115, 118.0440], 11, {animate: false})")
         assert watched.page.locator(".gs-road-label").first.is_hidden()  # district view
-        watched.js("gsApp.map.setView([36.8115, 118.0440], 16)")
+        watched.js("gsApp.map.setView([36.8115, 118.0440], 16, {animate: false})")
         for name in ("示例东西路", "示例南北路", "示例湖", "示例广场"):
             shown = pane.locator(".gs-context-label", has_text=name)
             # Shown once the zoom has ended (the zoom is animated).
@@ -229,7 +229,7 @@ def test_without_tiles_or_context_the_gazetteer_labels_the_map(live_server, open
     assert 0 < len(landmarks) < len(everywhere)  # some are left to their markers
     assert pane.locator(".gs-landmark-label").count() == len(landmarks)
     station = landmarks[0]
-    watched.js(f"gsApp.map.setView([{station.lat}, {station.lon}], 15)")
+    watched.js(f"gsApp.map.setView([{station.lat}, {station.lon}], 15, {{animate: false}})")
     label = pane.locator(".gs-landmark-label", has_text=station.name)
     label.wait_for(state="visible", timeout=10_000)
     # Its dot is at the station: the label starts just right of it.
@@ -242,7 +242,7 @@ def test_without_tiles_or_context_the_gazetteer_labels_the_map(live_server, open
     box = label.bounding_box()
     assert 0 < box["x"] - dot[0] < 20 and box["y"] < dot[1] < box["y"] + box["height"]
     assert pane.locator("path.leaflet-interactive, path").count() == len(landmarks)  # dots only
-    watched.js("gsApp.map.setView([36.8101, 118.0427], 14)")
+    watched.js("gsApp.map.setView([36.8101, 118.0427], 14, {animate: false})")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     watched.page.screenshot(path=str(SCREENSHOTS / "map-context-gazetteer.png"))
     assert watched.outside == [] and watched.errors == []
@@ -279,7 +279,7 @@ def test_the_standalone_file_embeds_the_context(tmp_path, open_map):
         capture_output=True,
     )
     watched = open_map(out.as_uri())
-    watched.js("gsApp.map.setView([36.8115, 118.0440], 16)")
+    watched.js("gsApp.map.setView([36.8115, 118.0440], 16, {animate: false})")
     labels = watched.page.locator(".leaflet-gsContext-pane .gs-context-label")
     assert {"示例东西路", "示例南北路", "示例湖", "示例河", "示例广场"} <= set(
         labels.all_inner_texts()
