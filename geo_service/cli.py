@@ -955,6 +955,8 @@ def _print_job(
             with _runtime(store) as rt:
                 if allow_local_qr is not None:
                     qr_target = printing.qr_base_url(rt, allow_local=allow_local_qr)
+                    # The job prints the codes it was allowed to.
+                    rt.settings.allow_local_qr = rt.settings.allow_local_qr or allow_local_qr
                 record, output = run_here(
                     rt,
                     process_id,

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         "(without it, at http://host:port, which phones elsewhere cannot reach: set it "
         "in deployment). Never taken from the request's Host header",
     )
+    allow_local_qr: bool = Field(
+        default=False,
+        description="Print QR codes even when they would point to this computer only "
+        "(no public_url, or one on 127.0.0.1/localhost): for test prints. Without it such "
+        "pages carry a line saying why there is no code instead",
+    )
     style_file: Path = Field(
         default_factory=default_style_file,
         description="Map style (colours, glyphs, title, view) that office staff edit",

@@ -129,6 +129,27 @@ def test_the_api_prints_qr_codes_to_public_url_whatever_the_host_header(seeded, 
     assert qr_targets(pdf, candidates) == [town_link(PUBLIC)]
 
 
+@pytest.mark.parametrize("allowed", [False, True])
+def test_the_server_prints_no_code_for_this_computer_unless_allowed(seeded, tmp_path, allowed):
+    # A default install: no public_url, listening on 127.0.0.1. The office's
+    # print says why it has no code, rather than a code no phone can open.
+    app = create_app(Settings(store=str(seeded), allow_local_qr=allowed))
+    with TestClient(app) as client:
+        answer = client.get(f"/print/towns/{PARK_TOWN}.pdf")
+    assert answer.status_code == 200, answer.text
+    pdf = tmp_path / "default.pdf"
+    pdf.write_bytes(answer.content)
+    text = subprocess.run(
+        ["pdftotext", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True, text=True
+    ).stdout
+    if allowed:
+        assert qr_targets(pdf, [LOCAL]) == [LOCAL]
+        assert "扫码看在线地图" in text and "未设置公开网址" not in text
+    else:
+        assert qr_targets(pdf, [LOCAL]) == []
+        assert "未设置公开网址" in text and "扫码看在线地图" not in text
+
+
 @pytest.mark.parametrize(
     ("url", "local"),
     [

@@ -135,7 +135,8 @@ class _Context:
     towns: list[StoredFeature]
     district: list[StoredFeature]
     sites: dict[str, list[StoredFeature]]  # layer -> open and planned sites
-    base_url: str
+    #: Where QR codes point; None: the pages say why they carry none.
+    base_url: str | None
     size: tuple[float, float]
     to_metric: Any
     sample: bool
@@ -147,7 +148,7 @@ def _context(
     catalog: Catalog,
     store: Store,
     style: MapStyle,
-    base_url: str,
+    base_url: str | None,
     size: str,
     orientation: str,
     layers: Sequence[str] | None,
@@ -200,7 +201,7 @@ def _context(
         towns,
         district,
         sites,
-        base_url.rstrip("/"),
+        base_url.rstrip("/") if base_url else None,
         (width, height),
         to_metric,
         sample,
@@ -298,9 +299,22 @@ def _footer(fig, ctx: _Context, notice_y: float = 0.955) -> None:
         )
 
 
-def _qr(fig, url: str, rect) -> None:
+def _qr(fig, url: str | None, rect) -> None:
     import segno
 
+    if url is None:
+        # No public address set: a code for this computer would open nothing
+        # on a resident's phone, so the page says why it has none.
+        fig.text(
+            rect[0] + rect[2] / 2,
+            rect[1] + rect[3] / 2,
+            "未设置公开网址\n本页不印二维码",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="#59636e",
+        )
+        return
     matrix = np.array([list(row) for row in segno.make(url, error="m").matrix_iter(border=2)])
     ax = fig.add_axes(rect)
     ax.imshow(matrix, cmap="binary", interpolation="nearest")
@@ -910,7 +924,7 @@ def _town_pages(pdf: PdfPages, ctx: _Context, town: StoredFeature) -> None:
         _legend(fig, ctx, anchor=(box.x0 + box.width / 2, 0.925 - box.height), loc="upper center")
     else:
         _legend(fig, ctx, anchor=look.legend)
-    _qr(fig, f"{ctx.base_url}/map#town={town.id}", look.qr)
+    _qr(fig, ctx.base_url and f"{ctx.base_url}/map#town={town.id}", look.qr)
     pages = _paginate(ctx, rows, look.table, look.more)
     _index_table(fig, ctx, rows, pages.chunks[0] if rows else [], pages.layout, look.table)
     _footer(fig, ctx)

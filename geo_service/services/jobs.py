@@ -98,10 +98,11 @@ def cache_key(rt: Runtime, proc: Process, inputs: dict[str, Any]) -> str:
     """Same process, same inputs, same data (every layer's version) and the
     same base of printed links and QR codes: same key. A PDF printed before
     ``public_url`` was set (or changed) is never handed out after it."""
-    from geo_service.services.printing import base_url
+    from geo_service.services.printing import base_url, qr_target
 
     versions = sorted(rt.store.layer_versions().items())
-    text = orjson.dumps([proc.id, inputs, versions, base_url(rt)], option=orjson.OPT_SORT_KEYS)
+    links = [base_url(rt), qr_target(rt)]
+    text = orjson.dumps([proc.id, inputs, versions, links], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(text).hexdigest()
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "is_loopback",
     "nearest_sheet",
     "qr_base_url",
+    "qr_target",
     "town",
 ]
 
@@ -98,12 +99,21 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+def qr_target(rt: Runtime) -> str | None:
+    """Where the printed QR codes of a job point: ``base_url``, or None when
+    that opens on this computer only and ``allow_local_qr`` is not set (the
+    pages then say why they carry no code: a code no phone can open is worse
+    than none)."""
+    url = base_url(rt)
+    return None if is_loopback(url) and not rt.settings.allow_local_qr else url
+
+
 def qr_base_url(rt: Runtime, *, allow_local: bool = False) -> str:
     """``base_url`` for pages that carry QR codes, refused when it names this
     computer only, unless ``allow_local`` says that is meant (a test print):
     an office would otherwise hand out codes no phone can open."""
     url = base_url(rt)
-    if is_loopback(url) and not allow_local:
+    if is_loopback(url) and not (allow_local or rt.settings.allow_local_qr):
         raise InvalidParameter(
             "public_url",
             f"打印的二维码会指向 {url}，只有本机能打开。请设置公开网址 "
@@ -119,7 +129,7 @@ def atlas(
     rt: Runtime,
     options: PrintOptions,
     *,
-    base_url: str,
+    base_url: str | None,
     progress: Callable[[float], None] | None = None,
 ) -> bytes:
     """The district atlas as PDF bytes."""
@@ -137,7 +147,7 @@ def atlas(
     )
 
 
-def town(rt: Runtime, code: str, options: PrintOptions, *, base_url: str) -> bytes:
+def town(rt: Runtime, code: str, options: PrintOptions, *, base_url: str | None) -> bytes:
     """One town's pages as PDF bytes (``FeatureNotFound`` for an unknown code)."""
     from geo_service.outputs.printing import town_pdf
 

@@ -142,7 +142,7 @@ def _run_atlas(rt: Runtime, inputs: dict[str, Any], progress: Progress) -> Outpu
     from geo_service.services import printing
 
     options = printing.PrintOptions(inputs["size"], inputs["orientation"], _tuple(inputs))
-    content = printing.atlas(rt, options, base_url=printing.base_url(rt), progress=progress)
+    content = printing.atlas(rt, options, base_url=printing.qr_target(rt), progress=progress)
     return Output(content, PDF)
 
 
@@ -173,7 +173,7 @@ def _run_town(rt: Runtime, inputs: dict[str, Any], progress: Progress) -> Output
     from geo_service.services import printing
 
     options = printing.PrintOptions(inputs["size"], inputs["orientation"], _tuple(inputs))
-    return Output(printing.town(rt, inputs["code"], options, base_url=printing.base_url(rt)), PDF)
+    return Output(printing.town(rt, inputs["code"], options, base_url=printing.qr_target(rt)), PDF)
 
 
 PRINT_TOWN = Process(
