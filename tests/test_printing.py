@@ -114,6 +114,17 @@ def test_the_atlas_has_an_overview_then_every_town_with_its_sites(
     overview = texts[0]
     assert "张店区拥军服务资源分布图" in overview
     assert "示例数据" in overview and "制图日期" in overview
+    # The notice counts the examples among the printed sites: some are real.
+    printed = [
+        f["properties"]
+        for layer in catalog.facility_layers
+        for f in client.get(f"/collections/{layer.id}/items?limit=1000").json()["features"]
+        if f["properties"].get("status") != "suspended"
+    ]
+    samples = sum(1 for p in printed if p.get("sample"))
+    assert 0 < samples < len(printed)
+    notice = f"所印{len(printed)}个地点中{samples}个为示例"
+    assert notice in "".join(overview.split())  # pdftotext may break the line anywhere
     towns = client.get("/collections/towns/items").json()["features"]
     for town in towns:
         assert town["properties"]["name"] in overview

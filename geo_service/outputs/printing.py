@@ -65,7 +65,11 @@ FONT_FILES = [
 FONT_FAMILY = "Noto Sans CJK SC"
 #: Layer marker shapes on paper (colour comes from the style file).
 MARKERS = ["o", "s", "^", "D", "P", "v", "h"]
-SAMPLE_NOTICE = "示例数据：图中站点为示例，名称、位置与信息仅供演示，不代表真实服务点。"
+#: Said with counts: some printed sites are real, so "every site is an example" would be false.
+SAMPLE_NOTICE = (
+    "示例数据：所印 {total} 个地点中 {samples} 个为示例，其名称、位置与信息仅供演示，"
+    "不代表真实服务点。"
+)
 
 
 _registered: set[str] = set()
@@ -139,7 +143,7 @@ class _Context:
     base_url: str | None
     size: tuple[float, float]
     to_metric: Any
-    sample: bool
+    sample: tuple[int, int]  # sample sites, all sites printed
     #: The office's roads, water and landmarks (metric), drawn under the sites.
     context: list[tuple[str, str | None, Any]]  # kind, name, geometry
 
@@ -175,7 +179,10 @@ def _context(
         ]
         for layer_id in wanted
     }
-    sample = any(s.properties.get("sample") for layer in sites.values() for s in layer)
+    sample = (
+        sum(1 for layer in sites.values() for s in layer if s.properties.get("sample")),
+        sum(len(layer) for layer in sites.values()),
+    )
 
     def to_metric(geometry):
         return shapely.transform(
@@ -286,11 +293,12 @@ def _footer(fig, ctx: _Context, notice_y: float = 0.955) -> None:
         "· 镇街边界为示意"
     )
     fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=6.5, color="#444")
-    if ctx.sample:
+    samples, total = ctx.sample
+    if samples:
         fig.text(
             0.5,
             notice_y,
-            SAMPLE_NOTICE,
+            SAMPLE_NOTICE.format(samples=samples, total=total),
             ha="center",
             va="top",
             fontsize=8,
