@@ -201,7 +201,8 @@ def page_data(
     return {
         "layers": layers,
         "exportedAt": now.isoformat(timespec="minutes"),
-        "hours": site_times(index, now)["hours"],
+        # Only the hours' wording: the states come from hoursChanges below.
+        "hours": {v: shown for v in sorted(values) if (shown := hours_text(v)) is not None},
         "horizon": {
             "from": start.isoformat(timespec="minutes"),
             "until": until.isoformat(timespec="minutes"),
