@@ -76,7 +76,7 @@ def plan_context_import(
             f"{table.name}: say which kind the file holds ({_kinds(layer)}), with --kind "
             "or a kind column (类型)",
         )
-    district = _district_box(store)
+    reach = _district_reach(store)
     today_text = (today or dt.date.today()).isoformat()
     source = f"imported from {file_label(table.name)} on {today_text}"
     stored = {f.id: f for f in store.all_features(layer.id)}
@@ -107,7 +107,7 @@ def plan_context_import(
         if row_kind == "landmark" and not name:
             report.fail("a landmark needs a name: it is drawn as its label (名称)")
             continue
-        if district is not None and not shapely.box(*district).intersects(row.geometry):
+        if reach is not None and not reach.intersects(row.geometry):
             far += 1
             report.fail(
                 "lies far outside the district: the file's coordinate system "
@@ -180,10 +180,12 @@ def _feature_id(kind: str, name: str, geometry: Any) -> str:
     return f"{kind}-{digest.hexdigest()[:12]}"
 
 
-def _district_box(store: Store) -> tuple[float, float, float, float] | None:
+def _district_reach(store: Store) -> Any:
+    """The district's bounding box grown by ``DISTRICT_MARGIN_DEG`` (a shapely
+    polygon), or None for a store without the district."""
     outlines = store.all_features("district")
     if not outlines:
         return None
     minx, miny, maxx, maxy = shapely.union_all([f.geometry for f in outlines]).bounds
     m = DISTRICT_MARGIN_DEG
-    return (minx - m, miny - m, maxx + m, maxy + m)
+    return shapely.box(minx - m, miny - m, maxx + m, maxy + m)

@@ -113,7 +113,7 @@ def qr_base_url(rt: Runtime, *, allow_local: bool = False) -> str:
     computer only, unless ``allow_local`` says that is meant (a test print):
     an office would otherwise hand out codes no phone can open."""
     url = base_url(rt)
-    if is_loopback(url) and not (allow_local or rt.settings.allow_local_qr):
+    if qr_target(rt) is None and not allow_local:
         raise InvalidParameter(
             "public_url",
             f"打印的二维码会指向 {url}，只有本机能打开。请设置公开网址 "
