@@ -5,6 +5,7 @@ none. Fixture files are made here with geopandas (never read from shared data).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -357,3 +358,90 @@ def test_the_command_line_imports_a_kind_and_says_what_it_removed(tmp_path):
     wrong = run(str(one), "--layer", "stations", "--kind", "road")
     assert wrong.returncode != 0 and "--kind is for context layers" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+# -- hostile names ---------------------------------------------------------------
+
+
+def _hostile_landmarks(folder: Path) -> Path:
+    """Every stored text of the hostile corpus as a landmark's name, on a grid
+    inside 公园街道 (printed on its town page, drawn at street zoom)."""
+    from tests.hostile import STORED
+
+    points = [
+        Point(118.036 + 0.0025 * (i % 6), 36.804 + 0.002 * (i // 6)) for i in range(len(STORED))
+    ]
+    return _landmarks(folder, names=[text for _what, text in STORED], points=points)
+
+
+def test_hostile_context_names_are_kept_drawn_as_text_and_printed_literally(tmp_path, open_map):
+    from geo_service.outputs.printing import town_pdf
+    from geo_service.sources.style import default_style_file, load_style
+    from tests.hostile import STORED
+    from tests.test_hostile_outputs import pdf_text, printed
+
+    names = [text for _what, text in STORED]
+    location = tmp_path / "store.gpkg"
+    store = open_store(location, load_catalog())
+    try:
+        seed_store(store, store.catalog)
+        plan, _ = _import(store, _hostile_landmarks(tmp_path), "landmark")
+        assert [row.status.value for row in plan.rows] == ["OK"] * len(names)
+        assert sorted(_context(store, "landmark")) == sorted(names)  # kept exactly
+        style = load_style(default_style_file(), store.catalog)
+        pdf = town_pdf(store.catalog, store, style, "370303002", base_url="https://map.example.cn")
+    finally:
+        store.close()
+    text = pdf_text(pdf, tmp_path)
+    for name in names:
+        assert printed(name, text), name
+    with running_server(tmp_path, GEO_SERVICE_STORE=str(location)) as base:
+        watched = open_map(base + "/")
+        watched.js("gsApp.map.setView([36.806, 118.045], 16, {animate: false})")
+        labels = watched.page.locator(".leaflet-gsContext-pane .gs-landmark-label")
+        assert sorted(labels.all_text_contents()) == sorted(names)
+        assert watched.js("window.__pwned") is None
+        assert watched.errors == [] and watched.outside == []
+
+
+def _geojson(path: Path, names: list[str]) -> Path:
+    """Written by hand: GDAL's writer would cut a name at a NUL."""
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"name": name},
+            "geometry": {"type": "Point", "coordinates": [118.04 + 0.002 * i, 36.806]},
+        }
+        for i, name in enumerate(names)
+    ]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def test_a_context_name_with_a_control_character_is_refused_row_by_row(store, tmp_path):
+    from tests.hostile import REFUSED
+
+    names = [text for _what, text in REFUSED if "\x00" not in text]
+    plan = plan_import(
+        _geojson(tmp_path / "refused.geojson", names),
+        "context",
+        store.catalog,
+        store,
+        kind="landmark",
+    )
+    assert [row.status.value for row in plan.rows] == ["error"] * len(names)
+    with pytest.raises(ImportRefused):
+        apply_import(plan, store)
+    assert store.count("context") == 0
+
+
+@pytest.mark.parametrize("layer", ["context", "stations"])
+def test_a_geojson_with_a_nul_is_refused_not_read_cut_short(store, tmp_path, layer):
+    # GDAL would read "示例\u0000站" as "示例": the file is refused instead.
+    path = _geojson(tmp_path / "nul.geojson", ["示例\x00站"])
+    assert "\\u0000" in path.read_text()
+    with pytest.raises(InvalidParameter, match="NUL"):
+        plan_import(
+            path, layer, store.catalog, store, kind="landmark" if layer == "context" else None
+        )
+    assert store.count("context") == 0

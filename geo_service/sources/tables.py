@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 import sqlite3
 import zipfile
 from collections.abc import Iterator
@@ -660,6 +661,10 @@ def _spread_merged(
 # -- GeoJSON, GeoPackage, Shapefile --------------------------------------------------
 
 
+#: A JSON ``\u0000`` escape: a backslash not itself escaped, then u0000.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _check_spatial_file(path: Path, limits: ImportLimits) -> None:
     """The file is what its name says, before GDAL (which picks a driver by
     content: a ``.geojson`` holding a VRT would read files off the server)."""
@@ -695,6 +700,18 @@ def _check_spatial_file(path: Path, limits: ImportLimits) -> None:
     if not ok:
         kind = {".gpkg": "GeoPackage", ".shp": "Shapefile"}.get(suffix, "GeoJSON")
         raise _unreadable(path.name, kind, "its content is not of that kind")
+    if suffix in {".geojson", ".json"} and _holds_nul(path.read_bytes()):
+        # GDAL reads a string only up to its first NUL: "示例\u0000站" would
+        # arrive as "示例", silently cut, where every write path refuses it.
+        raise InvalidParameter(
+            "file",
+            f"{path.name}：文件中有空字符（\\u0000），任何字段都不能含有 "
+            "(the file holds a NUL character, \\u0000, which no field may hold)",
+        )
+
+
+def _holds_nul(text: bytes) -> bool:
+    return b"\x00" in text or _JSON_NUL.search(text) is not None
 
 
 def _require_table(path: Path, layer: str) -> None:
