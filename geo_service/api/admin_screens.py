@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from geo_service.analysis.coverage import COMPLIANCE_COLUMNS
 from geo_service.api.admin import console_screen, principal
-from geo_service.api.coverage import _inputs, _recommendation, _report
+from geo_service.api.coverage import _inputs, _lang, _recommendation, _report
 from geo_service.api.media import MediaType
 from geo_service.outputs.coverage_workbook import write_workbook
 from geo_service.services import console as console_service
@@ -91,7 +91,7 @@ async def coverage_workbook(request: Request) -> Response:
     await run_in_threadpool(principal, request)  # a console route: signed in
     inputs = _inputs(request, ("layers", "kinds", "radius", "p", "lang"))
     # The console's language (?lang=en on its screens): the workbook's too.
-    lang = "en" if inputs.pop("lang", None) == "en" else "zh"
+    lang = _lang(inputs)
     p = inputs.pop("p", None)
     report = await _report(request, inputs)
     recommendation = await _recommendation(request, {**inputs, "p": p}) if p else None

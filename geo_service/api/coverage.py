@@ -69,6 +69,15 @@ def _inputs(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+def _lang(inputs: dict[str, str]) -> str:
+    """The ``lang`` of a coverage question, taken out of its inputs (it picks
+    the wording, not the answer): zh (default) or en, anything else a 400."""
+    lang = inputs.pop("lang", "zh")
+    if lang not in {"zh", "en"}:
+        raise InvalidParameter("lang", "must be zh or en")
+    return lang
+
+
 async def _report(request: Request, inputs: dict[str, str]) -> dict[str, Any]:
     """The coverage report, computed by a job worker (bounded, cached)."""
     _record, output = await request.app.state.jobs.run("coverage-report", inputs)
@@ -180,9 +189,7 @@ async def coverage_page(request: Request) -> HTMLResponse:
     from geo_service.web.coverage_map import coverage_map
 
     inputs = _inputs(request, ("layers", "kinds", "radius", "p", "lang"))
-    lang = inputs.pop("lang", "zh")
-    if lang not in {"zh", "en"}:
-        raise InvalidParameter("lang", "must be zh or en")
+    lang = _lang(inputs)
     p = inputs.pop("p", None)
     report = await _report(request, inputs)
     recommendation = await _recommendation(request, {**inputs, "p": p}) if p is not None else None
