@@ -163,62 +163,135 @@ def town_features(catalog: Catalog, data: NationalData) -> list[ValidFeature]:
     return [catalog.validate_feature("towns", raw) for raw in data.town_features()]
 
 
-def load_store(
-    store: Store, catalog: Catalog, data: NationalData, budget: float, label: str
-) -> dict[str, float]:
-    """The store's write path for ``budget`` seconds (whole chunks), then the
-    bench's bulk path for the rest; rows/s of each."""
-    store.write("towns", town_features(catalog, data), actor="db load", action="load")
-    path_rows, path_s = 0, 0.0
+def write_path(store: Store, data: NationalData, budget: float) -> tuple[int, float]:
+    """Today's per-row write path (``write_layers``: a read, an insert and an
+    audit record per row) for ``budget`` seconds of whole chunks, alternating
+    layers so both are measured; rows written and seconds taken."""
+    rows, seconds = 0, 0.0
     done = {layer_id: 0 for layer_id in FACILITY_LAYERS}
-    # Alternate layers so both get the write path's cost measured.
-    while path_s < budget:
-        progressed = False
+    while seconds < budget:
         for layer_id in FACILITY_LAYERS:
             table, start = data.layers[layer_id], done[layer_id]
-            if start >= len(table) or path_s >= budget:
+            if start >= len(table) or seconds >= budget:
                 continue
             batch = valid_features(table, start, start + CHUNK // 4)
             t0 = time.perf_counter()
-            store.write_layers({layer_id: batch}, actor="db load", action="load")
-            path_s += time.perf_counter() - t0
-            path_rows += len(batch)
+            store.write_layers({layer_id: batch}, actor="bench", action="upsert")
+            seconds += time.perf_counter() - t0
+            rows += len(batch)
             done[layer_id] += len(batch)
-            progressed = True
-        if not progressed:
+        if all(done[x] >= len(data.layers[x]) for x in FACILITY_LAYERS):
             break
-    bulk_rows, bulk_s = 0, 0.0
+    return rows, seconds
+
+
+def bulk_baseline(store: Store, data: NationalData) -> tuple[int, float]:
+    """The bench-only bulk path (no validation, no audit): every row, in chunks."""
     bulk = bulk_geopackage if store.location.endswith(".gpkg") else bulk_postgis
+    rows, seconds = 0, 0.0
     for layer_id in FACILITY_LAYERS:
         table = data.layers[layer_id]
-        for start in range(done[layer_id], len(table), CHUNK):
+        for start in range(0, len(table), CHUNK):
             batch = valid_features(table, start, start + CHUNK)
             t0 = time.perf_counter()
             bulk(store, layer_id, batch)
-            bulk_s += time.perf_counter() - t0
-            bulk_rows += len(batch)
+            seconds += time.perf_counter() - t0
+            rows += len(batch)
     t0 = time.perf_counter()
     finish_bulk(store)
-    bulk_s += time.perf_counter() - t0
-    total = sum(len(t) for t in data.layers.values())
-    path_rate = path_rows / path_s if path_s else float("nan")
-    bulk_rate = bulk_rows / bulk_s if bulk_s else float("nan")
-    say(
-        f"{label}: store write path {path_rows:,} rows in {path_s:.1f} s = {path_rate:,.0f} rows/s "
-        f"(all {total:,} would take {total / path_rate / 60:.0f} min); bulk path "
-        f"{bulk_rows:,} rows in {bulk_s:.1f} s = {bulk_rate:,.0f} rows/s; "
-        f"ratio bulk : store path = {bulk_rate / path_rate:.1f}"
+    return rows, seconds + time.perf_counter() - t0
+
+
+def db_load(source: Path, target: str, layers_dir: Path) -> float:
+    """``geo-service db load --from SOURCE --store TARGET`` as an operator runs it; seconds."""
+    env = dict(os.environ, GEO_SERVICE_LAYERS_DIR=str(layers_dir))
+    command = [str(Path(sys.executable).parent / "geo-service"), "db", "load"]
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [*command, "--from", str(source), "--store", target],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
-    counts = {layer_id: store.count(layer_id) for layer_id in FACILITY_LAYERS}
-    if counts != {layer_id: len(data.layers[layer_id]) for layer_id in FACILITY_LAYERS}:
-        raise SystemExit(f"{label}: loaded {counts}, expected every generated row")
-    return {
-        "path_rows": path_rows,
-        "path_rows_per_s": path_rate,
-        "bulk_rows": bulk_rows,
-        "bulk_rows_per_s": bulk_rate,
-        "full_load_min_by_path": total / path_rate / 60,
-    }
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"db load into {target} failed:\n{done.stdout}\n{done.stderr}")
+    return seconds
+
+
+def load_stores(
+    catalog: Catalog,
+    data: NationalData,
+    folder: Path,
+    layers_dir: Path,
+    pg_url: str | None,
+    scratch_pg_url: str | None,
+    budget: float,
+) -> dict[str, Store]:
+    """Every store loaded three ways, each measured: today's per-row write path
+    (``budget`` seconds on a scratch store), the bench-only bulk baseline, and
+    ``db load`` (the product's bulk path) of the whole national set from the
+    baseline's GeoPackage. The ``db load`` targets are the stores queried later."""
+    total = sum(len(t) for t in data.layers.values())
+    towns = town_features(catalog, data)
+    source_path = folder / "source.gpkg"
+    scratch = [(folder / "scratch.gpkg", "GeoPackage")]
+    if scratch_pg_url:
+        scratch.append((scratch_pg_url, "PostGIS"))
+    path_rates = {}
+    for location, label in scratch:
+        with open_store(location, catalog) as store:
+            store.write("towns", towns, actor="bench", action="load")
+            rows, seconds = write_path(store, data, budget)
+            if hasattr(store, "drop"):
+                store.drop()
+        path_rates[label] = rows / seconds
+        say(
+            f"{label}: today's store write path {rows:,} rows in {seconds:.1f} s = "
+            f"{rows / seconds:,.0f} rows/s (all {total:,} would take "
+            f"{total / (rows / seconds) / 60:.0f} min)"
+        )
+    (folder / "scratch.gpkg").unlink(missing_ok=True)
+    stores: dict[str, Store] = {}
+    targets = [(folder / "national.gpkg", "GeoPackage", None)]
+    if pg_url and scratch_pg_url:
+        targets.append((pg_url, "PostGIS", scratch_pg_url))
+    with open_store(source_path, catalog) as source:
+        source.write("towns", towns, actor="bench", action="load")
+        base_rows, base_s = bulk_baseline(source, data)
+    baselines = {"GeoPackage": base_rows / base_s}
+    if scratch_pg_url:
+        with open_store(scratch_pg_url, catalog) as store:
+            store.write("towns", towns, actor="bench", action="load")
+            rows, seconds = bulk_baseline(store, data)
+            store.drop()
+        baselines["PostGIS"] = rows / seconds
+    for location, label, _ in targets:
+        seconds = db_load(source_path, str(location), layers_dir)
+        store = open_store(location, catalog)
+        counts = {layer_id: store.count(layer_id) for layer_id in FACILITY_LAYERS}
+        if counts != {layer_id: len(data.layers[layer_id]) for layer_id in FACILITY_LAYERS}:
+            raise SystemExit(f"{label}: db load gave {counts}, expected every generated row")
+        rate = (total + len(towns)) / seconds
+        say(
+            f"{label}: bulk baseline (bench-only) {baselines[label]:,.0f} rows/s; `db load` of "
+            f"all {total:,} sites {seconds:.0f} s = {rate:,.0f} rows/s; db load : baseline = "
+            f"{rate / baselines[label]:.2f} (target >= 0.8); db load : today's write path = "
+            f"{rate / path_rates[label]:.1f}"
+        )
+        note(
+            f"load_{label.lower()}",
+            {
+                "path_rows_per_s": path_rates[label],
+                "bulk_rows_per_s": baselines[label],
+                "db_load_rows_per_s": rate,
+                "db_load_s": seconds,
+            },
+        )
+        stores["geopackage" if label == "GeoPackage" else "postgis"] = store
+    source_path.unlink(missing_ok=True)
+    return stores
 
 
 def bulk_geopackage(store: Store, layer_id: str, batch: list[ValidFeature]) -> None:
@@ -352,6 +425,86 @@ def bench_knn(data: NationalData, points: list[tuple[float, float]]) -> None:
     note("nearest_postgis_knn", {"p50_ms": k50, "p99_ms": k99, "qps_at_p50": 1e3 / k50})
 
 
+#: The code before issue 20 (full StoredFeature per site), built in the same
+#: run as the baseline of the index's build time and memory.
+LEGACY_REVISION = "76e40da"
+
+_INDEX_PROBE = """
+import json, os, sys, time
+from pathlib import Path
+from geo_service.sources.catalog import load_catalog
+from geo_service.store import open_store
+from geo_service.analysis.nearest import SiteIndexCache
+
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+
+catalog = load_catalog(Path(sys.argv[2]))
+store = open_store(sys.argv[1], catalog)
+before = rss()
+t0 = time.perf_counter()
+index = SiteIndexCache(store, ["stations", "green_channels"]).get()
+seconds = time.perf_counter() - t0
+print(json.dumps({"seconds": seconds, "rss_gib": rss(), "rss0_gib": before, "sites": len(index)}))
+"""
+
+
+def index_build(location: str, layers_dir: Path, code: Path | None = None) -> dict[str, float]:
+    """A worker's nearest index built from the store in a fresh process: seconds
+    and resident memory (GiB). ``code``: a folder holding another revision's
+    ``geo_service`` package to build with instead of this one."""
+    env = dict(os.environ, GEO_SERVICE_LAYERS_DIR=str(layers_dir))
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    done = subprocess.run(
+        [sys.executable, "-c", _INDEX_PROBE, location, str(layers_dir)],
+        cwd=code or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"index build failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_index_build(location: str, layers_dir: Path, legacy: bool) -> None:
+    """Issue 20's index targets: RSS per worker and the first build, against
+    the code before it (``LEGACY_REVISION``), both built here from the same store."""
+    ours = index_build(location, layers_dir)
+    say(
+        f"nearest index from the store ({ours['sites']:,} sites): built in "
+        f"{ours['seconds']:.1f} s; worker memory {ours['rss_gib']:.2f} GiB "
+        f"({ours['rss0_gib']:.2f} GiB before it; "
+        f"{(ours['rss_gib'] - ours['rss0_gib']) * 2**30 / ours['sites']:,.0f} bytes per site)"
+    )
+    note("index_build", ours)
+    if not legacy:
+        return
+    code = Path(tempfile.mkdtemp(prefix="legacy-"))
+    try:
+        archive = subprocess.run(
+            ["git", "archive", LEGACY_REVISION, "geo_service"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+        old = index_build(location, layers_dir, code)
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+    say(
+        f"nearest index, code of {LEGACY_REVISION} (before issue 20), same store: built in "
+        f"{old['seconds']:.1f} s, worker memory {old['rss_gib']:.2f} GiB; "
+        f"build ours : old = {ours['seconds'] / old['seconds']:.3f} (target <= 0.1), "
+        f"memory ours {ours['rss_gib']:.2f} GiB (target <= 1 GiB), old : ours = "
+        f"{old['rss_gib'] / ours['rss_gib']:.1f}"
+    )
+    note("index_build_legacy", old)
+
+
 def view_boxes(data: NationalData, n: int, rng) -> list[tuple[float, float, float, float]]:
     lon, lat = populated_points(data, n, rng)
     w, h = VIEW_DEG
@@ -405,7 +558,10 @@ def bench_store_queries(stores: dict[str, Store], data: NationalData, seconds: f
         note(f"tiles_{label}", {"p50_ms": p50, "p99_ms": p99, "tiles_per_s": rate})
     if len(stores) == 2:
         g, p = RESULTS.get("tiles_geopackage"), RESULTS.get("tiles_postgis")
-        say(f"tiles/s ratio PostGIS : GeoPackage = {p['tiles_per_s'] / g['tiles_per_s']:.2f}")
+        say(
+            f"tiles/s ratio GeoPackage : PostGIS = {g['tiles_per_s'] / p['tiles_per_s']:.2f} "
+            "(target >= 0.5)"
+        )
         for layer_id in FACILITY_LAYERS:
             g = RESULTS[f"bbox_geopackage_{layer_id}"]["qps"]
             p = RESULTS[f"bbox_postgis_{layer_id}"]["qps"]
@@ -657,6 +813,12 @@ def main() -> None:
     parser.add_argument("--province", default="37", help="2-digit code (37: Shandong)")
     parser.add_argument("--coverage-cell", type=float, default=100.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--legacy-index",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"also build the index with the code of {LEGACY_REVISION} (slow; ~10 GiB at scale 1)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--keep", type=Path, help="keep the GeoPackage store in this folder")
     args = parser.parse_args()
@@ -687,33 +849,22 @@ def main() -> None:
     validate(catalog, data, args.validate_every)
 
     gpkg_path = folder / "national.gpkg"
-    if gpkg_path.exists():
-        gpkg_path.unlink()
-    stores: dict[str, Store] = {"geopackage": open_store(gpkg_path, catalog)}
-    note(
-        "load_geopackage",
-        load_store(stores["geopackage"], catalog, data, args.load_seconds, "GeoPackage"),
-    )
+    for stale in ("national.gpkg", "source.gpkg", "scratch.gpkg"):
+        (folder / stale).unlink(missing_ok=True)
     pg = os.environ.get("GEO_SERVICE_BENCH_PG")
-    pg_url = None
+    pg_url = scratch_pg_url = None
     if pg:
-        schema = f"national_{os.getpid()}"
-        pg_url = f"{pg}{'&' if '?' in pg else '?'}schema={schema}"
-        stores["postgis"] = open_store(pg_url, catalog)
-        note(
-            "load_postgis",
-            load_store(stores["postgis"], catalog, data, args.load_seconds, "PostGIS"),
-        )
-        g, p = RESULTS["load_geopackage"], RESULTS["load_postgis"]
-        say(
-            "load ratio PostGIS : GeoPackage, store write path = "
-            f"{p['path_rows_per_s'] / g['path_rows_per_s']:.2f}, bulk = "
-            f"{p['bulk_rows_per_s'] / g['bulk_rows_per_s']:.2f}"
-        )
+        separator = "&" if "?" in pg else "?"
+        pg_url = f"{pg}{separator}schema=national_{os.getpid()}"
+        scratch_pg_url = f"{pg}{separator}schema=national_scratch_{os.getpid()}"
     else:
         say("PostGIS: skipped (set GEO_SERVICE_BENCH_PG to a reachable database)")
+    stores = load_stores(
+        catalog, data, folder, layers_dir, pg_url, scratch_pg_url, args.load_seconds
+    )
 
     try:
+        bench_index_build(str(gpkg_path), layers_dir, args.legacy_index)
         bench_knn(data, bench_nearest(data, args.seconds, rng))
         bench_store_queries(stores, data, args.seconds, rng)
         if args.http_seconds > 0:
