@@ -33,13 +33,22 @@ sys.path.insert(0, str(ROOT))
 from bench.national import bulk_geopackage, bulk_postgis, pcts, tile_of, timed  # noqa: E402
 from geo_service.sources.catalog import ValidFeature, load_catalog  # noqa: E402
 from geo_service.store import Store, open_store  # noqa: E402
+from geo_service.store.tiles import query_box, tile_bounds  # noqa: E402
 
 LAYER = "stations"
 ZOOMS = (10, 11, 12, 13, 14)
 #: Zibo's ten town seats, roughly: where the clusters are.
 SEATS = [
-    (118.05, 36.80), (118.10, 36.82), (117.97, 36.80), (118.30, 36.93), (118.05, 36.50),
-    (117.85, 36.65), (118.20, 36.70), (118.45, 36.85), (117.95, 36.95), (118.35, 36.60),
+    (118.05, 36.80),
+    (118.10, 36.82),
+    (117.97, 36.80),
+    (118.30, 36.93),
+    (118.05, 36.50),
+    (117.85, 36.65),
+    (118.20, 36.70),
+    (118.45, 36.85),
+    (117.95, 36.95),
+    (118.35, 36.60),
 ]
 KINDS = ("community_station", "town_station", "support_post", "support_base", "district_centre")
 
@@ -90,8 +99,6 @@ def tiles_over(features: list[ValidFeature], n: int, seed: int) -> list[tuple[in
 def unthinned_bytes(store: Store, z: int, x: int, y: int) -> int:
     """The tile as it was before thinning: every site, with its name."""
     import mapbox_vector_tile
-
-    from geo_service.store.tiles import query_box, tile_bounds
 
     metres, _ = tile_bounds(z, x, y)
     page = store.query(LAYER, bbox=query_box(z, x, y), limit=10_000_000)
@@ -161,13 +168,14 @@ def main() -> None:
         if len(rates) == 2:
             ratio = rates["geopackage"] / rates["postgis"]
             print(f"tiles/s ratio GeoPackage : PostGIS = {ratio:.2f} (target >= 0.5)")
-        z10 = max({t for t in tile_list if t[0] == 10}, key=lambda t: len(stores["geopackage"].tile(LAYER, *t)))
         embedded = stores["geopackage"]
+        z10 = max({t for t in tile_list if t[0] == 10}, key=lambda t: len(embedded.tile(LAYER, *t)))
+        sites = embedded.query(LAYER, bbox=tile_bounds(*z10)[1], limit=1).number_matched
         before = unthinned_bytes(embedded, *z10)
         after = {label: len(store.tile(LAYER, *z10)) for label, store in stores.items()}
         print(
-            f"densest z10 tile {z10}: {embedded.query(LAYER, bbox=_box(*z10), limit=1).number_matched:,} "
-            f"sites; every site with its name {before:,} bytes; thinned without names "
+            f"densest z10 tile {z10}: {sites:,} sites; every site with its name {before:,} "
+            "bytes; thinned without names "
             + ", ".join(f"{k} {v:,} bytes" for k, v in after.items())
         )
     finally:
@@ -175,12 +183,6 @@ def main() -> None:
             if not store.location.endswith(".gpkg"):
                 store.drop()  # type: ignore[attr-defined]
             store.close()
-
-
-def _box(z: int, x: int, y: int) -> tuple[float, ...]:
-    from geo_service.store.tiles import tile_bounds
-
-    return tile_bounds(z, x, y)[1]
 
 
 if __name__ == "__main__":
