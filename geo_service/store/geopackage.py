@@ -612,8 +612,7 @@ class GeoPackageStore(Store):
             rows = cursor.execute(
                 f'SELECT f."id", f.geom{columns} FROM "rtree_{layer.id}_geom" AS r '
                 f'CROSS JOIN "{layer.id}" AS f ON f.fid = r.id '
-                "WHERE r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ? "
-                'ORDER BY f."id"',
+                "WHERE r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ?",
                 (west, east, south, north),
             ).fetchall()
         if not rows:

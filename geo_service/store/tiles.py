@@ -118,8 +118,7 @@ def encode_points(
     lat: np.ndarray,
     attributes: dict[str, Sequence[Any]],
 ) -> bytes:
-    """A point layer's tile from its sites' columns (ids sorted by code point
-    when ``z < DETAIL_ZOOM``, for thinning keeps the first of each cell).
+    """A point layer's tile from its sites' columns, in any order.
 
     ``attributes`` maps each of ``tile_attributes(z)`` to a value per site
     (None: not in the tile). Positions are quantised as ``ST_AsMVTGeom`` does:
@@ -139,16 +138,18 @@ def encode_points(
     rows = np.flatnonzero(keep)
     counts = None
     if z < DETAIL_ZOOM and len(rows):
-        # One dot per (cell, kind): the first row of each, rows being in id order.
+        # One dot per (cell, kind): rows in id order, the first of each group.
+        rows = rows[np.argsort(np.array(ids)[rows], kind="stable")]
         kinds = attributes.get("kind") or [None] * len(ids)
-        codes: dict[Any, int] = {}
-        kind_code = np.fromiter(
-            (codes.setdefault(kinds[row], len(codes)) for row in rows.tolist()), np.int64, len(rows)
+        # NUL for a missing kind: no stored text can hold one.
+        _, kind_code = np.unique(
+            np.array(["\0" if kinds[row] is None else kinds[row] for row in rows.tolist()]),
+            return_inverse=True,
         )
         cells = (EXTENT + 2 * BUFFER) // CELL + 2
         cx = np.floor_divide(qx[rows], CELL).astype(np.int64) + 1
         cy = np.floor_divide(qy[rows], CELL).astype(np.int64) + 1
-        key = (cx * cells + cy) * len(codes) + kind_code
+        key = (cx * cells + cy) * (int(kind_code.max()) + 1) + kind_code
         _, first, counts = np.unique(key, return_index=True, return_counts=True)
         rows = rows[first]
     if not len(rows):
