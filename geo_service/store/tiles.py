@@ -215,7 +215,7 @@ def encode_tile(store: Store, layer_id: str, z: int, x: int, y: int) -> bytes:
         return value if isinstance(value, str | int | float | bool) else None
 
     if layer.geometry == "Point":
-        features = page.features  # ordered by id
+        features = page.features
         return encode_points(
             layer_id,
             z,
