@@ -203,3 +203,41 @@ def test_embedded_tiles_are_postgis_tiles(dense, z):
             assert -BUFFER <= a[0] <= EXTENT + BUFFER and -BUFFER <= a[1] <= EXTENT + BUFFER
         compared += len(embedded)
     assert compared > 100
+
+
+@pytest.mark.parametrize("z", [11, DETAIL_ZOOM])
+def test_the_geopackage_fast_path_is_the_generic_encoder(dense, z):
+    """Rows straight from the R-tree give the tile that the store's features do."""
+    from geo_service.store.tiles import encode_tile
+
+    sites, stores = dense
+    store = stores["geopackage"]
+    for x, y in sorted(_tiles_with_sites(sites, z))[:12]:
+        fast = _decoded(store, z, x, y)
+        body = encode_tile(store, LAYER, z, x, y)
+        generic = mapbox_vector_tile.decode(body, default_options={"y_coord_down": True})
+        assert sorted(fast, key=lambda f: f["properties"]["id"]) == sorted(
+            generic[LAYER]["features"], key=lambda f: f["properties"]["id"]
+        )
+
+
+def test_points_written_with_an_envelope_are_read_too():
+    """GDAL and QGIS may write a point's blob with an envelope; such blobs are
+    read one by one rather than as one array."""
+    import struct
+
+    from shapely.geometry import Point
+
+    from geo_service.store.geopackage import _point_coordinates, _to_blob
+
+    plain = _to_blob(Point(118.05, 36.81))
+    enveloped = (
+        struct.pack("<2sBBi4d", b"GP", 0, 0b00000011, 4326, 118.05, 118.05, 36.81, 36.81)
+        + plain[8:]
+    )
+    for blobs, expected in (
+        ([plain, plain], ([118.05, 118.05], [36.81, 36.81])),
+        ([plain, enveloped], ([118.05, 118.05], [36.81, 36.81])),
+    ):
+        lon, lat = _point_coordinates(blobs)
+        assert lon.tolist() == expected[0] and lat.tolist() == expected[1]
