@@ -644,6 +644,12 @@ def test_a_thinned_dot_says_how_many_sites_it_stands_for_and_zooms_to_them(tmp_p
         note.wait_for(timeout=10_000)
         assert f"此处共有 {count} 个同类地点" in note.inner_text()
         assert watched.page.locator(".gs-popup h3").inner_text().startswith("示例：同处窗口0")
+        _settle(watched)  # the map pans to make room for the popup
+        box = note.bounding_box()
+        header = watched.js("document.querySelector('.gs-top').getBoundingClientRect().bottom")
+        assert box and box["y"] >= header and box["y"] + box["height"] <= 800
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        watched.page.screenshot(path=str(SCREENSHOTS / "map-thinned-dot-popup.png"))
         note.locator("button").click()
         # The zoom is animated; its tiles come after it, each of the five with its own dot.
         watched.page.wait_for_function(
