@@ -578,6 +578,93 @@ def test_clicking_a_tiled_dot_opens_the_sites_popup(tiled_server, open_map):
     assert watched.outside == [] and watched.errors == []
 
 
+def _five_sites_in_one_cell(store_path: Path) -> tuple[str, list[str], tuple[float, float]]:
+    """Five more green channels of one kind, ~20 m apart around the centre of
+    one thinning cell at zoom 12 near the park; their kind, ids and centre."""
+    import math
+
+    from geo_service.sources.catalog import load_catalog
+    from geo_service.store import open_store
+    from geo_service.store.tiles import CELL, EXTENT
+
+    size = EXTENT * 2**12  # zoom 12, tile units
+
+    def lonlat(px: float, py: float) -> tuple[float, float]:
+        lat = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * py / size))))
+        return px / size * 360 - 180, lat
+
+    lat = math.radians(PARK[1])
+    px = (PARK[0] + 180) / 360 * size
+    py = (1 - math.asinh(math.tan(lat)) / math.pi) / 2 * size
+    cx, cy = (px // CELL + 0.5) * CELL, (py // CELL + 0.5) * CELL
+    catalog = load_catalog()
+    store = open_store(store_path, catalog)
+    template = store.all_features("green_channels")[0].properties
+    sites = [
+        catalog.validate_feature(
+            "green_channels",
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": lonlat(cx + dx, cy + dy)},
+                "properties": {**template, "id": f"gc-thinned-{n}", "name": f"示例：同处窗口{n}"},
+            },
+        )
+        for n, (dx, dy) in enumerate([(0, 0), (10, 0), (-10, 0), (0, 10), (0, -10)])
+    ]
+    store.write("green_channels", sites, actor="test:thinning")
+    store.close()
+    return template["kind"], [site.id for site in sites], lonlat(cx, cy)
+
+
+def test_a_thinned_dot_says_how_many_sites_it_stands_for_and_zooms_to_them(tmp_path, open_map):
+    style = _style_with_threshold(tmp_path, TILED_ABOVE)
+    with running_server(tmp_path, GEO_SERVICE_STYLE_FILE=str(style)) as base:
+        kind, ids, (lon, lat) = _five_sites_in_one_cell(tmp_path / "live.gpkg")
+        watched = open_map(base + "/")
+        watched.js(f"gsApp.map.setView([{lat}, {lon}], 12, {{animate: false}})")
+        drawn = [
+            p
+            for tile in _tile_stats(watched)["green_channels"]["tiles"].values()
+            for p in tile["drawn"]
+            if p["id"] in ids
+        ]
+        # One dot for the five, the lowest id, counting them all (and any
+        # sample site of that kind in the cell); no name at this zoom.
+        assert [p["id"] for p in drawn] == [min(ids)] and drawn[0]["count"] >= 5
+        assert drawn[0]["kind"] == kind and drawn[0]["name"] is None
+        count = drawn[0]["count"]
+        box = watched.js(
+            "([lat, lng]) => { const c = gsApp.map.latLngToContainerPoint([lat, lng]);"
+            " const r = gsApp.map.getContainer().getBoundingClientRect();"
+            " return [r.left + c.x, r.top + c.y]; }",
+            [drawn[0]["lat"], drawn[0]["lng"]],
+        )
+        watched.page.mouse.click(box[0] + 2, box[1] - 1)
+        note = watched.page.locator(".gs-popup .gs-thinned")
+        note.wait_for(timeout=10_000)
+        assert f"此处共有 {count} 个同类地点" in note.inner_text()
+        assert watched.page.locator(".gs-popup h3").inner_text().startswith("示例：同处窗口0")
+        _settle(watched)  # the map pans to make room for the popup
+        box = note.bounding_box()
+        header = watched.js("document.querySelector('.gs-top').getBoundingClientRect().bottom")
+        assert box and box["y"] >= header and box["y"] + box["height"] <= 800
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        watched.page.screenshot(path=str(SCREENSHOTS / "map-thinned-dot-popup.png"))
+        note.locator("button").click()
+        # The zoom is animated; its tiles come after it, each of the five with its own dot.
+        watched.page.wait_for_function(
+            "ids => ids.every(id => gsApp.layers.green_channels.tiles.stats().ids.includes(id))",
+            arg=ids,
+            timeout=15_000,
+        )
+        assert watched.js("gsApp.map.getZoom()") == watched.js("gsApp.config.tileDetailZoom")
+        close = _tile_stats(watched)["green_channels"]["tiles"].values()
+        shown = [p for tile in close for p in tile["drawn"] if p["id"] in ids]
+        assert sorted(p["id"] for p in shown) == sorted(ids)
+        assert all(p["count"] is None and p["name"] for p in shown)
+        assert watched.outside == [] and watched.errors == []
+
+
 def test_a_nearest_result_on_a_tiled_layer_opens_its_popup(tiled_server, open_map):
     watched = open_map(tiled_server + "/")
     watched.js(f"gsApp.setPoint(L.latLng({PARK[1]}, {PARK[0]}), false)")

@@ -388,18 +388,45 @@ class PostGISStore(Store):
 
     def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
         """The tile made by PostGIS itself (``ST_AsMVT``), features clipped to the
-        tile plus its buffer, with the same attributes as the embedded encoder."""
-        from geo_service.store.tiles import BUFFER, EXTENT, TILE_ATTRIBUTES, check_tile
+        tile plus its buffer, by the embedded encoder's rules (``store.tiles``):
+        the same attributes, and below ``DETAIL_ZOOM`` a point layer thinned to
+        the lowest id per cell and kind, with the count of sites it stands for."""
+        from geo_service.store.tiles import (
+            BUFFER,
+            CELL,
+            DETAIL_ZOOM,
+            EXTENT,
+            check_tile,
+            tile_attributes,
+        )
 
         check_tile(z, x, y)
         layer = self.catalog.layer(layer_id)
-        attributes = ", ".join(f"{_PROPS}->>'{name}' AS \"{name}\"" for name in TILE_ATTRIBUTES)
+        names = tile_attributes(z)
+        attributes = ", ".join(f"{_PROPS}->>'{name}' AS \"{name}\"" for name in names)
+        # The index test reaches a unit past the buffer: ST_AsMVTGeom keeps a
+        # point that rounds onto the buffer's edge, as the embedded encoder does.
+        clipped = (
+            f"SELECT id, {attributes}, ST_AsMVTGeom(ST_Transform(geom, 3857), "
+            f"ST_TileEnvelope(%s, %s, %s), {EXTENT}, {BUFFER}, true) AS geom "
+            f"FROM {self._table(layer)} WHERE geom && "
+            f"ST_Transform(ST_TileEnvelope(%s, %s, %s, margin => {(BUFFER + 1) / EXTENT}), 4326)"
+        )
+        if layer.geometry == "Point" and z < DETAIL_ZOOM:
+            kept = ", ".join(f'"{name}"' for name in names)
+            # DISTINCT ON keeps each group's first row in ORDER BY: the lowest
+            # id (ids are COLLATE "C", code point order, as in SQLite).
+            source = (
+                f"SELECT DISTINCT ON (cx, cy, kind) id, {kept}, count(*) OVER "
+                '(PARTITION BY cx, cy, kind) AS "count", geom FROM (SELECT *, '
+                f"floor(ST_X(geom) / {CELL}) AS cx, floor(ST_Y(geom) / {CELL}) AS cy "
+                f"FROM ({clipped}) AS c WHERE geom IS NOT NULL) AS g "
+                "ORDER BY cx, cy, kind, id"
+            )
+        else:
+            source = f"SELECT * FROM ({clipped}) AS c WHERE geom IS NOT NULL"
         rows = self._fetchall(
-            f"SELECT ST_AsMVT(t, %s, {EXTENT}, 'geom') FROM (SELECT id, {attributes}, "
-            f"ST_AsMVTGeom(ST_Transform(geom, 3857), ST_TileEnvelope(%s, %s, %s), {EXTENT}, "
-            f"{BUFFER}, true) AS geom FROM {self._table(layer)} WHERE geom && "
-            f"ST_Transform(ST_TileEnvelope(%s, %s, %s, margin => {BUFFER / EXTENT}), 4326)) "
-            "AS t WHERE geom IS NOT NULL",
+            f"SELECT ST_AsMVT(t, %s, {EXTENT}, 'geom') FROM ({source}) AS t",
             (layer.id, z, x, y, z, x, y),
         )
         return bytes(rows[0][0]) if rows and rows[0][0] else b""

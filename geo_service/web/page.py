@@ -37,6 +37,7 @@ from geo_service.sources.geocoding import gazetteer_landmarks
 from geo_service.sources.hours import hours_text
 from geo_service.sources.style import MapStyle, Tiles
 from geo_service.store import Store
+from geo_service.store.tiles import DETAIL_ZOOM
 from geo_service.web.assets import SCRIPTS, STYLESHEETS
 from geo_service.web.markup import finish_page, json_script
 
@@ -130,6 +131,8 @@ def build_page(
         "mode": "standalone" if standalone else "served",
         "tiles": tiles.value,
         "crs": tiles.crs.value,
+        # Below it, a tiled layer's dot may stand for several sites (store.tiles).
+        "tileDetailZoom": DETAIL_ZOOM,
         "walking": {"detour": DETOUR_FACTOR, "speedKmh": WALKING_SPEED_KMH},
         "district": {"zh": catalog.district_zh, "en": catalog.district_en},
         # Real named places to find one's way by, drawn only when there are

@@ -80,7 +80,9 @@
       loadFailed: "图层加载失败：",
       sites: "个",
       clusterSites: "{n} 个地点",
-      clusterParts: "："
+      clusterParts: "：",
+      thinned: "此处共有 {n} 个同类地点，这里只显示其中一个。放大地图可逐一查看。",
+      zoomToSites: "放大查看这 {n} 个地点"
     },
     en: {
       language: "中文",
@@ -151,7 +153,9 @@
       loadFailed: "Could not load layer: ",
       sites: "",
       clusterSites: "{n} places",
-      clusterParts: ": "
+      clusterParts: ": ",
+      thinned: "{n} sites of this kind are here; only one of them is shown. Zoom in to see each.",
+      zoomToSites: "Zoom in to these {n} sites"
     }
   };
 
@@ -368,7 +372,7 @@
     window.addEventListener("resize", function () { self.layoutTop(); });
     this.map.on("click", function (event) {
       var hit = self.tiledPointAt(event.latlng);
-      if (hit) self.openTiledPopup(hit.layer, hit.properties.id, hit.latlng);
+      if (hit) self.openTiledPopup(hit.layer, hit.properties.id, hit.latlng, hit.properties.count);
       else self.setPoint(event.latlng, false);
     });
     this.map.on("mousemove", function (event) {
@@ -890,9 +894,12 @@
     return best;
   };
 
-  // A tiled dot's popup: the tile has only id, name and kind, so the feature
-  // is fetched whole and shown in the same popup a marker has.
-  App.prototype.openTiledPopup = function (layerId, id, latlng) {
+  // A tiled dot's popup: the tile has only id, kind and status (and a name
+  // close up), so the feature is fetched whole and shown in the same popup a
+  // marker has. Below the tiles' detail zoom a dot may stand for ``count``
+  // sites of its kind nearby (the lowest id among them): the popup says so
+  // and offers the zoom at which each has its own dot.
+  App.prototype.openTiledPopup = function (layerId, id, latlng, count) {
     var self = this;
     var popup = new this.Popup()
       .setLatLng(latlng)
@@ -903,11 +910,23 @@
     return Promise.all([this.fetchJson(url), this.fetchJson(state)]).then(function (answers) {
       var feature = answers[0];
       self.keepTimes(answers[1], true);
-      var c = feature.geometry.coordinates;
-      popup.setLatLng([c[1], c[0]]).setContent(self.popupContent({ layer: layerId, feature: feature }));
+      var c = feature.geometry.coordinates, content = self.popupContent({ layer: layerId, feature: feature });
+      if (count > 1) content.insertBefore(self.thinnedNote(count, latlng), content.children[1]);
+      popup.setLatLng([c[1], c[0]]).setContent(content);
     }, function (error) {
       popup.setContent(el("div", { "class": "gs-popup gs-error", text: self.t("failed") + error.message }));
     });
+  };
+
+  App.prototype.thinnedNote = function (count, latlng) {
+    var self = this, n = count.toLocaleString(this.lang === "zh" ? "zh-CN" : "en");
+    return el("p", { "class": "gs-thinned" }, [
+      el("span", { text: this.t("thinned", { n: n }) }), " ",
+      el("button", { "class": "gs-button", type: "button", onclick: function () {
+        self.map.closePopup();
+        self.map.setView(latlng, Math.max(self.map.getZoom() + 1, self.config.tileDetailZoom));
+      } }, [this.t("zoomToSites", { n: n })])
+    ]);
   };
 
   // A nearest result on a tiled layer has no marker: show its spot and popup.

@@ -402,7 +402,10 @@
           decoded: tile.decoded,
           drawn: inside.map(function (p) {
             var ll = L.CRS.EPSG3857.pointToLatLng(L.point(p.wx, p.wy), tile.z);
-            return { id: p.properties.id, kind: p.properties.kind, name: p.properties.name, x: p.x, y: p.y, lng: ll.lng, lat: ll.lat };
+            return {
+              id: p.properties.id, kind: p.properties.kind, name: p.properties.name, count: p.properties.count,
+              x: p.x, y: p.y, lng: ll.lng, lat: ll.lat
+            };
           })
         };
         inside.forEach(function (p) { ids.push(p.properties.id); });
