@@ -361,6 +361,8 @@ SMALL_GROUP = 256
 #: ``applied`` derives: a district's sites all fit, a national index keeps
 #: the recently answered ones (~2 KB each).
 FEATURE_CACHE_SIZE = 8192
+#: Sites whose derived data (serialized fragments) consumers keep in ``memo``.
+SITE_MEMO_SIZE = 20_000
 
 
 class SiteMemo:
@@ -785,7 +787,7 @@ class SiteIndex:
         self._fetched = fetched or SiteMemo(FEATURE_CACHE_SIZE)
         #: Derived per-site data that consumers (the API's serialized
         #: fragments) keep; shared with derived indexes, a changed site forgotten.
-        self.memo = memo or SiteMemo(50_000)
+        self.memo = memo or SiteMemo(SITE_MEMO_SIZE)
 
         # Windows of one institution: per base row the row standing for its place.
         self._group = np.arange(self._nb, dtype="int32")

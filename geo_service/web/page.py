@@ -193,11 +193,7 @@ def page_data(
         layer.id: feature_collection(list(store.all_features(layer.id)), crs)
         for layer in catalog.layers.values()
     }
-    values = {
-        value
-        for feature in index.features
-        if isinstance(value := feature.properties.get("opening_hours"), str) and value
-    }
+    values = index.hours_values()
     return {
         "layers": layers,
         "exportedAt": now.isoformat(timespec="minutes"),
@@ -255,10 +251,10 @@ def open_states(
     """``layer/id`` -> open, closed or unknown at ``when``, for every site, or
     only those of ``layers`` (and with ``feature_id``, that one site)."""
     return {
-        f"{feature.layer_id}/{feature.id}": index.open_state(row, when).value
-        for row, feature in enumerate(index.features)
-        if (layers is None or feature.layer_id in layers)
-        and (feature_id is None or feature.id == feature_id)
+        f"{index.layer_id(row)}/{index.feature_id(row)}": index.open_state(row, when).value
+        for row in index.rows()
+        if (layers is None or index.layer_id(row) in layers)
+        and (feature_id is None or index.feature_id(row) == feature_id)
     }
 
 
@@ -285,12 +281,12 @@ def site_times(
     local = when.astimezone(LOCAL_TIME).replace(tzinfo=None)
     opens: dict[str, str] = {}
     hours: dict[str, dict[str, str]] = {}
-    for feature in index.features:
-        key = f"{feature.layer_id}/{feature.id}"
+    for row in index.rows():
+        key = f"{index.layer_id(row)}/{index.feature_id(row)}"
         if key not in sites:
             continue
-        value = feature.properties.get("opening_hours")
-        if not isinstance(value, str) or not value:
+        value = index.opening_hours(row)
+        if not value:
             continue
         if value not in hours and (shown := hours_text(value)) is not None:
             hours[value] = shown
