@@ -634,7 +634,7 @@ class _Tree:
         self.n = len(rows)
         self.small = self.n <= SMALL_GROUP
         self._xyz = xyz if self.small else None
-        self._tree = None if self.small else cKDTree(xyz, balanced_tree=False)
+        self._tree = None if self.small else cKDTree(xyz)
 
     def nearest(
         self, origin: tuple[float, float, float], want: int, bound: float
@@ -654,6 +654,8 @@ class _Tree:
         return chords[keep], positions[keep]
 
 
+#: Up to this many candidates are measured one call each, more in one vectorised call.
+_FEW = 12
 #: A tree key: (layer or None for every layer, kind or None for every kind).
 _TreeKey = tuple[str | None, str | None]
 #: A measured candidate: (geodesic metres, id, row, azimuth from the point).
@@ -666,7 +668,7 @@ class _Asked:
 
     layers: np.ndarray
     kinds: np.ndarray | None
-    statuses: np.ndarray | None  # None: any status
+    statuses: np.ndarray | None  # per status code, whether asked; None: any status
     services: int
     eligible: int
     impossible: bool  # asks for a value no site has
@@ -727,14 +729,43 @@ class SiteIndex:
     ) -> SiteIndex:
         """The sites of ``layer_ids`` read column by column from ``store``
         (streamed, no feature objects); results fetch their features by id."""
+        layer_ids = list(layer_ids)
+        grouped = frozenset(grouped_layers)
+        batches = (
+            (layer_id, rows)
+            for layer_id in layer_ids
+            for rows in store.site_rows(layer_id, names=layer_id in grouped)
+        )
+        return cls.from_rows(
+            batches,
+            store,
+            layer_ids,
+            grouped_layers=grouped,
+            district=district,
+            versions=versions,
+            marks=marks,
+        )
+
+    @classmethod
+    def from_rows(
+        cls,
+        batches: Iterable[tuple[str, SiteRows]],
+        store: Store | None,
+        layer_ids: Iterable[str],
+        *,
+        grouped_layers: Iterable[str] = (),
+        district: DistrictOutline | None = None,
+        versions: dict[str, int] | None = None,
+        marks: dict[str, int] | None = None,
+    ) -> SiteIndex:
+        """An index of (layer id, batch of sites) pairs; ``store`` is where
+        results fetch their features (``from_store``, benchmarks)."""
         vocabulary = _Vocabulary()
         grouped = frozenset(grouped_layers)
-        layer_ids = list(layer_ids)
-        parts = []
-        for layer_id in layer_ids:
-            names = layer_id in grouped
-            for rows in store.site_rows(layer_id, names=names):
-                parts.append(vocabulary.columns([layer_id] * len(rows.ids), rows, grouped))
+        parts = [
+            vocabulary.columns([layer_id] * len(rows.ids), rows, grouped)
+            for layer_id, rows in batches
+        ]
         index = cls.__new__(cls)
         index._setup(
             _Columns.concat(parts),
@@ -745,7 +776,7 @@ class SiteIndex:
             marks=marks or {},
             given=None,
             store=store,
-            layer_ids=layer_ids,
+            layer_ids=list(layer_ids),
         )
         return index
 
@@ -784,6 +815,7 @@ class SiteIndex:
         self._dead: frozenset[int] = frozenset()
         #: Rows whose feature was gone at fetch time (deleted since the build).
         self._vanished: set[int] = set()
+        self._asked: dict[Any, _Asked] = {}
         self._fetched = fetched or SiteMemo(FEATURE_CACHE_SIZE)
         #: Derived per-site data that consumers (the API's serialized
         #: fragments) keep; shared with derived indexes, a changed site forgotten.
@@ -889,6 +921,7 @@ class SiteIndex:
         new._delta_rows = delta_rows
         new._dead = frozenset(dead)
         new._vanished = set(self._vanished)
+        new._asked = {}
         new._group_over = dict(self._group_over)
         new._members_over = dict(self._members_over)
         new.versions = dict(versions)
@@ -1128,7 +1161,17 @@ class SiteIndex:
     # -- filters -----------------------------------------------------------------
 
     def asked(self, layers: Iterable[str] | None, filters: NearestFilters) -> _Asked:
-        """``filters`` (and ``layers``, default every layer) in this index's codes."""
+        """``filters`` (and ``layers``, default every layer) in this index's
+        codes; remembered, as residents ask the same few questions."""
+        key = (None if layers is None else tuple(layers), filters)
+        asked = self._asked.get(key)
+        if asked is None:
+            if len(self._asked) >= 256:
+                self._asked.clear()
+            asked = self._asked[key] = self._asked_now(key[0], filters)
+        return asked
+
+    def _asked_now(self, layers: Iterable[str] | None, filters: NearestFilters) -> _Asked:
         vocabulary = self._vocabulary
         known = vocabulary.layers.codes
         wanted = self.layers if layers is None else [x for x in layers if x in known]
@@ -1140,13 +1183,10 @@ class SiteIndex:
             )
         statuses = None
         if filters.statuses:
+            # Every code this index holds is below the table's length now:
+            # the shared vocabulary only grows.
             statuses = np.array(
-                [
-                    vocabulary.statuses.codes[s]
-                    for s in filters.statuses
-                    if s in vocabulary.statuses.codes
-                ],
-                dtype="int16",
+                [value in filters.statuses for value in vocabulary.statuses.values], dtype=bool
             )
         services = vocabulary.services.wanted(filters.services)
         eligible = vocabulary.eligible.wanted([filters.eligible]) if filters.eligible else 0
@@ -1169,9 +1209,10 @@ class SiteIndex:
         pass the filters other than layer, kind and distance."""
         if asked.impossible:
             return np.zeros(len(local), dtype=bool)
-        keep = np.ones(len(local), dtype=bool)
         if asked.statuses is not None:
-            keep &= np.isin(columns.status[local], asked.statuses)
+            keep = asked.statuses[columns.status[local]]
+        else:
+            keep = np.ones(len(local), dtype=bool)
         if asked.services:
             keep &= (columns.services[local] & np.uint64(asked.services)) == np.uint64(
                 asked.services
@@ -1189,10 +1230,13 @@ class SiteIndex:
                 if ok:
                     good.append(code)
             keep &= np.isin(codes, good)
-        gone = self._dead or self._vanished
-        if gone:
-            gone = self._dead | self._vanished
-            keep &= np.fromiter((r + offset not in gone for r in local.tolist()), bool, len(local))
+        dead, vanished = self._dead, self._vanished
+        if dead or vanished:
+            keep &= np.fromiter(
+                (r + offset not in dead and r + offset not in vanished for r in local.tolist()),
+                bool,
+                len(local),
+            )
         return keep
 
     def passes(self, row: int, filters: NearestFilters) -> bool:
@@ -1231,9 +1275,22 @@ class SiteIndex:
         """The ``k`` nearest passing sites among ``local``, measured on the
         ellipsoid, nearest first, ties by id."""
         chosen = local[self._passing(columns, local, offset, asked)]
-        if not len(chosen):
-            return []
         count = len(chosen)
+        if count <= _FEW:  # one call per site beats numpy's fixed costs
+            limit = math.inf if asked.max_distance is None else asked.max_distance
+            inv, found = GEOD.inv, []
+            for row, x, y, site_id in zip(
+                chosen.tolist(),
+                columns.lon[chosen].tolist(),
+                columns.lat[chosen].tolist(),
+                columns.ids[chosen].tolist(),
+                strict=True,
+            ):
+                azimuth, _back, distance = inv(lon, lat, x, y)
+                if distance <= limit:
+                    found.append((distance, site_id.decode(), row + offset, azimuth))
+            found.sort()
+            return found[:k]
         azimuths, _back, metres = GEOD.inv(
             np.full(count, lon), np.full(count, lat), columns.lon[chosen], columns.lat[chosen]
         )
