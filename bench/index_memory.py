@@ -1,6 +1,6 @@
 """Memory and build time of the columnar nearest index, per site.
 
-    .venv/bin/python bench/index_memory.py [--sites 200000]
+    .venv/bin/python bench/index_memory.py [--sites 200000] [--store]
 
 Synthetic sites over China in three facility layers (one of windows, grouped
 by institution), with kinds, statuses, services, eligible lists and a few
@@ -8,7 +8,9 @@ hundred distinct opening-hours expressions, handed to ``SiteIndex.from_rows``
 in the batches a store streams (``Store.site_rows``). Printed: build seconds,
 the resident memory the index added (RSS delta, which includes the KD-trees'
 C++ nodes), the bytes numpy and Python report for it (tracemalloc, a second
-build) and the peak during the build, each per site.
+build) and the peak during the build, each per site. ``--store`` also
+writes the sites into a temporary GeoPackage (plain SQL inserts, for speed)
+and times ``SiteIndex.from_store`` reading them back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import gc
 import os
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -28,7 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from geo_service.analysis.nearest import SiteIndex  # noqa: E402
-from geo_service.store import SiteRows  # noqa: E402
+from geo_service.sources.catalog import load_catalog  # noqa: E402
+from geo_service.store import SiteRows, open_store  # noqa: E402
+from geo_service.store.geopackage import _to_blob  # noqa: E402
 
 CHINA = (75.0, 20.0, 134.0, 50.0)
 LAYERS = {"stations": 0.2, "green_channels": 0.3, "medical": 0.5}
@@ -84,14 +89,55 @@ def rss_bytes() -> int:
 
 
 def build(batches):
-    return SiteIndex.from_rows(
-        iter(batches), None, list(LAYERS), grouped_layers={"green_channels"}
-    )
+    return SiteIndex.from_rows(iter(batches), None, list(LAYERS), grouped_layers={"green_channels"})
+
+
+def time_from_store(batches, n: int) -> None:
+    from shapely.geometry import Point
+
+    catalog = load_catalog()
+    with tempfile.TemporaryDirectory() as folder:
+        store = open_store(Path(folder) / "sites.gpkg", catalog)
+        with store._transaction() as conn:
+            for layer_id, rows in batches:
+                conn.executemany(
+                    f'INSERT INTO "{layer_id}" (geom, "id", "name", "kind", "address", '
+                    '"opening_hours", "services", "eligible", "status") '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            _to_blob(Point(rows.lon[i], rows.lat[i])),
+                            rows.ids[i],
+                            rows.name[i] if rows.name else rows.ids[i],
+                            rows.kind[i],
+                            rows.address[i] if rows.address else "某路",
+                            rows.opening_hours[i],
+                            rows.services[i],
+                            rows.eligible[i],
+                            rows.status[i],
+                        )
+                        for i in range(len(rows.ids))
+                    ],
+                )
+        gc.collect()
+        before = rss_bytes()
+        started = time.perf_counter()
+        index = SiteIndex.from_store(store, list(LAYERS), grouped_layers={"green_channels"})
+        seconds = time.perf_counter() - started
+        gc.collect()
+        added = rss_bytes() - before
+        assert len(index) == n
+        print(
+            f"from_store (GeoPackage): {seconds:.2f} s ({seconds / n * 1e6:.1f} µs per site), "
+            f"RSS added {added / n:.0f} bytes per site"
+        )
+        store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=200_000)
+    parser.add_argument("--store", action="store_true", help="also time from_store")
     args = parser.parse_args()
     batches = synthetic_batches(args.sites)
     n = sum(len(rows.ids) for _, rows in batches)
@@ -121,6 +167,10 @@ def main() -> None:
         f"columns: {index._base.nbytes() / n:.0f} bytes per site; "
         f"trees: {len(index._trees)} keys, {len({id(t) for t in index._trees.values()})} distinct"
     )
+    if args.store:
+        del index
+        gc.collect()
+        time_from_store(batches, n)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import orjson
 import pytest
 from shapely.geometry import Point
 
@@ -285,3 +286,39 @@ def test_applied_on_an_index_of_features_and_its_merge():
         "a",
         ["a", "e"],
     )
+
+
+# -- the store's reads for the index ------------------------------------------------------
+
+
+def test_site_rows_hold_exactly_what_the_features_say(store):
+    """Streamed in small batches, every site once, with its exact position
+    (not the GeoPackage R-tree's float32 box) and the columns the index reads."""
+    for layer_id in ("stations", "green_channels"):
+        features = {f.id: f for f in store.all_features(layer_id)}
+        batches = list(store.site_rows(layer_id, names=layer_id == "green_channels", batch=7))
+        assert len(batches) == -(-len(features) // 7)
+        seen = []
+        for rows in batches:
+            for i, site_id in enumerate(rows.ids):
+                feature, props = features[site_id], features[site_id].properties
+                seen.append(site_id)
+                assert (rows.lon[i], rows.lat[i]) == (feature.geometry.x, feature.geometry.y)
+                assert rows.kind[i] == props["kind"] and rows.status[i] == props["status"]
+                assert orjson.loads(rows.services[i]) == props["services"]
+                assert orjson.loads(rows.eligible[i]) == props["eligible"]
+                assert rows.opening_hours[i] == props["opening_hours"]
+                if rows.name is not None:
+                    assert (rows.name[i], rows.address[i]) == (props["name"], props["address"])
+        assert sorted(seen) == sorted(features)
+        assert all(rows.name is None for rows in batches) == (layer_id == "stations")
+
+
+def test_get_many_answers_the_live_ids_asked(store):
+    features = store.all_features("medical")
+    asked = [features[3].id, "no-such-site", features[0].id, features[3].id]
+    found = store.get_many("medical", asked)
+    assert found == {features[0].id: features[0], features[3].id: features[3]}
+    store.change("medical", features[0].id, None, actor="test", action="delete")
+    assert set(store.get_many("medical", asked)) == {features[3].id}
+    assert store.get_many("medical", []) == {}

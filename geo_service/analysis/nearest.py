@@ -37,7 +37,7 @@ import math
 import threading
 import unicodedata
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -514,15 +514,15 @@ class _Vocabulary:
             lon=lon,
             lat=lat,
             xyz=_ecef(lon, lat),
-            layer=np.fromiter((layer_code(x) for x in layer_ids), "int16", n),
-            kind=np.fromiter((kind_code(str(x)) for x in rows.kind), "int16", n),
-            status=np.fromiter((status_code(x) for x in rows.status), "int16", n),
-            services=np.fromiter(map(self.services.mask, rows.services), "uint64", n),
-            eligible=np.fromiter(map(self.eligible.mask, rows.eligible), "uint64", n),
-            hours=np.fromiter(
-                (hours_code(x) if isinstance(x, str) and x else -1 for x in rows.opening_hours),
+            layer=_encoded(layer_ids, layer_code, "int16"),
+            kind=_encoded(rows.kind, lambda x: kind_code(str(x)), "int16"),
+            status=_encoded(rows.status, status_code, "int16"),
+            services=_encoded(rows.services, self.services.mask, "uint64"),
+            eligible=_encoded(rows.eligible, self.eligible.mask, "uint64"),
+            hours=_encoded(
+                rows.opening_hours,
+                lambda x: hours_code(x) if isinstance(x, str) and x else -1,
                 "int32",
-                n,
             ),
             ids=np.array([x.encode() for x in rows.ids], dtype="S") if n else _NO_IDS,
             inst=inst,
@@ -537,8 +537,8 @@ class _Vocabulary:
             lat=np.array([f.geometry.y for f in features], dtype="float64"),
             kind=[p.get("kind") for p in props],
             status=[p.get("status") for p in props],
-            services=[p.get("services") or () for p in props],
-            eligible=[p.get("eligible") or () for p in props],
+            services=[tuple(p.get("services") or ()) for p in props],
+            eligible=[tuple(p.get("eligible") or ()) for p in props],
             opening_hours=[p.get("opening_hours") for p in props],
             name=[p.get("name") for p in props],
             address=[p.get("address") for p in props],
@@ -547,6 +547,13 @@ class _Vocabulary:
 
 
 _NO_IDS = np.array([], dtype="S1")
+
+
+def _encoded(values: list[Any], encode: Callable[[Any], int], dtype: str) -> np.ndarray:
+    """``encode`` of each value, called once per distinct value (a batch of
+    sites holds a few kinds, statuses and lists, repeated thousands of times)."""
+    table = {value: encode(value) for value in set(values)}
+    return np.fromiter(map(table.__getitem__, values), dtype, len(values))
 
 
 @dataclass(frozen=True)
@@ -844,11 +851,13 @@ class SiteIndex:
         self._trees: dict[_TreeKey, _Tree] = {}
         self.layers: list[str] = []
         if self._nb:
-            self._trees[(None, None)] = all_sites = _Tree(base.xyz, np.arange(self._nb))
+            self._trees[(None, None)] = all_sites = _Tree(
+                base.xyz, np.arange(self._nb, dtype="int32")
+            )
             layer_codes = np.unique(base.layer)
             self.layers = sorted(layer_names[c] for c in layer_codes)
             for code in layer_codes.tolist():
-                in_layer = np.flatnonzero(base.layer == code)
+                in_layer = np.flatnonzero(base.layer == code).astype("int32")
                 if len(in_layer) == self._nb:
                     layer_tree = all_sites  # an index of one layer shares its tree
                 else:

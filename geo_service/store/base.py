@@ -300,8 +300,8 @@ class Store(ABC):
     def site_rows(
         self, layer_id: str, *, names: bool = False, batch: int = SITE_ROWS_BATCH
     ) -> Iterator[SiteRows]:
-        """A facility layer's sites in batches of ``batch``, streamed from one
-        read (for the nearest index: national layers hold millions of sites,
+        """A facility layer's sites in batches of ``batch``, in storage order,
+        streamed from one read (for the nearest index: national layers hold millions of sites,
         too many to hold as features). ``names``: also name and address."""
 
     def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:

@@ -575,7 +575,7 @@ class GeoPackageStore(Store):
         if names:
             columns += ', "name", "address"'
         with self._reading() as conn:
-            cursor = conn.execute(f'SELECT {columns} FROM "{layer.id}" ORDER BY "id"')
+            cursor = conn.execute(f'SELECT {columns} FROM "{layer.id}"')
             cursor.row_factory = None  # plain tuples: a Row per site costs more than the read
             while rows := cursor.fetchmany(batch):
                 lon, lat = _points(row[1] for row in rows)

@@ -383,7 +383,7 @@ class PostGISStore(Store):
             conn.transaction(),
             conn.cursor(name="gs_site_rows") as cursor,
         ):
-            cursor.execute(f"SELECT {columns} FROM {self._table(layer)} ORDER BY id")
+            cursor.execute(f"SELECT {columns} FROM {self._table(layer)}")
             while rows := cursor.fetchmany(batch):
                 yield SiteRows(
                     ids=[row[0] for row in rows],
