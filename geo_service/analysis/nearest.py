@@ -720,7 +720,7 @@ class SiteIndex:
             marks={},
             given=given,
             store=None,
-            layer_ids=sorted({f.layer_id for f in given}),
+            layer_ids=None,
         )
 
     @classmethod
@@ -798,7 +798,7 @@ class SiteIndex:
         marks: dict[str, int],
         given: list[StoredFeature] | None,
         store: Store | None,
-        layer_ids: list[str],
+        layer_ids: list[str] | None,
         fetched: SiteMemo | None = None,
         memo: SiteMemo | None = None,
     ) -> None:
@@ -809,7 +809,8 @@ class SiteIndex:
         self.district = district
         self._vocabulary = vocabulary
         self._grouped = grouped
-        self._layer_ids = frozenset(layer_ids)
+        #: The layers whose changes ``applied`` takes (None: any layer).
+        self._layer_ids = None if layer_ids is None else frozenset(layer_ids)
         self._store = store
         self._given = given  # the features of the base rows, when built from features
         self._base = base
@@ -843,6 +844,8 @@ class SiteIndex:
             for row, group in zip(rows[windows].tolist(), first[windows].tolist(), strict=True):
                 members.setdefault(group, [group]).append(row)
         self._members = members
+        #: Whether any place has several windows.
+        self.grouping = bool(members)
         self._group_over: dict[int, int] = {}
         self._members_over: dict[int, list[int] | None] = {}
 
@@ -911,11 +914,12 @@ class SiteIndex:
             if inst:
                 touched.add(inst)
 
+        indexed = self._layer_ids
         for layer_id, feature_id in deleted:
-            if layer_id in self._layer_ids:
+            if indexed is None or layer_id in indexed:
                 drop(layer_id, feature_id)
         latest = {
-            (f.layer_id, f.id): f for f in upserts if f.layer_id in self._layer_ids
+            (f.layer_id, f.id): f for f in upserts if indexed is None or f.layer_id in indexed
         }  # the last of repeated upserts wins
         for layer_id, feature_id in latest:
             drop(layer_id, feature_id)
@@ -940,6 +944,7 @@ class SiteIndex:
         )
         for inst in touched:
             new._regroup(inst, self)
+        new.grouping = bool(new._members) or any(new._members_over.values())
         return new
 
     def _regroup(self, inst: int, before: SiteIndex) -> None:
@@ -994,7 +999,7 @@ class SiteIndex:
             marks=self.marks,
             given=given,
             store=self._store,
-            layer_ids=sorted(self._layer_ids),
+            layer_ids=None if self._layer_ids is None else sorted(self._layer_ids),
             fetched=self._fetched,
             memo=self.memo,
         )
@@ -1030,6 +1035,15 @@ class SiteIndex:
             if (int(layer[row]), ids[row]) == wanted:
                 return row
         return None
+
+    def row_of(self, layer_id: str, feature_id: str) -> int | None:
+        """The live row of a site, or None."""
+        row = self._delta_rows.get((layer_id, feature_id))
+        if row is None:
+            row = self._base_row(layer_id, feature_id)
+        if row is None or row in self._dead or row in self._vanished:
+            return None
+        return row
 
     def rows(self) -> Iterator[int]:
         """The rows of the live sites."""
@@ -1076,11 +1090,6 @@ class SiteIndex:
         if group in self._members_over:
             return self._members_over[group]
         return self._members.get(group)
-
-    @property
-    def grouping(self) -> bool:
-        """Whether any place has several windows."""
-        return bool(self._members) or any(self._members_over.values())
 
     def kinds(self, layer_id: str) -> list[str]:
         return sorted(kind for layer, kind in self._trees if layer == layer_id and kind)
