@@ -6,6 +6,8 @@ against brute force on the ellipsoid over every live site."""
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
+from collections import defaultdict
 
 import numpy as np
 import orjson
@@ -15,11 +17,12 @@ from shapely.geometry import Point
 import geo_service.analysis.nearest
 from geo_service.analysis.nearest import (
     LOCAL_TIME,
+    WINDOW_GROUP_RADIUS_M,
     NearestFilters,
     SiteIndex,
     SiteIndexCache,
+    institution_name,
     nearest_sites,
-    window_groups,
 )
 from geo_service.sources.crs import GEOD
 from geo_service.store import StoredFeature, open_store
@@ -48,10 +51,53 @@ def _passes(feature: StoredFeature, filters: NearestFilters, layers) -> bool:
     )
 
 
+def pairwise_places(features, grouped=GROUPED):
+    """The reference for window groups: every pair of sites of one
+    institution compared (same address, spaces and width ignored, or within
+    the radius on the ellipsoid), closed transitively; the first site of a
+    group stands for it."""
+    grouped_layers = grouped
+    parent = list(range(len(features)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    buckets: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for row, feature in enumerate(features):
+        if feature.layer_id in grouped_layers:
+            name = institution_name(feature.properties.get("name"))
+            if name:
+                buckets[(feature.layer_id, name)].append(row)
+    for rows in buckets.values():
+        for i, a in enumerate(rows):
+            fa = features[a]
+            for b in rows[i + 1 :]:
+                fb = features[b]
+                same_address = bool(address_key(fa.properties.get("address"))) and (
+                    address_key(fa.properties.get("address"))
+                    == address_key(fb.properties.get("address"))
+                )
+                if not same_address:
+                    metres = GEOD.inv(fa.geometry.x, fa.geometry.y, fb.geometry.x, fb.geometry.y)[2]
+                    if metres > WINDOW_GROUP_RADIUS_M:
+                        continue
+                ra, rb = root(a), root(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+    return [root(i) for i in range(len(features))]
+
+
+def address_key(address):
+    return "".join(unicodedata.normalize("NFKC", str(address or "")).casefold().split())
+
+
 def brute_force(features, lon, lat, k, filters, layers=None):
     """The k nearest places as (metres, id, [window ids]) by measuring every
     live site: windows of one institution grouped as ``window_groups`` says."""
-    groups = window_groups(features, GROUPED)
+    groups = pairwise_places(features)
     ranked = []
     for row, feature in enumerate(features):
         if not _passes(feature, filters, layers):

@@ -132,37 +132,8 @@ def window_groups(
     relation is closed transitively; the first position of a group stands
     for it. Every other site is its own place.
     """
-    parent = list(range(len(features)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    buckets: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for row, feature in enumerate(features):
-        if feature.layer_id in grouped_layers:
-            name = institution_name(feature.properties.get("name"))
-            if name:
-                buckets[(feature.layer_id, name)].append(row)
-    for rows in buckets.values():
-        for i, a in enumerate(rows):
-            fa = features[a]
-            for b in rows[i + 1 :]:
-                fb = features[b]
-                same_address = bool(_address_key(fa.properties.get("address"))) and (
-                    _address_key(fa.properties.get("address"))
-                    == _address_key(fb.properties.get("address"))
-                )
-                if not same_address:
-                    metres = GEOD.inv(fa.geometry.x, fa.geometry.y, fb.geometry.x, fb.geometry.y)[2]
-                    if metres > WINDOW_GROUP_RADIUS_M:
-                        continue
-                ra, rb = root(a), root(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-    return [root(i) for i in range(len(features))]
+    columns = _Vocabulary().columns_of(list(features), frozenset(grouped_layers))
+    return _places(columns).tolist()
 
 
 _WEEKDAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
@@ -632,6 +603,24 @@ def _window_components(
     return first[labels]
 
 
+def _places(columns: _Columns) -> np.ndarray:
+    """Per site, the first site of its place (itself, unless a window of an
+    institution with others nearby or at its address)."""
+    places = np.arange(len(columns), dtype="int32")
+    rows = np.flatnonzero(columns.inst != 0)
+    if len(rows) > 1:
+        places[rows] = rows[
+            _window_components(
+                columns.lon[rows],
+                columns.lat[rows],
+                columns.xyz[rows],
+                columns.inst[rows],
+                columns.addr[rows],
+            )
+        ]
+    return places
+
+
 class _Tree:
     """The sites of one group (all, a layer, a layer's kind) nearest-first
     from a point: a KD-tree, or a plain sort for small groups."""
@@ -830,19 +819,11 @@ class SiteIndex:
         self.memo = memo or SiteMemo(SITE_MEMO_SIZE)
 
         # Windows of one institution: per base row the row standing for its place.
-        self._group = np.arange(self._nb, dtype="int32")
+        self._group = _places(base)
         members: dict[int, list[int]] = {}
-        rows = np.flatnonzero(base.inst != 0)
-        if len(rows) > 1:
-            first = rows[
-                _window_components(
-                    base.lon[rows], base.lat[rows], base.xyz[rows], base.inst[rows], base.addr[rows]
-                )
-            ]
-            self._group[rows] = first
-            windows = first != rows
-            for row, group in zip(rows[windows].tolist(), first[windows].tolist(), strict=True):
-                members.setdefault(group, [group]).append(row)
+        rows = np.flatnonzero(self._group != np.arange(self._nb))
+        for row, group in zip(rows.tolist(), self._group[rows].tolist(), strict=True):
+            members.setdefault(group, [group]).append(row)
         self._members = members
         #: Whether any place has several windows.
         self.grouping = bool(members)
