@@ -676,7 +676,7 @@ class _Asked:
 class SiteIndex:
     """The facility sites of one or more layers, indexed for nearest queries.
 
-    Columnar: positions, codes and masks in numpy arrays (~250 bytes a site
+    Columnar: positions, codes and masks in numpy arrays (~320 bytes a site
     with the trees), no feature object per site; the k results' features are
     fetched by id (from the store, through a bounded LRU, or from the
     features the index was built from). One KD-tree over every site answers

@@ -301,8 +301,9 @@ class Store(ABC):
         self, layer_id: str, *, names: bool = False, batch: int = SITE_ROWS_BATCH
     ) -> Iterator[SiteRows]:
         """A facility layer's sites in batches of ``batch``, in storage order,
-        streamed from one read (for the nearest index: national layers hold millions of sites,
-        too many to hold as features). ``names``: also name and address."""
+        streamed from one read: the nearest index's columns, as a national
+        layer's millions of sites are too many to hold as features.
+        ``names``: also each site's name and address."""
 
     def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
         """A Mapbox vector tile of the layer (encoded in Python; PostGIS overrides)."""
