@@ -368,3 +368,42 @@ def test_get_many_answers_the_live_ids_asked(store):
     store.change("medical", features[0].id, None, actor="test", action="delete")
     assert set(store.get_many("medical", asked)) == {features[3].id}
     assert store.get_many("medical", []) == {}
+
+
+def test_an_answer_after_an_update_serializes_the_site_as_it_is_now(store, catalog):
+    """The serialized site fragments are kept across updates, per site
+    revision: a renamed site is answered with its new name at once."""
+    from geo_service.services.nearest import nearest_geojson, parse_nearest_query
+
+    class Current:  # the cache as the feed keeps it: the newest index
+        def get(self):
+            return index
+
+    park = (118.042742, 36.810131)
+    query = parse_nearest_query({"lon": str(park[0]), "lat": str(park[1]), "k": "3"}, catalog)
+    index = SiteIndexCache(store).get()
+    first = orjson.loads(nearest_geojson(query, Current()))["features"][0]
+    layer_id = first["properties"]["layer"]
+    stored = store.get(layer_id, first["id"])
+    props = {**stored.properties, "name": "改名后的站点 窗口"}
+    renamed = catalog.validate_feature(
+        layer_id,
+        {
+            "type": "Feature",
+            "properties": props,
+            "geometry": {"type": "Point", "coordinates": [stored.geometry.x, stored.geometry.y]},
+        },
+    )
+    store.write(layer_id, [renamed], actor="test")
+    before = index
+    index = index.applied(
+        [store.get(layer_id, first["id"])], [], versions=index.versions, marks=index.marks
+    )
+    again = orjson.loads(nearest_geojson(query, Current()))["features"][0]
+    assert again["id"] == first["id"]
+    assert again["properties"]["name"] == "改名后的站点 窗口"
+    assert "%E6%94%B9%E5%90%8D" in again["properties"]["navigation"]["amap"]  # 改名, URL-encoded
+    assert {k: v for k, v in again.items() if k != "properties"} == {
+        k: v for k, v in first.items() if k != "properties"
+    }
+    assert before is not index
