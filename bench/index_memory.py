@@ -1,6 +1,6 @@
 """Memory and build time of the columnar nearest index, per site.
 
-    .venv/bin/python bench/index_memory.py [--sites 200000] [--store]
+    .venv/bin/python bench/index_memory.py [--sites 200000] [--store] [--postgis URL]
 
 Synthetic sites over China in three facility layers (one of windows, grouped
 by institution), with kinds, statuses, services, eligible lists and a few
@@ -10,7 +10,8 @@ the resident memory the index added (RSS delta, which includes the KD-trees'
 C++ nodes), the bytes numpy and Python report for it (tracemalloc, a second
 build) and the peak during the build, each per site. ``--store`` also
 writes the sites into a temporary GeoPackage (plain SQL inserts, for speed)
-and times ``SiteIndex.from_store`` reading them back.
+and times ``SiteIndex.from_store`` reading them back; ``--postgis URL`` the
+same on PostGIS (COPY into a schema of its own, dropped afterwards).
 """
 
 from __future__ import annotations
@@ -92,6 +93,55 @@ def build(batches):
     return SiteIndex.from_rows(iter(batches), None, list(LAYERS), grouped_layers={"green_channels"})
 
 
+def timed_from_store(store, n: int) -> None:
+    gc.collect()
+    before = rss_bytes()
+    started = time.perf_counter()
+    index = SiteIndex.from_store(store, list(LAYERS), grouped_layers={"green_channels"})
+    seconds = time.perf_counter() - started
+    gc.collect()
+    added = rss_bytes() - before
+    assert len(index) == n
+    print(
+        f"from_store ({type(store).__name__}): {seconds:.2f} s "
+        f"({seconds / n * 1e6:.1f} µs per site), RSS added {added / n:.0f} bytes per site"
+    )
+
+
+def time_from_postgis(batches, n: int, url: str) -> None:
+    import uuid
+
+    separator = "&" if "?" in url else "?"
+    store = open_store(f"{url}{separator}schema=bench_{uuid.uuid4().hex[:8]}", load_catalog())
+    try:
+        with store._transaction() as conn:
+            for layer_id, rows in batches:
+                table = store._table(store.catalog.layer(layer_id))
+                with conn.cursor().copy(f"COPY {table} (id, props, geom) FROM STDIN") as copy:
+                    for i, site_id in enumerate(rows.ids):
+                        props = {
+                            "id": site_id,
+                            "name": rows.name[i] if rows.name else site_id,
+                            "kind": rows.kind[i],
+                            "address": rows.address[i] if rows.address else "某路",
+                            "opening_hours": rows.opening_hours[i],
+                            "services": orjson.loads(rows.services[i]),
+                            "eligible": orjson.loads(rows.eligible[i]),
+                            "status": rows.status[i],
+                        }
+                        copy.write_row(
+                            (
+                                site_id,
+                                orjson.dumps(props).decode(),
+                                f"SRID=4326;POINT({float(rows.lon[i])!r} {float(rows.lat[i])!r})",
+                            )
+                        )
+        timed_from_store(store, n)
+    finally:
+        store.drop()
+        store.close()
+
+
 def time_from_store(batches, n: int) -> None:
     from shapely.geometry import Point
 
@@ -119,18 +169,7 @@ def time_from_store(batches, n: int) -> None:
                         for i in range(len(rows.ids))
                     ],
                 )
-        gc.collect()
-        before = rss_bytes()
-        started = time.perf_counter()
-        index = SiteIndex.from_store(store, list(LAYERS), grouped_layers={"green_channels"})
-        seconds = time.perf_counter() - started
-        gc.collect()
-        added = rss_bytes() - before
-        assert len(index) == n
-        print(
-            f"from_store (GeoPackage): {seconds:.2f} s ({seconds / n * 1e6:.1f} µs per site), "
-            f"RSS added {added / n:.0f} bytes per site"
-        )
+        timed_from_store(store, n)
         store.close()
 
 
@@ -138,6 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=200_000)
     parser.add_argument("--store", action="store_true", help="also time from_store")
+    parser.add_argument("--postgis", help="also time from_store on this PostGIS database")
     args = parser.parse_args()
     batches = synthetic_batches(args.sites)
     n = sum(len(rows.ids) for _, rows in batches)
@@ -171,6 +211,8 @@ def main() -> None:
         del index
         gc.collect()
         time_from_store(batches, n)
+    if args.postgis:
+        time_from_postgis(batches, n, args.postgis)
 
 
 if __name__ == "__main__":
