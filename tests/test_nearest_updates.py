@@ -23,6 +23,7 @@ from geo_service.analysis.nearest import (
     SiteIndexCache,
     institution_name,
     nearest_sites,
+    window_groups,
 )
 from geo_service.sources.crs import GEOD
 from geo_service.store import StoredFeature, open_store
@@ -407,3 +408,23 @@ def test_an_answer_after_an_update_serializes_the_site_as_it_is_now(store, catal
         k: v for k, v in first.items() if k != "properties"
     }
     assert before is not index
+
+
+def test_institutions_sharing_one_spot_stay_apart_and_their_windows_together():
+    """Sites geocoded to one spot (a town's centre): 300 institutions with
+    three windows each, and addresses all different; each institution is one
+    place, as the pairwise rule says."""
+    spot = Point(118.05, 36.80)
+    features = [
+        StoredFeature(
+            "green_channels",
+            f"s{i:03d}-{w}",
+            {"name": f"机构{i} 窗口{w}", "address": f"路{i}-{w}号"},
+            spot,
+        )
+        for i in range(300)
+        for w in range(3)
+    ]
+    groups = window_groups(features)
+    assert groups == pairwise_places(features)
+    assert len(set(groups)) == 300

@@ -586,9 +586,13 @@ def _window_components(
     same = (inst[order[1:]] == inst[order[:-1]]) & (addr[order[1:]] == addr[order[:-1]])
     pairs.append(np.column_stack([order[:-1][same], order[1:][same]]))
     # A chord is never longer than the geodesic: pairs within the radius by
-    # chord hold every pair within it on the ellipsoid, checked there.
-    near = cKDTree(xyz).query_pairs(WINDOW_GROUP_RADIUS_M + CHORD_MARGIN_M, output_type="ndarray")
-    near = near[inst[near[:, 0]] == inst[near[:, 1]]]
+    # chord hold every pair within it on the ellipsoid, checked there. A
+    # fourth coordinate puts institutions 1e8 m apart (exactly 0 within
+    # one), so sites of different institutions on one spot (geocoded to a
+    # town's centre, say) never pair up.
+    _, institution = np.unique(inst, return_inverse=True)
+    apart = np.column_stack([xyz, institution.reshape(-1) * 1e8])
+    near = cKDTree(apart).query_pairs(WINDOW_GROUP_RADIUS_M + CHORD_MARGIN_M, output_type="ndarray")
     if len(near):
         a, b = near[:, 0], near[:, 1]
         metres = GEOD.inv(lon[a], lat[a], lon[b], lat[b])[2]
