@@ -878,8 +878,9 @@ class SiteIndex:
         """A new index with ``upserts`` (new or changed sites: an id already
         present is replaced) and without ``deleted`` ((layer, id) pairs). It
         shares the base arrays and trees with this one, which is left as it
-        was for readers still holding it. Sites of layers not indexed are
-        ignored."""
+        was for readers still holding it. Deletions are taken before upserts;
+        of repeated upserts of one site the last wins; sites of layers not
+        indexed are ignored. Replaying changes already reflected is harmless."""
         new = copy.copy(self)
         dead = set(self._dead)
         delta_rows = dict(self._delta_rows)
@@ -1059,7 +1060,10 @@ class SiteIndex:
 
     def hours_values(self) -> set[str]:
         """Every distinct opening-hours expression of the live sites."""
-        codes = set(np.unique(self._base.hours).tolist()) | set(self._delta.hours.tolist())
+        live = np.ones(self._nb + len(self._delta), dtype=bool)
+        live[list(self._dead | self._vanished)] = False
+        codes = set(np.unique(self._base.hours[live[: self._nb]]).tolist())
+        codes |= set(self._delta.hours[live[self._nb :]].tolist())
         values = self._vocabulary.hours.values
         return {values[c] for c in codes if c >= 0}
 
