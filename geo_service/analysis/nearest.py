@@ -12,7 +12,7 @@ exact, whatever the filters exclude.
 Example
 -------
 >>> from shapely.geometry import Point
->>> from geo_service.store import Store, StoredFeature
+>>> from geo_service.store import SiteRows, Store, StoredFeature
 >>> def site(i, lon):
 ...     props = {"id": i, "name": i, "kind": "bank", "status": "open", "services": [],
 ...              "eligible": ["veteran"], "opening_hours": None}
@@ -27,14 +27,17 @@ Example
 from __future__ import annotations
 
 import bisect
+import copy
+import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import heapq
 import math
 import threading
 import unicodedata
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -43,14 +46,17 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import opening_hours
+import orjson
 import shapely
 from pyproj import Transformer
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import nearest_points
 
 from geo_service.sources.crs import GEOD, CoordinateSystem, convert
-from geo_service.store import Store, StoredFeature
+from geo_service.store import SiteRows, Store, StoredFeature
 
 __all__ = [
     "DETOUR_FACTOR",
@@ -64,6 +70,7 @@ __all__ = [
     "OpenState",
     "SiteIndex",
     "SiteIndexCache",
+    "SiteMemo",
     "institution_name",
     "navigation_links",
     "nearest_sites",
@@ -125,37 +132,8 @@ def window_groups(
     relation is closed transitively; the first position of a group stands
     for it. Every other site is its own place.
     """
-    parent = list(range(len(features)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    buckets: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for row, feature in enumerate(features):
-        if feature.layer_id in grouped_layers:
-            name = institution_name(feature.properties.get("name"))
-            if name:
-                buckets[(feature.layer_id, name)].append(row)
-    for rows in buckets.values():
-        for i, a in enumerate(rows):
-            fa = features[a]
-            for b in rows[i + 1 :]:
-                fb = features[b]
-                same_address = bool(_address_key(fa.properties.get("address"))) and (
-                    _address_key(fa.properties.get("address"))
-                    == _address_key(fb.properties.get("address"))
-                )
-                if not same_address:
-                    metres = GEOD.inv(fa.geometry.x, fa.geometry.y, fb.geometry.x, fb.geometry.y)[2]
-                    if metres > WINDOW_GROUP_RADIUS_M:
-                        continue
-                ra, rb = root(a), root(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-    return [root(i) for i in range(len(features))]
+    columns = _Vocabulary().columns_of(list(features), frozenset(grouped_layers))
+    return _places(columns).tolist()
 
 
 _WEEKDAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
@@ -319,27 +297,25 @@ class NearestResult:
 
     @property
     def gcj02(self) -> tuple[float, float]:
-        """The site's position in GCJ-02 (converted once, when the index was built)."""
-        lon, lat = self.index._gcj02[self.row]
-        return lon, lat
+        """The site's position in GCJ-02."""
+        return self.position(CoordinateSystem.gcj02)
 
     @property
     def bd09(self) -> tuple[float, float]:
-        lon, lat = self.index._bd09[self.row]
-        return lon, lat
+        return self.position(CoordinateSystem.bd09)
 
     @property
     def navigation(self) -> dict[str, str]:
         """Links opening Amap, Baidu and Tencent maps at the site (built on demand)."""
-        return self.index.navigation(self.row)
+        return navigation_links(self.feature, self.gcj02, self.bd09)
 
     def position(self, crs: CoordinateSystem) -> tuple[float, float]:
-        """The site's lon/lat in ``crs``."""
-        if crs == CoordinateSystem.gcj02:
-            return self.gcj02
-        if crs == CoordinateSystem.bd09:
-            return self.bd09
-        return self.feature.geometry.x, self.feature.geometry.y
+        """The site's lon/lat in ``crs`` (as indexed)."""
+        lon, lat = self.index.lonlat(self.row)
+        if crs == CoordinateSystem.wgs84:
+            return lon, lat
+        x, y = convert(lon, lat, CoordinateSystem.wgs84, crs)
+        return float(x), float(y)
 
     @property
     def walk_minutes(self) -> float:
@@ -352,14 +328,309 @@ CHORD_MARGIN_M = 1e-6
 #: Below this many sites, sorting every chord with numpy beats a KD-tree
 #: query, whose fixed cost (~30 µs) is the same for 90 sites or a million.
 SMALL_GROUP = 256
+#: Features fetched from the store by id, kept per site across the indexes
+#: ``applied`` derives: a district's sites all fit, a national index keeps
+#: the recently answered ones (~2 KB each).
+FEATURE_CACHE_SIZE = 8192
+#: Sites whose derived data (serialized fragments) consumers keep in ``memo``.
+SITE_MEMO_SIZE = 20_000
+
+
+class SiteMemo:
+    """A bounded LRU of data kept per site, keyed by (layer, id) and then by
+    what the data is. One memo is shared by an index and every index
+    ``applied``/``merged`` derive from it (thread-safe); ``applied`` forgets
+    a site that changed, so an entry is never stale for the newest index."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._sites: OrderedDict[tuple[str, str], dict[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, layer_id: str, feature_id: str, key: Any) -> Any:
+        with self._lock:
+            entry = self._sites.get((layer_id, feature_id))
+            if entry is None:
+                return None
+            self._sites.move_to_end((layer_id, feature_id))
+            return entry.get(key)
+
+    def put(self, layer_id: str, feature_id: str, key: Any, value: Any) -> None:
+        with self._lock:
+            entry = self._sites.get((layer_id, feature_id))
+            if entry is None:
+                entry = self._sites[(layer_id, feature_id)] = {}
+                while len(self._sites) > self.limit:
+                    self._sites.popitem(last=False)
+            else:
+                self._sites.move_to_end((layer_id, feature_id))
+            entry[key] = value
+
+    def forget(self, layer_id: str, feature_id: str) -> None:
+        with self._lock:
+            self._sites.pop((layer_id, feature_id), None)
+
+    def __len__(self) -> int:
+        return len(self._sites)
+
+
+class _Codes:
+    """Values as small integers, in order of first sight. Append-only and
+    shared by derived indexes: a code never changes meaning."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.codes: dict[Any, int] = {}
+        self._lock = threading.Lock()
+
+    def code(self, value: Any) -> int:
+        code = self.codes.get(value)
+        if code is None:
+            with self._lock:
+                code = self.codes.get(value)
+                if code is None:
+                    code = len(self.values)
+                    self.values.append(value)
+                    self.codes[value] = code
+        return code
+
+
+class _Bits(_Codes):
+    """Sets of values (a site's services, its eligible beneficiaries) as bit
+    masks: bit ``code`` for each value. The catalog's value lists are short."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._masks: dict[Any, int] = {}
+
+    def mask(self, values: Any) -> int:
+        """The mask of a list, or of the store's JSON text of one."""
+        if values is None:
+            return 0
+        key = values if isinstance(values, str) else tuple(values)
+        mask = self._masks.get(key)
+        if mask is None:
+            items = orjson.loads(values) if isinstance(values, str) else values
+            mask = 0
+            for item in items or ():
+                code = self.code(item)
+                if code >= 63:
+                    raise ValueError(f"more than 63 distinct values in one list column: {item!r}")
+                mask |= 1 << code
+            self._masks[key] = mask
+        return mask
+
+    def wanted(self, values: Iterable[str]) -> int | None:
+        """The mask of values asked for, or None if one was never seen (no site has it)."""
+        mask = 0
+        for value in values:
+            code = self.codes.get(value)
+            if code is None:
+                return None
+            mask |= 1 << code
+        return mask
+
+
+def _hash64(text: str) -> int:
+    """A 64-bit digest (never 0) standing for an institution or address: the
+    index compares them without keeping a national set of strings."""
+    value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return (value >> 1) or 1  # non-negative int64, 0 means "none"
+
+
+class _Vocabulary:
+    """The code tables of an index and those derived from it."""
+
+    def __init__(self) -> None:
+        self.layers = _Codes()
+        self.kinds = _Codes()
+        self.statuses = _Codes()
+        self.services = _Bits()
+        self.eligible = _Bits()
+        #: Distinct opening-hours expressions, each parsed once (False: unknown).
+        self.hours = _Codes()
+        self._parsed: dict[int, Any] = {}
+
+    def parsed_hours(self, code: int) -> Any:
+        """The parsed expression of code ``code``, or False when none or unreadable."""
+        if code < 0:
+            return False
+        parsed = self._parsed.get(code)
+        if parsed is None:
+            try:
+                parsed = opening_hours.OpeningHours(self.hours.values[code])
+            except (SyntaxError, ValueError):
+                parsed = False
+            self._parsed[code] = parsed
+        return parsed
+
+    def columns(self, layer_ids: list[str], rows: SiteRows, grouped: frozenset[str]) -> _Columns:
+        """One batch of sites (``layer_ids`` per site) as columns."""
+        n = len(rows.ids)
+        layer_code, kind_code, status_code = self.layers.code, self.kinds.code, self.statuses.code
+        hours_code = self.hours.code
+        inst = np.zeros(n, dtype="int64")
+        addr = np.zeros(n, dtype="int64")
+        if grouped and rows.name is not None and rows.address is not None:
+            for i, layer_id in enumerate(layer_ids):
+                if layer_id in grouped:
+                    name = institution_name(rows.name[i])
+                    if name:
+                        inst[i] = _hash64(f"{layer_id}\x00{name}")
+                        address = _address_key(rows.address[i])
+                        addr[i] = _hash64(address) if address else 0
+        lon = np.asarray(rows.lon, dtype="float64")
+        lat = np.asarray(rows.lat, dtype="float64")
+        return _Columns(
+            lon=lon,
+            lat=lat,
+            xyz=_ecef(lon, lat),
+            layer=_encoded(layer_ids, layer_code, "int16"),
+            kind=_encoded(rows.kind, lambda x: kind_code(str(x)), "int16"),
+            status=_encoded(rows.status, status_code, "int16"),
+            services=_encoded(rows.services, self.services.mask, "uint64"),
+            eligible=_encoded(rows.eligible, self.eligible.mask, "uint64"),
+            hours=_encoded(
+                rows.opening_hours,
+                lambda x: hours_code(x) if isinstance(x, str) and x else -1,
+                "int32",
+            ),
+            ids=np.array([x.encode() for x in rows.ids], dtype="S") if n else _NO_IDS,
+            inst=inst,
+            addr=addr,
+        )
+
+    def columns_of(self, features: list[StoredFeature], grouped: frozenset[str]) -> _Columns:
+        props = [f.properties for f in features]
+        rows = SiteRows(
+            ids=[f.id for f in features],
+            lon=np.array([f.geometry.x for f in features], dtype="float64"),
+            lat=np.array([f.geometry.y for f in features], dtype="float64"),
+            kind=[p.get("kind") for p in props],
+            status=[p.get("status") for p in props],
+            services=[tuple(p.get("services") or ()) for p in props],
+            eligible=[tuple(p.get("eligible") or ()) for p in props],
+            opening_hours=[p.get("opening_hours") for p in props],
+            name=[p.get("name") for p in props],
+            address=[p.get("address") for p in props],
+        )
+        return self.columns([f.layer_id for f in features], rows, grouped)
+
+
+_NO_IDS = np.array([], dtype="S1")
+
+
+def _encoded(values: list[Any], encode: Callable[[Any], int], dtype: str) -> np.ndarray:
+    """``encode`` of each value, called once per distinct value (a batch of
+    sites holds a few kinds, statuses and lists, repeated thousands of times)."""
+    table = {value: encode(value) for value in set(values)}
+    return np.fromiter(map(table.__getitem__, values), dtype, len(values))
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Sites as parallel arrays: positions (lon/lat and ECEF), codes, masks,
+    ids as fixed-width UTF-8 bytes, institution and address digests (0: none)."""
+
+    lon: np.ndarray
+    lat: np.ndarray
+    xyz: np.ndarray
+    layer: np.ndarray
+    kind: np.ndarray
+    status: np.ndarray
+    services: np.ndarray
+    eligible: np.ndarray
+    hours: np.ndarray
+    ids: np.ndarray
+    inst: np.ndarray
+    addr: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lon)
+
+    @classmethod
+    def empty(cls) -> _Columns:
+        return cls.concat([])
+
+    @classmethod
+    def concat(cls, parts: list[_Columns]) -> _Columns:
+        if not parts:
+            dtypes = ("float64", "float64", None, "int16", "int16", "int16", "uint64", "uint64")
+            zero = [np.zeros(0, dtype=d) if d else np.zeros((0, 3)) for d in dtypes]
+            return cls(*zero, np.zeros(0, "int32"), _NO_IDS, *(np.zeros(0, "int64"),) * 2)
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            *(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls))
+        )
+
+    def take(self, rows: np.ndarray) -> _Columns:
+        return _Columns(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes for f in dataclasses.fields(self))
+
+
+def _window_components(
+    lon: np.ndarray, lat: np.ndarray, xyz: np.ndarray, inst: np.ndarray, addr: np.ndarray
+) -> np.ndarray:
+    """Per site, the position of the first site of its place: sites of one
+    institution (``inst``, never 0 here) at the same address or within
+    ``WINDOW_GROUP_RADIUS_M``, closed transitively (``window_groups``)."""
+    n = len(inst)
+    if n < 2:
+        return np.arange(n)
+    pairs = [np.zeros((0, 2), dtype="int64")]
+    addressed = np.flatnonzero(addr != 0)
+    order = addressed[np.lexsort((addr[addressed], inst[addressed]))]
+    same = (inst[order[1:]] == inst[order[:-1]]) & (addr[order[1:]] == addr[order[:-1]])
+    pairs.append(np.column_stack([order[:-1][same], order[1:][same]]))
+    # A chord is never longer than the geodesic: pairs within the radius by
+    # chord hold every pair within it on the ellipsoid, checked there. A
+    # fourth coordinate puts institutions 1e8 m apart (exactly 0 within
+    # one), so sites of different institutions on one spot (geocoded to a
+    # town's centre, say) never pair up.
+    _, institution = np.unique(inst, return_inverse=True)
+    apart = np.column_stack([xyz, institution.reshape(-1) * 1e8])
+    near = cKDTree(apart).query_pairs(WINDOW_GROUP_RADIUS_M + CHORD_MARGIN_M, output_type="ndarray")
+    if len(near):
+        a, b = near[:, 0], near[:, 1]
+        metres = GEOD.inv(lon[a], lat[a], lon[b], lat[b])[2]
+        pairs.append(near[metres <= WINDOW_GROUP_RADIUS_M])
+    edges = np.concatenate(pairs)
+    graph = coo_matrix(
+        (np.ones(len(edges), dtype="int8"), (edges[:, 0], edges[:, 1])), shape=(n, n)
+    )
+    count, labels = connected_components(graph, directed=False)
+    first = np.full(count, n, dtype="int64")
+    np.minimum.at(first, labels, np.arange(n))
+    return first[labels]
+
+
+def _places(columns: _Columns) -> np.ndarray:
+    """Per site, the first site of its place (itself, unless a window of an
+    institution with others nearby or at its address)."""
+    places = np.arange(len(columns), dtype="int32")
+    rows = np.flatnonzero(columns.inst != 0)
+    if len(rows) > 1:
+        places[rows] = rows[
+            _window_components(
+                columns.lon[rows],
+                columns.lat[rows],
+                columns.xyz[rows],
+                columns.inst[rows],
+                columns.addr[rows],
+            )
+        ]
+    return places
 
 
 class _Tree:
     """The sites of one group (all, a layer, a layer's kind) nearest-first
     from a point: a KD-tree, or a plain sort for small groups."""
 
-    def __init__(self, xyz: np.ndarray, rows: list[int]):
-        self.rows = rows  # index into the SiteIndex columns, per position here
+    def __init__(self, xyz: np.ndarray, rows: np.ndarray):
+        self.rows = rows  # base row per position here
         self.n = len(rows)
         self.small = self.n <= SMALL_GROUP
         self._xyz = xyz if self.small else None
@@ -367,34 +638,60 @@ class _Tree:
 
     def nearest(
         self, origin: tuple[float, float, float], want: int, bound: float
-    ) -> tuple[list[float], list[int]]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Chord lengths and positions of the ``want`` sites nearest to
-        ``origin`` (all of them for a small group), nearest first; past
-        ``bound`` a KD-tree pads with ``inf``, a small group stops."""
+        ``origin`` within ``bound`` (all of them for a small group), nearest
+        first; fewer than ``want`` when no more are within ``bound``."""
         if self._tree is None:
             squared = ((self._xyz - origin) ** 2).sum(axis=1)
             order = np.argsort(squared, kind="stable")
             chords = np.sqrt(squared[order])
             keep = chords <= bound
-            return chords[keep].tolist(), order[keep].tolist()
+            return chords[keep], order[keep]
         chords, positions = self._tree.query(origin, k=want, distance_upper_bound=bound)
-        if want == 1:
-            return [float(chords)], [int(positions)]
-        return chords.tolist(), positions.tolist()
+        chords, positions = np.atleast_1d(chords), np.atleast_1d(positions)
+        keep = positions < self.n  # past the bound the tree pads with n
+        return chords[keep], positions[keep]
 
 
+#: Up to this many candidates are measured one call each, more in one vectorised call.
+_FEW = 12
 #: A tree key: (layer or None for every layer, kind or None for every kind).
 _TreeKey = tuple[str | None, str | None]
+#: A measured candidate: (geodesic metres, id, row, azimuth from the point).
+_Found = tuple[float, str, int, float]
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A question's filters as codes of one index's vocabulary."""
+
+    layers: np.ndarray
+    kinds: np.ndarray | None
+    statuses: np.ndarray | None  # per status code, whether asked; None: any status
+    services: int
+    eligible: int
+    impossible: bool  # asks for a value no site has
+    max_distance: float | None
+    open_at_local: dt.datetime | None
+    hours_known: bool
 
 
 class SiteIndex:
     """The facility sites of one or more layers, indexed for nearest queries.
 
-    One KD-tree over every site answers the common question (all layers, any
-    kind) with a single query; a tree per layer and per (layer, kind) answers
-    narrower ones without wading through sites the question excludes. Filter
-    columns are plain Python lists: a query touches a handful of rows, where
-    numpy's per-call overhead would dominate.
+    Columnar: positions, codes and masks in numpy arrays (~320 bytes a site
+    with the trees), no feature object per site; the k results' features are
+    fetched by id (from the store, through a bounded LRU, or from the
+    features the index was built from). One KD-tree over every site answers
+    the common question (all layers, any kind) with a single query; a tree
+    per layer and per (layer, kind) answers narrower ones without wading
+    through sites the question excludes.
+
+    Updates (``applied``) never touch the trees: a changed or deleted site's
+    base row is marked dead, and new versions go into a small delta that each
+    query measures exactly by chord; ``merged`` folds the delta into new
+    trees.
     """
 
     def __init__(
@@ -404,56 +701,428 @@ class SiteIndex:
         grouped_layers: Iterable[str] = ("green_channels",),
         district: DistrictOutline | None = None,
     ):
-        self.features = list(features)
-        self.versions = dict(versions or {})
+        given = list(features)
+        vocabulary = _Vocabulary()
+        grouped = frozenset(grouped_layers)
+        self._setup(
+            vocabulary.columns_of(given, grouped),
+            vocabulary,
+            grouped=grouped,
+            district=district,
+            versions=versions or {},
+            marks={},
+            given=given,
+            store=None,
+            layer_ids=None,
+        )
+
+    @classmethod
+    def from_store(
+        cls,
+        store: Store,
+        layer_ids: Iterable[str],
+        *,
+        grouped_layers: Iterable[str] = (),
+        district: DistrictOutline | None = None,
+        versions: dict[str, int] | None = None,
+        marks: dict[str, int] | None = None,
+    ) -> SiteIndex:
+        """The sites of ``layer_ids`` read column by column from ``store``
+        (streamed, no feature objects); results fetch their features by id."""
+        layer_ids = list(layer_ids)
+        grouped = frozenset(grouped_layers)
+        batches = (
+            (layer_id, rows)
+            for layer_id in layer_ids
+            for rows in store.site_rows(layer_id, names=layer_id in grouped)
+        )
+        return cls.from_rows(
+            batches,
+            store,
+            layer_ids,
+            grouped_layers=grouped,
+            district=district,
+            versions=versions,
+            marks=marks,
+        )
+
+    @classmethod
+    def from_rows(
+        cls,
+        batches: Iterable[tuple[str, SiteRows]],
+        store: Store | None,
+        layer_ids: Iterable[str],
+        *,
+        grouped_layers: Iterable[str] = (),
+        district: DistrictOutline | None = None,
+        versions: dict[str, int] | None = None,
+        marks: dict[str, int] | None = None,
+    ) -> SiteIndex:
+        """An index of (layer id, batch of sites) pairs; ``store`` is where
+        results fetch their features (``from_store``, benchmarks)."""
+        vocabulary = _Vocabulary()
+        grouped = frozenset(grouped_layers)
+        parts = [
+            vocabulary.columns([layer_id] * len(rows.ids), rows, grouped)
+            for layer_id, rows in batches
+        ]
+        index = cls.__new__(cls)
+        index._setup(
+            _Columns.concat(parts),
+            vocabulary,
+            grouped=grouped,
+            district=district,
+            versions=versions or {},
+            marks=marks or {},
+            given=None,
+            store=store,
+            layer_ids=list(layer_ids),
+        )
+        return index
+
+    def _setup(
+        self,
+        base: _Columns,
+        vocabulary: _Vocabulary,
+        *,
+        grouped: frozenset[str],
+        district: DistrictOutline | None,
+        versions: dict[str, int],
+        marks: dict[str, int],
+        given: list[StoredFeature] | None,
+        store: Store | None,
+        layer_ids: list[str] | None,
+        fetched: SiteMemo | None = None,
+        memo: SiteMemo | None = None,
+    ) -> None:
+        self.versions = dict(versions)
+        #: Per layer, the highest audit sequence number the index reflects.
+        self.marks = dict(marks)
         #: The district the sites serve (None: unknown, nothing said about it).
         self.district = district
-        #: Per row, the row that stands for its institution (itself when alone),
-        #: and each institution's rows, for layers whose sites are windows.
-        self._group = window_groups(self.features, frozenset(grouped_layers))
-        members: dict[int, list[int]] = defaultdict(list)
-        for row, group in enumerate(self._group):
-            members[group].append(row)
-        self._members = {group: rows for group, rows in members.items() if len(rows) > 1}
-        lon = np.array([f.geometry.x for f in self.features], dtype="float64")
-        lat = np.array([f.geometry.y for f in self.features], dtype="float64")
-        self._lon, self._lat = lon.tolist(), lat.tolist()
-        self._status = [f.properties.get("status") for f in self.features]
-        self._services = [frozenset(f.properties.get("services") or ()) for f in self.features]
-        self._eligible = [frozenset(f.properties.get("eligible") or ()) for f in self.features]
-        self._ids = [f.id for f in self.features]
-        self._hours: list[Any] = [None] * len(self.features)
-        # Positions in the systems navigation apps expect, converted once per build.
-        self._gcj02 = np.column_stack(convert(lon, lat, "wgs84", "gcj02")).tolist()
-        self._bd09 = np.column_stack(convert(lon, lat, "wgs84", "bd09")).tolist()
-        self._navigation: dict[int, dict[str, str]] = {}
-        #: Derived data that consumers (the API's serialized fragments) keep
-        #: with this snapshot of the sites; it goes when the index is rebuilt.
-        self.memo: dict[Any, Any] = {}
+        self._vocabulary = vocabulary
+        self._grouped = grouped
+        #: The layers whose changes ``applied`` takes (None: any layer).
+        self._layer_ids = None if layer_ids is None else frozenset(layer_ids)
+        self._store = store
+        self._given = given  # the features of the base rows, when built from features
+        self._base = base
+        self._nb = len(base)
+        # Rows sorted by (layer, id): a site's row found by bisection.
+        self._order = np.lexsort((base.ids, base.layer)).astype("int32")
+        self._delta = _Columns.empty()
+        self._delta_features: list[StoredFeature] = []
+        self._delta_rows: dict[tuple[str, str], int] = {}
+        self._dead: frozenset[int] = frozenset()
+        #: Rows whose feature was gone at fetch time (deleted since the build).
+        self._vanished: set[int] = set()
+        self._asked: dict[Any, _Asked] = {}
+        self._fetched = fetched or SiteMemo(FEATURE_CACHE_SIZE)
+        #: Derived per-site data that consumers (the API's serialized
+        #: fragments) keep; shared with derived indexes, a changed site forgotten.
+        self.memo = memo or SiteMemo(SITE_MEMO_SIZE)
 
-        groups: dict[_TreeKey, list[int]] = defaultdict(list)
-        for row, feature in enumerate(self.features):
-            kind = str(feature.properties.get("kind"))
-            groups[(None, None)].append(row)
-            groups[(feature.layer_id, None)].append(row)
-            groups[(feature.layer_id, kind)].append(row)
-        xyz = _ecef(lon, lat)
+        # Windows of one institution: per base row the row standing for its place.
+        self._group = _places(base)
+        members: dict[int, list[int]] = {}
+        rows = np.flatnonzero(self._group != np.arange(self._nb))
+        for row, group in zip(rows.tolist(), self._group[rows].tolist(), strict=True):
+            members.setdefault(group, [group]).append(row)
+        self._members = members
+        #: Whether any place has several windows.
+        self.grouping = bool(members)
+        self._group_over: dict[int, int] = {}
+        self._members_over: dict[int, list[int] | None] = {}
+
+        layer_names = vocabulary.layers.values
+        kind_names = vocabulary.kinds.values
         self._trees: dict[_TreeKey, _Tree] = {}
-        built: dict[tuple[int, int], _Tree] = {}
-        for key, rows in groups.items():
-            # Groups are nested or disjoint, so first row and size identify a
-            # set: a layer with one kind, or an index of one layer, shares a tree.
-            signature = (rows[0], len(rows))
-            if signature not in built:
-                built[signature] = _Tree(xyz[rows], rows)
-            self._trees[key] = built[signature]
-        self.layers = sorted({layer for layer, _ in groups if layer is not None})
+        self.layers: list[str] = []
+        if self._nb:
+            self._trees[(None, None)] = all_sites = _Tree(
+                base.xyz, np.arange(self._nb, dtype="int32")
+            )
+            layer_codes = np.unique(base.layer)
+            self.layers = sorted(layer_names[c] for c in layer_codes)
+            for code in layer_codes.tolist():
+                in_layer = np.flatnonzero(base.layer == code).astype("int32")
+                if len(in_layer) == self._nb:
+                    layer_tree = all_sites  # an index of one layer shares its tree
+                else:
+                    layer_tree = _Tree(base.xyz[in_layer], in_layer)
+                self._trees[(layer_names[code], None)] = layer_tree
+                kinds = base.kind[in_layer]
+                for kind in np.unique(kinds).tolist():
+                    of_kind = in_layer[kinds == kind]
+                    self._trees[(layer_names[code], kind_names[kind])] = (
+                        layer_tree
+                        if len(of_kind) == len(in_layer)
+                        else _Tree(base.xyz[of_kind], of_kind)
+                    )
+
+    # -- updates -----------------------------------------------------------------
+
+    @property
+    def delta_size(self) -> int:
+        """Sites held outside the base trees (added or changed since the last merge)."""
+        return len(self._delta)
+
+    def applied(
+        self,
+        upserts: Sequence[StoredFeature],
+        deleted: Sequence[tuple[str, str]],
+        *,
+        versions: dict[str, int],
+        marks: dict[str, int],
+    ) -> SiteIndex:
+        """A new index with ``upserts`` (new or changed sites: an id already
+        present is replaced) and without ``deleted`` ((layer, id) pairs). It
+        shares the base arrays and trees with this one, which is left as it
+        was for readers still holding it. Deletions are taken before upserts;
+        of repeated upserts of one site the last wins; sites of layers not
+        indexed are ignored. Replaying changes already reflected is harmless."""
+        new = copy.copy(self)
+        dead = set(self._dead)
+        delta_rows = dict(self._delta_rows)
+        touched: set[int] = set()  # institutions to group again
+        nb = self._nb
+
+        def drop(layer_id: str, feature_id: str) -> None:
+            row = delta_rows.pop((layer_id, feature_id), None)
+            if row is None:
+                row = self._base_row(layer_id, feature_id)
+            self._fetched.forget(layer_id, feature_id)
+            self.memo.forget(layer_id, feature_id)
+            if row is None or row in dead:
+                return
+            dead.add(row)
+            inst = self._column("inst", row)
+            if inst:
+                touched.add(inst)
+
+        indexed = self._layer_ids
+        for layer_id, feature_id in deleted:
+            if indexed is None or layer_id in indexed:
+                drop(layer_id, feature_id)
+        latest = {
+            (f.layer_id, f.id): f for f in upserts if indexed is None or f.layer_id in indexed
+        }  # the last of repeated upserts wins
+        for layer_id, feature_id in latest:
+            drop(layer_id, feature_id)
+        added = list(latest.values())
+        columns = self._vocabulary.columns_of(added, self._grouped)
+        start = nb + len(self._delta)
+        for offset, feature in enumerate(added):
+            delta_rows[(feature.layer_id, feature.id)] = start + offset
+        touched.update(int(h) for h in columns.inst[columns.inst != 0])
+        new._delta = _Columns.concat([self._delta, columns]) if added else self._delta
+        new._delta_features = [*self._delta_features, *added]
+        new._delta_rows = delta_rows
+        new._dead = frozenset(dead)
+        new._vanished = set(self._vanished)
+        new._asked = {}
+        new._group_over = dict(self._group_over)
+        new._members_over = dict(self._members_over)
+        new.versions = dict(versions)
+        new.marks = dict(marks)
+        new.layers = sorted(
+            set(self.layers) | {self._vocabulary.layers.values[c] for c in columns.layer.tolist()}
+        )
+        for inst in touched:
+            new._regroup(inst, self)
+        new.grouping = bool(new._members) or any(new._members_over.values())
+        return new
+
+    def _regroup(self, inst: int, before: SiteIndex) -> None:
+        """Group the live sites of institution ``inst`` again (after ``applied``)."""
+        nb = self._nb
+        every = np.concatenate(
+            [np.flatnonzero(self._base.inst == inst), np.flatnonzero(self._delta.inst == inst) + nb]
+        )
+        for row in every.tolist():  # the institution's old places are gone
+            if row < before._nb + len(before._delta):
+                self._members_over[before.group_of(row)] = None
+        live = np.array([r for r in every.tolist() if r not in self._dead], dtype="int64")
+        if not len(live):
+            return
+        columns = [self._columns_at(live, name) for name in ("lon", "lat", "xyz", "inst", "addr")]
+        first = live[_window_components(*columns)]
+        members: dict[int, list[int]] = defaultdict(list)
+        for row, group in zip(live.tolist(), first.tolist(), strict=True):
+            self._group_over[row] = group
+            members[group].append(row)
+        for group, rows in members.items():
+            self._members_over[group] = sorted(rows) if len(rows) > 1 else None
+
+    def merged(self) -> SiteIndex:
+        """The same sites with the delta folded into fresh base trees, built
+        from this index's own arrays (no store read)."""
+        gone = self._dead | self._vanished
+        base_live = (
+            np.array([r for r in range(self._nb) if r not in gone], dtype="int64")
+            if gone
+            else np.arange(self._nb)
+        )
+        delta_live = [r for r in range(len(self._delta)) if r + self._nb not in gone]
+        columns = _Columns.concat(
+            [self._base.take(base_live), self._delta.take(np.array(delta_live, dtype="int64"))]
+        )
+        given = None
+        if self._given is not None:
+            given = [self._given[r] for r in base_live.tolist()]
+            given += [self._delta_features[r] for r in delta_live]
+        else:
+            for r in delta_live:  # known now: no need to fetch them again
+                feature = self._delta_features[r]
+                self._fetched.put(feature.layer_id, feature.id, "feature", feature)
+        index = SiteIndex.__new__(SiteIndex)
+        index._setup(
+            columns,
+            self._vocabulary,
+            grouped=self._grouped,
+            district=self.district,
+            versions=self.versions,
+            marks=self.marks,
+            given=given,
+            store=self._store,
+            layer_ids=None if self._layer_ids is None else sorted(self._layer_ids),
+            fetched=self._fetched,
+            memo=self.memo,
+        )
+        return index
+
+    # -- rows --------------------------------------------------------------------
+
+    def _column(self, name: str, row: int) -> Any:
+        if row < self._nb:
+            return getattr(self._base, name)[row]
+        return getattr(self._delta, name)[row - self._nb]
+
+    def _columns_at(self, rows: np.ndarray, name: str) -> np.ndarray:
+        base = rows < self._nb
+        if base.all():
+            return getattr(self._base, name)[rows]
+        return np.concatenate(
+            [
+                getattr(self._base, name)[rows[base]],
+                getattr(self._delta, name)[rows[~base] - self._nb],
+            ]
+        )
+
+    def _base_row(self, layer_id: str, feature_id: str) -> int | None:
+        code = self._vocabulary.layers.codes.get(layer_id)
+        if code is None or not self._nb:
+            return None
+        layer, ids = self._base.layer, self._base.ids
+        wanted = (code, feature_id.encode())
+        at = bisect.bisect_left(self._order, wanted, key=lambda r: (int(layer[r]), ids[r]))
+        if at < self._nb:
+            row = int(self._order[at])
+            if (int(layer[row]), ids[row]) == wanted:
+                return row
+        return None
+
+    def row_of(self, layer_id: str, feature_id: str) -> int | None:
+        """The live row of a site, or None."""
+        row = self._delta_rows.get((layer_id, feature_id))
+        if row is None:
+            row = self._base_row(layer_id, feature_id)
+        if row is None or row in self._dead or row in self._vanished:
+            return None
+        return row
+
+    def rows(self) -> Iterator[int]:
+        """The rows of the live sites."""
+        gone = self._dead | self._vanished
+        for row in range(self._nb + len(self._delta)):
+            if row not in gone:
+                yield row
 
     def __len__(self) -> int:
-        return len(self.features)
+        return self._nb + len(self._delta) - len(self._dead)
+
+    def layer_id(self, row: int) -> str:
+        return self._vocabulary.layers.values[int(self._column("layer", row))]
+
+    def feature_id(self, row: int) -> str:
+        return bytes(self._column("ids", row)).decode()
+
+    def kind(self, row: int) -> str:
+        return self._vocabulary.kinds.values[int(self._column("kind", row))]
+
+    def lonlat(self, row: int) -> tuple[float, float]:
+        return float(self._column("lon", row)), float(self._column("lat", row))
+
+    def opening_hours(self, row: int) -> str | None:
+        """The site's opening-hours expression, or None."""
+        code = int(self._column("hours", row))
+        return self._vocabulary.hours.values[code] if code >= 0 else None
+
+    def hours_values(self) -> set[str]:
+        """Every distinct opening-hours expression of the live sites."""
+        live = np.ones(self._nb + len(self._delta), dtype=bool)
+        live[list(self._dead | self._vanished)] = False
+        codes = set(np.unique(self._base.hours[live[: self._nb]]).tolist())
+        codes |= set(self._delta.hours[live[self._nb :]].tolist())
+        values = self._vocabulary.hours.values
+        return {values[c] for c in codes if c >= 0}
+
+    def group_of(self, row: int) -> int:
+        """The row standing for the site's place (itself unless it is a window)."""
+        group = self._group_over.get(row)
+        if group is None:
+            group = int(self._group[row]) if row < self._nb else row
+        return group
+
+    def members(self, group: int) -> list[int] | None:
+        """The rows of a place with several windows, or None."""
+        if group in self._members_over:
+            return self._members_over[group]
+        return self._members.get(group)
 
     def kinds(self, layer_id: str) -> list[str]:
         return sorted(kind for layer, kind in self._trees if layer == layer_id and kind)
+
+    # -- features ----------------------------------------------------------------
+
+    def features_at(self, rows: Iterable[int]) -> dict[int, StoredFeature]:
+        """The features of ``rows``; a row whose feature is gone from the store
+        (deleted since the index was built) is left out and marked vanished."""
+        found: dict[int, StoredFeature] = {}
+        missing: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in rows:
+            if row >= self._nb:
+                found[row] = self._delta_features[row - self._nb]
+            elif self._given is not None:
+                found[row] = self._given[row]
+            else:
+                layer_id, feature_id = self.layer_id(row), self.feature_id(row)
+                feature = self._fetched.get(layer_id, feature_id, "feature")
+                if feature is None:
+                    missing[layer_id][feature_id] = row
+                else:
+                    found[row] = feature
+        for layer_id, wanted in missing.items():
+            assert self._store is not None
+            fetched = self._store.get_many(layer_id, list(wanted))
+            for feature_id, row in wanted.items():
+                feature = fetched.get(feature_id)
+                if feature is None:
+                    self._vanished.add(row)
+                else:
+                    self._fetched.put(layer_id, feature_id, "feature", feature)
+                    found[row] = feature
+        return found
+
+    @property
+    def features(self) -> list[StoredFeature]:
+        """Every live site as a feature, in row order: fetched, so for small
+        indexes, tests and exports, never on a query's path."""
+        rows = list(self.rows())
+        found = self.features_at(rows)
+        return [found[row] for row in rows if row in found]
+
+    # -- hours -------------------------------------------------------------------
 
     def open_state(self, row: int, when: dt.datetime) -> OpenState:
         """Open, closed or unknown at ``when`` (aware), by the site's hours."""
@@ -461,15 +1130,7 @@ class SiteIndex:
 
     def _parsed_hours(self, row: int) -> Any:
         """The site's parsed opening hours, or False when unknown or unreadable."""
-        parsed = self._hours[row]
-        if parsed is None:
-            expression = self.features[row].properties.get("opening_hours")
-            try:
-                parsed = opening_hours.OpeningHours(expression) if expression else False
-            except (SyntaxError, ValueError):
-                parsed = False
-            self._hours[row] = parsed
-        return parsed
+        return self._vocabulary.parsed_hours(int(self._column("hours", row)))
 
     def next_open(self, row: int, local: dt.datetime) -> dt.datetime | None:
         """When the site next opens after ``local`` (naive China time), as an
@@ -490,8 +1151,8 @@ class SiteIndex:
             return None
         return None
 
-    def _open_state_local(self, row: int, local: dt.datetime) -> OpenState:
-        parsed = self._parsed_hours(row)
+    def _hours_state(self, code: int, local: dt.datetime) -> OpenState:
+        parsed = self._vocabulary.parsed_hours(code)
         if parsed is False:
             return OpenState.unknown
         state = parsed.state(local)[0]
@@ -501,33 +1162,103 @@ class SiteIndex:
             return OpenState.closed
         return OpenState.unknown
 
+    def _open_state_local(self, row: int, local: dt.datetime) -> OpenState:
+        return self._hours_state(int(self._column("hours", row)), local)
+
+    # -- filters -----------------------------------------------------------------
+
+    def asked(self, layers: Iterable[str] | None, filters: NearestFilters) -> _Asked:
+        """``filters`` (and ``layers``, default every layer) in this index's
+        codes; remembered, as residents ask the same few questions."""
+        key = (None if layers is None else tuple(layers), filters)
+        asked = self._asked.get(key)
+        if asked is None:
+            if len(self._asked) >= 256:
+                self._asked.clear()
+            asked = self._asked[key] = self._asked_now(key[0], filters)
+        return asked
+
+    def _asked_now(self, layers: Iterable[str] | None, filters: NearestFilters) -> _Asked:
+        vocabulary = self._vocabulary
+        known = vocabulary.layers.codes
+        wanted = self.layers if layers is None else [x for x in layers if x in known]
+        kinds = None
+        if filters.kinds is not None:
+            kinds = np.array(
+                [vocabulary.kinds.codes[k] for k in filters.kinds if k in vocabulary.kinds.codes],
+                dtype="int16",
+            )
+        statuses = None
+        if filters.statuses:
+            # Every code this index holds is below the table's length now:
+            # the shared vocabulary only grows.
+            statuses = np.array(
+                [value in filters.statuses for value in vocabulary.statuses.values], dtype=bool
+            )
+        services = vocabulary.services.wanted(filters.services)
+        eligible = vocabulary.eligible.wanted([filters.eligible]) if filters.eligible else 0
+        return _Asked(
+            layers=np.array([known[x] for x in wanted if x in known], dtype="int16"),
+            kinds=kinds,
+            statuses=statuses,
+            services=services or 0,
+            eligible=eligible or 0,
+            impossible=services is None or eligible is None,
+            max_distance=filters.max_distance,
+            open_at_local=filters.open_at_local,
+            hours_known=filters.hours_known,
+        )
+
+    def _passing(
+        self, columns: _Columns, local: np.ndarray, offset: int, asked: _Asked
+    ) -> np.ndarray:
+        """Which of ``local`` (rows of ``columns``, index rows from ``offset``)
+        pass the filters other than layer, kind and distance."""
+        if asked.impossible:
+            return np.zeros(len(local), dtype=bool)
+        if asked.statuses is not None:
+            keep = asked.statuses[columns.status[local]]
+        else:
+            keep = np.ones(len(local), dtype=bool)
+        if asked.services:
+            keep &= (columns.services[local] & np.uint64(asked.services)) == np.uint64(
+                asked.services
+            )
+        if asked.eligible:
+            keep &= (columns.eligible[local] & np.uint64(asked.eligible)) != 0
+        if asked.hours_known or asked.open_at_local is not None:
+            codes = columns.hours[local]
+            good = []
+            for code in np.unique(codes[keep]).tolist():
+                if asked.open_at_local is not None:
+                    ok = self._hours_state(code, asked.open_at_local) == OpenState.open
+                else:
+                    ok = self._vocabulary.parsed_hours(code) is not False
+                if ok:
+                    good.append(code)
+            keep &= np.isin(codes, good)
+        dead, vanished = self._dead, self._vanished
+        if dead or vanished:
+            keep &= np.fromiter(
+                (r + offset not in dead and r + offset not in vanished for r in local.tolist()),
+                bool,
+                len(local),
+            )
+        return keep
+
     def passes(self, row: int, filters: NearestFilters) -> bool:
         """Whether a site passes the filters other than layer, kind and distance
         (those are answered by the choice of tree and by the search)."""
-        if filters.statuses and self._status[row] not in filters.statuses:
-            return False
-        if filters.services and not filters.services <= self._services[row]:
-            return False
-        if filters.eligible and filters.eligible not in self._eligible[row]:
-            return False
-        if filters.hours_known and self._parsed_hours(row) is False:
-            return False
-        return (
-            filters.open_at is None
-            or self._open_state_local(row, filters.open_at_local) == OpenState.open
+        asked = self.asked(None, filters)
+        columns, local, offset = (
+            (self._base, row, 0) if row < self._nb else (self._delta, row - self._nb, self._nb)
         )
+        return bool(self._passing(columns, np.array([local]), offset, asked)[0])
 
-    def navigation(self, row: int) -> dict[str, str]:
-        links = self._navigation.get(row)
-        if links is None:
-            links = navigation_links(
-                self.features[row], tuple(self._gcj02[row]), tuple(self._bd09[row])
-            )
-            self._navigation[row] = links
-        return links
+    # -- search ------------------------------------------------------------------
 
     def trees_for(self, layers: Iterable[str] | None, kinds: Iterable[str] | None) -> list[_Tree]:
-        """The fewest trees holding exactly the sites of ``layers`` × ``kinds``."""
+        """The fewest trees holding exactly the base sites of ``layers`` × ``kinds``."""
         asked = None if layers is None else set(layers)
         wanted = self.layers if asked is None else [x for x in self.layers if x in asked]
         if kinds is None:
@@ -538,6 +1269,55 @@ class SiteIndex:
             keys = [(layer, kind) for layer in wanted for kind in sorted(kinds)]
         return [self._trees[key] for key in keys if key in self._trees]
 
+    def _measure(
+        self,
+        columns: _Columns,
+        local: np.ndarray,
+        offset: int,
+        lon: float,
+        lat: float,
+        k: int,
+        asked: _Asked,
+    ) -> list[_Found]:
+        """The ``k`` nearest passing sites among ``local``, measured on the
+        ellipsoid, nearest first, ties by id."""
+        chosen = local[self._passing(columns, local, offset, asked)]
+        count = len(chosen)
+        if count <= _FEW:  # one call per site beats numpy's fixed costs
+            limit = math.inf if asked.max_distance is None else asked.max_distance
+            inv, found = GEOD.inv, []
+            for row, x, y, site_id in zip(
+                chosen.tolist(),
+                columns.lon[chosen].tolist(),
+                columns.lat[chosen].tolist(),
+                columns.ids[chosen].tolist(),
+                strict=True,
+            ):
+                azimuth, _back, distance = inv(lon, lat, x, y)
+                if distance <= limit:
+                    found.append((distance, site_id.decode(), row + offset, azimuth))
+            found.sort()
+            return found[:k]
+        azimuths, _back, metres = GEOD.inv(
+            np.full(count, lon), np.full(count, lat), columns.lon[chosen], columns.lat[chosen]
+        )
+        keep = np.ones(count, dtype=bool)
+        if asked.max_distance is not None:
+            keep &= metres <= asked.max_distance
+        if keep.sum() > k:  # only those that can make the first k (ties included)
+            keep &= metres <= np.partition(metres[keep], k - 1)[k - 1]
+        chosen, metres, azimuths = chosen[keep], metres[keep], azimuths[keep]
+        found = sorted(
+            zip(
+                metres.tolist(),
+                [bytes(i).decode() for i in columns.ids[chosen]],
+                (chosen + offset).tolist(),
+                azimuths.tolist(),
+                strict=True,
+            )
+        )
+        return found[:k]
+
     def search(
         self,
         tree: _Tree,
@@ -545,72 +1325,82 @@ class SiteIndex:
         lon: float,
         lat: float,
         k: int,
-        filters: NearestFilters,
-    ) -> list[tuple[float, str, int, float]]:
-        """Exact k nearest passing sites in one tree, as (distance, id, row, azimuth).
+        asked: _Asked,
+    ) -> list[_Found]:
+        """Exact k nearest passing sites in one tree.
 
-        Candidates come from the tree in increasing chord length and are
-        measured on the ellipsoid one by one; the search stops once the k-th
-        best geodesic is shorter than the next chord, since no site further
-        down the list can be nearer than its chord.
+        Candidates come from the tree in increasing chord length, a batch at
+        a time, and are measured on the ellipsoid; the search stops once the
+        k-th best geodesic is shorter than the last chord of the batch, since
+        no site further down can be nearer than its chord.
         """
         n = tree.n
-        limit = filters.max_distance
+        limit = asked.max_distance
         bound = math.inf if limit is None else limit + CHORD_MARGIN_M
-        best: list[tuple[float, str, int, float]] = []
-        # Sites at the same chord may come back in another order when the tree
-        # is asked for more, so later rounds skip what was seen, not a prefix.
-        seen: set[int] = set()
-        rows, passes, inv, inf = tree.rows, self.passes, GEOD.inv, math.inf  # hot loop
         # One more than asked usually proves the k-th; a small group is sorted whole.
         want = n if tree.small else min(n, k + 1)
         while True:
             chords, positions = tree.nearest(origin, want, bound)
-            for chord, position in zip(chords, positions, strict=True):
-                if chord == inf:  # the tree holds nothing more within the bound
-                    return best
-                # The margin covers rounding in the ECEF chord (~1e-8 m), so
-                # sites tied with the k-th are still measured and ranked by id.
-                if len(best) == k and best[-1][0] < chord - CHORD_MARGIN_M:
-                    return best
-                if position in seen:
-                    continue
-                seen.add(position)
-                row = rows[position]
-                if not passes(row, filters):
-                    continue
-                azimuth, _back, distance = inv(lon, lat, self._lon[row], self._lat[row])
-                if limit is not None and distance > limit:
-                    continue
-                bisect.insort(best, (distance, self._ids[row], row, azimuth))
-                del best[k:]
-            if want >= n:
+            best = self._measure(self._base, tree.rows[positions], 0, lon, lat, k, asked)
+            if len(chords) < want or want >= n:  # every site within the bound seen
+                return best
+            # The margin covers rounding in the ECEF chord (~1e-8 m), so sites
+            # tied with the k-th are still measured and ranked by id.
+            if len(best) == k and best[-1][0] < chords[-1] - CHORD_MARGIN_M:
                 return best
             want = min(n, want * 4)
 
-    def windows(
-        self, rows: list[int], lon: float, lat: float, filters: NearestFilters, local: dt.datetime
-    ) -> list[NearestResult]:
-        """The windows of one institution that pass ``filters``, nearest first."""
-        kinds = filters.kinds
+    def search_all(
+        self,
+        trees: list[_Tree],
+        origin: tuple[float, float, float],
+        lon: float,
+        lat: float,
+        k: int,
+        asked: _Asked,
+    ) -> list[_Found]:
+        """The exact k nearest passing sites of ``trees`` and of the delta."""
+        if len(trees) == 1:
+            found = self.search(trees[0], origin, lon, lat, k, asked)
+        else:
+            found = heapq.nsmallest(
+                k, (c for tree in trees for c in self.search(tree, origin, lon, lat, k, asked))
+            )
+        if not len(self._delta):
+            return found
+        delta = self._delta
+        local = np.flatnonzero(np.isin(delta.layer, asked.layers))
+        if asked.kinds is not None:
+            local = local[np.isin(delta.kind[local], asked.kinds)]
+        # A delta site can enter the first k only if its chord (never longer
+        # than its geodesic) is within the k-th distance found so far.
+        reach = found[-1][0] if len(found) == k else math.inf
+        if asked.max_distance is not None:
+            reach = min(reach, asked.max_distance)
+        if reach < math.inf:
+            chords = np.sqrt(((delta.xyz[local] - origin) ** 2).sum(axis=1))
+            local = local[chords <= reach + CHORD_MARGIN_M]
+        extra = self._measure(delta, local, self._nb, lon, lat, k, asked)
+        return heapq.nsmallest(k, [*found, *extra]) if extra else found
+
+    def windows(self, rows: list[int], lon: float, lat: float, asked: _Asked) -> list[_Found]:
+        """The windows of one institution that pass the filters, nearest first."""
         found = []
         for row in rows:
-            if kinds and str(self.features[row].properties.get("kind")) not in kinds:
+            if asked.kinds is not None and self._column("kind", row) not in asked.kinds:
                 continue
-            if not self.passes(row, filters):
-                continue
-            azimuth, _back, distance = GEOD.inv(lon, lat, self._lon[row], self._lat[row])
-            if filters.max_distance is not None and distance > filters.max_distance:
-                continue
-            found.append((distance, self._ids[row], row, azimuth))
-        return [self.result(row, d, azimuth, local) for d, _id, row, azimuth in sorted(found)]
+            columns, local, offset = (
+                (self._base, row, 0) if row < self._nb else (self._delta, row - self._nb, self._nb)
+            )
+            found += self._measure(columns, np.array([local]), offset, lon, lat, 1, asked)
+        return sorted(found)
 
     def result(
-        self, row: int, distance: float, azimuth: float, local: dt.datetime
+        self, row: int, distance: float, azimuth: float, local: dt.datetime, feature: StoredFeature
     ) -> NearestResult:
         """A found site, with its open state at ``local`` (naive China time)."""
         return NearestResult(
-            feature=self.features[row],
+            feature=feature,
             distance_m=distance,
             bearing_deg=azimuth % 360.0,
             open_state=self._open_state_local(row, local),
@@ -639,41 +1429,49 @@ def nearest_sites(
     lon, lat = float(lon), float(lat)  # numpy scalars would slow every geodesic call
     origin = ecef_point(lon, lat)
     trees = index.trees_for(layers, filters.kinds)
-    grouping = group_windows and bool(index._members)
-    want = k
-    while True:
-        if len(trees) == 1:
-            found = index.search(trees[0], origin, lon, lat, want, filters)
-        else:
-            found = heapq.nsmallest(
-                want,
-                (c for tree in trees for c in index.search(tree, origin, lon, lat, want, filters)),
-            )
-        if not grouping:
-            chosen = found
-            break
-        # Sites nearest first: an institution's first window is its place.
-        seen: set[int] = set()
-        chosen = []
-        for candidate in found:
-            group = index._group[candidate[2]]
-            if group not in seen:
-                seen.add(group)
-                chosen.append(candidate)
-        if len(chosen) >= k or len(found) < want:
-            del chosen[k:]
-            break
-        want += k - len(chosen)  # windows took places: look further
+    asked = index.asked(layers, filters)
+    grouping = group_windows and index.grouping
     moment = filters.open_at or now or dt.datetime.now(LOCAL_TIME)
     local = moment.astimezone(LOCAL_TIME).replace(tzinfo=None)
-    results = [
-        index.result(row, distance, azimuth, local) for distance, _id, row, azimuth in chosen
-    ]
-    if grouping:
-        for result in results:
-            rows = index._members.get(index._group[result.row])
-            if rows:
-                result.windows = index.windows(rows, lon, lat, filters, local)
+    while True:  # again when a site found was deleted since the index was built
+        want = k
+        while True:
+            found = index.search_all(trees, origin, lon, lat, want, asked)
+            if not grouping:
+                chosen = found
+                break
+            # Sites nearest first: an institution's first window is its place.
+            seen: set[int] = set()
+            chosen = []
+            for candidate in found:
+                group = index.group_of(candidate[2])
+                if group not in seen:
+                    seen.add(group)
+                    chosen.append(candidate)
+            if len(chosen) >= k or len(found) < want:
+                del chosen[k:]
+                break
+            want += k - len(chosen)  # windows took places: look further
+        windows: dict[int, list[_Found]] = {}
+        if grouping:
+            for _d, _id, row, _az in chosen:
+                rows = index.members(index.group_of(row))
+                if rows:
+                    windows[row] = index.windows(rows, lon, lat, asked)
+        wanted = {row for _d, _id, row, _az in chosen}
+        wanted.update(w[2] for found_windows in windows.values() for w in found_windows)
+        features = index.features_at(wanted)
+        if len(features) == len(wanted):
+            break
+    results = []
+    for distance, _id, row, azimuth in chosen:
+        result = index.result(row, distance, azimuth, local, features[row])
+        if row in windows:
+            result.windows = [
+                index.result(w_row, w_distance, w_azimuth, local, features[w_row])
+                for w_distance, _w_id, w_row, w_azimuth in windows[row]
+            ]
+        results.append(result)
     return results
 
 
@@ -739,12 +1537,13 @@ class SiteIndexCache:
             with self._lock:
                 index = self._index
                 if index is None or index.versions != versions:
-                    features = [
-                        feature
-                        for layer_id in self.layer_ids
-                        for feature in self.store.all_features(layer_id)
-                    ]
-                    index = SiteIndex(features, versions, self.grouped_layers, self._district())
+                    index = SiteIndex.from_store(
+                        self.store,
+                        self.layer_ids,
+                        grouped_layers=self.grouped_layers,
+                        district=self._district(),
+                        versions=versions,
+                    )
                     self._index = index
         return index
 

@@ -192,21 +192,17 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
     )
 
 
-#: Serialized site fragments kept per index; past this many, start again
-#: (a national index is queried in a small region at a time).
-_FRAGMENT_MEMO_LIMIT = 50_000
-
-
 def _site_fragment(result: NearestResult, crs: CoordinateSystem) -> bytes:
     """The part of a result feature that does not depend on the query: the
     feature up to and including its stored properties, layer and navigation
-    links, left open for the per-query fields. Serialized once per site and
-    coordinate system and kept with the index it was built from."""
+    links, left open for the per-query fields. Serialized once per site
+    revision and coordinate system and kept in the index's per-site memo
+    (bounded, shared by the indexes updates derive, a changed site forgotten)."""
+    feature = result.feature
     memo = result.index.memo
-    key = ("nearest-fragment", result.row, crs)
-    fragment = memo.get(key)
+    key = ("nearest-fragment", feature.revision, crs)
+    fragment = memo.get(feature.layer_id, feature.id, key)
     if fragment is None:
-        feature = result.feature
         lon, lat = result.position(crs)
         whole = orjson.dumps(
             {
@@ -221,9 +217,7 @@ def _site_fragment(result: NearestResult, crs: CoordinateSystem) -> bytes:
             }
         )
         fragment = whole[:-2]  # drop the closing "}}" of properties and feature
-        if len(memo) >= _FRAGMENT_MEMO_LIMIT:
-            memo.clear()
-        memo[key] = fragment
+        memo.put(feature.layer_id, feature.id, key, fragment)
     return fragment
 
 

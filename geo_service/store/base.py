@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
@@ -38,6 +39,7 @@ __all__ = [
     "JobRecord",
     "Page",
     "SessionRecord",
+    "SiteRows",
     "Store",
     "StoredFeature",
     "TokenRecord",
@@ -78,6 +80,31 @@ class StoredFeature:
             "geometry": shapely.geometry.mapping(self.geometry),
             "properties": dict(self.properties),
         }
+
+
+@dataclass(frozen=True)
+class SiteRows:
+    """A batch of a facility layer's sites as the nearest index reads them:
+    only the columns it needs, one entry per site, no feature objects.
+    ``services`` and ``eligible`` are the lists as the store's JSON text
+    (few distinct values, decoded once each by the reader); ``name`` and
+    ``address`` are None unless asked for."""
+
+    ids: list[str]
+    lon: np.ndarray  # float64, WGS-84, exact as stored
+    lat: np.ndarray
+    kind: list[str | None]
+    status: list[str | None]
+    services: list[str | None]
+    eligible: list[str | None]
+    opening_hours: list[str | None]
+    name: list[str | None] | None = None
+    address: list[str | None] | None = None
+
+
+#: Sites per ``SiteRows`` batch: large enough to amortise a round trip,
+#: small enough that a batch's Python rows stay a few MB.
+SITE_ROWS_BATCH = 20_000
 
 
 @dataclass(frozen=True)
@@ -263,6 +290,20 @@ class Store(ABC):
     @abstractmethod
     def all_features(self, layer_id: str) -> list[StoredFeature]:
         """Every live feature of a layer, ordered by id (for snapshots and exports)."""
+
+    @abstractmethod
+    def get_many(self, layer_id: str, feature_ids: Sequence[str]) -> dict[str, StoredFeature]:
+        """The live features among ``feature_ids`` by id, in one query; ids
+        not found are left out."""
+
+    @abstractmethod
+    def site_rows(
+        self, layer_id: str, *, names: bool = False, batch: int = SITE_ROWS_BATCH
+    ) -> Iterator[SiteRows]:
+        """A facility layer's sites in batches of ``batch``, in storage order,
+        streamed from one read: the nearest index's columns, as a national
+        layer's millions of sites are too many to hold as features.
+        ``names``: also each site's name and address."""
 
     def tile(self, layer_id: str, z: int, x: int, y: int) -> bytes:
         """A Mapbox vector tile of the layer (encoded in Python; PostGIS overrides)."""

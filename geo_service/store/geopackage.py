@@ -18,7 +18,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,15 @@ from shapely.geometry.base import BaseGeometry
 
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
 from geo_service.sources.catalog import Catalog, Layer, PropertySpec, ValidFeature
-from geo_service.store.base import BBox, Page, Store, StoredFeature, stored_geometry
+from geo_service.store.base import (
+    SITE_ROWS_BATCH,
+    BBox,
+    Page,
+    SiteRows,
+    Store,
+    StoredFeature,
+    stored_geometry,
+)
 from geo_service.store.filtering import Filter, SqlDialect, register_sqlite_functions
 
 __all__ = ["GeoPackageStore"]
@@ -119,6 +127,31 @@ def _from_blob(blob: bytes) -> BaseGeometry:
 
 
 _POINT_WKB = struct.Struct("<BIdd")
+
+
+#: A point blob without envelope: GPKG header (8 bytes), then ISO WKB
+#: (byte order, type, x, y), packed.
+_POINT_BLOB = np.dtype(
+    [("header", "V8"), ("order", "u1"), ("kind", "<u4"), ("x", "<f8"), ("y", "<f8")]
+)
+#: Ids per ``IN (...)`` list: SQLite allows 32,766 variables; stay well below.
+_IDS_PER_QUERY = 500
+
+
+def _points(blobs: Iterable[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact lon/lat of point blobs (the R-tree holds float32 bounds only),
+    read in one go from the packed WKB when every blob is a plain
+    little-endian point, else one by one."""
+    blobs = list(blobs)
+    if blobs and all(len(b) == _POINT_BLOB.itemsize and (b[3] >> 1) & 0b111 == 0 for b in blobs):
+        packed = np.frombuffer(b"".join(blobs), dtype=_POINT_BLOB)
+        if (packed["order"] == 1).all() and (packed["kind"] == 1).all():
+            return packed["x"].astype("float64"), packed["y"].astype("float64")
+    points = [_from_blob(b) for b in blobs]
+    return (
+        np.array([p.x for p in points], dtype="float64"),
+        np.array([p.y for p in points], dtype="float64"),
+    )
 
 
 def _blob_bounds(blob: bytes | None) -> tuple[float, float, float, float] | None:
@@ -537,6 +570,46 @@ class GeoPackageStore(Store):
         with self._reading() as conn:
             rows = conn.execute(f'SELECT * FROM "{layer.id}" ORDER BY "id"').fetchall()
         return [self._row_to_feature(layer, row) for row in rows]
+
+    def get_many(self, layer_id: str, feature_ids: Sequence[str]) -> dict[str, StoredFeature]:
+        layer = self.catalog.layer(layer_id)
+        wanted = list(dict.fromkeys(feature_ids))
+        found: dict[str, StoredFeature] = {}
+        with self._reading() as conn:
+            for start in range(0, len(wanted), _IDS_PER_QUERY):
+                chunk = wanted[start : start + _IDS_PER_QUERY]
+                marks = ", ".join("?" for _ in chunk)
+                rows = conn.execute(
+                    f'SELECT * FROM "{layer.id}" WHERE "id" IN ({marks})', chunk
+                ).fetchall()
+                for row in rows:
+                    found[row["id"]] = self._row_to_feature(layer, row)
+        return found
+
+    def site_rows(
+        self, layer_id: str, *, names: bool = False, batch: int = SITE_ROWS_BATCH
+    ) -> Iterator[SiteRows]:
+        layer = self.catalog.layer(layer_id)
+        columns = '"id", geom, "kind", "status", "services", "eligible", "opening_hours"'
+        if names:
+            columns += ', "name", "address"'
+        with self._reading() as conn:
+            cursor = conn.execute(f'SELECT {columns} FROM "{layer.id}"')
+            cursor.row_factory = None  # plain tuples: a Row per site costs more than the read
+            while rows := cursor.fetchmany(batch):
+                lon, lat = _points(row[1] for row in rows)
+                yield SiteRows(
+                    ids=[row[0] for row in rows],
+                    lon=lon,
+                    lat=lat,
+                    kind=[row[2] for row in rows],
+                    status=[row[3] for row in rows],
+                    services=[row[4] for row in rows],
+                    eligible=[row[5] for row in rows],
+                    opening_hours=[row[6] for row in rows],
+                    name=[row[7] for row in rows] if names else None,
+                    address=[row[8] for row in rows] if names else None,
+                )
 
     def query(
         self,

@@ -21,12 +21,22 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import numpy as np
 import orjson
 import shapely
 
 from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
-from geo_service.store.base import BBox, Page, Store, StoredFeature, normalised, stored_geometry
+from geo_service.store.base import (
+    SITE_ROWS_BATCH,
+    BBox,
+    Page,
+    SiteRows,
+    Store,
+    StoredFeature,
+    normalised,
+    stored_geometry,
+)
 from geo_service.store.filtering import Filter, SqlDialect
 
 __all__ = ["PostGISStore"]
@@ -345,6 +355,48 @@ class PostGISStore(Store):
         layer = self.catalog.layer(layer_id)
         rows = self._fetchall(f"SELECT {self._COLUMNS} FROM {self._table(layer)} ORDER BY id")
         return [self._feature(layer, row) for row in rows]
+
+    def get_many(self, layer_id: str, feature_ids: Sequence[str]) -> dict[str, StoredFeature]:
+        layer = self.catalog.layer(layer_id)
+        wanted = list(dict.fromkeys(feature_ids))
+        if not wanted:
+            return {}
+        rows = self._fetchall(
+            f"SELECT {self._COLUMNS} FROM {self._table(layer)} WHERE id = ANY(%s)", (wanted,)
+        )
+        return {feature.id: feature for feature in (self._feature(layer, row) for row in rows)}
+
+    def site_rows(
+        self, layer_id: str, *, names: bool = False, batch: int = SITE_ROWS_BATCH
+    ) -> Iterator[SiteRows]:
+        layer = self.catalog.layer(layer_id)
+        columns = (
+            "id, ST_X(geom), ST_Y(geom), props->>'kind', props->>'status', "
+            "props->>'services', props->>'eligible', props->>'opening_hours'"
+        )
+        if names:
+            columns += ", props->>'name', props->>'address'"
+        # A server-side cursor streams the rows: a national layer never sits
+        # whole in the client. It lives in a transaction (one snapshot).
+        with (
+            self._reading() as conn,
+            conn.transaction(),
+            conn.cursor(name="gs_site_rows") as cursor,
+        ):
+            cursor.execute(f"SELECT {columns} FROM {self._table(layer)}")
+            while rows := cursor.fetchmany(batch):
+                yield SiteRows(
+                    ids=[row[0] for row in rows],
+                    lon=np.fromiter((row[1] for row in rows), "float64", len(rows)),
+                    lat=np.fromiter((row[2] for row in rows), "float64", len(rows)),
+                    kind=[row[3] for row in rows],
+                    status=[row[4] for row in rows],
+                    services=[row[5] for row in rows],
+                    eligible=[row[6] for row in rows],
+                    opening_hours=[row[7] for row in rows],
+                    name=[row[8] for row in rows] if names else None,
+                    address=[row[9] for row in rows] if names else None,
+                )
 
     def query(
         self,

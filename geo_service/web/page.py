@@ -196,11 +196,7 @@ def page_data(
         layer.id: feature_collection(list(store.all_features(layer.id)), crs)
         for layer in catalog.layers.values()
     }
-    values = {
-        value
-        for feature in index.features
-        if isinstance(value := feature.properties.get("opening_hours"), str) and value
-    }
+    values = index.hours_values()
     return {
         "layers": layers,
         "exportedAt": now.isoformat(timespec="minutes"),
@@ -249,6 +245,18 @@ def hours_changes(
     return out
 
 
+def _picked(index: SiteIndex, layers: set[str] | None, feature_id: str | None) -> list[int]:
+    """The index rows of every site, or of ``layers``, or the one ``feature_id``."""
+    if feature_id is not None:  # found by id, not by a walk over every site
+        found = (index.row_of(layer, feature_id) for layer in sorted(layers or index.layers))
+        return [row for row in found if row is not None]
+    return [row for row in index.rows() if layers is None or index.layer_id(row) in layers]
+
+
+def _key(index: SiteIndex, row: int) -> str:
+    return f"{index.layer_id(row)}/{index.feature_id(row)}"
+
+
 def open_states(
     index: SiteIndex,
     when: dt.datetime,
@@ -258,10 +266,8 @@ def open_states(
     """``layer/id`` -> open, closed or unknown at ``when``, for every site, or
     only those of ``layers`` (and with ``feature_id``, that one site)."""
     return {
-        f"{feature.layer_id}/{feature.id}": index.open_state(row, when).value
-        for row, feature in enumerate(index.features)
-        if (layers is None or feature.layer_id in layers)
-        and (feature_id is None or feature.id == feature_id)
+        _key(index, row): index.open_state(row, when).value
+        for row in _picked(index, layers, feature_id)
     }
 
 
@@ -284,16 +290,15 @@ def site_times(
       resident reads it (values ``hours_text`` cannot render are left out: the
       page shows them as written).
     """
-    sites = open_states(index, when, layers, feature_id)
+    rows = _picked(index, layers, feature_id)
+    sites = {_key(index, row): index.open_state(row, when).value for row in rows}
     local = when.astimezone(LOCAL_TIME).replace(tzinfo=None)
     opens: dict[str, str] = {}
     hours: dict[str, dict[str, str]] = {}
-    for feature in index.features:
-        key = f"{feature.layer_id}/{feature.id}"
-        if key not in sites:
-            continue
-        value = feature.properties.get("opening_hours")
-        if not isinstance(value, str) or not value:
+    for row in rows:
+        key = _key(index, row)
+        value = index.opening_hours(row)
+        if not value:
             continue
         if value not in hours and (shown := hours_text(value)) is not None:
             hours[value] = shown
