@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from geo_service.analysis.nearest import (
@@ -410,6 +411,10 @@ def _listener_pids(store: Store) -> list[int]:
     return [row[0] for row in rows]
 
 
+def _refuse(*args, **kwargs):
+    raise psycopg.OperationalError("refused by the test")
+
+
 def test_postgis_workers_learn_of_changes_by_notification(pg_store: Store, catalog, monkeypatch):
     store = pg_store
     asked: list[int] = []
@@ -443,11 +448,17 @@ def test_postgis_workers_learn_of_changes_by_notification(pg_store: Store, catal
             cache.get()
         assert not asked, "the cache kept asking after it caught up"
 
-        # The listener's connection dies: changes are still seen (asking, then listening again).
+        # The listener's connection dies and cannot come back for now: the
+        # cache falls back to asking, and still sees every change.
         (pid,) = _listener_pids(store)
-        with store._reading() as conn:
-            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        move_and_wait(0.02)
+        with monkeypatch.context() as refusing:
+            refusing.setattr(psycopg, "connect", _refuse)
+            with store._reading() as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            eventually(lambda: store.change_token() is None, "the dropped listener says so")
+            asked.clear()
+            move_and_wait(0.02)
+            assert asked, "the change was seen without asking, with no listener"
         eventually(lambda: _listener_pids(store) not in ([], [pid]), "the listener reconnects")
         eventually(lambda: store.change_token() is not None, "the listener listens again")
         move_and_wait(0.03)
