@@ -838,7 +838,7 @@ class SiteIndexCache:
                 return index
             if index.versions == self._versions():
                 if token is not None:
-                    self._replace(current, (index, token))
+                    self._replace(index, (index, token))
                 return index
             if not self._lock.acquire(blocking=False):
                 return index  # another request is applying the changes right now
@@ -851,20 +851,20 @@ class SiteIndexCache:
             index = current[0] if current is not None else None
             if index is None or index.versions != versions:
                 index = self._refreshed(index, versions)
-            self._replace(current, (index, token))
+            self._replace(current[0] if current is not None else None, (index, token))
         finally:
             self._lock.release()
         if index.delta_size > self.merge_after:
             self._start_merge(index)
         return index
 
-    def _replace(
-        self, expected: tuple[SiteIndex, int | None] | None, new: tuple[SiteIndex, int | None]
-    ) -> None:
-        """``new`` becomes current unless another thread replaced ``expected``
-        meanwhile (its index is as new as this one, or newer)."""
+    def _replace(self, expected: SiteIndex | None, new: tuple[SiteIndex, int | None]) -> None:
+        """``new`` becomes current if the current index is still ``expected``:
+        a request that found it current must not put back an index another
+        thread replaced meanwhile (only a token may go back: one more look)."""
         with self._swap:
-            if self._current is expected:
+            current = self._current[0] if self._current is not None else None
+            if current is expected:
                 self._current = new
 
     def _versions(self) -> dict[str, int]:
@@ -920,7 +920,7 @@ class SiteIndexCache:
                     return  # the index was read whole meanwhile: this one is older
                 for upserts, deleted, versions, marks in changes:
                     merged = merged.applied(upserts, deleted, versions=versions, marks=marks)
-                self._replace(current, (merged, current[1]))
+                self._replace(current[0], (merged, current[1]))
         except Exception:
             log.exception("merging the nearest index failed; it stays unmerged for now")
         finally:

@@ -74,6 +74,12 @@ class ChangeListener:
         with self._lock:
             return self._count if self._listening else None
 
+    @property
+    def alive(self) -> bool:
+        """False once the thread has ended: stopped, failed, or not carried
+        into a forked process (where its count would never move again)."""
+        return self._thread.is_alive()
+
     def moved(self) -> None:
         """This process committed a write: its own readers need not wait for the echo."""
         with self._lock:
@@ -251,7 +257,7 @@ class PostGISStore(Store):
         """The change listener's count (see ``ChangeListener``), started on
         first use: None until it listens, and whenever its connection is down."""
         with self._pool_lock:
-            if self._listener is None:
+            if self._listener is None or not self._listener.alive:
                 self._listener = ChangeListener(self.dsn, self._connect_kwargs, self.channel)
             listener = self._listener
         return listener.token()
