@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -521,3 +522,27 @@ def test_every_worker_of_a_server_answers_with_a_write_soon(tmp_path, server_sto
             while streak < 40:
                 assert time.monotonic() < deadline, "some worker still answers without the site"
                 streak = streak + 1 if first(http.get("/nearest", params=spot)) == new_id else 0
+
+
+def test_a_store_from_before_the_feed_gets_its_audit_index_on_open(store: Store, catalog):
+    """The feed reads the audit trail by (layer, seq): a store made before
+    that index existed gets it when next opened."""
+    with store._transaction() as conn:
+        store._sql(conn, "DROP INDEX gs_audit_layer_seq")
+    store.close()
+    reopened = open_store(store.location, catalog)
+    try:
+        with reopened._reading() as conn:
+            if isinstance(conn, sqlite3.Connection):
+                found = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                    ("gs_audit_layer_seq",),
+                ).fetchall()
+            else:
+                found = conn.execute(
+                    "SELECT 1 FROM pg_indexes WHERE schemaname = %s AND indexname = %s",
+                    (reopened.schema, "gs_audit_layer_seq"),
+                ).fetchall()
+        assert found
+    finally:
+        reopened.close()
