@@ -819,6 +819,7 @@ def main() -> None:
         default=True,
         help=f"also build the index with the code of {LEGACY_REVISION} (slow; ~10 GiB at scale 1)",
     )
+    parser.add_argument("--coverage", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--keep", type=Path, help="keep the GeoPackage store in this folder")
     args = parser.parse_args()
@@ -871,7 +872,8 @@ def main() -> None:
             bench_http("geopackage", str(gpkg_path), layers_dir, data, args.http_seconds, rng, True)
             if pg_url:
                 bench_http("postgis", pg_url, layers_dir, data, args.http_seconds, rng, False)
-        bench_coverage(data, args.province, args.coverage_cell, args.workers)
+        if args.coverage:
+            bench_coverage(data, args.province, args.coverage_cell, args.workers)
     finally:
         for store in stores.values():
             if hasattr(store, "drop"):

@@ -33,6 +33,7 @@ import datetime as dt
 import functools
 import hashlib
 import heapq
+import logging
 import math
 import threading
 import unicodedata
@@ -78,6 +79,8 @@ __all__ = [
     "walking_assumption",
     "window_groups",
 ]
+
+log = logging.getLogger("geo_service.nearest")
 
 #: Opening hours are evaluated in China Standard Time.
 LOCAL_TIME = ZoneInfo("Asia/Shanghai")
@@ -1504,12 +1507,40 @@ def navigation_links(
     }
 
 
-class SiteIndexCache:
-    """One ``SiteIndex`` over the facility layers, rebuilt only when the store
-    says one of them changed (a layer's version moves on any write, from any
-    process)."""
+#: Sites held outside the base trees past which the cache folds them in
+#: (``SiteIndex.merged``), in a background thread.
+MERGE_AFTER = 50_000
 
-    def __init__(self, store: Store, layer_ids: Iterable[str] | None = None):
+
+class SiteIndexCache:
+    """One ``SiteIndex`` over the facility layers, kept current from the
+    store's change feed: a write to a site changes that site in the index
+    (``SiteIndex.applied``), never the whole of it.
+
+    ``get()`` is on every nearest request, so it first asks the cheapest
+    question: the store's ``change_token`` (PostGIS: a count of change
+    notifications, no round trip); with none, or when it moved, the layer
+    versions (embedded: a memo checked against SQLite's ``data_version``).
+    Only when those moved does it read ``changes_since`` the index's marks
+    and apply those rows. A layer changed wholesale (a bulk load), or the
+    district outline, is read again whole.
+
+    Thread-safe: an index once returned is never changed (each change makes
+    a new one), and changes are applied by one thread at a time, each from
+    the marks of the index before it, so none is applied twice. When the
+    changed sites kept outside the base trees pass ``merge_after``, they are
+    folded in by a background thread while requests go on being answered
+    from the unmerged index; what was applied meanwhile is applied again to
+    the merged one before it takes over.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        layer_ids: Iterable[str] | None = None,
+        *,
+        merge_after: int = MERGE_AFTER,
+    ):
         self.store = store
         self.layer_ids = (
             list(layer_ids)
@@ -1525,27 +1556,118 @@ class SiteIndexCache:
         self.district_layer = next(
             (layer.id for layer in layers.values() if layer.schema == "district"), None
         )
-        self._index: SiteIndex | None = None
-        self._lock = threading.Lock()
+        self.merge_after = merge_after
+        self._watched = [*self.layer_ids, *([self.district_layer] if self.district_layer else [])]
+        #: The current index and the change token it is known current for.
+        self._current: tuple[SiteIndex, int | None] | None = None
+        self._lock = threading.Lock()  # held while changes are read and applied
+        self._swap = threading.Lock()  # held for an instant, to replace ``_current``
+        #: While a merge runs: the changes applied since it started, to apply
+        #: again to its result (None: no merge running, or its result is stale).
+        self._merge_log: list[tuple[Any, ...]] | None = None
+        self._merging = False
 
     def get(self) -> SiteIndex:
-        all_versions = self.store.layer_versions()
-        watched = [*self.layer_ids, *([self.district_layer] if self.district_layer else [])]
-        versions = {layer_id: all_versions.get(layer_id, 0) for layer_id in watched}
-        index = self._index
-        if index is None or index.versions != versions:
-            with self._lock:
-                index = self._index
-                if index is None or index.versions != versions:
-                    index = SiteIndex.from_store(
-                        self.store,
-                        self.layer_ids,
-                        grouped_layers=self.grouped_layers,
-                        district=self._district(),
-                        versions=versions,
-                    )
-                    self._index = index
+        current = self._current
+        token = self.store.change_token()  # before the versions: see below
+        if current is None:
+            self._lock.acquire()  # the first build: nothing to answer from yet
+        else:
+            index, known = current
+            if token is not None and token == known:
+                return index
+            if index.versions == self._versions():
+                if token is not None:
+                    self._replace(index, (index, token))
+                return index
+            if not self._lock.acquire(blocking=False):
+                return index  # another request is applying the changes right now
+        try:
+            # Asked again under the lock, the token first: a write committed
+            # after it was read moves it, so the next request looks again.
+            token = self.store.change_token()
+            versions = self._versions()
+            current = self._current
+            index = current[0] if current is not None else None
+            if index is None or index.versions != versions:
+                index = self._refreshed(index, versions)
+            self._replace(current[0] if current is not None else None, (index, token))
+        finally:
+            self._lock.release()
+        if index.delta_size > self.merge_after:
+            self._start_merge(index)
         return index
+
+    def _replace(self, expected: SiteIndex | None, new: tuple[SiteIndex, int | None]) -> None:
+        """``new`` becomes current if the current index is still ``expected``:
+        a request that found it current must not put back an index another
+        thread replaced meanwhile (only a token may go back: one more look)."""
+        with self._swap:
+            current = self._current[0] if self._current is not None else None
+            if current is expected:
+                self._current = new
+
+    def _versions(self) -> dict[str, int]:
+        versions = self.store.layer_versions()
+        return {layer_id: versions.get(layer_id, 0) for layer_id in self._watched}
+
+    def _refreshed(self, index: SiteIndex | None, versions: dict[str, int]) -> SiteIndex:
+        """``index`` brought up to date (under the lock): the changed rows
+        applied, or read whole when the feed says a layer must be."""
+        district = self.district_layer
+        if index is None or (district and index.versions.get(district) != versions[district]):
+            return self._rebuilt(versions)
+        feed = self.store.changes_since(
+            {layer_id: index.marks.get(layer_id, 0) for layer_id in self.layer_ids}
+        )
+        if feed.reloaded:
+            # For now the whole index; a layer alone once the index can swap one.
+            return self._rebuilt(versions)
+        change = (feed.upserts, feed.deleted, versions, feed.marks)
+        if self._merge_log is not None:
+            self._merge_log.append(change)
+        return index.applied(feed.upserts, feed.deleted, versions=versions, marks=feed.marks)
+
+    def _rebuilt(self, versions: dict[str, int]) -> SiteIndex:
+        self._merge_log = None  # a merge running now would bring back older sites
+        marks = self.store.change_marks(self.layer_ids)
+        return SiteIndex.from_store(
+            self.store,
+            self.layer_ids,
+            grouped_layers=self.grouped_layers,
+            district=self._district(),
+            versions=versions,
+            marks=marks,
+        )
+
+    def _start_merge(self, index: SiteIndex) -> None:
+        with self._lock:
+            current = self._current
+            if self._merging or current is None or current[0] is not index:
+                return
+            self._merging = True
+            self._merge_log = changes = []
+        threading.Thread(
+            target=self._merge, args=(index, changes), name="site index merge", daemon=True
+        ).start()
+
+    def _merge(self, base: SiteIndex, changes: list[tuple[Any, ...]]) -> None:
+        try:
+            merged = base.merged()
+            with self._lock:
+                current = self._current
+                if self._merge_log is not changes or current is None:
+                    return  # the index was read whole meanwhile: this one is older
+                for upserts, deleted, versions, marks in changes:
+                    merged = merged.applied(upserts, deleted, versions=versions, marks=marks)
+                self._replace(current[0], (merged, current[1]))
+        except Exception:
+            log.exception("merging the nearest index failed; it stays unmerged for now")
+        finally:
+            with self._lock:
+                self._merging = False
+                if self._merge_log is changes:
+                    self._merge_log = None
 
     def _district(self) -> DistrictOutline | None:
         if self.district_layer is None:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from geo_service.sources.catalog import Catalog
 from geo_service.store.base import (
+    CHANGE_REPLAY_LIMIT,
     JOB_STATUSES,
     AuditQuery,
     BBox,
     Change,
+    ChangeFeed,
     JobRecord,
     Page,
     SessionRecord,
@@ -22,10 +24,12 @@ from geo_service.store.base import (
 )
 
 __all__ = [
+    "CHANGE_REPLAY_LIMIT",
     "JOB_STATUSES",
     "AuditQuery",
     "BBox",
     "Change",
+    "ChangeFeed",
     "JobRecord",
     "Page",
     "SessionRecord",

@@ -32,10 +32,12 @@ from geo_service.sources.towns import TownIndex
 from geo_service.store.filtering import Filter
 
 __all__ = [
+    "CHANGE_REPLAY_LIMIT",
     "JOB_STATUSES",
     "AuditQuery",
     "BBox",
     "Change",
+    "ChangeFeed",
     "JobRecord",
     "Page",
     "SessionRecord",
@@ -135,6 +137,32 @@ class Change:
     before: StoredFeature | None
     after: StoredFeature | None
     audit_seq: int | None  # None when nothing changed (no record written)
+
+
+#: Past this many audit records of one layer since a reader's mark, the layer
+#: is re-read whole (``ChangeFeed.reloaded``) instead of replayed row by row.
+CHANGE_REPLAY_LIMIT = 20_000
+
+
+@dataclass
+class ChangeFeed:
+    """What changed in some layers since a reader's per-layer marks
+    (``Store.changes_since``).
+
+    ``marks`` are the new marks: per layer, the highest audit ``seq`` read.
+    ``upserts`` hold the current state of every changed feature that is
+    stored now, ``deleted`` (layer, id) every changed one that is not (it
+    may never have been seen by the reader: created and deleted in between).
+    A layer in ``reloaded`` changed wholesale (a bulk load, or more records
+    than are worth replaying): re-read it; its rows are in neither list."""
+
+    marks: dict[str, int]
+    upserts: list[StoredFeature] = field(default_factory=list)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    reloaded: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.deleted or self.reloaded)
 
 
 @dataclass(frozen=True)
@@ -260,6 +288,15 @@ class Store(ABC):
         """``layer_version`` of every layer (backends answer in one round trip)."""
         return {layer_id: self.layer_version(layer_id) for layer_id in self.catalog.layers}
 
+    def change_token(self) -> int | None:
+        """A number that moves whenever a layer may have changed, in any
+        process, known without a database round trip; None when this store
+        cannot tell (then ask ``layer_versions``). The same token twice means
+        nothing changed in between. The embedded store answers None: its
+        ``layer_versions`` is already a memo checked against SQLite's
+        ``data_version``."""
+        return None
+
     @abstractmethod
     def count(self, layer_id: str) -> int:
         """Number of (live) features in a layer."""
@@ -358,6 +395,12 @@ class Store(ABC):
     @abstractmethod
     def _read_all(self, conn: Any, layer: Layer) -> list[tuple[Any, StoredFeature]]:
         """Every feature of the layer with its handle."""
+
+    @abstractmethod
+    def _read_many(
+        self, conn: Any, layer: Layer, feature_ids: Sequence[str]
+    ) -> list[StoredFeature]:
+        """The stored features among ``feature_ids`` (absent ids are left out)."""
 
     @abstractmethod
     def _insert(self, conn: Any, layer: Layer, feature: ValidFeature) -> StoredFeature:
@@ -668,6 +711,62 @@ class Store(ABC):
             audit_row(actor, action, before, after),
         )
         return int(rows[0][0])
+
+    # -- the change feed (readers that keep layers in memory) ---------------------------
+
+    def change_marks(self, layer_ids: Sequence[str]) -> dict[str, int]:
+        """Per layer, the highest audit ``seq`` so far (0 before any record):
+        the marks of a reader that reads those layers whole after this call."""
+        layers = [self.catalog.layer(layer_id).id for layer_id in layer_ids]
+        with self._reading() as conn:
+            return {layer_id: self._last_seq(conn, layer_id) for layer_id in layers}
+
+    def _last_seq(self, conn: Any, layer_id: str) -> int:
+        rows = self._sql(conn, "SELECT max(seq) FROM gs_audit WHERE layer_id = ?", [layer_id])
+        return int(rows[0][0] or 0)
+
+    def changes_since(
+        self, marks: dict[str, int], *, replay_limit: int = CHANGE_REPLAY_LIMIT
+    ) -> ChangeFeed:
+        """What changed in the layers of ``marks`` after each one's mark (an
+        audit ``seq``), read from the audit trail: every write to a layer
+        leaves a record there in the transaction that makes it.
+
+        Within a layer, ``seq`` order is commit order: writers of a layer are
+        serialised by ``_lock_layer`` and take their numbers while holding
+        it. So a reader that keeps, per layer, the highest ``seq`` it has
+        read misses no change and reads none twice (across layers numbers
+        are taken in one order and committed in another, hence one mark per
+        layer). A layer with a ``load`` record (a bulk load, changed
+        wholesale) or more than ``replay_limit`` records is ``reloaded``.
+
+        The changed features are then read from the layer itself: the audit
+        trail does not keep revisions. A write committed between the two
+        reads shows in that state already; when its record comes in a later
+        feed the same state comes again, which changes nothing."""
+        feed = ChangeFeed(marks=dict(marks))
+        with self._reading() as conn:
+            for layer_id, mark in marks.items():
+                layer = self.catalog.layer(layer_id)
+                rows = self._sql(
+                    conn,
+                    "SELECT seq, feature_id, action FROM gs_audit WHERE layer_id = ? "
+                    "AND seq > ? ORDER BY seq LIMIT ?",
+                    [layer.id, mark, replay_limit + 1],
+                )
+                if not rows:
+                    continue
+                if len(rows) > replay_limit or any(row[2] == "load" for row in rows):
+                    feed.reloaded.add(layer.id)
+                    feed.marks[layer.id] = self._last_seq(conn, layer.id)
+                    continue
+                feed.marks[layer.id] = int(rows[-1][0])
+                changed = list(dict.fromkeys(row[1] for row in rows))
+                stored = self._read_many(conn, layer, changed)
+                found = {feature.id for feature in stored}
+                feed.upserts += stored
+                feed.deleted += [(layer.id, fid) for fid in changed if fid not in found]
+        return feed
 
     # -- the audit trail ---------------------------------------------------------------
 

@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS gs_audit (
   action TEXT NOT NULL, layer_id TEXT NOT NULL, feature_id TEXT NOT NULL, town_code TEXT,
   before TEXT, after TEXT, previous_town_code TEXT);
 CREATE INDEX IF NOT EXISTS gs_audit_feature ON gs_audit (layer_id, feature_id);
+CREATE INDEX IF NOT EXISTS gs_audit_layer_seq ON gs_audit (layer_id, seq);
 CREATE TABLE IF NOT EXISTS gs_tokens (
   name TEXT PRIMARY KEY, role TEXT NOT NULL, towns TEXT NOT NULL,
   token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
@@ -733,6 +734,14 @@ class GeoPackageStore(Store):
     def _read_all(self, conn: sqlite3.Connection, layer: Layer):
         rows = conn.execute(f'SELECT * FROM "{layer.id}" ORDER BY "id"').fetchall()
         return [(row["fid"], self._row_to_feature(layer, row)) for row in rows]
+
+    def _read_many(self, conn: sqlite3.Connection, layer: Layer, feature_ids: Sequence[str]):
+        # One parameter (a JSON list), however many ids: SQLite caps the count.
+        rows = conn.execute(
+            f'SELECT * FROM "{layer.id}" WHERE "id" IN (SELECT value FROM json_each(?))',
+            (orjson.dumps(list(feature_ids)).decode(),),
+        ).fetchall()
+        return [self._row_to_feature(layer, row) for row in rows]
 
     def _insert(self, conn: sqlite3.Connection, layer: Layer, feature: ValidFeature):
         values = self._feature_values(layer, feature)

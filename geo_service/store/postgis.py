@@ -14,6 +14,8 @@ workers stay well under PostgreSQL's ``max_connections``.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -40,6 +42,93 @@ from geo_service.store.base import (
 from geo_service.store.filtering import Filter, SqlDialect
 
 __all__ = ["PostGISStore"]
+
+log = logging.getLogger("geo_service.store.postgis")
+
+
+def _channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of one store (schema): PostgreSQL truncates
+    names at 63 bytes, so a long schema name is hashed rather than cut."""
+    name = f"gs_changes_{schema}"
+    if len(name) <= 63:
+        return name
+    return f"gs_changes_{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
+
+
+class ChangeListener:
+    """One connection LISTENing on a store's channel, in a daemon thread: it
+    counts the notifications that committed writes send (``_bump``), so a
+    process learns that something changed without asking the database.
+
+    ``token()`` is that count, or None while not listening (starting, or
+    reconnecting after the connection dropped): a change committed then
+    sends nothing this listener hears, so callers must ask the database.
+    Every new connection counts one more, for whatever it may have missed.
+    """
+
+    #: How long one wait for notifications lasts: how soon ``stop`` takes effect.
+    WAIT_S = 1.0
+
+    def __init__(self, dsn: str, connect_kwargs: dict[str, Any], channel: str):
+        self._dsn = dsn
+        self._connect_kwargs = {**connect_kwargs, "application_name": "geo-service listener"}
+        self.channel = channel
+        self._count = 0
+        self._listening = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="geo-service listener", daemon=True)
+        self._thread.start()
+
+    def token(self) -> int | None:
+        with self._lock:
+            return self._count if self._listening else None
+
+    @property
+    def alive(self) -> bool:
+        """False once the thread has ended: stopped, failed, or not carried
+        into a forked process (where its count would never move again)."""
+        return self._thread.is_alive()
+
+    def moved(self) -> None:
+        """This process committed a write: its own readers need not wait for the echo."""
+        with self._lock:
+            self._count += 1
+
+    def stop(self) -> None:
+        """End the thread (within ``WAIT_S``); it closes its connection."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                conn = psycopg.connect(self._dsn, **self._connect_kwargs)
+            except psycopg.Error as error:
+                log.warning("change listener cannot connect (retrying): %s", error)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            try:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                with self._lock:
+                    self._count += 1
+                    self._listening = True
+                delay = 0.1
+                while not self._stop.is_set():
+                    for _notify in conn.notifies(timeout=self.WAIT_S):
+                        with self._lock:
+                            self._count += 1
+            except psycopg.Error as error:
+                if not self._stop.is_set():
+                    log.warning("change listener lost its connection (reconnecting): %s", error)
+            finally:
+                with self._lock:
+                    self._listening = False
+                conn.close()
 
 
 def _stored_properties(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +174,8 @@ class PostGISStore(Store):
         self._pool_lock = threading.Lock()
         self._opened_before = 0  # connections opened by pools closed since
         self._held = threading.local()  # the connection this thread has borrowed
+        self.channel = _channel(self.schema)
+        self._listener: ChangeListener | None = None  # started by the first change_token()
         # One plain connection first: a wrong URL or password is reported at
         # once, in PostgreSQL's words (a pool would retry quietly until its
         # timeout), and the schema is ready before any pooled connection exists.
@@ -160,13 +251,26 @@ class PostGISStore(Store):
         return f"cannot connect to PostgreSQL (gave up after {self.pool_timeout:g} s)"
 
     def close(self) -> None:
-        """Close the pool: idle connections now, borrowed ones as they come back."""
+        """Close the pool (idle connections now, borrowed ones as they come
+        back) and stop the change listener."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
+            listener, self._listener = self._listener, None
             if pool is not None:
                 self._opened_before += pool.get_stats().get("connections_num", 0)
+        if listener is not None:
+            listener.stop()
         if pool is not None:
             pool.close()
+
+    def change_token(self) -> int | None:
+        """The change listener's count (see ``ChangeListener``), started on
+        first use: None until it listens, and whenever its connection is down."""
+        with self._pool_lock:
+            if self._listener is None or not self._listener.alive:
+                self._listener = ChangeListener(self.dsn, self._connect_kwargs, self.channel)
+            listener = self._listener
+        return listener.token()
 
     def pool_stats(self) -> dict[str, int]:
         with self._pool_lock:
@@ -219,6 +323,10 @@ class PostGISStore(Store):
             conn.execute(
                 f'CREATE INDEX IF NOT EXISTS gs_audit_feature ON "{self.schema}".gs_audit '
                 "(layer_id, feature_id)"
+            )
+            conn.execute(
+                f'CREATE INDEX IF NOT EXISTS gs_audit_layer_seq ON "{self.schema}".gs_audit '
+                "(layer_id, seq)"
             )
             conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{self.schema}".gs_tokens (name text PRIMARY KEY, '
@@ -277,7 +385,13 @@ class PostGISStore(Store):
         """Every table, column, index and layer row ``initialise`` would create exists."""
         tables = ["gs_layer_state", "gs_audit", "gs_tokens", "gs_users", "gs_sessions", "gs_jobs"]
         tables += [f"layer_{layer_id}" for layer_id in self.catalog.layers]
-        indexes = ["gs_audit_feature", "gs_sessions_user", "gs_jobs_cache", "gs_jobs_created"]
+        indexes = [
+            "gs_audit_feature",
+            "gs_audit_layer_seq",
+            "gs_sessions_user",
+            "gs_jobs_cache",
+            "gs_jobs_created",
+        ]
         indexes += [f"layer_{layer_id}_geom_idx" for layer_id in self.catalog.layers]
         row = conn.execute(
             "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = %s "
@@ -491,6 +605,9 @@ class PostGISStore(Store):
         # one (a savepoint if this thread is already inside a write).
         with self._borrow() as conn, conn.transaction():
             yield conn
+        listener = self._listener
+        if listener is not None:
+            listener.moved()
 
     def _reading(self) -> AbstractContextManager[Any]:
         return self._borrow()
@@ -515,6 +632,13 @@ class PostGISStore(Store):
     def _read_all(self, conn, layer: Layer):
         rows = conn.execute(f"SELECT {self._COLUMNS} FROM {self._table(layer)} ORDER BY id")
         return [(row[0], self._feature(layer, row)) for row in rows.fetchall()]
+
+    def _read_many(self, conn, layer: Layer, feature_ids: Sequence[str]) -> list[StoredFeature]:
+        rows = conn.execute(
+            f"SELECT {self._COLUMNS} FROM {self._table(layer)} WHERE id = ANY(%s)",
+            (list(feature_ids),),
+        ).fetchall()
+        return [self._feature(layer, row) for row in rows]
 
     def _insert(self, conn, layer: Layer, feature: ValidFeature) -> StoredFeature:
         props = _stored_properties(layer, feature.properties)
@@ -543,6 +667,9 @@ class PostGISStore(Store):
         conn.execute(
             "UPDATE gs_layer_state SET version = version + 1 WHERE layer_id = %s", (layer.id,)
         )
+        # Sent inside the writing transaction, so delivered when (and only
+        # if) it commits: every listening process learns of the change then.
+        conn.execute("SELECT pg_notify(%s, %s)", (self.channel, layer.id))
 
     def check(self) -> list[str]:
         """Geometries PostGIS finds invalid, per layer (the database checks the rest)."""
