@@ -51,7 +51,7 @@ from shapely.geometry import Point
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import start_server  # noqa: E402
+from bench.serving import start_server, warm_nearest  # noqa: E402
 from geo_service.services.access import issue_token  # noqa: E402
 from geo_service.sources.catalog import load_catalog  # noqa: E402
 from geo_service.store import AuditQuery, open_store  # noqa: E402
@@ -256,19 +256,6 @@ def _add_sites(location: str, n: int, seed: int = 20261205) -> None:
         store.close()
 
 
-def _warm(base: str, workers: int) -> float:
-    """Ask /nearest until every worker has built its index (answers stay
-    fast for a while); returns the seconds it took."""
-    started = time.perf_counter()
-    fast = 0
-    with httpx.Client(base_url=base, timeout=1800) as http:
-        while fast < 10 * workers:
-            t0 = time.perf_counter()
-            http.get("/nearest?lon=118.05&lat=36.80&k=5").raise_for_status()
-            fast = fast + 1 if time.perf_counter() - t0 < 0.5 else 0
-    return time.perf_counter() - started
-
-
 def _pct(samples: list[float]) -> str:
     if not samples:
         return "-"
@@ -351,7 +338,7 @@ def main() -> None:
             f"clients: {args.clients} (asyncio, one process); sites: {layer_before:,} stations, "
             f"{args.sites:,} synthetic green channels added"
         )
-        print(f"every worker's nearest index built in {_warm(base, args.workers):.1f} s")
+        print(f"every worker's nearest index built in {warm_nearest(base, args.workers):.1f} s")
         baseline, base_elapsed = _run(
             base, token, args.baseline_seconds, args.clients, 0, reads_only_url="/conformance"
         )

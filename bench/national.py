@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -363,32 +363,12 @@ def finish_bulk(store: Store) -> None:
 # -- queries --------------------------------------------------------------------------------
 
 
-def light_sites(data: NationalData) -> Iterator[StoredFeature]:
-    """The sites with the properties nearest queries read (as bench/nearest.py)."""
-    from bench.national_data import ELIGIBLE, SERVICES
-
-    for table in data.layers.values():
-        for i in range(len(table)):
-            kind = str(table.kind[i])
-            fid = table.feature_id(i)
-            yield StoredFeature(
-                table.layer_id,
-                fid,
-                {
-                    "id": fid,
-                    "kind": kind,
-                    "status": str(table.status[i]),
-                    "services": SERVICES[kind],
-                    "eligible": ELIGIBLE[table.eligible[i]],
-                    "opening_hours": table.hours[i] or None,
-                },
-                Point(float(table.lon[i]), float(table.lat[i])),
-            )
-
-
-def bench_nearest(data: NationalData, seconds: float, rng) -> list[tuple[float, float]]:
+def bench_nearest(
+    store: Store, data: NationalData, seconds: float, rng
+) -> list[tuple[float, float]]:
+    """``nearest_sites`` on the index a worker builds from the store."""
     t0 = time.perf_counter()
-    index = SiteIndex(light_sites(data))
+    index = SiteIndex.from_store(store, FACILITY_LAYERS, grouped_layers=("green_channels",))
     build = time.perf_counter() - t0
     lon, lat = populated_points(data, 20_000, rng)
     points = list(zip(lon.tolist(), lat.tolist(), strict=True))
@@ -687,6 +667,47 @@ def bench_http(
         server.wait(timeout=30)
 
 
+def bench_freshness(location: str, layers_dir: Path, workers: int, writes: int) -> None:
+    """Issue 20: one write, seen by every worker of a ``workers``-worker server
+    within 1 s, no ``/nearest`` in that second over 10x the idle p99; and each
+    worker's memory with its index built."""
+    import asyncio
+
+    from bench.freshness import measure_freshness
+    from bench.serving import start_server as start_workers
+    from bench.serving import warm_nearest, worker_rss_gib
+    from geo_service.services.access import issue_token
+
+    folder = Path(tempfile.mkdtemp(prefix="fresh-"))
+    env = {"GEO_SERVICE_STORE": location, "GEO_SERVICE_LAYERS_DIR": str(layers_dir)}
+    server, base = start_workers(folder, env, "--workers", str(workers), deadline_s=600)
+    try:
+        with open_store(location, load_catalog(layers_dir)) as store:
+            towns = [town.id for town in store.all_features("towns")]
+            token = issue_token(store, "bench", "admin", [], towns)
+        warm = warm_nearest(base, workers)
+        rss = worker_rss_gib(server)
+        say(
+            f"{workers}-worker server on {location.split('?')[0].rsplit('/', 1)[-1]}: every "
+            f"worker's index built within {warm:.0f} s of the first /nearest; worker memory "
+            + ", ".join(f"{r:.2f}" for r in rss)
+            + " GiB (target <= 1 GiB each)"
+        )
+        note("freshness_rss_gib", rss)
+        for number in range(1, writes + 1):
+            result = asyncio.run(measure_freshness(base, f"Bearer {token}"))
+            for line in result.lines():
+                say(f"  write {number}: {line}")
+            note(f"freshness_{number}", result.__dict__)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- coverage ------------------------------------------------------------------------------------
 
 
@@ -819,6 +840,7 @@ def main() -> None:
         default=True,
         help=f"also build the index with the code of {LEGACY_REVISION} (slow; ~10 GiB at scale 1)",
     )
+    parser.add_argument("--freshness-workers", type=int, default=3, help="0: skip")
     parser.add_argument("--coverage", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--keep", type=Path, help="keep the GeoPackage store in this folder")
@@ -866,12 +888,16 @@ def main() -> None:
 
     try:
         bench_index_build(str(gpkg_path), layers_dir, args.legacy_index)
-        bench_knn(data, bench_nearest(data, args.seconds, rng))
+        bench_knn(data, bench_nearest(stores["geopackage"], data, args.seconds, rng))
         bench_store_queries(stores, data, args.seconds, rng)
         if args.http_seconds > 0:
             bench_http("geopackage", str(gpkg_path), layers_dir, data, args.http_seconds, rng, True)
             if pg_url:
                 bench_http("postgis", pg_url, layers_dir, data, args.http_seconds, rng, False)
+        if args.freshness_workers:
+            bench_freshness(str(gpkg_path), layers_dir, args.freshness_workers, 3)
+            if pg_url:
+                bench_freshness(pg_url, layers_dir, args.freshness_workers, 3)
         if args.coverage:
             bench_coverage(data, args.province, args.coverage_cell, args.workers)
     finally:
