@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,6 +336,33 @@ class Store(ABC):
     def _bump(self, conn: Any, layer: Layer) -> None:
         """Advance the layer's change counter (and any cached extent)."""
 
+    @abstractmethod
+    def _has_rows(self, conn: Any, layer: Layer) -> bool:
+        """Whether the layer holds any feature now."""
+
+    @abstractmethod
+    def _handles(self, conn: Any, layer: Layer, ids: Sequence[str]) -> dict[str, Any]:
+        """The handles of those of ``ids`` the layer holds now, by id."""
+
+    @abstractmethod
+    def _insert_many(
+        self, conn: Any, layer: Layer, features: Sequence[ValidFeature]
+    ) -> tuple[int, int]:
+        """Insert new features at revision 1 in bulk (``COPY``, ``executemany``;
+        spatial index filled for them): their handles are one consecutive
+        range, returned as (first, last)."""
+
+    @abstractmethod
+    def _live_in_range(self, conn: Any, layer: Layer, first: int, last: int) -> list[StoredFeature]:
+        """The live features whose handle lies in ``first..last``."""
+
+    @abstractmethod
+    def stream_features(
+        self, layer_id: str, *, chunk: int = 10_000
+    ) -> Iterator[list[StoredFeature]]:
+        """Every live feature of a layer, ``chunk`` at a time, in the order they
+        were stored: a whole national layer without holding it in memory."""
+
     # -- writes ----------------------------------------------------------------------
 
     def write_layers(
@@ -418,6 +445,92 @@ class Store(ABC):
             {layer_id: features}, actor=actor, action=action, replace=replace, authorize=authorize
         )[layer_id]
 
+    def load_layers(
+        self,
+        batches: dict[str, Iterable[Sequence[ValidFeature]]],
+        *,
+        actor: str,
+        source: str,
+        sha256: str,
+    ) -> dict[str, WriteResult]:
+        """Load features, a chunk at a time, into several layers in ONE
+        transaction: either everything lands or nothing (a crash midway too).
+
+        Ids new to a layer go in bulk (``_insert_many``: ``COPY`` or batched
+        inserts, the spatial index filled after the rows) and get NO audit
+        record each: one record per layer per load instead, action ``load``,
+        ``feature_id`` "" and ``after`` the counts, ``source`` (the file's
+        name), its ``sha256`` and ``fids`` (the handle range the bulk rows
+        took, which tells the history readers which live rows it brought).
+        An id the layer already holds is an edit with history: updated (or
+        left alone when equal) and audited row by row, as ``write_layers``
+        does. Refused, naming the id, and nothing written: an id given twice,
+        or the id of a deleted feature (reserved for its restore). The
+        features come validated: the caller knows what to check them against.
+        The layer's version moves once."""
+        layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
+        results = {layer_id: WriteResult() for layer_id in batches}
+        with self._transaction() as conn:
+            for layer_id, chunks in batches.items():
+                layer, result = layers[layer_id], results[layer_id]
+                self._lock_layer(conn, layer)
+                # The national case is an empty layer: no lookup per chunk then.
+                had_rows = self._has_rows(conn, layer)
+                reserved = self._audited_ids(conn, layer.id)
+                seen: set[str] = set()
+                spans: list[tuple[int, int]] = []
+                for chunk in chunks:
+                    present = self._handles(conn, layer, [f.id for f in chunk]) if had_rows else {}
+                    fresh: list[ValidFeature] = []
+                    for feature in chunk:
+                        if feature.id in seen:
+                            raise InvalidParameter(
+                                "id",
+                                f"{layer.id}: feature id {feature.id!r} appears twice in {source}",
+                            )
+                        seen.add(feature.id)
+                        if feature.id in present:
+                            found = self._read(conn, layer, feature.id)
+                            assert found is not None
+                            handle, before = found
+                            if same_content(layer, before, feature):
+                                result.unchanged.append(feature.id)
+                                continue
+                            after = self._update(conn, layer, handle, feature, before.revision + 1)
+                            self._audit(conn, actor, "load", before, after)
+                            result.updated.append(feature.id)
+                        elif feature.id in reserved:
+                            raise Conflict(
+                                f"{layer.id}: {feature.id} in {source} is the id of a deleted "
+                                "feature: it stays reserved for its restore "
+                                f"(geo-service restore {feature.id}); nothing was loaded"
+                            )
+                        else:
+                            fresh.append(feature)
+                    if fresh:
+                        spans.append(self._insert_many(conn, layer, fresh))
+                        result.inserted.extend(f.id for f in fresh)
+                if result.inserted:
+                    summary = {
+                        "bulk": True,
+                        "inserted": len(result.inserted),
+                        "updated": len(result.updated),
+                        "unchanged": len(result.unchanged),
+                        "source": source,
+                        "sha256": sha256,
+                        "fids": [min(s[0] for s in spans), max(s[1] for s in spans)],
+                    }
+                    self._sql(
+                        conn,
+                        "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, "
+                        "town_code, previous_town_code, before, after) "
+                        "VALUES (?, ?, 'load', ?, '', NULL, NULL, NULL, ?)",
+                        [now(), actor, layer.id, orjson.dumps(summary).decode()],
+                    )
+                if result.changed:
+                    self._bump(conn, layer)
+        return results
+
     def change(
         self,
         layer_id: str,
@@ -493,7 +606,10 @@ class Store(ABC):
 
     def _audited_ids(self, conn: Any, layer_id: str) -> set[str]:
         rows = self._sql(
-            conn, "SELECT DISTINCT feature_id FROM gs_audit WHERE layer_id = ?", [layer_id]
+            conn,
+            # A bulk load's one record names no feature ("").
+            "SELECT DISTINCT feature_id FROM gs_audit WHERE layer_id = ? AND feature_id <> ''",
+            [layer_id],
         )
         return {row[0] for row in rows}
 
