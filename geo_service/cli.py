@@ -661,7 +661,8 @@ def audit(
             escape(record["actor"]),
             record["action"],
             record["layer_id"],
-            escape(record["feature_id"]),
+            # A bulk load's one record stands for the whole layer.
+            escape(record["feature_id"]) or "(整层 whole layer)",
             town_text,
         )
     console.print(table)
@@ -707,6 +708,12 @@ def _layer_of(rt: Runtime, feature_id: str, layer: str | None) -> str:
         return rt.catalog.layer(layer).id
     records, _ = rt.store.audit_log(AuditQuery(feature_id=feature_id, limit=10**6))
     layers = sorted({record["layer_id"] for record in records})
+    if not layers:  # a site a bulk load brought, never edited since
+        layers = sorted(
+            layer_id
+            for layer_id in rt.catalog.layers
+            if rt.store.feature_records(layer_id, feature_id)
+        )
     if not layers:
         raise NotFound(f"the audit trail has never seen {feature_id}")
     if len(layers) > 1:

@@ -659,9 +659,7 @@ class Store(ABC):
         an audit record of its own (``revert``; ``restore`` when the feature
         is deleted now and comes back as that version). The version is checked
         against today's catalog and towns as ``restore`` checks it."""
-        records, _ = self.audit_log(
-            AuditQuery(layer_id=layer_id, feature_id=feature_id, limit=2**62)
-        )
+        records = self.feature_records(layer_id, feature_id)
         if not records:
             raise FeatureNotFound(layer_id, feature_id)
         chosen = next((r for r in records if int(r["seq"]) == seq), None)
@@ -831,26 +829,153 @@ class Store(ABC):
                 conn,
                 "SELECT layer_id, feature_id, after FROM gs_audit WHERE seq IN ("
                 f"SELECT max(seq) FROM gs_audit WHERE layer_id IN ({marks}) "
+                "AND feature_id <> '' "
                 "AND (at <= ? OR (action = 'seed' AND before IS NULL)) "
                 "GROUP BY layer_id, feature_id) ORDER BY layer_id, feature_id",
                 [*layers, until],
             )
+            for layer_id in layers:
+                out[layer_id] += self._bulk_loaded_as_of(conn, self.catalog.layer(layer_id), until)
         for layer_id, feature_id, after in rows:
             if after is None:  # deleted by then
                 continue
-            data = orjson.loads(after) if isinstance(after, str | bytes) else after
-            out[layer_id].append(
-                StoredFeature(
-                    layer_id,
-                    feature_id,
-                    data["properties"],
-                    shapely.geometry.shape(data["geometry"]),
-                    revision=0,
-                )
-            )
+            out[layer_id].append(_from_snapshot(layer_id, feature_id, after))
         for features in out.values():
             features.sort(key=lambda feature: feature.id)
         return out
+
+    # -- bulk-loaded features in the history ---------------------------------------------
+    # A bulk load writes one record per layer (feature_id ""), none per row.
+    # A feature it brought exists from that load's time, as its first own
+    # record's ``before`` holds it (or the live row, when it has none). Which
+    # load brought it: the one whose ``fids`` range holds its live handle, or
+    # for a deleted one, the last load before its first own record.
+
+    def _loads(self, conn: Any, layer_id: str) -> list[dict[str, Any]]:
+        """A layer's bulk-load records, oldest first, ``after`` parsed."""
+        rows = self._sql(
+            conn,
+            "SELECT seq, at, actor, after FROM gs_audit WHERE layer_id = ? AND feature_id = '' "
+            "AND action = 'load' ORDER BY seq",
+            [layer_id],
+        )
+        return [
+            {"seq": int(seq), "at": at, "actor": actor, "after": _parsed(after)}
+            for seq, at, actor, after in rows
+        ]
+
+    @staticmethod
+    def _load_of(
+        loads: list[dict[str, Any]], handle: Any, first_seq: int | None
+    ) -> dict[str, Any] | None:
+        if handle is not None:
+            for load in loads:
+                low, high = load["after"].get("fids") or (0, -1)
+                if low <= int(handle) <= high:
+                    return load
+        if first_seq is not None:
+            earlier = [load for load in loads if load["seq"] < first_seq]
+            return earlier[-1] if earlier else None
+        return None
+
+    def _bulk_loaded_as_of(self, conn: Any, layer: Layer, until: str) -> list[StoredFeature]:
+        """The features bulk loads brought into ``layer`` that have no own
+        record at or before ``until`` but existed then: as loaded."""
+        loads = [load for load in self._loads(conn, layer.id) if load["at"] <= until]
+        if not loads:
+            return []
+        out: list[StoredFeature] = []
+        # Edited or deleted since, first record after ``until``: its ``before``.
+        rows = self._sql(
+            conn,
+            "SELECT feature_id, seq, before FROM gs_audit WHERE seq IN (SELECT min(seq) "
+            "FROM gs_audit WHERE layer_id = ? AND feature_id <> '' GROUP BY feature_id) "
+            "AND before IS NOT NULL AND at > ?",
+            [layer.id, until],
+        )
+        handles = self._handles(conn, layer, [row[0] for row in rows]) if rows else {}
+        for feature_id, seq, before in rows:
+            if self._load_of(loads, handles.get(feature_id), int(seq)) is not None:
+                out.append(_from_snapshot(layer.id, feature_id, before))
+        # Never edited: the live row.
+        audited = self._audited_ids(conn, layer.id)
+        for load in loads:
+            low, high = load["after"].get("fids") or (0, -1)
+            for feature in self._live_in_range(conn, layer, low, high):
+                if feature.id not in audited:
+                    out.append(
+                        StoredFeature(layer.id, feature.id, feature.properties, feature.geometry, 0)
+                    )
+        return out
+
+    def unrecorded_features(self, layer_id: str) -> list[StoredFeature]:
+        """Live features the trail knows nothing of: no record of their own and
+        brought by no bulk load (rows stored before there was a trail)."""
+        layer = self.catalog.layer(layer_id)
+        with self._reading() as conn:
+            audited = self._audited_ids(conn, layer.id)
+            spans = [load["after"].get("fids") or (0, -1) for load in self._loads(conn, layer.id)]
+            return [
+                feature
+                for handle, feature in self._read_all(conn, layer)
+                if feature.id not in audited
+                and not any(low <= int(handle) <= high for low, high in spans)
+            ]
+
+    def feature_records(self, layer_id: str, feature_id: str) -> list[dict[str, Any]]:
+        """One feature's audit records, oldest first (as ``audit_log``). A
+        feature a bulk load brought is led by that load in its own terms: the
+        load's ``seq``, time and actor, action ``load``, ``before`` None and
+        ``after`` the feature as loaded, so its history, versions and
+        ``restore_version`` work as for any other feature."""
+        layer = self.catalog.layer(layer_id)
+        records, _ = self.audit_log(
+            AuditQuery(layer_id=layer.id, feature_id=feature_id, limit=2**62)
+        )
+        if records and records[0]["before"] is None:
+            return records  # created by a record of its own
+        with self._reading() as conn:
+            loads = self._loads(conn, layer.id)
+            if not loads:
+                return records
+            handle = self._handles(conn, layer, [feature_id]).get(feature_id)
+            load = self._load_of(loads, handle, int(records[0]["seq"]) if records else None)
+            if load is None:
+                return records
+            if records:
+                loaded = records[0]["before"]
+            elif handle is not None:
+                live = self._read_live(conn, layer, feature_id)
+                loaded = feature_json(live)
+            else:
+                return records
+        subject = _parsed(loaded)
+        town = (
+            feature_id
+            if layer.id == "towns"
+            else (subject.get("properties") or {}).get("town_code")
+        )
+        first = {
+            "seq": load["seq"],
+            "at": load["at"],
+            "actor": load["actor"],
+            "action": "load",
+            "layer_id": layer.id,
+            "feature_id": feature_id,
+            "town_code": town,
+            "previous_town_code": None,
+            "before": None,
+            "after": loaded if isinstance(loaded, str) else orjson.dumps(loaded).decode(),
+        }
+        return [first, *records]
+
+    def _read_live(self, conn: Any, layer: Layer, feature_id: str) -> StoredFeature | None:
+        found = self._handles(conn, layer, [feature_id])
+        if not found:
+            return None
+        handle = found[feature_id]
+        live = self._live_in_range(conn, layer, int(handle), int(handle))
+        return live[0] if live else None
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Any]:
@@ -1312,3 +1437,20 @@ def feature_json(feature: StoredFeature | None) -> str | None:
     if feature is None:
         return None
     return orjson.dumps(feature.geojson()).decode()
+
+
+def _parsed(value: Any) -> Any:
+    """A JSON column as Python (SQLite gives text, PostgreSQL parsed JSON)."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _from_snapshot(layer_id: str, feature_id: str, snapshot: Any) -> StoredFeature:
+    """A feature from an audit record's GeoJSON (revision 0: the trail keeps none)."""
+    data = _parsed(snapshot)
+    return StoredFeature(
+        layer_id,
+        feature_id,
+        data["properties"],
+        shapely.geometry.shape(data["geometry"]),
+        revision=0,
+    )
