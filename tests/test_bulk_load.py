@@ -41,7 +41,9 @@ def _office_file(tmp_path: Path, catalog, extra_stations: int = 0) -> Path:
                     ValidFeature(
                         f"st-gen-{i:07d}",
                         dict(base.properties, id=f"st-gen-{i:07d}", name=f"生成站点{i}"),
-                        shapely.Point(base.geometry.x + (i % 997) * 1e-5, base.geometry.y + (i % 991) * 1e-5),
+                        shapely.Point(
+                            base.geometry.x + (i % 997) * 1e-5, base.geometry.y + (i % 991) * 1e-5
+                        ),
                     )
                     for i in range(start, min(start + 5_000, extra_stations))
                 ]
@@ -73,7 +75,7 @@ def test_db_load_copies_every_feature_with_one_audit_record_per_layer(
         for a, b in zip(mine, theirs, strict=True):
             assert a.properties == b.properties, a.id
             assert a.geometry.equals_exact(b.geometry, 0), a.id
-        assert results[layer_id].inserted and not results[layer_id].updated or not mine
+        assert (results[layer_id].inserted and not results[layer_id].updated) or not mine
     assert empty_store.check() == []
     # The spatial index answers for the bulk rows: a box around some generated stations.
     box = (118.0, 36.7, 118.2, 36.9)
@@ -125,7 +127,11 @@ def _hand_edit(path: Path, sql: str, params=()) -> None:
         # A control character typed into the file by another program.
         ("UPDATE stations SET name = 'A\x07B' WHERE fid = (SELECT max(fid) FROM stations)", "name"),
         # A town that the district does not have.
-        ("UPDATE stations SET town_code = '999999999' WHERE fid = (SELECT min(fid) FROM stations)", "town_code"),
+        (
+            "UPDATE stations SET town_code = '999999999' "
+            "WHERE fid = (SELECT min(fid) FROM stations)",
+            "town_code",
+        ),
     ],
 )
 def test_a_bad_row_stops_the_load_and_names_it(empty_store, tmp_path, catalog, edit, expected):
@@ -146,7 +152,9 @@ def test_an_id_given_twice_or_reserved_by_a_deletion_is_refused(store, catalog):
     before_site = store.all_features("stations")[0]
     store.change("stations", before_site.id, None, actor="editor:test", action="delete")
     before = _snapshot(store, catalog)
-    fresh = ValidFeature("st-bulk-one", dict(before_site.properties, id="st-bulk-one"), before_site.geometry)
+    fresh = ValidFeature(
+        "st-bulk-one", dict(before_site.properties, id="st-bulk-one"), before_site.geometry
+    )
     with pytest.raises(InvalidParameter, match="appears twice"):
         store.load_layers({"stations": [[fresh], [fresh]]}, actor="t", source="f.gpkg", sha256="0")
     assert _snapshot(store, catalog) == before
@@ -178,7 +186,17 @@ def test_a_load_killed_midway_leaves_nothing(empty_store, tmp_path, catalog):
     kind = "geopackage" if empty_store.location.endswith(".gpkg") else "postgis"
     marker = empty_store.location if kind == "geopackage" else empty_store.schema
     load = subprocess.Popen(
-        [sys.executable, "-m", "geo_service.cli", "db", "load", "--from", str(source), "--store", empty_store.location],
+        [
+            sys.executable,
+            "-m",
+            "geo_service.cli",
+            "db",
+            "load",
+            "--from",
+            str(source),
+            "--store",
+            empty_store.location,
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -220,7 +238,9 @@ def test_history_of_bulk_loaded_sites_after_edits_and_deletions(empty_store, tmp
     edited, deleted, untouched = "st-gen-0000001", "st-gen-0000002", "st-gen-0000003"
     loaded_edited = store.get("stations", edited)
     loaded_deleted = store.get("stations", deleted)
-    changed = ValidFeature(edited, dict(loaded_edited.properties, name="改过的名字"), loaded_edited.geometry)
+    changed = ValidFeature(
+        edited, dict(loaded_edited.properties, name="改过的名字"), loaded_edited.geometry
+    )
     store.change("stations", edited, changed, actor="editor:t", action="replace")
     store.change("stations", deleted, None, actor="editor:t", action="delete")
     time.sleep(0.01)

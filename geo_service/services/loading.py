@@ -67,11 +67,14 @@ def _validated(
     row = 0
     for stored in chunks:
         valid = []
+        memo: dict = {}  # per chunk: repeated values checked once, memory bounded
         for feature in stored:
             row += 1
             try:
                 valid.append(
-                    catalog.validate_feature(layer_id, _as_geojson(feature), town_codes=town_codes)
+                    catalog.validate_feature(
+                        layer_id, _as_geojson(feature), town_codes=town_codes, memo=memo
+                    )
                 )
             except InvalidFeature as refused:
                 raise InvalidFeature(
