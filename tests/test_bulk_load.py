@@ -269,3 +269,39 @@ def test_history_of_bulk_loaded_sites_after_edits_and_deletions(empty_store, tmp
     store.restore("stations", deleted, actor="editor:t")
     assert store.get("stations", deleted).properties == loaded_deleted.properties
     assert store.check() == []
+
+
+def test_two_loads_into_one_layer_keep_their_own_times(empty_store):
+    """A site the second load brought did not exist between the loads, even
+    once edited or deleted (which load brought it: its fid, or the last load
+    before its first record)."""
+    store = empty_store
+    geometry = shapely.Point(118.05, 36.8)
+
+    def sites(*ids):
+        return [[ValidFeature(i, {"id": i, "name": i, "sample": True}, geometry) for i in ids]]
+
+    store.load_layers({"memorials": sites("m-a1", "m-a2")}, actor="t", source="a", sha256="a")
+    time.sleep(0.01)
+    between = now()
+    time.sleep(0.01)
+    store.load_layers(
+        {"memorials": sites("m-b1", "m-b2", "m-b3")}, actor="t", source="b", sha256="b"
+    )
+    time.sleep(0.01)
+    after_loads = now()
+    time.sleep(0.01)
+    store.change("memorials", "m-b1", None, actor="t", action="delete")
+    b2 = store.get("memorials", "m-b2")
+    renamed = ValidFeature("m-b2", dict(b2.properties, name="renamed"), geometry)
+    store.change("memorials", "m-b2", renamed, actor="t", action="replace")
+
+    def ids_as_of(moment):
+        return [f.id for f in store.features_as_of(moment, ["memorials"])["memorials"]]
+
+    assert ids_as_of(between) == ["m-a1", "m-a2"]
+    assert ids_as_of(after_loads) == ["m-a1", "m-a2", "m-b1", "m-b2", "m-b3"]
+    assert ids_as_of(now()) == ["m-a1", "m-a2", "m-b2", "m-b3"]
+    loads = [r for r in store.audit_records() if r["action"] == "load"]
+    assert store.feature_records("memorials", "m-b2")[0]["seq"] == loads[1]["seq"]
+    assert store.feature_records("memorials", "m-a1")[0]["seq"] == loads[0]["seq"]

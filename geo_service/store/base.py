@@ -827,17 +827,27 @@ class Store(ABC):
         with self._reading() as conn:
             rows = self._sql(
                 conn,
-                "SELECT layer_id, feature_id, after FROM gs_audit WHERE seq IN ("
+                # The bulk loads done by then come along (feature_id ""): only
+                # a layer that has one needs more reading.
+                "SELECT layer_id, feature_id, after, seq, at, actor FROM gs_audit WHERE seq IN ("
                 f"SELECT max(seq) FROM gs_audit WHERE layer_id IN ({marks}) "
                 "AND feature_id <> '' "
                 "AND (at <= ? OR (action = 'seed' AND before IS NULL)) "
-                "GROUP BY layer_id, feature_id) ORDER BY layer_id, feature_id",
-                [*layers, until],
+                f"GROUP BY layer_id, feature_id) OR (layer_id IN ({marks}) AND feature_id = '' "
+                "AND action = 'load' AND at <= ?) ORDER BY layer_id, feature_id, seq",
+                [*layers, until, *layers, until],
             )
-            for layer_id in layers:
-                out[layer_id] += self._bulk_loaded_as_of(conn, self.catalog.layer(layer_id), until)
-        for layer_id, feature_id, after in rows:
-            if after is None:  # deleted by then
+            loads: dict[str, list[dict[str, Any]]] = {}
+            for layer_id, feature_id, after, seq, at, actor in rows:
+                if feature_id == "":
+                    load = {"seq": int(seq), "at": at, "actor": actor, "after": _parsed(after)}
+                    loads.setdefault(layer_id, []).append(load)
+            for layer_id, layer_loads in loads.items():
+                out[layer_id] += self._bulk_loaded_as_of(
+                    conn, self.catalog.layer(layer_id), until, layer_loads
+                )
+        for layer_id, feature_id, after, _seq, _at, _actor in rows:
+            if feature_id == "" or after is None:  # a bulk load; deleted by then
                 continue
             out[layer_id].append(_from_snapshot(layer_id, feature_id, after))
         for features in out.values():
@@ -878,12 +888,12 @@ class Store(ABC):
             return earlier[-1] if earlier else None
         return None
 
-    def _bulk_loaded_as_of(self, conn: Any, layer: Layer, until: str) -> list[StoredFeature]:
-        """The features bulk loads brought into ``layer`` that have no own
-        record at or before ``until`` but existed then: as loaded."""
-        loads = [load for load in self._loads(conn, layer.id) if load["at"] <= until]
-        if not loads:
-            return []
+    def _bulk_loaded_as_of(
+        self, conn: Any, layer: Layer, until: str, loads: list[dict[str, Any]]
+    ) -> list[StoredFeature]:
+        """The features the bulk ``loads`` (those done by ``until``, oldest
+        first) brought into ``layer`` that have no own record at or before
+        ``until``: as loaded."""
         out: list[StoredFeature] = []
         # Edited or deleted since, first record after ``until``: its ``before``.
         rows = self._sql(
@@ -894,8 +904,10 @@ class Store(ABC):
             [layer.id, until],
         )
         handles = self._handles(conn, layer, [row[0] for row in rows]) if rows else {}
+        every_load = self._loads(conn, layer.id) if rows else []  # later ones too
         for feature_id, seq, before in rows:
-            if self._load_of(loads, handles.get(feature_id), int(seq)) is not None:
+            load = self._load_of(every_load, handles.get(feature_id), int(seq))
+            if load is not None and load["at"] <= until:
                 out.append(_from_snapshot(layer.id, feature_id, before))
         # Never edited: the live row.
         audited = self._audited_ids(conn, layer.id)
