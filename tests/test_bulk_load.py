@@ -13,15 +13,19 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import shapely
 
-from geo_service.errors import Conflict, InvalidFeature, InvalidParameter
+from geo_service.errors import Conflict, Forbidden, InvalidFeature, InvalidParameter
+from geo_service.services.importing import apply_import, plan_import
 from geo_service.services.loading import load_store
 from geo_service.sources.catalog import ValidFeature
+from geo_service.sources.crs import CoordinateSystem
 from geo_service.store import open_store
 from geo_service.store.base import now
 from geo_service.store.seeding import seed_store
+from tests.test_import import TODAY, _gbk_rows, write_gbk_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +93,7 @@ def test_db_load_copies_every_feature_with_one_audit_record_per_layer(
     loaded = [layer_id for layer_id in catalog.layers if office.count(layer_id)]
     assert sorted(r["layer_id"] for r in records) == sorted(loaded)
     for record in records:
-        summary = __import__("orjson").loads(record["after"])
+        summary = orjson.loads(record["after"])
         assert record["action"] == "load" and record["feature_id"] == ""
         assert record["before"] is None
         assert summary["inserted"] == office.count(record["layer_id"])
@@ -305,3 +309,40 @@ def test_two_loads_into_one_layer_keep_their_own_times(empty_store):
     loads = [r for r in store.audit_records() if r["action"] == "load"]
     assert store.feature_records("memorials", "m-b2")[0]["seq"] == loads[1]["seq"]
     assert store.feature_records("memorials", "m-a1")[0]["seq"] == loads[0]["seq"]
+
+
+def test_a_large_import_of_new_sites_is_one_load_record_and_keeps_its_row_report(
+    store, tmp_path, catalog
+):
+    """Made large by lowering the threshold: the three rows of an office's
+    CSV are new sites, written in bulk; the row report is the plan's."""
+    path = write_gbk_csv(tmp_path / "公园街道绿色通道.csv", _gbk_rows())
+    plan = plan_import(
+        path, "green_channels", catalog, store, crs=CoordinateSystem.gcj02, today=TODAY
+    )
+    assert [row.action for row in plan.rows] == ["insert"] * 3
+    before = _snapshot(store, catalog)
+    refused_id = next(iter(plan.features.values())).id
+
+    def editor_of_other_towns(before_row, new):
+        if new is not None and new.id == refused_id:
+            raise Forbidden(f"{new.id} is outside the editor's towns")
+
+    # An editor's towns hold in bulk as row by row: nothing is written.
+    with pytest.raises(Forbidden):
+        apply_import(plan, store, actor="editor:bulk", bulk_from=3, authorize=editor_of_other_towns)
+    assert _snapshot(store, catalog) == before
+    trail = len(store.audit_records())
+    written = apply_import(plan, store, actor="editor:bulk", bulk_from=3)
+    assert sorted(written["green_channels"].inserted) == sorted(
+        f.id for f in plan.features.values()
+    )
+    records = store.audit_records()[trail:]
+    assert [(r["action"], r["feature_id"]) for r in records] == [("load", "")]
+    summary = orjson.loads(records[0]["after"])
+    assert summary["inserted"] == 3 and summary["source"] == path.name
+    assert summary["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    for feature in plan.features.values():
+        assert store.get("green_channels", feature.id).properties == feature.properties
+        assert store.feature_records("green_channels", feature.id)[0]["action"] == "load"
+    assert store.check() == []

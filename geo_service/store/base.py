@@ -452,6 +452,8 @@ class Store(ABC):
         actor: str,
         source: str,
         sha256: str,
+        action: str = "load",
+        authorize: Callable[[StoredFeature | None, ValidFeature | None], None] | None = None,
     ) -> dict[str, WriteResult]:
         """Load features, a chunk at a time, into several layers in ONE
         transaction: either everything lands or nothing (a crash midway too).
@@ -467,7 +469,9 @@ class Store(ABC):
         does. Refused, naming the id, and nothing written: an id given twice,
         or the id of a deleted feature (reserved for its restore). The
         features come validated: the caller knows what to check them against.
-        The layer's version moves once."""
+        The layer's version moves once. ``action`` names the per-row records
+        of updates (``import`` for a large import); ``authorize(before, new)``
+        means what it means in ``write_layers``."""
         layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
         results = {layer_id: WriteResult() for layer_id in batches}
         with self._transaction() as conn:
@@ -493,13 +497,18 @@ class Store(ABC):
                             found = self._read(conn, layer, feature.id)
                             assert found is not None
                             handle, before = found
+                            if authorize is not None:
+                                authorize(before, feature)
                             if same_content(layer, before, feature):
                                 result.unchanged.append(feature.id)
                                 continue
                             after = self._update(conn, layer, handle, feature, before.revision + 1)
-                            self._audit(conn, actor, "load", before, after)
+                            self._audit(conn, actor, action, before, after)
                             result.updated.append(feature.id)
-                        elif feature.id in reserved:
+                            continue
+                        if authorize is not None:
+                            authorize(None, feature)
+                        if feature.id in reserved:
                             raise Conflict(
                                 f"{layer.id}: {feature.id} in {source} is the id of a deleted "
                                 "feature: it stays reserved for its restore "
