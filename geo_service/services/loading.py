@@ -20,8 +20,10 @@ from geo_service.store import Store, StoredFeature, WriteResult
 __all__ = ["LOAD_CHUNK", "file_sha256", "load_store"]
 
 #: Rows per chunk: big enough for COPY and executemany to run at full speed,
-#: small enough that a chunk's rows never weigh much in memory.
-LOAD_CHUNK = 20_000
+#: small enough that a chunk's rows never weigh much in memory (100k stations
+#: into a GeoPackage: the same time with 5,000 as with 20,000, and a peak RSS
+#: of 127 MB, the command's own, instead of 266 MB).
+LOAD_CHUNK = 5_000
 
 
 def file_sha256(path: Path) -> str:
