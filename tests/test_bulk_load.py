@@ -401,3 +401,27 @@ def test_the_console_apis_show_a_loaded_site_and_the_load_itself(empty_store, tm
         with Runtime.open(Settings(store=str(source)), seed=False) as rt:
             office_report = supervision_report(rt, None)
         assert loaded_report["towns"] and loaded_report["towns"] == office_report["towns"]
+
+
+def test_bulk_rows_are_stored_as_the_write_path_stores_them(empty_store):
+    """Features with different properties in one chunk (an extra column here,
+    an optional one missing there) come back exactly as a per-row write keeps them."""
+    geometry = shapely.Point(118.05, 36.8)
+    shapes = [
+        {"name": "甲", "sample": True},
+        {"name": "乙", "sample": False, "phone": "0533-2181234", "备注": "办公室自己的列"},
+        {"name": "丙", "services": ["priority_queue"]},
+    ]
+
+    def features(prefix):
+        return [
+            ValidFeature(f"{prefix}{i}", {"id": f"{prefix}{i}", **props}, geometry)
+            for i, props in enumerate(shapes)
+        ]
+
+    empty_store.load_layers({"memorials": [features("bulk-")]}, actor="t", source="f", sha256="0")
+    empty_store.write("memorials", features("row-"), actor="t")
+    for i in range(len(shapes)):
+        bulk = empty_store.get("memorials", f"bulk-{i}").properties
+        row = empty_store.get("memorials", f"row-{i}").properties
+        assert {**bulk, "id": None} == {**row, "id": None}

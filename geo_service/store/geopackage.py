@@ -675,14 +675,15 @@ class GeoPackageStore(Store):
             (layer.id,),
         ).fetchone()[0]
         geometries = [stored_geometry(layer, f.geometry) for f in features]
-        rows = [self._feature_values(layer, f) for f in features]
-        names = ", ".join(f'"{n}"' for n in ["fid", "id", *rows[0]])
-        marks = ", ".join("?" for _ in range(len(rows[0]) + 2))
+        # Every column of the table, whichever properties each feature has.
+        columns = [n for n in layer.properties if n != "id"] + ["geom", "extra"]
+        names = ", ".join(f'"{n}"' for n in ["fid", "id", *columns])
+        marks = ", ".join("?" for _ in range(len(columns) + 2))
         conn.executemany(
             f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
             [
-                [first + i, f.id, *r.values()]
-                for i, (f, r) in enumerate(zip(features, rows, strict=True))
+                [first + i, f.id, *map(self._feature_values(layer, f).get, columns)]
+                for i, f in enumerate(features)
             ],
         )
         bounds = shapely.bounds(geometries)
