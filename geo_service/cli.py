@@ -450,21 +450,20 @@ def db_load(
     source: Annotated[Path, typer.Option("--from", help="An embedded store (.gpkg) to copy")],
     store: StoreOption = None,
 ) -> None:
-    """Copy every layer from an embedded store into the PostGIS store, in one transaction."""
-    from geo_service.sources.catalog import ValidFeature
+    """Copy every layer from an embedded store into the store, in one transaction.
+
+    Rows new to a layer go in bulk (one audit record per layer: action load,
+    the counts, the file's name and SHA-256); rows the store already holds are
+    updated with an audit record each. Every row is checked against today's
+    catalog first; a bad row, an id given twice or the id of a deleted feature
+    stops the load and nothing is written."""
+    from geo_service.services.loading import load_store
 
     try:
         if not source.is_file():
             raise InvalidParameter("from", f"no such store file: {source}")
         with _runtime(str(source), seed=False) as origin, _runtime(store, seed=False) as target:
-            batches = {
-                layer_id: [
-                    ValidFeature(f.id, f.properties, f.geometry)
-                    for f in origin.store.all_features(layer_id)
-                ]
-                for layer_id in origin.catalog.layers
-            }
-            results = target.store.write_layers(batches, actor="db load", action="load")
+            results = load_store(origin.store, target.store, source, actor="db load")
     except GeoServiceError as error:
         _fail(error)
     for layer_id, result in results.items():
@@ -662,7 +661,8 @@ def audit(
             escape(record["actor"]),
             record["action"],
             record["layer_id"],
-            escape(record["feature_id"]),
+            # A bulk load's one record stands for the whole layer.
+            escape(record["feature_id"]) or "(整层 whole layer)",
             town_text,
         )
     console.print(table)
@@ -708,6 +708,12 @@ def _layer_of(rt: Runtime, feature_id: str, layer: str | None) -> str:
         return rt.catalog.layer(layer).id
     records, _ = rt.store.audit_log(AuditQuery(feature_id=feature_id, limit=10**6))
     layers = sorted({record["layer_id"] for record in records})
+    if not layers:  # a site a bulk load brought, never edited since
+        layers = sorted(
+            layer_id
+            for layer_id in rt.catalog.layers
+            if rt.store.feature_records(layer_id, feature_id)
+        )
     if not layers:
         raise NotFound(f"the audit trail has never seen {feature_id}")
     if len(layers) > 1:

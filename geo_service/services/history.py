@@ -22,7 +22,7 @@ from geo_service.errors import FeatureNotFound, Forbidden, PreconditionRequired
 from geo_service.runtime import Runtime
 from geo_service.services.access import Principal, authorize_change
 from geo_service.sources.catalog import Layer, ValidFeature
-from geo_service.store import AuditQuery, StoredFeature
+from geo_service.store import StoredFeature
 
 __all__ = ["field_changes", "restore_version", "site_history"]
 
@@ -61,10 +61,8 @@ def field_changes(
 
 
 def _records(rt: Runtime, layer_id: str, feature_id: str) -> list[dict[str, Any]]:
-    records, _ = rt.store.audit_log(
-        AuditQuery(layer_id=layer_id, feature_id=feature_id, limit=2**62), newest_first=True
-    )
-    return records
+    # feature_records: a site a bulk load brought has its load as first version.
+    return rt.store.feature_records(layer_id, feature_id)[::-1]
 
 
 def _check_may_read(who: Principal, layer: Layer, town_code: Any, feature_id: str) -> None:

@@ -21,7 +21,11 @@ from geo_service.sources.importing import ImportPlan, ImportRefused, plan_rows
 from geo_service.sources.tables import DEFAULT_LIMITS, ImportLimits, SourceRow
 from geo_service.store import Store, WriteResult
 
-__all__ = ["apply_import", "plan_import"]
+__all__ = ["BULK_IMPORT_ROWS", "apply_import", "plan_import"]
+
+#: Imports of at least this many new sites, and nothing else, are bulk loads.
+BULK_IMPORT_ROWS = 5_000
+BULK_CHUNK = 20_000
 
 
 def plan_import(
@@ -77,11 +81,14 @@ def apply_import(
     skip_invalid: bool = False,
     actor: str = "import",
     authorize: Callable[[Any, Any], None] | None = None,
+    bulk_from: int = BULK_IMPORT_ROWS,
 ) -> dict[str, WriteResult]:
     """Write the plan's valid features in one transaction (with any town
     changes it carries); refuse if rows have errors and skipping was not asked.
     ``authorize(before, new)`` runs inside that transaction for each feature
-    (an editor's towns, against the rows as they are then)."""
+    (an editor's towns, against the rows as they are then). A plan of at
+    least ``bulk_from`` rows that only inserts new sites goes through the
+    store's bulk path (``Store.load_layers``)."""
     # Town boundaries are all or nothing even with --skip-invalid: facilities
     # point at every town, and a partial set would orphan them.
     if plan.errors and (not skip_invalid or plan.layer_id == "towns"):
@@ -93,5 +100,20 @@ def apply_import(
         return store.write_layers(
             {plan.layer_id: batch}, actor=actor, action="import", replace=True, authorize=authorize
         )
-    batches = {plan.layer_id: list(plan.features.values()), **plan.extra_batches}
+    features = list(plan.features.values())
+    inserts_only = all(row.action == "insert" for row in plan.rows if row.line in plan.features)
+    if len(features) >= bulk_from and inserts_only and not plan.extra_batches and plan.sha256:
+        # Thousands of new sites (a county's first file): the bulk path, one
+        # audit record "load" for them all instead of one per row. The row
+        # report is the plan's either way.
+        chunks = (features[i : i + BULK_CHUNK] for i in range(0, len(features), BULK_CHUNK))
+        return store.load_layers(
+            {plan.layer_id: chunks},
+            actor=actor,
+            source=plan.source,
+            sha256=plan.sha256,
+            action="import",
+            authorize=authorize,
+        )
+    batches = {plan.layer_id: features, **plan.extra_batches}
     return store.write_layers(batches, actor=actor, action="import", authorize=authorize)

@@ -81,12 +81,11 @@ def _utc(moment: dt.datetime) -> str:
 def state_as_of(rt: Runtime, cut: str) -> dict[str, list[StoredFeature]]:
     """The towns and every facility layer as they stood at ``cut`` (UTC text,
     inclusive): one query over the audit trail, plus the live sites the trail
-    has never recorded."""
+    has never recorded (those bulk loads brought are in the trail's answer)."""
     layer_ids = ["towns", *(layer.id for layer in rt.catalog.facility_layers)]
     state = rt.store.features_as_of(cut, layer_ids)
     for layer_id in layer_ids:
-        known = rt.store.audited_ids(layer_id)
-        unrecorded = [f for f in rt.store.all_features(layer_id) if f.id not in known]
+        unrecorded = rt.store.unrecorded_features(layer_id)
         if unrecorded:
             state[layer_id] = sorted([*state[layer_id], *unrecorded], key=lambda f: f.id)
     return state

@@ -226,7 +226,12 @@ class Catalog:
     # -- validation -------------------------------------------------------
 
     def validate_feature(
-        self, layer_id: str, feature: Any, town_codes: set[str] | frozenset[str] | None = None
+        self,
+        layer_id: str,
+        feature: Any,
+        town_codes: set[str] | frozenset[str] | None = None,
+        *,
+        memo: dict[Any, Any] | None = None,
     ) -> ValidFeature:
         """Check ``feature`` (a GeoJSON Feature dict) against its layer.
 
@@ -240,6 +245,11 @@ class Catalog:
         restores), so this is where control characters are refused: in any
         property's value, an extra property's name, and anything nested in
         an extra value (``CONTROL_CHARACTERS``).
+
+        ``memo``: a dict the caller passes to many calls for one layer with the
+        same ``town_codes`` (a bulk load's chunk): a catalog property's value
+        seen before (the same kind, town, opening hours on thousands of rows)
+        is not checked again; the answer is the same as without it.
         """
         layer = self.layer(layer_id)
         problems: list[FieldProblem] = []
@@ -258,18 +268,22 @@ class Catalog:
         clean: dict[str, Any] = {}
         for name, spec in layer.properties.items():
             value = props.get(name)
-            found = _find_control(value, self.limits.max_extra_depth)
-            if found is not None:
-                problems.append(FieldProblem(name, control_message(found[1])))
+            key = _memo_key(name, value) if memo is not None else None
+            if key is not None and key in memo:
+                checked, found_problems = memo[key]
+                problems += found_problems
+                if checked is not _REFUSED:
+                    clean[name] = list(checked) if isinstance(checked, list) else checked
                 continue
-            if _is_blank(value):
-                if spec.required:
-                    problems.append(FieldProblem(name, "is required", f"{spec.zh}为必填项"))
-                else:
-                    clean[name] = [] if spec.type == "list" else None
-                continue
-            checked = self._check_value(layer, spec, value, problems, town_codes)
-            clean[name] = checked
+            before = len(problems)
+            checked = self._check_property(layer, spec, value, problems, town_codes)
+            if checked is not _REFUSED:
+                clean[name] = checked
+            if key is not None:
+                memo[key] = (
+                    list(checked) if isinstance(checked, list) else checked,
+                    problems[before:],
+                )
         extras = {name: value for name, value in props.items() if name not in layer.properties}
         clean.update(_check_extras(extras, self.limits, problems))
         feature_id = clean.get("id")
@@ -279,6 +293,26 @@ class Catalog:
             shown = printable(str(feature_id)) if feature_id else None
             raise InvalidFeature(shown, problems)
         return ValidFeature(id=str(feature_id), properties=clean, geometry=geometry)
+
+    def _check_property(
+        self,
+        layer: Layer,
+        spec: PropertySpec,
+        value: Any,
+        problems: list[FieldProblem],
+        town_codes: Any,
+    ) -> Any:
+        """One catalog property's clean value, or ``_REFUSED`` when it is left out."""
+        found = _find_control(value, self.limits.max_extra_depth)
+        if found is not None:
+            problems.append(FieldProblem(spec.name, control_message(found[1])))
+            return _REFUSED
+        if _is_blank(value):
+            if spec.required:
+                problems.append(FieldProblem(spec.name, "is required", f"{spec.zh}为必填项"))
+                return _REFUSED
+            return [] if spec.type == "list" else None
+        return self._check_value(layer, spec, value, problems, town_codes)
 
     def _check_value(
         self,
@@ -405,6 +439,20 @@ class Catalog:
                 )
                 return value
         raise CatalogError(f"unknown property type {kind!r}")  # pragma: no cover
+
+
+#: A catalog property left out of the clean properties (a problem was found).
+_REFUSED = object()
+
+
+def _memo_key(name: str, value: Any) -> tuple[Any, ...] | None:
+    """A memo key for a property's value: scalars and lists of text (the type
+    is part of it: ``True == 1``); None for anything else, checked every time."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return (name, type(value), value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return (name, list, tuple(value))
+    return None
 
 
 def _is_blank(value: Any) -> bool:
@@ -542,6 +590,12 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+_OUT_OF_RANGE = (
+    "coordinates out of range: longitude must be within ±180 and "
+    "latitude within ±90 (WGS-84, lon/lat order)"
+)
+
+
 def _allowed_geometries(layer: Layer, kind: Any) -> frozenset[str]:
     if layer.is_context:
         if isinstance(kind, str) and kind in layer.kind_geometries:
@@ -567,6 +621,23 @@ def _check_geometry(
             )
         )
         return None
+    coordinates = geometry.get("coordinates")
+    if (
+        gtype == "Point"
+        and isinstance(coordinates, list | tuple)
+        and len(coordinates) == 2
+        and all(type(c) in (int, float) for c in coordinates)
+    ):
+        # The common case of millions (a national load), without GeoJSON parsing:
+        # the same checks, the same messages as below.
+        x, y = coordinates
+        if not (math.isfinite(x) and math.isfinite(y)):
+            problems.append(FieldProblem("geometry", "has non-finite coordinates"))
+            return None
+        if not (-180 <= x <= 180 and -90 <= y <= 90):
+            problems.append(FieldProblem("geometry", _OUT_OF_RANGE))
+            return None
+        return shapely.Point(x, y)
     try:
         geom = shape(geometry)
     except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException):
@@ -582,13 +653,7 @@ def _check_geometry(
     lon_ok = ((coords[:, 0] >= -180) & (coords[:, 0] <= 180)).all()
     lat_ok = ((coords[:, 1] >= -90) & (coords[:, 1] <= 90)).all()
     if not (lon_ok and lat_ok):
-        problems.append(
-            FieldProblem(
-                "geometry",
-                "coordinates out of range: longitude must be within ±180 and "
-                "latitude within ±90 (WGS-84, lon/lat order)",
-            )
-        )
+        problems.append(FieldProblem("geometry", _OUT_OF_RANGE))
         return None
     if gtype in _POLYGON_TYPES and not geom.is_valid:
         problems.append(

@@ -162,6 +162,8 @@ class ImportPlan:
     #: are the layer's features of other kinds, written back unchanged.
     replace_kind: str | None = None
     kept: list[ValidFeature] = field(default_factory=list)
+    #: The file's SHA-256 (hex), kept in the audit record of a bulk import.
+    sha256: str = ""
 
     @property
     def errors(self) -> list[RowReport]:
@@ -1079,4 +1081,5 @@ def plan_rows(
     suspicion = _gcj_suspicion(reports, features, ctx)
     if suspicion:
         notes.append(suspicion)
-    return ImportPlan(layer.id, table.name, crs, reports, features, notes)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return ImportPlan(layer.id, table.name, crs, reports, features, notes, sha256=digest)

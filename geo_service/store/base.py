@@ -420,6 +420,33 @@ class Store(ABC):
     def _bump(self, conn: Any, layer: Layer) -> None:
         """Advance the layer's change counter (and any cached extent)."""
 
+    @abstractmethod
+    def _has_rows(self, conn: Any, layer: Layer) -> bool:
+        """Whether the layer holds any feature now."""
+
+    @abstractmethod
+    def _handles(self, conn: Any, layer: Layer, ids: Sequence[str]) -> dict[str, Any]:
+        """The handles of those of ``ids`` the layer holds now, by id."""
+
+    @abstractmethod
+    def _insert_many(
+        self, conn: Any, layer: Layer, features: Sequence[ValidFeature]
+    ) -> tuple[int, int]:
+        """Insert new features at revision 1 in bulk (``COPY``, ``executemany``;
+        spatial index filled for them): their handles are one consecutive
+        range, returned as (first, last)."""
+
+    @abstractmethod
+    def _live_in_range(self, conn: Any, layer: Layer, first: int, last: int) -> list[StoredFeature]:
+        """The live features whose handle lies in ``first..last``."""
+
+    @abstractmethod
+    def stream_features(
+        self, layer_id: str, *, chunk: int = 10_000
+    ) -> Iterator[list[StoredFeature]]:
+        """Every live feature of a layer, ``chunk`` at a time, in the order they
+        were stored: a whole national layer without holding it in memory."""
+
     # -- writes ----------------------------------------------------------------------
 
     def write_layers(
@@ -502,6 +529,101 @@ class Store(ABC):
             {layer_id: features}, actor=actor, action=action, replace=replace, authorize=authorize
         )[layer_id]
 
+    def load_layers(
+        self,
+        batches: dict[str, Iterable[Sequence[ValidFeature]]],
+        *,
+        actor: str,
+        source: str,
+        sha256: str,
+        action: str = "load",
+        authorize: Callable[[StoredFeature | None, ValidFeature | None], None] | None = None,
+    ) -> dict[str, WriteResult]:
+        """Load features, a chunk at a time, into several layers in ONE
+        transaction: either everything lands or nothing (a crash midway too).
+
+        Ids new to a layer go in bulk (``_insert_many``: ``COPY`` or batched
+        inserts, the spatial index filled after the rows) and get NO audit
+        record each: one record per layer per load instead, action ``load``,
+        ``feature_id`` "" and ``after`` the counts, ``source`` (the file's
+        name), its ``sha256`` and ``fids`` (the handle range the bulk rows
+        took, which tells the history readers which live rows it brought).
+        An id the layer already holds is an edit with history: updated (or
+        left alone when equal) and audited row by row, as ``write_layers``
+        does. Refused, naming the id, and nothing written: an id given twice,
+        or the id of a deleted feature (reserved for its restore). The
+        features come validated: the caller knows what to check them against.
+        The layer's version moves once. ``action`` names the per-row records
+        of updates (``import`` for a large import); ``authorize(before, new)``
+        means what it means in ``write_layers``."""
+        layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
+        results = {layer_id: WriteResult() for layer_id in batches}
+        with self._transaction() as conn:
+            for layer_id, chunks in batches.items():
+                layer, result = layers[layer_id], results[layer_id]
+                self._lock_layer(conn, layer)
+                # The national case is an empty layer: no lookup per chunk then.
+                had_rows = self._has_rows(conn, layer)
+                reserved = self._audited_ids(conn, layer.id)
+                seen: set[str] = set()
+                spans: list[tuple[int, int]] = []
+                for chunk in chunks:
+                    present = self._handles(conn, layer, [f.id for f in chunk]) if had_rows else {}
+                    fresh: list[ValidFeature] = []
+                    for feature in chunk:
+                        if feature.id in seen:
+                            raise InvalidParameter(
+                                "id",
+                                f"{layer.id}: feature id {feature.id!r} appears twice in {source}",
+                            )
+                        seen.add(feature.id)
+                        if feature.id in present:
+                            found = self._read(conn, layer, feature.id)
+                            assert found is not None
+                            handle, before = found
+                            if authorize is not None:
+                                authorize(before, feature)
+                            if same_content(layer, before, feature):
+                                result.unchanged.append(feature.id)
+                                continue
+                            after = self._update(conn, layer, handle, feature, before.revision + 1)
+                            self._audit(conn, actor, action, before, after)
+                            result.updated.append(feature.id)
+                            continue
+                        if authorize is not None:
+                            authorize(None, feature)
+                        if feature.id in reserved:
+                            raise Conflict(
+                                f"{layer.id}: {feature.id} in {source} is the id of a deleted "
+                                "feature: it stays reserved for its restore "
+                                f"(geo-service restore {feature.id}); nothing was loaded"
+                            )
+                        else:
+                            fresh.append(feature)
+                    if fresh:
+                        spans.append(self._insert_many(conn, layer, fresh))
+                        result.inserted.extend(f.id for f in fresh)
+                if result.inserted:
+                    summary = {
+                        "bulk": True,
+                        "inserted": len(result.inserted),
+                        "updated": len(result.updated),
+                        "unchanged": len(result.unchanged),
+                        "source": source,
+                        "sha256": sha256,
+                        "fids": [min(s[0] for s in spans), max(s[1] for s in spans)],
+                    }
+                    self._sql(
+                        conn,
+                        "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, "
+                        "town_code, previous_town_code, before, after) "
+                        "VALUES (?, ?, 'load', ?, '', NULL, NULL, NULL, ?)",
+                        [now(), actor, layer.id, orjson.dumps(summary).decode()],
+                    )
+                if result.changed:
+                    self._bump(conn, layer)
+        return results
+
     def change(
         self,
         layer_id: str,
@@ -577,7 +699,10 @@ class Store(ABC):
 
     def _audited_ids(self, conn: Any, layer_id: str) -> set[str]:
         rows = self._sql(
-            conn, "SELECT DISTINCT feature_id FROM gs_audit WHERE layer_id = ?", [layer_id]
+            conn,
+            # A bulk load's one record names no feature ("").
+            "SELECT DISTINCT feature_id FROM gs_audit WHERE layer_id = ? AND feature_id <> ''",
+            [layer_id],
         )
         return {row[0] for row in rows}
 
@@ -627,9 +752,7 @@ class Store(ABC):
         an audit record of its own (``revert``; ``restore`` when the feature
         is deleted now and comes back as that version). The version is checked
         against today's catalog and towns as ``restore`` checks it."""
-        records, _ = self.audit_log(
-            AuditQuery(layer_id=layer_id, feature_id=feature_id, limit=2**62)
-        )
+        records = self.feature_records(layer_id, feature_id)
         if not records:
             raise FeatureNotFound(layer_id, feature_id)
         chosen = next((r for r in records if int(r["seq"]) == seq), None)
@@ -853,28 +976,167 @@ class Store(ABC):
         with self._reading() as conn:
             rows = self._sql(
                 conn,
-                "SELECT layer_id, feature_id, after FROM gs_audit WHERE seq IN ("
+                # The bulk loads done by then come along (feature_id ""): only
+                # a layer that has one needs more reading.
+                "SELECT layer_id, feature_id, after, seq, at, actor FROM gs_audit WHERE seq IN ("
                 f"SELECT max(seq) FROM gs_audit WHERE layer_id IN ({marks}) "
+                "AND feature_id <> '' "
                 "AND (at <= ? OR (action = 'seed' AND before IS NULL)) "
-                "GROUP BY layer_id, feature_id) ORDER BY layer_id, feature_id",
-                [*layers, until],
+                f"GROUP BY layer_id, feature_id) OR (layer_id IN ({marks}) AND feature_id = '' "
+                "AND action = 'load' AND at <= ?) ORDER BY layer_id, feature_id, seq",
+                [*layers, until, *layers, until],
             )
-        for layer_id, feature_id, after in rows:
-            if after is None:  # deleted by then
-                continue
-            data = orjson.loads(after) if isinstance(after, str | bytes) else after
-            out[layer_id].append(
-                StoredFeature(
-                    layer_id,
-                    feature_id,
-                    data["properties"],
-                    shapely.geometry.shape(data["geometry"]),
-                    revision=0,
+            loads: dict[str, list[dict[str, Any]]] = {}
+            for layer_id, feature_id, after, seq, at, actor in rows:
+                if feature_id == "":
+                    load = {"seq": int(seq), "at": at, "actor": actor, "after": _parsed(after)}
+                    loads.setdefault(layer_id, []).append(load)
+            for layer_id, layer_loads in loads.items():
+                out[layer_id] += self._bulk_loaded_as_of(
+                    conn, self.catalog.layer(layer_id), until, layer_loads
                 )
-            )
+        for layer_id, feature_id, after, _seq, _at, _actor in rows:
+            if feature_id == "" or after is None:  # a bulk load; deleted by then
+                continue
+            out[layer_id].append(_from_snapshot(layer_id, feature_id, after))
         for features in out.values():
             features.sort(key=lambda feature: feature.id)
         return out
+
+    # -- bulk-loaded features in the history ---------------------------------------------
+    # A bulk load writes one record per layer (feature_id ""), none per row.
+    # A feature it brought exists from that load's time, as its first own
+    # record's ``before`` holds it (or the live row, when it has none). Which
+    # load brought it: the one whose ``fids`` range holds its live handle, or
+    # for a deleted one, the last load before its first own record.
+
+    def _loads(self, conn: Any, layer_id: str) -> list[dict[str, Any]]:
+        """A layer's bulk-load records, oldest first, ``after`` parsed."""
+        rows = self._sql(
+            conn,
+            "SELECT seq, at, actor, after FROM gs_audit WHERE layer_id = ? AND feature_id = '' "
+            "AND action = 'load' ORDER BY seq",
+            [layer_id],
+        )
+        return [
+            {"seq": int(seq), "at": at, "actor": actor, "after": _parsed(after)}
+            for seq, at, actor, after in rows
+        ]
+
+    @staticmethod
+    def _load_of(
+        loads: list[dict[str, Any]], handle: Any, first_seq: int | None
+    ) -> dict[str, Any] | None:
+        if handle is not None:
+            for load in loads:
+                low, high = load["after"].get("fids") or (0, -1)
+                if low <= int(handle) <= high:
+                    return load
+        if first_seq is not None:
+            earlier = [load for load in loads if load["seq"] < first_seq]
+            return earlier[-1] if earlier else None
+        return None
+
+    def _bulk_loaded_as_of(
+        self, conn: Any, layer: Layer, until: str, loads: list[dict[str, Any]]
+    ) -> list[StoredFeature]:
+        """The features the bulk ``loads`` (those done by ``until``, oldest
+        first) brought into ``layer`` that have no own record at or before
+        ``until``: as loaded."""
+        out: list[StoredFeature] = []
+        # Edited or deleted since, first record after ``until``: its ``before``.
+        rows = self._sql(
+            conn,
+            "SELECT feature_id, seq, before FROM gs_audit WHERE seq IN (SELECT min(seq) "
+            "FROM gs_audit WHERE layer_id = ? AND feature_id <> '' GROUP BY feature_id) "
+            "AND before IS NOT NULL AND at > ?",
+            [layer.id, until],
+        )
+        handles = self._handles(conn, layer, [row[0] for row in rows]) if rows else {}
+        every_load = self._loads(conn, layer.id) if rows else []  # later ones too
+        for feature_id, seq, before in rows:
+            load = self._load_of(every_load, handles.get(feature_id), int(seq))
+            if load is not None and load["at"] <= until:
+                out.append(_from_snapshot(layer.id, feature_id, before))
+        # Never edited: the live row.
+        audited = self._audited_ids(conn, layer.id)
+        for load in loads:
+            low, high = load["after"].get("fids") or (0, -1)
+            for feature in self._live_in_range(conn, layer, low, high):
+                if feature.id not in audited:
+                    out.append(
+                        StoredFeature(layer.id, feature.id, feature.properties, feature.geometry, 0)
+                    )
+        return out
+
+    def unrecorded_features(self, layer_id: str) -> list[StoredFeature]:
+        """Live features the trail knows nothing of: no record of their own and
+        brought by no bulk load (rows stored before there was a trail)."""
+        layer = self.catalog.layer(layer_id)
+        with self._reading() as conn:
+            audited = self._audited_ids(conn, layer.id)
+            spans = [load["after"].get("fids") or (0, -1) for load in self._loads(conn, layer.id)]
+            return [
+                feature
+                for handle, feature in self._read_all(conn, layer)
+                if feature.id not in audited
+                and not any(low <= int(handle) <= high for low, high in spans)
+            ]
+
+    def feature_records(self, layer_id: str, feature_id: str) -> list[dict[str, Any]]:
+        """One feature's audit records, oldest first (as ``audit_log``). A
+        feature a bulk load brought is led by that load in its own terms: the
+        load's ``seq``, time and actor, action ``load``, ``before`` None and
+        ``after`` the feature as loaded, so its history, versions and
+        ``restore_version`` work as for any other feature."""
+        layer = self.catalog.layer(layer_id)
+        records, _ = self.audit_log(
+            AuditQuery(layer_id=layer.id, feature_id=feature_id, limit=2**62)
+        )
+        if records and records[0]["before"] is None:
+            return records  # created by a record of its own
+        with self._reading() as conn:
+            loads = self._loads(conn, layer.id)
+            if not loads:
+                return records
+            handle = self._handles(conn, layer, [feature_id]).get(feature_id)
+            load = self._load_of(loads, handle, int(records[0]["seq"]) if records else None)
+            if load is None:
+                return records
+            if records:
+                loaded = records[0]["before"]
+            elif handle is not None:
+                live = self._read_live(conn, layer, feature_id)
+                loaded = feature_json(live)
+            else:
+                return records
+        subject = _parsed(loaded)
+        town = (
+            feature_id
+            if layer.id == "towns"
+            else (subject.get("properties") or {}).get("town_code")
+        )
+        first = {
+            "seq": load["seq"],
+            "at": load["at"],
+            "actor": load["actor"],
+            "action": "load",
+            "layer_id": layer.id,
+            "feature_id": feature_id,
+            "town_code": town,
+            "previous_town_code": None,
+            "before": None,
+            "after": loaded if isinstance(loaded, str) else orjson.dumps(loaded).decode(),
+        }
+        return [first, *records]
+
+    def _read_live(self, conn: Any, layer: Layer, feature_id: str) -> StoredFeature | None:
+        found = self._handles(conn, layer, [feature_id])
+        if not found:
+            return None
+        handle = found[feature_id]
+        live = self._live_in_range(conn, layer, int(handle), int(handle))
+        return live[0] if live else None
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Any]:
@@ -1336,3 +1598,20 @@ def feature_json(feature: StoredFeature | None) -> str | None:
     if feature is None:
         return None
     return orjson.dumps(feature.geojson()).decode()
+
+
+def _parsed(value: Any) -> Any:
+    """A JSON column as Python (SQLite gives text, PostgreSQL parsed JSON)."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _from_snapshot(layer_id: str, feature_id: str, snapshot: Any) -> StoredFeature:
+    """A feature from an audit record's GeoJSON (revision 0: the trail keeps none)."""
+    data = _parsed(snapshot)
+    return StoredFeature(
+        layer_id,
+        feature_id,
+        data["properties"],
+        shapely.geometry.shape(data["geometry"]),
+        revision=0,
+    )

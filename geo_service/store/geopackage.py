@@ -777,6 +777,86 @@ class GeoPackageStore(Store):
             (*tuple(row), layer.id),
         )
 
+    def _has_rows(self, conn: sqlite3.Connection, layer: Layer) -> bool:
+        return conn.execute(f'SELECT 1 FROM "{layer.id}" LIMIT 1').fetchone() is not None
+
+    def _handles(self, conn: sqlite3.Connection, layer: Layer, ids: Sequence[str]):
+        rows = conn.execute(
+            f'SELECT "id", fid FROM "{layer.id}" WHERE "id" IN (SELECT value FROM json_each(?))',
+            (orjson.dumps(list(ids)).decode(),),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def _insert_many(
+        self, conn: sqlite3.Connection, layer: Layer, features: Sequence[ValidFeature]
+    ) -> tuple[int, int]:
+        # The R-tree triggers would call the Python ST_MinX... four times per
+        # row; they are dropped for the insert and the R-tree is filled from
+        # the geometries known here (as GDAL defers it on bulk loads), then
+        # the triggers are created again, all inside the caller's
+        # transaction: no other connection ever sees the table without them.
+        rtree = f"rtree_{layer.id}_geom"
+        triggers = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
+            "AND name LIKE ?",
+            (layer.id, f"{rtree}_%"),
+        ).fetchall()
+        for name, _sql in triggers:
+            conn.execute(f'DROP TRIGGER "{name}"')
+        # Past every fid ever used (AUTOINCREMENT never reuses one).
+        first = conn.execute(
+            f'SELECT max(coalesce((SELECT max(fid) FROM "{layer.id}"), 0), coalesce((SELECT '
+            "seq FROM sqlite_sequence WHERE name = ?), 0)) + 1",
+            (layer.id,),
+        ).fetchone()[0]
+        geometries = [stored_geometry(layer, f.geometry) for f in features]
+        # Every column of the table, whichever properties each feature has.
+        columns = [n for n in layer.properties if n != "id"] + ["geom", "extra"]
+        names = ", ".join(f'"{n}"' for n in ["fid", "id", *columns])
+        marks = ", ".join("?" for _ in range(len(columns) + 2))
+        conn.executemany(
+            f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
+            [
+                [first + i, f.id, *map(self._feature_values(layer, f).get, columns)]
+                for i, f in enumerate(features)
+            ],
+        )
+        bounds = shapely.bounds(geometries)
+        conn.executemany(
+            f'INSERT INTO "{rtree}" VALUES (?, ?, ?, ?, ?)',
+            [
+                (first + i, minx, maxx, miny, maxy)
+                for i, (minx, miny, maxx, maxy) in enumerate(bounds.tolist())
+                if minx == minx  # NaN: an empty geometry has no R-tree entry
+            ],
+        )
+        for _name, sql in triggers:
+            conn.execute(sql)
+        return first, first + len(features) - 1
+
+    def _live_in_range(self, conn: sqlite3.Connection, layer: Layer, first: int, last: int):
+        rows = conn.execute(
+            f'SELECT * FROM "{layer.id}" WHERE fid BETWEEN ? AND ? ORDER BY fid', (first, last)
+        ).fetchall()
+        return [self._row_to_feature(layer, row) for row in rows]
+
+    def stream_features(
+        self, layer_id: str, *, chunk: int = 10_000
+    ) -> Iterator[list[StoredFeature]]:
+        layer = self.catalog.layer(layer_id)
+        after = 0
+        while True:
+            # A page per borrow: the pool's connection is never held between chunks.
+            with self._reading() as conn:
+                rows = conn.execute(
+                    f'SELECT * FROM "{layer.id}" WHERE fid > ? ORDER BY fid LIMIT ?',
+                    (after, chunk),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1]["fid"]
+            yield [self._row_to_feature(layer, row) for row in rows]
+
     # -- maintenance ---------------------------------------------------------------
 
     def check(self) -> list[str]:
@@ -792,6 +872,39 @@ class GeoPackageStore(Store):
                 verdict = conn.execute("SELECT rtreecheck(?)", (name,)).fetchone()[0]
                 if verdict != "ok":
                     problems.append(f"{name}: {verdict}")
+                problems += self._rtree_problems(conn, layer_id)
+        return problems
+
+    def _rtree_problems(self, conn: sqlite3.Connection, layer_id: str) -> list[str]:
+        """The R-tree against its table (``rtreecheck`` only checks the tree
+        itself): its triggers present, an entry for every row with a geometry
+        and none for a row that is gone (what a bulk load fills by hand)."""
+        name = f"rtree_{layer_id}_geom"
+        problems = []
+        triggers = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+                (layer_id,),
+            )
+        }
+        expected = {
+            f"{name}_{t}" for t in ("insert", "update1", "update2", "update3", "update4", "delete")
+        }
+        if missing := sorted(expected - triggers):
+            problems.append(f"{name}: triggers missing: {', '.join(missing)}")
+        unindexed = conn.execute(
+            f'SELECT count(*) FROM "{layer_id}" AS f WHERE f.geom IS NOT NULL AND NOT EXISTS '
+            f'(SELECT 1 FROM "{name}" AS r WHERE r.id = f.fid)'
+        ).fetchone()[0]
+        if unindexed:
+            problems.append(f"{name}: {unindexed} rows of {layer_id} are not in the R-tree")
+        orphans = conn.execute(
+            f'SELECT count(*) FROM "{name}" AS r WHERE NOT EXISTS '
+            f'(SELECT 1 FROM "{layer_id}" AS f WHERE f.fid = r.id)'
+        ).fetchone()[0]
+        if orphans:
+            problems.append(f"{name}: {orphans} entries name no row of {layer_id}")
         return problems
 
     def backup(self, target: Path) -> None:

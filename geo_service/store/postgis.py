@@ -671,6 +671,60 @@ class PostGISStore(Store):
         # if) it commits: every listening process learns of the change then.
         conn.execute("SELECT pg_notify(%s, %s)", (self.channel, layer.id))
 
+    def _has_rows(self, conn, layer: Layer) -> bool:
+        return conn.execute(f"SELECT 1 FROM {self._table(layer)} LIMIT 1").fetchone() is not None
+
+    def _handles(self, conn, layer: Layer, ids: Sequence[str]):
+        rows = conn.execute(
+            f"SELECT id, fid FROM {self._table(layer)} WHERE id = ANY(%s)", (list(ids),)
+        )
+        return dict(rows.fetchall())
+
+    def _insert_many(self, conn, layer: Layer, features: Sequence[ValidFeature]) -> tuple[int, int]:
+        table = self._table(layer)
+        # A block of fids taken at once: writers of the layer wait on
+        # _lock_layer, so the block is this load's alone and consecutive.
+        (last,) = conn.execute(
+            "SELECT setval(pg_get_serial_sequence(%s, 'fid'), "
+            "nextval(pg_get_serial_sequence(%s, 'fid')) + %s - 1)",
+            (table, table, len(features)),
+        ).fetchone()
+        first = last - len(features) + 1
+        geometries = shapely.set_srid(
+            np.array([stored_geometry(layer, f.geometry) for f in features], dtype=object), 4326
+        )
+        ewkb = shapely.to_wkb(geometries, hex=True, include_srid=True)
+        with conn.cursor().copy(f"COPY {table} (fid, id, props, geom) FROM STDIN") as copy:
+            for i, (feature, hexwkb) in enumerate(zip(features, ewkb, strict=True)):
+                props = _stored_properties(layer, feature.properties)
+                copy.write_row((first + i, feature.id, orjson.dumps(props).decode(), hexwkb))
+        return first, last
+
+    def _live_in_range(self, conn, layer: Layer, first: int, last: int):
+        rows = conn.execute(
+            f"SELECT {self._COLUMNS} FROM {self._table(layer)} WHERE fid BETWEEN %s AND %s "
+            "ORDER BY fid",
+            (first, last),
+        ).fetchall()
+        return [self._feature(layer, row) for row in rows]
+
+    def stream_features(
+        self, layer_id: str, *, chunk: int = 10_000
+    ) -> Iterator[list[StoredFeature]]:
+        layer = self.catalog.layer(layer_id)
+        after = 0
+        while True:
+            # A page per borrow: the pool's connection is never held between chunks.
+            rows = self._fetchall(
+                f"SELECT {self._COLUMNS} FROM {self._table(layer)} WHERE fid > %s "
+                "ORDER BY fid LIMIT %s",
+                (after, chunk),
+            )
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [self._feature(layer, row) for row in rows]
+
     def check(self) -> list[str]:
         """Geometries PostGIS finds invalid, per layer (the database checks the rest)."""
         problems = []

@@ -19,7 +19,7 @@
       restoring: "正在恢复……", restored: "已恢复到 {when} 的版本（新版本由您保存）。",
       conflict: "有人刚修改了这个站点，已重新加载历史，请确认后再恢复。",
       forbidden: "您无权恢复这个站点。", empty: "（空）", yes: "是", no: "否", town: "所在镇街：{town}", back: "返回站点",
-      actions: { seed: "初始数据", create: "新增", replace: "修改", patch: "修改", upsert: "导入更新", "import": "导入", "delete": "删除", revert: "恢复版本", restore: "恢复已删除站点" },
+      actions: { seed: "初始数据", create: "新增", replace: "修改", patch: "修改", upsert: "导入更新", "import": "导入", "delete": "删除", revert: "恢复版本", restore: "恢复已删除站点", load: "批量导入" },
       position: "位置"
     },
     en: {
@@ -32,7 +32,7 @@
       restoring: "Restoring…", restored: "Restored to the version of {when} (saved as a new version by you).",
       conflict: "Someone just changed this site: the history was reloaded, check it and restore again.",
       forbidden: "You may not restore this site.", empty: "(empty)", yes: "yes", no: "no", town: "Town: {town}", back: "Back to Sites",
-      actions: { seed: "Initial data", create: "Created", replace: "Changed", patch: "Changed", upsert: "Import update", "import": "Imported", "delete": "Deleted", revert: "Restored a version", restore: "Restored after deletion" },
+      actions: { seed: "Initial data", create: "Created", replace: "Changed", patch: "Changed", upsert: "Import update", "import": "Imported", "delete": "Deleted", revert: "Restored a version", restore: "Restored after deletion", load: "Bulk load" },
       position: "Position"
     }
   });
