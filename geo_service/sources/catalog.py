@@ -19,7 +19,9 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import math
 import re
 import tomllib
@@ -45,6 +47,7 @@ from geo_service.sources.hours import to_opening_hours
 
 __all__ = [
     "CONTROL_CHARACTERS",
+    "CONTROL_IN_JSON",
     "FILTERABLE_TYPES",
     "Catalog",
     "Layer",
@@ -91,6 +94,15 @@ _TYPES = {
 #: the others hide or reorder text on screens and drive terminals. (Format
 #: characters such as U+202E are text, kept and shown inert.)
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+#: ``CONTROL_CHARACTERS`` in UTF-8 JSON text, as orjson writes it: C0
+#: escaped (``\n``, ``\u0007``), DEL and C1 raw, any of them raw or escaped
+#: by another writer. One search over a row's serialized values; it may find
+#: one that is not there (an escaped backslash before an ``n``), never misses one.
+CONTROL_IN_JSON = re.compile(
+    rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]|\\(?:[bfnrt]|u00[01][0-9a-fA-F]|u007[fF]|u00[89][0-9a-fA-F])"
+)
 
 
 def control_character(text: str) -> str | None:
@@ -219,6 +231,31 @@ class Catalog:
     @cached_property
     def facility_layers(self) -> list[Layer]:
         return [layer for layer in self.layers.values() if layer.is_facility]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of what validation depends on: every layer's geometry, kinds
+        and properties (name, type, required, value list), the value lists,
+        the town code prefix and the write limits; labels are left out. Two
+        catalogs with one fingerprint accept exactly the same features."""
+        definition = {
+            "town_code_prefix": self.town_code_prefix,
+            "limits": dataclasses.asdict(self.limits),
+            "values": {name: sorted(labels) for name, labels in self.values.items()},
+            "layers": {
+                layer.id: {
+                    "geometry": layer.geometry,
+                    "kinds": sorted(layer.kinds),
+                    "kind_geometries": {k: sorted(v) for k, v in layer.kind_geometries.items()},
+                    "properties": [
+                        [spec.name, spec.type, spec.required, spec.values]
+                        for spec in layer.properties.values()
+                    ],
+                }
+                for layer in self.layers.values()
+            },
+        }
+        return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def layer_file(self, layer_id: str) -> Path:
         return self.directory / self.layer(layer_id).file

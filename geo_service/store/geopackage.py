@@ -32,7 +32,14 @@ from geo_service.sources.catalog import Catalog, Layer, PropertySpec, ValidFeatu
 from geo_service.store.base import BBox, Page, Store, StoredFeature, stored_geometry
 from geo_service.store.filtering import Filter, SqlDialect, register_sqlite_functions
 
-__all__ = ["GeoPackageStore"]
+__all__ = [
+    "GeoPackageStore",
+    "blob_wkb",
+    "column_specs",
+    "package_columns",
+    "package_properties",
+    "point_blob_position",
+]
 
 _SRS_ID = 4326
 _WGS84_WKT = (
@@ -42,6 +49,7 @@ _WGS84_WKT = (
     'AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]'
 )
 _SCHEMA_VERSION = "1"
+_MIXED = "mixed"  # gs_meta catalog: rows checked against more than one catalog
 
 _GPKG_CORE = """
 CREATE TABLE IF NOT EXISTS gpkg_spatial_ref_sys (
@@ -99,25 +107,40 @@ _SQL_TYPES = {"boolean": "BOOLEAN", "integer": "INTEGER", "date": "DATE"}
 # -- GeoPackage geometry blobs (GPKG spec 2.1.3) ------------------------------
 
 
+#: A point's blob header: little-endian, no envelope, EPSG:4326.
+_POINT_HEADER = struct.pack("<2sBBi", b"GP", 0, 0b00000001, _SRS_ID)
+
+
 def _to_blob(geometry: BaseGeometry) -> bytes:
     if geometry.geom_type == "Point":
-        header = struct.pack("<2sBBi", b"GP", 0, 0b00000001, _SRS_ID)
-        return header + shapely.to_wkb(geometry, byte_order=1, flavor="iso")
+        return _POINT_HEADER + shapely.to_wkb(geometry, byte_order=1, flavor="iso")
     minx, miny, maxx, maxy = geometry.bounds
     header = struct.pack("<2sBBi4d", b"GP", 0, 0b00000011, _SRS_ID, minx, maxx, miny, maxy)
     return header + shapely.to_wkb(geometry, byte_order=1, flavor="iso")
 
 
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+_POINT_WKB = struct.Struct("<BIdd")
+
+
+def blob_wkb(blob: bytes) -> bytes:
+    """The WKB inside a GeoPackage geometry blob (its header sliced off)."""
+    envelope = _ENVELOPE_BYTES[(blob[3] >> 1) & 0b111]
+    return bytes(blob[8 + envelope :])
 
 
 def _from_blob(blob: bytes) -> BaseGeometry:
-    flags = blob[3]
-    envelope = _ENVELOPE_BYTES[(flags >> 1) & 0b111]
-    return shapely.from_wkb(bytes(blob[8 + envelope :]))
+    return shapely.from_wkb(blob_wkb(blob))
 
 
-_POINT_WKB = struct.Struct("<BIdd")
+def point_blob_position(blob: Any) -> tuple[float, float] | None:
+    """A point blob's lon/lat read straight from its bytes, or None when the
+    blob is anything else (another geometry, an envelope, big-endian, not
+    bytes): what this store writes for every point."""
+    if type(blob) is not bytes or len(blob) != 29 or not blob.startswith(_POINT_HEADER):
+        return None
+    order, kind, x, y = _POINT_WKB.unpack_from(blob, 8)
+    return (x, y) if order == 1 and kind == 1 else None
 
 
 def _blob_bounds(blob: bytes | None) -> tuple[float, float, float, float] | None:
@@ -380,10 +403,28 @@ class GeoPackageStore(Store):
                 conn.execute("ALTER TABLE gs_audit ADD COLUMN previous_town_code TEXT")
             for layer in self.catalog.layers.values():
                 self._ensure_table(conn, layer)
+            self._record_catalog(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _record_catalog(self, conn: sqlite3.Connection) -> None:
+        """Which catalog the rows were checked against (``validated_against``):
+        this one for an empty file; for rows checked against another catalog
+        or an unrecorded one, "mixed", never to match again."""
+        fingerprint = self.catalog.fingerprint
+        row = conn.execute("SELECT value FROM gs_meta WHERE key = 'catalog'").fetchone()
+        if row is not None and row[0] == fingerprint:
+            return
+        empty = all(
+            conn.execute(f'SELECT 1 FROM "{layer_id}" LIMIT 1').fetchone() is None
+            for layer_id in self.catalog.layers
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO gs_meta VALUES ('catalog', ?)",
+            (fingerprint if empty else _MIXED,),
+        )
 
     def _ensure_table(self, conn: sqlite3.Connection, layer: Layer) -> None:
         exists = conn.execute(
@@ -427,13 +468,8 @@ class GeoPackageStore(Store):
     # -- row mapping ----------------------------------------------------------
 
     def _row_to_feature(self, layer: Layer, row: sqlite3.Row) -> StoredFeature:
-        props: dict[str, Any] = {"id": row["id"]}
-        for spec in layer.properties.values():
-            if spec.name == "id":
-                continue
-            props[spec.name] = _decode(spec, row[spec.name])
-        if row["extra"]:
-            props.update(orjson.loads(row["extra"]))
+        specs = column_specs(layer)
+        props = package_properties(specs, [row["id"], *(row[s.name] for s in specs), row["extra"]])
         return StoredFeature(
             layer_id=layer.id,
             id=row["id"],
@@ -441,6 +477,14 @@ class GeoPackageStore(Store):
             geometry=_from_blob(row["geom"]),
             revision=row["revision"],
         )
+
+    def _bulk_rows(self, layer: Layer, features: Sequence[ValidFeature]) -> list[tuple]:
+        # The per-row encoder, in the table's column order (package_columns).
+        columns = package_columns(layer)[1:]
+        return [(f.id, *map(self._feature_values(layer, f).get, columns)) for f in features]
+
+    def _bulk_rows_of_package(self, layer: Layer, rows: Sequence[tuple]) -> list[tuple]:
+        return list(rows)  # already this store's own encoding
 
     def _feature_values(self, layer: Layer, feature: ValidFeature) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -652,14 +696,12 @@ class GeoPackageStore(Store):
         )
         return {row[0]: row[1] for row in rows}
 
-    def _insert_many(
-        self, conn: sqlite3.Connection, layer: Layer, features: Sequence[ValidFeature]
-    ) -> tuple[int, int]:
+    def _insert_rows(self, conn: sqlite3.Connection, layer: Layer, rows: Sequence[tuple]):
         # The R-tree triggers would call the Python ST_MinX... four times per
         # row; they are dropped for the insert and the R-tree is filled from
-        # the geometries known here (as GDAL defers it on bulk loads), then
-        # the triggers are created again, all inside the caller's
-        # transaction: no other connection ever sees the table without them.
+        # the blobs here (as GDAL defers it on bulk loads), then the triggers
+        # are created again, all inside the caller's transaction: no other
+        # connection ever sees the table without them.
         rtree = f"rtree_{layer.id}_geom"
         triggers = conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
@@ -674,36 +716,63 @@ class GeoPackageStore(Store):
             "seq FROM sqlite_sequence WHERE name = ?), 0)) + 1",
             (layer.id,),
         ).fetchone()[0]
-        geometries = [stored_geometry(layer, f.geometry) for f in features]
         # Every column of the table, whichever properties each feature has.
-        columns = [n for n in layer.properties if n != "id"] + ["geom", "extra"]
-        names = ", ".join(f'"{n}"' for n in ["fid", "id", *columns])
-        marks = ", ".join("?" for _ in range(len(columns) + 2))
+        columns = package_columns(layer)
+        names = ", ".join(f'"{n}"' for n in ["fid", *columns])
+        marks = ", ".join("?" for _ in range(len(columns) + 1))
+        fids = range(first, first + len(rows))
         conn.executemany(
             f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
-            [
-                [first + i, f.id, *map(self._feature_values(layer, f).get, columns)]
-                for i, f in enumerate(features)
-            ],
+            [(fid, *row) for fid, row in zip(fids, rows, strict=True)],
         )
-        bounds = shapely.bounds(geometries)
+        geom = len(columns) - 2
+        # The bounds the triggers would take; an empty geometry has no entry.
+        boxes = [(fid, _blob_bounds(row[geom])) for fid, row in zip(fids, rows, strict=True)]
         conn.executemany(
             f'INSERT INTO "{rtree}" VALUES (?, ?, ?, ?, ?)',
-            [
-                (first + i, minx, maxx, miny, maxy)
-                for i, (minx, miny, maxx, maxy) in enumerate(bounds.tolist())
-                if minx == minx  # NaN: an empty geometry has no R-tree entry
-            ],
+            [(fid, b[0], b[2], b[1], b[3]) for fid, b in boxes if b is not None],
         )
         for _name, sql in triggers:
             conn.execute(sql)
-        return first, first + len(features) - 1
+        return first, first + len(rows) - 1
 
     def _live_in_range(self, conn: sqlite3.Connection, layer: Layer, first: int, last: int):
         rows = conn.execute(
             f'SELECT * FROM "{layer.id}" WHERE fid BETWEEN ? AND ? ORDER BY fid', (first, last)
         ).fetchall()
         return [self._row_to_feature(layer, row) for row in rows]
+
+    def stream_rows(self, layer_id: str, *, chunk: int = 10_000) -> Iterator[list[tuple]]:
+        """Every row of a layer as the table holds it (``package_columns``:
+        id, catalog properties, geometry blob, extra JSON), ``chunk`` at a
+        time, in the order they were stored: a bulk load's raw read."""
+        layer = self.catalog.layer(layer_id)
+        names = ", ".join(f'"{n}"' for n in package_columns(layer))
+        after = 0
+        while True:
+            # A page per borrow, as stream_features.
+            with self._reading() as conn:
+                cursor = conn.execute(
+                    f'SELECT fid, {names} FROM "{layer.id}" WHERE fid > ? ORDER BY fid LIMIT ?',
+                    (after, chunk),
+                )
+                cursor.row_factory = None  # plain tuples
+                rows = cursor.fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [row[1:] for row in rows]
+
+    def validated_against(self) -> str | None:
+        """The fingerprint (``Catalog.fingerprint``) of the catalog every row
+        of this file was checked against when written, or None when unknown
+        (rows from before it was recorded, or from more than one catalog)."""
+        with self._reading() as conn:
+            meta = dict(conn.execute("SELECT key, value FROM gs_meta").fetchall())
+        if meta.get("schema_version") != _SCHEMA_VERSION:
+            return None
+        recorded = meta.get("catalog")
+        return recorded if recorded and recorded != _MIXED else None
 
     def stream_features(
         self, layer_id: str, *, chunk: int = 10_000
@@ -777,6 +846,28 @@ class GeoPackageStore(Store):
         one snapshot (in WAL mode readers and the writer never block each other)."""
         with self._reading() as conn:
             conn.execute("VACUUM INTO ?", (str(target),))
+
+
+def package_columns(layer: Layer) -> list[str]:
+    """The columns a layer's row is written and read with, in order: id, the
+    catalog properties, the geometry blob, the extras as JSON."""
+    return ["id", *(name for name in layer.properties if name != "id"), "geom", "extra"]
+
+
+def column_specs(layer: Layer) -> list[PropertySpec]:
+    return [spec for spec in layer.properties.values() if spec.name != "id"]
+
+
+def package_properties(specs: Sequence[PropertySpec], values: Sequence[Any]) -> dict[str, Any]:
+    """A row's properties as the store gives them back (catalog properties in
+    catalog order, then the extras sorted): ``values`` are the id, the
+    columns of ``specs`` (the catalog properties but id) and the extra JSON."""
+    props: dict[str, Any] = {"id": values[0]}
+    for spec, value in zip(specs, values[1:-1], strict=True):
+        props[spec.name] = _decode(spec, value)
+    if values[-1]:
+        props.update(orjson.loads(values[-1]))
+    return props
 
 
 def _encode(spec: PropertySpec, value: Any) -> Any:

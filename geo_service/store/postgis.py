@@ -15,6 +15,7 @@ workers stay well under PostgreSQL's ``max_connections``.
 from __future__ import annotations
 
 import re
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -29,8 +30,23 @@ from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 from geo_service.store.base import BBox, Page, Store, StoredFeature, normalised, stored_geometry
 from geo_service.store.filtering import Filter, SqlDialect
+from geo_service.store.geopackage import blob_wkb, column_specs, package_properties
 
 __all__ = ["PostGISStore"]
+
+
+_EWKB_SRID = struct.pack("<I", 4326)
+
+
+def _ewkb_hex(wkb: bytes) -> str:
+    """Little-endian 2D WKB as the hex EWKB ``COPY`` takes for a geometry
+    column of SRID 4326: the SRID flag and the SRID spliced in after the
+    type; anything else through shapely."""
+    (kind,) = struct.unpack_from("<I", wkb, 1) if wkb[0] == 1 else (1 << 31,)
+    if kind < 1000:
+        return (wkb[:1] + struct.pack("<I", kind | 0x20000000) + _EWKB_SRID + wkb[5:]).hex()
+    geometry = shapely.set_srid(shapely.from_wkb(wkb), 4326)
+    return shapely.to_wkb(geometry, hex=True, include_srid=True)
 
 
 def _stored_properties(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
@@ -475,24 +491,39 @@ class PostGISStore(Store):
         )
         return dict(rows.fetchall())
 
-    def _insert_many(self, conn, layer: Layer, features: Sequence[ValidFeature]) -> tuple[int, int]:
+    def _bulk_rows(self, layer: Layer, features: Sequence[ValidFeature]) -> list[tuple]:
+        geometries = [stored_geometry(layer, f.geometry) for f in features]
+        wkbs = shapely.to_wkb(np.array(geometries, dtype=object), byte_order=1, flavor="iso")
+        return [
+            (f.id, orjson.dumps(_stored_properties(layer, f.properties)).decode(), _ewkb_hex(wkb))
+            for f, wkb in zip(features, wkbs, strict=True)
+        ]
+
+    def _bulk_rows_of_package(self, layer: Layer, rows: Sequence[tuple]) -> list[tuple]:
+        # The GeoPackage's own decoder gives the properties in the stored shape.
+        specs = column_specs(layer)
+        return [
+            (
+                row[0],
+                orjson.dumps(package_properties(specs, (*row[:-2], row[-1]))).decode(),
+                _ewkb_hex(blob_wkb(row[-2])),
+            )
+            for row in rows
+        ]
+
+    def _insert_rows(self, conn, layer: Layer, rows: Sequence[tuple]) -> tuple[int, int]:
         table = self._table(layer)
         # A block of fids taken at once: writers of the layer wait on
         # _lock_layer, so the block is this load's alone and consecutive.
         (last,) = conn.execute(
             "SELECT setval(pg_get_serial_sequence(%s, 'fid'), "
             "nextval(pg_get_serial_sequence(%s, 'fid')) + %s - 1)",
-            (table, table, len(features)),
+            (table, table, len(rows)),
         ).fetchone()
-        first = last - len(features) + 1
-        geometries = shapely.set_srid(
-            np.array([stored_geometry(layer, f.geometry) for f in features], dtype=object), 4326
-        )
-        ewkb = shapely.to_wkb(geometries, hex=True, include_srid=True)
+        first = last - len(rows) + 1
         with conn.cursor().copy(f"COPY {table} (fid, id, props, geom) FROM STDIN") as copy:
-            for i, (feature, hexwkb) in enumerate(zip(features, ewkb, strict=True)):
-                props = _stored_properties(layer, feature.properties)
-                copy.write_row((first + i, feature.id, orjson.dumps(props).decode(), hexwkb))
+            for fid, row in enumerate(rows, first):
+                copy.write_row((fid, *row))
         return first, last
 
     def _live_in_range(self, conn, layer: Layer, first: int, last: int):
