@@ -13,7 +13,7 @@ Two ways to check the source's rows, chosen per load:
   target holds nothing of: the rows were validated by the store that wrote
   them, so they are read raw and only the damage a hand edit most likely
   does is looked for, cheaply, in every row: a control character anywhere
-  in its text (``CONTROL_IN_JSON`` over its serialized values), a position
+  in its text (``WITHOUT_CONTROL_CHARACTERS`` over a chunk's text at once), a position
   that is not a point with finite lon/lat in range, a town code the target
   will not know; ids given twice or reserved by a deletion are refused by
   ``load_layers`` as on the full path. A row that fails a cheap check gets
@@ -30,11 +30,11 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
+import numpy as np
 import shapely
 
 from geo_service.errors import FieldProblem, InvalidFeature
-from geo_service.sources.catalog import CONTROL_IN_JSON, Catalog, Layer, ValidFeature
+from geo_service.sources.catalog import WITHOUT_CONTROL_CHARACTERS, Catalog, Layer, ValidFeature
 from geo_service.store import Store, StoredFeature, WriteResult
 from geo_service.store.base import PackageRows
 from geo_service.store.geopackage import (
@@ -43,7 +43,7 @@ from geo_service.store.geopackage import (
     column_specs,
     package_columns,
     package_properties,
-    point_blob_position,
+    point_positions,
 )
 
 __all__ = ["LOAD_CHUNK", "file_sha256", "load_store", "trusted_source"]
@@ -116,33 +116,53 @@ def _checked_rows(
     town_codes: set[str],
     source: str,
 ) -> Iterator[PackageRows]:
-    """The fast path's cheap checks on raw GeoPackage rows (``package_columns``)."""
+    """The fast path's cheap checks on raw GeoPackage rows (``package_columns``),
+    a chunk at a time; a row one of them doubts is validated fully."""
     columns = package_columns(layer)
     geom = columns.index("geom")
     kinds = {name: spec.type for name, spec in layer.properties.items()}
     towns = [i for i, name in enumerate(columns) if kinds.get(name) == "town_code"]
-    row = 0
+    done = 0
     for rows in chunks:
         memo: dict = {}
-        for values in rows:
-            row += 1
-            position = point_blob_position(values[geom])
-            if (
-                position is None
-                or not (-180 <= position[0] <= 180 and -90 <= position[1] <= 90)  # NaN too
-                or any(values[i] is not None and values[i] not in town_codes for i in towns)
-                or _has_control_character(values[:geom] + values[geom + 1 :])
-            ):
-                _validate_row(catalog, layer, values, town_codes, source, row, memo)
+        for i in _doubted(rows, geom, towns, town_codes):
+            _validate_row(catalog, layer, rows[i], town_codes, source, done + i + 1, memo)
+        done += len(rows)
         yield PackageRows(rows)
 
 
-def _has_control_character(values: tuple) -> bool:
-    try:
-        text = orjson.dumps(values)
-    except TypeError:  # not plain column values: full validation says what
-        return True
-    return CONTROL_IN_JSON.search(text) is not None
+def _doubted(rows: list[tuple], geom: int, towns: list[int], town_codes: set[str]) -> list[int]:
+    """The rows of a chunk that fail a cheap check, by index (usually none):
+    a position that is not a point with finite lon/lat in range, a town code
+    not known, a control character in any text, a value of another type
+    than a column of this store holds (a blob where text belongs)."""
+    xy = point_positions([values[geom] for values in rows])
+    doubted = set(
+        np.flatnonzero(
+            ~((np.abs(xy[:, 0]) <= 180) & (np.abs(xy[:, 1]) <= 90))  # NaN fails too
+        ).tolist()
+    )
+    for i in towns:
+        if unknown := {values[i] for values in rows} - town_codes - {None}:
+            doubted.update(n for n, values in enumerate(rows) if values[i] in unknown)
+    # The whole chunk's text in one search; a row at a time only when it finds one.
+    text = " ".join([v for values in rows for v in values if type(v) is str])
+    plain = sum(type(v) in _PLAIN for values in rows for v in values)
+    if (
+        WITHOUT_CONTROL_CHARACTERS.fullmatch(text) is None
+        or plain != len(rows) * (len(rows[0]) - 1)  # all but the geometry blob
+    ):
+        doubted.update(
+            n
+            for n, values in enumerate(rows)
+            if any(type(v) not in _PLAIN for k, v in enumerate(values) if k != geom)
+            or WITHOUT_CONTROL_CHARACTERS.fullmatch(" ".join([v for v in values if type(v) is str]))
+            is None
+        )
+    return sorted(doubted)
+
+
+_PLAIN = (str, int, float, type(None))
 
 
 def _validate_row(
@@ -215,13 +235,14 @@ def _refusal(refused: InvalidFeature, layer_id: str, row: int, source: str) -> I
 
 
 def _as_geojson(feature: StoredFeature) -> dict:
-    """The feature as the validator reads it; a point without shapely's
-    ``mapping`` (the national set is millions of points)."""
+    """The feature as the validator reads it: a point as GeoJSON coordinates,
+    anything else as the shapely geometry the store gave (no GeoJSON round
+    trip for the national towns' polygons)."""
     geometry = feature.geometry
     if geometry.geom_type == "Point" and not geometry.is_empty:
         shape = {"type": "Point", "coordinates": [geometry.x, geometry.y]}
     else:
-        shape = feature.geojson()["geometry"]
+        shape = geometry
     return {
         "type": "Feature",
         "id": feature.id,

@@ -30,6 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import shapely
 from shapely.geometry import shape
@@ -47,8 +48,8 @@ from geo_service.sources.hours import to_opening_hours
 
 __all__ = [
     "CONTROL_CHARACTERS",
-    "CONTROL_IN_JSON",
     "FILTERABLE_TYPES",
+    "WITHOUT_CONTROL_CHARACTERS",
     "Catalog",
     "Layer",
     "PropertySpec",
@@ -96,12 +97,13 @@ _TYPES = {
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-#: ``CONTROL_CHARACTERS`` in UTF-8 JSON text, as orjson writes it: C0
-#: escaped (``\n``, ``\u0007``), DEL and C1 raw, any of them raw or escaped
-#: by another writer. One search over a row's serialized values; it may find
-#: one that is not there (an escaped backslash before an ``n``), never misses one.
-CONTROL_IN_JSON = re.compile(
-    rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]|\\(?:[bfnrt]|u00[01][0-9a-fA-F]|u007[fF]|u00[89][0-9a-fA-F])"
+#: Text holding no control character of ``CONTROL_CHARACTERS``, raw or
+#: JSON-escaped as in the list and extra columns a store writes (``\n``,
+#: ``\u0007``): ``fullmatch`` it over many rows' text joined at once. A
+#: backslash before an ``n`` in plain text fails it too (a false alarm the
+#: caller checks again); a control character never passes.
+WITHOUT_CONTROL_CHARACTERS = re.compile(
+    r"(?:[^\x00-\x1f\x7f-\x9f\\]++|\\(?![bfnrt]|u00[0189][0-9a-fA-F]|u007[fF]))*+"
 )
 
 
@@ -270,7 +272,8 @@ class Catalog:
         *,
         memo: dict[Any, Any] | None = None,
     ) -> ValidFeature:
-        """Check ``feature`` (a GeoJSON Feature dict) against its layer.
+        """Check ``feature`` (a GeoJSON Feature dict; its geometry may also be
+        a shapely geometry, as a store holds it) against its layer.
 
         ``town_codes``, when given, are the codes of the towns in the store:
         a facility's ``town_code`` must be one of them. Returns the normalised
@@ -644,10 +647,14 @@ def _allowed_geometries(layer: Layer, kind: Any) -> frozenset[str]:
 def _check_geometry(
     layer: Layer, geometry: Any, problems: list[FieldProblem], kind: Any = None
 ) -> BaseGeometry | None:
-    if not isinstance(geometry, dict):
+    if isinstance(geometry, BaseGeometry):
+        # As a store holds it (a bulk load's towns): no GeoJSON round trip.
+        gtype = geometry.geom_type
+    elif not isinstance(geometry, dict):
         problems.append(FieldProblem("geometry", "is required"))
         return None
-    gtype = geometry.get("type")
+    else:
+        gtype = geometry.get("type")
     allowed = _allowed_geometries(layer, kind)
     if gtype not in allowed:
         of = f"a {kind}" if layer.is_context and kind in layer.kind_geometries else "layer"
@@ -658,7 +665,7 @@ def _check_geometry(
             )
         )
         return None
-    coordinates = geometry.get("coordinates")
+    coordinates = None if isinstance(geometry, BaseGeometry) else geometry.get("coordinates")
     if (
         gtype == "Point"
         and isinstance(coordinates, list | tuple)
@@ -676,7 +683,7 @@ def _check_geometry(
             return None
         return shapely.Point(x, y)
     try:
-        geom = shape(geometry)
+        geom = geometry if isinstance(geometry, BaseGeometry) else shape(geometry)
     except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException):
         problems.append(FieldProblem("geometry", "has malformed coordinates"))
         return None
@@ -684,7 +691,7 @@ def _check_geometry(
         problems.append(FieldProblem("geometry", "is empty"))
         return None
     coords = shapely.get_coordinates(geom)
-    if not coords.size or not all(math.isfinite(c) for c in coords.ravel()):
+    if not coords.size or not np.isfinite(coords).all():
         problems.append(FieldProblem("geometry", "has non-finite coordinates"))
         return None
     lon_ok = ((coords[:, 0] >= -180) & (coords[:, 0] <= 180)).all()

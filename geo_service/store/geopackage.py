@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -38,7 +39,7 @@ __all__ = [
     "column_specs",
     "package_columns",
     "package_properties",
-    "point_blob_position",
+    "point_positions",
 ]
 
 _SRS_ID = 4326
@@ -133,14 +134,25 @@ def _from_blob(blob: bytes) -> BaseGeometry:
     return shapely.from_wkb(blob_wkb(blob))
 
 
-def point_blob_position(blob: Any) -> tuple[float, float] | None:
-    """A point blob's lon/lat read straight from its bytes, or None when the
-    blob is anything else (another geometry, an envelope, big-endian, not
-    bytes): what this store writes for every point."""
-    if type(blob) is not bytes or len(blob) != 29 or not blob.startswith(_POINT_HEADER):
-        return None
-    order, kind, x, y = _POINT_WKB.unpack_from(blob, 8)
-    return (x, y) if order == 1 and kind == 1 else None
+#: A point blob as this store writes it, up to its coordinates: the header,
+#: then little-endian WKB of type 1.
+_POINT_PREFIX = np.frombuffer(_POINT_HEADER + b"\x01\x01\x00\x00\x00", dtype=np.uint8)
+
+
+def point_positions(blobs: Sequence[Any]) -> np.ndarray:
+    """The lon/lat of many point blobs read straight from their bytes, one
+    row each, NaN for a blob that is not a point as this store writes it
+    (another geometry, an envelope, big-endian, not bytes)."""
+    out = np.full((len(blobs), 2), np.nan)
+    size = len(_POINT_PREFIX) + 16
+    sized = [i for i, blob in enumerate(blobs) if type(blob) is bytes and len(blob) == size]
+    if sized:
+        cells = np.frombuffer(b"".join([blobs[i] for i in sized]), dtype=np.uint8)
+        cells = cells.reshape(len(sized), size)
+        points = (cells[:, : len(_POINT_PREFIX)] == _POINT_PREFIX).all(axis=1)
+        xy = np.ascontiguousarray(cells[:, len(_POINT_PREFIX) :]).view("<f8")
+        out[np.asarray(sized)[points]] = xy[points]
+    return out
 
 
 def _blob_bounds(blob: bytes | None) -> tuple[float, float, float, float] | None:
