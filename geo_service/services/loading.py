@@ -147,22 +147,17 @@ def _doubted(rows: list[tuple], geom: int, towns: list[int], town_codes: set[str
             doubted.update(n for n, values in enumerate(rows) if values[i] in unknown)
     # The whole chunk's text in one search; a row at a time only when it finds one.
     text = " ".join([v for values in rows for v in values if type(v) is str])
-    plain = sum(type(v) in _PLAIN for values in rows for v in values)
-    if (
-        WITHOUT_CONTROL_CHARACTERS.fullmatch(text) is None
-        or plain != len(rows) * (len(rows[0]) - 1)  # all but the geometry blob
-    ):
+    # SQLite gives text, numbers, NULL or blobs: one blob per row, its geometry.
+    blobs = len([v for values in rows for v in values if type(v) is bytes])
+    if WITHOUT_CONTROL_CHARACTERS.fullmatch(text) is None or blobs != len(rows):
         doubted.update(
             n
             for n, values in enumerate(rows)
-            if any(type(v) not in _PLAIN for k, v in enumerate(values) if k != geom)
+            if any(type(v) is bytes for k, v in enumerate(values) if k != geom)
             or WITHOUT_CONTROL_CHARACTERS.fullmatch(" ".join([v for v in values if type(v) is str]))
             is None
         )
     return sorted(doubted)
-
-
-_PLAIN = (str, int, float, type(None))
 
 
 def _validate_row(

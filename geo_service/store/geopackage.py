@@ -737,9 +737,14 @@ class GeoPackageStore(Store):
             f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
             [(fid, *row) for fid, row in zip(fids, rows, strict=True)],
         )
-        geom = len(columns) - 2
-        # The bounds the triggers would take; an empty geometry has no entry.
-        boxes = [(fid, _blob_bounds(row[geom])) for fid, row in zip(fids, rows, strict=True)]
+        # The bounds the triggers would take, the points' read at once; an
+        # empty geometry has no entry.
+        blobs = [row[len(columns) - 2] for row in rows]
+        points = point_positions(blobs).tolist()
+        boxes = [
+            (fid, (x, y, x, y) if x == x else _blob_bounds(blob))
+            for fid, blob, (x, y) in zip(fids, blobs, points, strict=True)
+        ]
         conn.executemany(
             f'INSERT INTO "{rtree}" VALUES (?, ?, ?, ?, ?)',
             [(fid, b[0], b[2], b[1], b[3]) for fid, b in boxes if b is not None],
