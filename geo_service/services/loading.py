@@ -40,8 +40,8 @@ from geo_service.store.base import PackageRows
 from geo_service.store.geopackage import (
     GeoPackageStore,
     blob_wkb,
-    column_specs,
     package_columns,
+    package_layout,
     package_properties,
     point_positions,
 )
@@ -172,7 +172,7 @@ def _validate_row(
     """Full validation of one raw row the cheap checks doubted: refused with
     the validator's words, or kept as it is (a false alarm)."""
     try:
-        props = package_properties(column_specs(layer), (*values[:-2], values[-1]))
+        props = package_properties(package_layout(layer), values)
         geometry = shapely.from_wkb(blob_wkb(values[-2]))
     except (ValueError, TypeError, IndexError, KeyError, shapely.errors.GEOSException):
         raise _refusal(

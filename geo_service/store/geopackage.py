@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,10 @@ from geo_service.store.filtering import Filter, SqlDialect, register_sqlite_func
 
 __all__ = [
     "GeoPackageStore",
+    "PackageLayout",
     "blob_wkb",
-    "column_specs",
     "package_columns",
+    "package_layout",
     "package_properties",
     "point_positions",
 ]
@@ -327,6 +329,7 @@ class GeoPackageStore(Store):
         self._held = threading.local()  # the connection this thread has borrowed
         self._lock = threading.Lock()
         self._writes = 0  # commits through this object: part of the layer_versions memo
+        self._layouts: dict[str, PackageLayout] = {}  # by layer id (the catalog is fixed)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -480,8 +483,8 @@ class GeoPackageStore(Store):
     # -- row mapping ----------------------------------------------------------
 
     def _row_to_feature(self, layer: Layer, row: sqlite3.Row) -> StoredFeature:
-        specs = column_specs(layer)
-        props = package_properties(specs, [row["id"], *(row[s.name] for s in specs), row["extra"]])
+        layout = self._layout(layer)
+        props = package_properties(layout, [row[name] for name in layout.columns])
         return StoredFeature(
             layer_id=layer.id,
             id=row["id"],
@@ -489,6 +492,12 @@ class GeoPackageStore(Store):
             geometry=_from_blob(row["geom"]),
             revision=row["revision"],
         )
+
+    def _layout(self, layer: Layer) -> PackageLayout:
+        layout = self._layouts.get(layer.id)
+        if layout is None:
+            layout = self._layouts[layer.id] = package_layout(layer)
+        return layout
 
     def _bulk_rows(self, layer: Layer, features: Sequence[ValidFeature]) -> list[tuple]:
         # The per-row encoder, in the table's column order (package_columns).
@@ -742,7 +751,7 @@ class GeoPackageStore(Store):
         blobs = [row[len(columns) - 2] for row in rows]
         points = point_positions(blobs).tolist()
         boxes = [
-            (fid, (x, y, x, y) if x == x else _blob_bounds(blob))
+            (fid, (x, y, x, y) if x == x and y == y else _blob_bounds(blob))
             for fid, blob, (x, y) in zip(fids, blobs, points, strict=True)
         ]
         conn.executemany(
@@ -871,19 +880,42 @@ def package_columns(layer: Layer) -> list[str]:
     return ["id", *(name for name in layer.properties if name != "id"), "geom", "extra"]
 
 
-def column_specs(layer: Layer) -> list[PropertySpec]:
-    return [spec for spec in layer.properties.values() if spec.name != "id"]
+@dataclass(frozen=True)
+class PackageLayout:
+    """How a layer's row (``package_columns``) holds its properties: the
+    names of the columns up to the geometry (id first), and which of them
+    hold lists (JSON text) and booleans (0/1); the rest are as they are."""
+
+    columns: tuple[str, ...]
+    names: tuple[str, ...]
+    lists: tuple[str, ...]
+    booleans: tuple[str, ...]
 
 
-def package_properties(specs: Sequence[PropertySpec], values: Sequence[Any]) -> dict[str, Any]:
-    """A row's properties as the store gives them back (catalog properties in
-    catalog order, then the extras sorted): ``values`` are the id, the
-    columns of ``specs`` (the catalog properties but id) and the extra JSON."""
-    props: dict[str, Any] = {"id": values[0]}
-    for spec, value in zip(specs, values[1:-1], strict=True):
-        props[spec.name] = _decode(spec, value)
-    if values[-1]:
-        props.update(orjson.loads(values[-1]))
+def package_layout(layer: Layer) -> PackageLayout:
+    columns = package_columns(layer)
+    specs = layer.properties.values()
+    return PackageLayout(
+        columns=tuple(columns),
+        names=tuple(columns[:-2]),
+        lists=tuple(s.name for s in specs if s.type == "list"),
+        booleans=tuple(s.name for s in specs if s.type == "boolean"),
+    )
+
+
+def package_properties(layout: PackageLayout, row: Sequence[Any]) -> dict[str, Any]:
+    """A row's properties (``row`` in ``package_columns`` order) as the store
+    gives them back: catalog properties in catalog order, then the extras
+    sorted (they are stored so). The one decoder of a row's properties."""
+    props = dict(zip(layout.names, row, strict=False))  # up to the geometry
+    for name in layout.lists:
+        value = props[name]
+        props[name] = orjson.loads(value) if value else []
+    for name in layout.booleans:
+        if (value := props[name]) is not None:
+            props[name] = bool(value)
+    if extra := row[-1]:
+        props.update(orjson.loads(extra))
     return props
 
 
@@ -894,14 +926,6 @@ def _encode(spec: PropertySpec, value: Any) -> Any:
         return orjson.dumps(list(value)).decode()
     if spec.type == "boolean":
         return 1 if value else 0
-    return value
-
-
-def _decode(spec: PropertySpec, value: Any) -> Any:
-    if spec.type == "list":
-        return orjson.loads(value) if value else []
-    if spec.type == "boolean":
-        return None if value is None else bool(value)
     return value
 
 

@@ -30,7 +30,7 @@ from geo_service.errors import FeatureNotFound, InvalidParameter, StoreError
 from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 from geo_service.store.base import BBox, Page, Store, StoredFeature, normalised, stored_geometry
 from geo_service.store.filtering import Filter, SqlDialect
-from geo_service.store.geopackage import blob_wkb, column_specs, package_properties
+from geo_service.store.geopackage import blob_wkb, package_layout, package_properties
 
 __all__ = ["PostGISStore"]
 
@@ -501,11 +501,11 @@ class PostGISStore(Store):
 
     def _bulk_rows_of_package(self, layer: Layer, rows: Sequence[tuple]) -> list[tuple]:
         # The GeoPackage's own decoder gives the properties in the stored shape.
-        specs = column_specs(layer)
+        layout = package_layout(layer)
         return [
             (
                 row[0],
-                orjson.dumps(package_properties(specs, (*row[:-2], row[-1]))).decode(),
+                orjson.dumps(package_properties(layout, row)).decode(),
                 _ewkb_hex(blob_wkb(row[-2])),
             )
             for row in rows
