@@ -356,7 +356,7 @@ class Store(ABC):
 
     @abstractmethod
     def _bulk_rows(self, layer: Layer, features: Sequence[ValidFeature]) -> list[tuple]:
-        """Features in the store's bulk encoding (``_insert_rows``), id first."""
+        """Features in the store's bulk encoding (``_bulk_inserter``), id first."""
 
     @abstractmethod
     def _bulk_rows_of_package(self, layer: Layer, rows: Sequence[tuple]) -> list[tuple]:
@@ -365,10 +365,14 @@ class Store(ABC):
         a bulk load from a trusted GeoPackage, without a feature per row."""
 
     @abstractmethod
-    def _insert_rows(self, conn: Any, layer: Layer, rows: Sequence[tuple]) -> tuple[int, int]:
-        """Insert new features at revision 1 in bulk (``COPY``, ``executemany``;
-        spatial index filled for them), given in the bulk encoding: their
-        handles are one consecutive range, returned as (first, last)."""
+    def _bulk_inserter(
+        self, conn: Any, layer: Layer, *, streaming: bool
+    ) -> AbstractContextManager[Callable[[Sequence[tuple]], tuple[int, int]]]:
+        """A function inserting new features at revision 1 in bulk (``COPY``,
+        ``executemany``; spatial index filled for them), a chunk of rows in
+        the bulk encoding per call: each chunk's handles are one consecutive
+        range, returned as (first, last). ``streaming``: nothing else is done
+        on ``conn`` until it is closed (one ``COPY`` for every chunk)."""
 
     @abstractmethod
     def _live_in_range(self, conn: Any, layer: Layer, first: int, last: int) -> list[StoredFeature]:
@@ -476,7 +480,7 @@ class Store(ABC):
         """Load features, a chunk at a time, into several layers in ONE
         transaction: either everything lands or nothing (a crash midway too).
 
-        Ids new to a layer go in bulk (``_insert_rows``: ``COPY`` or batched
+        Ids new to a layer go in bulk (``_bulk_inserter``: ``COPY`` or batched
         inserts, the spatial index filled after the rows) and get NO audit
         record each: one record per layer per load instead, action ``load``,
         ``feature_id`` "" and ``after`` the counts, ``source`` (the file's
@@ -503,46 +507,55 @@ class Store(ABC):
                 reserved = self._audited_ids(conn, layer.id)
                 seen: set[str] = set()
                 spans: list[tuple[int, int]] = []
-                for chunk in chunks:
-                    if isinstance(chunk, PackageRows):
-                        if had_rows:
-                            raise Conflict(
-                                f"{layer.id} was written to while {source} was being loaded; "
-                                "nothing was loaded: run the load again"
-                            )
-                        for row in chunk.rows:
-                            _claim_id(layer.id, row[0], seen, reserved, source)
-                        rows = self._bulk_rows_of_package(layer, chunk.rows)
-                        spans.append(self._insert_rows(conn, layer, rows))
-                        result.inserted.extend(row[0] for row in chunk.rows)
-                        continue
-                    present = self._handles(conn, layer, [f.id for f in chunk]) if had_rows else {}
-                    fresh: list[ValidFeature] = []
-                    for feature in chunk:
-                        if feature.id in present:
-                            if feature.id in seen:
-                                _claim_id(layer.id, feature.id, seen, reserved, source)  # refused
-                            seen.add(feature.id)
-                            found = self._read(conn, layer, feature.id)
-                            assert found is not None
-                            handle, before = found
-                            if authorize is not None:
-                                authorize(before, feature)
-                            if same_content(layer, before, feature):
-                                result.unchanged.append(feature.id)
-                                continue
-                            after = self._update(conn, layer, handle, feature, before.revision + 1)
-                            self._audit(conn, actor, action, before, after)
-                            result.updated.append(feature.id)
+                # An empty layer takes every chunk in one stream (one COPY);
+                # one that holds rows has reads and updates between chunks.
+                with self._bulk_inserter(conn, layer, streaming=not had_rows) as insert:
+                    for chunk in chunks:
+                        if isinstance(chunk, PackageRows):
+                            if had_rows:
+                                raise Conflict(
+                                    f"{layer.id} was written to while {source} was being loaded; "
+                                    "nothing was loaded: run the load again"
+                                )
+                            for row in chunk.rows:
+                                _claim_id(layer.id, row[0], seen, reserved, source)
+                            rows = self._bulk_rows_of_package(layer, chunk.rows)
+                            spans.append(insert(rows))
+                            result.inserted.extend(row[0] for row in chunk.rows)
                             continue
-                        if authorize is not None:
-                            authorize(None, feature)
-                        _claim_id(layer.id, feature.id, seen, reserved, source)
-                        fresh.append(feature)
-                    if fresh:
-                        rows = self._bulk_rows(layer, fresh)
-                        spans.append(self._insert_rows(conn, layer, rows))
-                        result.inserted.extend(f.id for f in fresh)
+                        present = (
+                            self._handles(conn, layer, [f.id for f in chunk]) if had_rows else {}
+                        )
+                        fresh: list[ValidFeature] = []
+                        for feature in chunk:
+                            if feature.id in present:
+                                if feature.id in seen:
+                                    _claim_id(
+                                        layer.id, feature.id, seen, reserved, source
+                                    )  # refused
+                                seen.add(feature.id)
+                                found = self._read(conn, layer, feature.id)
+                                assert found is not None
+                                handle, before = found
+                                if authorize is not None:
+                                    authorize(before, feature)
+                                if same_content(layer, before, feature):
+                                    result.unchanged.append(feature.id)
+                                    continue
+                                after = self._update(
+                                    conn, layer, handle, feature, before.revision + 1
+                                )
+                                self._audit(conn, actor, action, before, after)
+                                result.updated.append(feature.id)
+                                continue
+                            if authorize is not None:
+                                authorize(None, feature)
+                            _claim_id(layer.id, feature.id, seen, reserved, source)
+                            fresh.append(feature)
+                        if fresh:
+                            rows = self._bulk_rows(layer, fresh)
+                            spans.append(insert(rows))
+                            result.inserted.extend(f.id for f in fresh)
                 if result.inserted:
                     summary = {
                         "bulk": True,

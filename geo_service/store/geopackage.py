@@ -717,20 +717,42 @@ class GeoPackageStore(Store):
         )
         return {row[0]: row[1] for row in rows}
 
-    def _insert_rows(self, conn: sqlite3.Connection, layer: Layer, rows: Sequence[tuple]):
+    @contextmanager
+    def _bulk_inserter(self, conn: sqlite3.Connection, layer: Layer, *, streaming: bool):
         # The R-tree triggers would call the Python ST_MinX... four times per
-        # row; they are dropped for the insert and the R-tree is filled from
+        # row; they are dropped for the inserts and the R-tree is filled from
         # the blobs here (as GDAL defers it on bulk loads), then the triggers
         # are created again, all inside the caller's transaction: no other
-        # connection ever sees the table without them.
+        # connection ever sees the table without them. Not streaming (updates
+        # come between the chunks), they are back after each chunk.
         rtree = f"rtree_{layer.id}_geom"
         triggers = conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
             "AND name LIKE ?",
             (layer.id, f"{rtree}_%"),
         ).fetchall()
-        for name, _sql in triggers:
-            conn.execute(f'DROP TRIGGER "{name}"')
+
+        def insert(rows: Sequence[tuple]) -> tuple[int, int]:
+            if not streaming:
+                for name, _sql in triggers:
+                    conn.execute(f'DROP TRIGGER "{name}"')
+            first = self._insert_rows(conn, layer, rows)
+            if not streaming:
+                for _name, sql in triggers:
+                    conn.execute(sql)
+            return first, first + len(rows) - 1
+
+        if streaming:
+            for name, _sql in triggers:
+                conn.execute(f'DROP TRIGGER "{name}"')
+        yield insert
+        if streaming:
+            for _name, sql in triggers:
+                conn.execute(sql)
+
+    def _insert_rows(self, conn: sqlite3.Connection, layer: Layer, rows: Sequence[tuple]) -> int:
+        """Rows into the table and its R-tree (its triggers dropped); the first fid."""
+        rtree = f"rtree_{layer.id}_geom"
         # Past every fid ever used (AUTOINCREMENT never reuses one).
         first = conn.execute(
             f'SELECT max(coalesce((SELECT max(fid) FROM "{layer.id}"), 0), coalesce((SELECT '
@@ -758,9 +780,7 @@ class GeoPackageStore(Store):
             f'INSERT INTO "{rtree}" VALUES (?, ?, ?, ?, ?)',
             [(fid, b[0], b[2], b[1], b[3]) for fid, b in boxes if b is not None],
         )
-        for _name, sql in triggers:
-            conn.execute(sql)
-        return first, first + len(rows) - 1
+        return first
 
     def _live_in_range(self, conn: sqlite3.Connection, layer: Layer, first: int, last: int):
         rows = conn.execute(

@@ -49,6 +49,24 @@ def _ewkb_hex(wkb: bytes) -> str:
     return shapely.to_wkb(geometry, hex=True, include_srid=True)
 
 
+def _copy_rows(copy: Any, rows: Sequence[tuple], first: int) -> None:
+    """Rows in the bulk encoding into a ``COPY``, their fids from ``first``.
+
+    COPY's text format, a chunk in one string: a field only needs its
+    backslashes doubled when it holds no tab or line break, which the
+    separators' count proves (every row comes validated or checked for
+    control characters; a row that is not goes through ``write_row``)."""
+    text = "".join(
+        [f"{fid}\t{id_}\t{props}\t{geom}\n" for fid, (id_, props, geom) in enumerate(rows, first)]
+    )
+    lines, tabs = text.count("\n"), text.count("\t")
+    if lines == len(rows) and tabs == 3 * len(rows) and "\r" not in text:
+        copy.write(text.replace("\\", "\\\\").encode())
+    else:
+        for fid, row in enumerate(rows, first):
+            copy.write_row((fid, *row))
+
+
 def _stored_properties(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
     """Catalog properties in catalog order, then extras sorted by name: the
     shape the embedded store gives back, so answers match across backends."""
@@ -511,35 +529,45 @@ class PostGISStore(Store):
             for row in rows
         ]
 
-    def _insert_rows(self, conn, layer: Layer, rows: Sequence[tuple]) -> tuple[int, int]:
+    @contextmanager
+    def _bulk_inserter(self, conn, layer: Layer, *, streaming: bool):
         table = self._table(layer)
-        # A block of fids taken at once: writers of the layer wait on
-        # _lock_layer, so the block is this load's alone and consecutive.
-        (last,) = conn.execute(
-            "SELECT setval(pg_get_serial_sequence(%s, 'fid'), "
-            "nextval(pg_get_serial_sequence(%s, 'fid')) + %s - 1)",
-            (table, table, len(rows)),
-        ).fetchone()
-        first = last - len(rows) + 1
-        # COPY's text format, a chunk in one string: a field only needs its
-        # backslashes doubled when it holds no tab or line break, which the
-        # separators' count proves (every row comes validated or checked for
-        # control characters; a row that is not goes through write_row).
-        text = "".join(
-            [
-                f"{fid}\t{id_}\t{props}\t{geom}\n"
-                for fid, (id_, props, geom) in enumerate(rows, first)
-            ]
-        )
-        plain = text.count("\n") == len(rows) and text.count("\t") == 3 * len(rows)
-        plain = plain and "\r" not in text
-        with conn.cursor().copy(f"COPY {table} (fid, id, props, geom) FROM STDIN") as copy:
-            if plain:
-                copy.write(text.replace("\\", "\\\\").encode())
-            else:
-                for fid, row in enumerate(rows, first):
-                    copy.write_row((fid, *row))
-        return first, last
+        sequence = f"pg_get_serial_sequence('{table}', 'fid')"
+        if not streaming:
+
+            def insert_alone(rows: Sequence[tuple]) -> tuple[int, int]:
+                # A block of fids taken at once: writers of the layer wait on
+                # _lock_layer, so the block is this load's alone and consecutive.
+                (last,) = conn.execute(
+                    f"SELECT setval({sequence}, nextval({sequence}) + %s - 1)", (len(rows),)
+                ).fetchone()
+                with conn.cursor().copy(f"COPY {table} (fid, id, props, geom) FROM STDIN") as copy:
+                    _copy_rows(copy, rows, last - len(rows) + 1)
+                return last - len(rows) + 1, last
+
+            yield insert_alone
+            return
+        # One COPY for the whole layer, its data sent by a writer thread: the
+        # server stores a chunk while this thread reads and encodes the next.
+        # The fids are counted here (writers of the layer wait on _lock_layer,
+        # so none takes one meanwhile) and the sequence moved past them after.
+        from psycopg.copy import QueuedLibpqWriter
+
+        (first,) = conn.execute(f"SELECT nextval({sequence})").fetchone()
+        after = first
+        cursor = conn.cursor()
+        writer = QueuedLibpqWriter(cursor)
+        with cursor.copy(f"COPY {table} (fid, id, props, geom) FROM STDIN", writer=writer) as copy:
+
+            def insert(rows: Sequence[tuple]) -> tuple[int, int]:
+                nonlocal after
+                _copy_rows(copy, rows, after)
+                after += len(rows)
+                return after - len(rows), after - 1
+
+            yield insert
+        if after > first:
+            conn.execute(f"SELECT setval({sequence}, %s)", (after - 1,))
 
     def _live_in_range(self, conn, layer: Layer, first: int, last: int):
         rows = conn.execute(
