@@ -1,10 +1,27 @@
 """Copy every layer of one store into another (``geo-service db load``),
 streamed in chunks through the store's bulk path (``Store.load_layers``).
 
-The source's rows are checked again, as an import checks its rows: an older
-or hand-edited GeoPackage may hold what today's catalog refuses (a control
-character, a town that does not exist). The first bad row stops the load,
-named by its layer and position, and nothing is written.
+Two ways to check the source's rows, chosen per load:
+
+- Full validation, every row as an import checks its rows: for a file
+  whose rows were checked against another catalog or an unknown one (an
+  older or another office's GeoPackage may hold what today's catalog
+  refuses), and always with ``check=True`` (``db load --check``).
+- The fast path, for a GeoPackage this service wrote (its schema version)
+  whose rows were all checked against a catalog with the target's
+  fingerprint (``GeoPackageStore.validated_against``), into a layer the
+  target holds nothing of: the rows were validated by the store that wrote
+  them, so they are read raw and only the damage a hand edit most likely
+  does is looked for, cheaply, in every row: a control character anywhere
+  in its text (``WITHOUT_CONTROL_CHARACTERS`` over a chunk's text at once), a position
+  that is not a point with finite lon/lat in range, a town code the target
+  will not know; ids given twice or reserved by a deletion are refused by
+  ``load_layers`` as on the full path. A row that fails a cheap check gets
+  full validation, so the refusal names the field (and a false alarm
+  passes).
+
+The first bad row stops the load, named by its layer, position and file,
+and nothing is written.
 """
 
 from __future__ import annotations
@@ -13,11 +30,23 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from geo_service.errors import FieldProblem, InvalidFeature
-from geo_service.sources.catalog import Catalog, ValidFeature
-from geo_service.store import Store, StoredFeature, WriteResult
+import numpy as np
+import shapely
 
-__all__ = ["LOAD_CHUNK", "file_sha256", "load_store"]
+from geo_service.errors import FieldProblem, InvalidFeature
+from geo_service.sources.catalog import WITHOUT_CONTROL_CHARACTERS, Catalog, Layer, ValidFeature
+from geo_service.store import Store, StoredFeature, WriteResult
+from geo_service.store.base import PackageRows
+from geo_service.store.geopackage import (
+    GeoPackageStore,
+    blob_wkb,
+    package_columns,
+    package_layout,
+    package_properties,
+    point_positions,
+)
+
+__all__ = ["LOAD_CHUNK", "file_sha256", "load_store", "trusted_source"]
 
 #: Rows per chunk: big enough for COPY and executemany to run at full speed,
 #: small enough that a chunk's rows never weigh much in memory (100k stations
@@ -35,28 +64,130 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def trusted_source(origin: Store, catalog: Catalog) -> bool:
+    """Whether every row of ``origin`` was validated, when written by this
+    service, against a catalog that accepts exactly what ``catalog`` does."""
+    return isinstance(origin, GeoPackageStore) and origin.validated_against() == catalog.fingerprint
+
+
 def load_store(
-    origin: Store, target: Store, source: Path, *, actor: str, chunk: int = LOAD_CHUNK
+    origin: Store,
+    target: Store,
+    source: Path,
+    *,
+    actor: str,
+    chunk: int = LOAD_CHUNK,
+    check: bool = False,
 ) -> dict[str, WriteResult]:
     """Every layer of ``origin`` (opened from the file ``source``) into
-    ``target`` in one transaction, each row validated against the target's
-    catalog. The towns go first, so facilities are checked against the towns
-    the target will hold: its own and the source's."""
+    ``target`` in one transaction, each row checked against the target's
+    catalog: fully, or on the fast path (see the module) when ``origin`` is
+    trusted, the layer is a point layer the target holds nothing of, and
+    ``check`` is false. The towns go first, so facilities are checked
+    against the towns the target will hold: its own and the source's."""
     catalog = target.catalog
     layer_ids = sorted(origin.catalog.layers, key=lambda layer_id: layer_id != "towns")
     town_codes = {f.id for chunk_ in origin.stream_features("towns") for f in chunk_}
     town_codes |= {f.id for f in target.all_features("towns")}
-    batches = {
-        layer_id: _validated(
-            catalog,
-            layer_id,
-            origin.stream_features(layer_id, chunk=chunk),
-            town_codes,
-            source.name,
-        )
-        for layer_id in layer_ids
-    }
+    fast = not check and trusted_source(origin, catalog)
+    batches = {}
+    for layer_id in layer_ids:
+        layer = catalog.layer(layer_id)
+        if fast and layer.is_facility and target.count(layer_id) == 0:
+            assert isinstance(origin, GeoPackageStore)
+            batches[layer_id] = _checked_rows(
+                catalog, layer, origin.stream_rows(layer_id, chunk=chunk), town_codes, source.name
+            )
+        else:
+            batches[layer_id] = _validated(
+                catalog,
+                layer_id,
+                origin.stream_features(layer_id, chunk=chunk),
+                town_codes,
+                source.name,
+            )
     return target.load_layers(batches, actor=actor, source=source.name, sha256=file_sha256(source))
+
+
+def _checked_rows(
+    catalog: Catalog,
+    layer: Layer,
+    chunks: Iterator[list[tuple]],
+    town_codes: set[str],
+    source: str,
+) -> Iterator[PackageRows]:
+    """The fast path's cheap checks on raw GeoPackage rows (``package_columns``),
+    a chunk at a time; a row one of them doubts is validated fully."""
+    columns = package_columns(layer)
+    geom = columns.index("geom")
+    kinds = {name: spec.type for name, spec in layer.properties.items()}
+    towns = [i for i, name in enumerate(columns) if kinds.get(name) == "town_code"]
+    done = 0
+    for rows in chunks:
+        memo: dict = {}
+        for i in _doubted(rows, geom, towns, town_codes):
+            _validate_row(catalog, layer, rows[i], town_codes, source, done + i + 1, memo)
+        done += len(rows)
+        yield PackageRows(rows)
+
+
+def _doubted(rows: list[tuple], geom: int, towns: list[int], town_codes: set[str]) -> list[int]:
+    """The rows of a chunk that fail a cheap check, by index (usually none):
+    a position that is not a point with finite lon/lat in range, a town code
+    not known, a control character in any text, a value of another type
+    than a column of this store holds (a blob where text belongs)."""
+    xy = point_positions([values[geom] for values in rows])
+    doubted = set(
+        np.flatnonzero(
+            ~((np.abs(xy[:, 0]) <= 180) & (np.abs(xy[:, 1]) <= 90))  # NaN fails too
+        ).tolist()
+    )
+    for i in towns:
+        if unknown := {values[i] for values in rows} - town_codes - {None}:
+            doubted.update(n for n, values in enumerate(rows) if values[i] in unknown)
+    # The whole chunk's text in one search; a row at a time only when it finds one.
+    text = " ".join([v for values in rows for v in values if type(v) is str])
+    # SQLite gives text, numbers, NULL or blobs: one blob per row, its geometry.
+    blobs = len([v for values in rows for v in values if type(v) is bytes])
+    if WITHOUT_CONTROL_CHARACTERS.fullmatch(text) is None or blobs != len(rows):
+        doubted.update(
+            n
+            for n, values in enumerate(rows)
+            if any(type(v) is bytes for k, v in enumerate(values) if k != geom)
+            or WITHOUT_CONTROL_CHARACTERS.fullmatch(" ".join([v for v in values if type(v) is str]))
+            is None
+        )
+    return sorted(doubted)
+
+
+def _validate_row(
+    catalog: Catalog,
+    layer: Layer,
+    values: tuple,
+    town_codes: set[str],
+    source: str,
+    row: int,
+    memo: dict,
+) -> None:
+    """Full validation of one raw row the cheap checks doubted: refused with
+    the validator's words, or kept as it is (a false alarm)."""
+    try:
+        props = package_properties(package_layout(layer), values)
+        geometry = shapely.from_wkb(blob_wkb(values[-2]))
+    except (ValueError, TypeError, IndexError, KeyError, shapely.errors.GEOSException):
+        raise _refusal(
+            InvalidFeature(
+                str(values[0]), [FieldProblem("geometry", "the row cannot be read", "该行无法读取")]
+            ),
+            layer.id,
+            row,
+            source,
+        ) from None
+    feature = StoredFeature(layer.id, str(values[0]), props, geometry, 0)
+    try:
+        catalog.validate_feature(layer.id, _as_geojson(feature), town_codes=town_codes, memo=memo)
+    except InvalidFeature as refused:
+        raise _refusal(refused, layer.id, row, source) from None
 
 
 def _validated(
@@ -79,29 +210,34 @@ def _validated(
                     )
                 )
             except InvalidFeature as refused:
-                raise InvalidFeature(
-                    refused.feature_id,
-                    [
-                        FieldProblem(
-                            "row",
-                            f"row {row} of {layer_id} in {source} does not pass today's "
-                            "checks; nothing was loaded",
-                            f"{source} 中 {layer_id} 的第 {row} 行未通过校验，未导入任何数据",
-                        ),
-                        *refused.problems,
-                    ],
-                ) from None
+                raise _refusal(refused, layer_id, row, source) from None
         yield valid
 
 
+def _refusal(refused: InvalidFeature, layer_id: str, row: int, source: str) -> InvalidFeature:
+    return InvalidFeature(
+        refused.feature_id,
+        [
+            FieldProblem(
+                "row",
+                f"row {row} of {layer_id} in {source} does not pass today's "
+                "checks; nothing was loaded",
+                f"{source} 中 {layer_id} 的第 {row} 行未通过校验，未导入任何数据",
+            ),
+            *refused.problems,
+        ],
+    )
+
+
 def _as_geojson(feature: StoredFeature) -> dict:
-    """The feature as the validator reads it; a point without shapely's
-    ``mapping`` (the national set is millions of points)."""
+    """The feature as the validator reads it: a point as GeoJSON coordinates,
+    anything else as the shapely geometry the store gave (no GeoJSON round
+    trip for the national towns' polygons)."""
     geometry = feature.geometry
     if geometry.geom_type == "Point" and not geometry.is_empty:
         shape = {"type": "Point", "coordinates": [geometry.x, geometry.y]}
     else:
-        shape = feature.geojson()["geometry"]
+        shape = geometry
     return {
         "type": "Feature",
         "id": feature.id,

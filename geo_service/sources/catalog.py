@@ -19,7 +19,9 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import math
 import re
 import tomllib
@@ -28,6 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import shapely
 from shapely.geometry import shape
@@ -46,6 +49,7 @@ from geo_service.sources.hours import to_opening_hours
 __all__ = [
     "CONTROL_CHARACTERS",
     "FILTERABLE_TYPES",
+    "WITHOUT_CONTROL_CHARACTERS",
     "Catalog",
     "Layer",
     "PropertySpec",
@@ -91,6 +95,16 @@ _TYPES = {
 #: the others hide or reorder text on screens and drive terminals. (Format
 #: characters such as U+202E are text, kept and shown inert.)
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+#: Text holding no control character of ``CONTROL_CHARACTERS``, raw or
+#: JSON-escaped as in the list and extra columns a store writes (``\n``,
+#: ``\u0007``): ``fullmatch`` it over many rows' text joined at once. A
+#: backslash before an ``n`` in plain text fails it too (a false alarm the
+#: caller checks again); a control character never passes.
+WITHOUT_CONTROL_CHARACTERS = re.compile(
+    r"(?:[^\x00-\x1f\x7f-\x9f\\]++|\\(?![bfnrt]|u00[0189][0-9a-fA-F]|u007[fF]))*+"
+)
 
 
 def control_character(text: str) -> str | None:
@@ -220,6 +234,31 @@ class Catalog:
     def facility_layers(self) -> list[Layer]:
         return [layer for layer in self.layers.values() if layer.is_facility]
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of what validation depends on: every layer's geometry, kinds
+        and properties (name, type, required, value list), the value lists,
+        the town code prefix and the write limits; labels are left out. Two
+        catalogs with one fingerprint accept exactly the same features."""
+        definition = {
+            "town_code_prefix": self.town_code_prefix,
+            "limits": dataclasses.asdict(self.limits),
+            "values": {name: sorted(labels) for name, labels in self.values.items()},
+            "layers": {
+                layer.id: {
+                    "geometry": layer.geometry,
+                    "kinds": sorted(layer.kinds),
+                    "kind_geometries": {k: sorted(v) for k, v in layer.kind_geometries.items()},
+                    "properties": [
+                        [spec.name, spec.type, spec.required, spec.values]
+                        for spec in layer.properties.values()
+                    ],
+                }
+                for layer in self.layers.values()
+            },
+        }
+        return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
     def layer_file(self, layer_id: str) -> Path:
         return self.directory / self.layer(layer_id).file
 
@@ -233,7 +272,8 @@ class Catalog:
         *,
         memo: dict[Any, Any] | None = None,
     ) -> ValidFeature:
-        """Check ``feature`` (a GeoJSON Feature dict) against its layer.
+        """Check ``feature`` (a GeoJSON Feature dict; its geometry may also be
+        a shapely geometry, as a store holds it) against its layer.
 
         ``town_codes``, when given, are the codes of the towns in the store:
         a facility's ``town_code`` must be one of them. Returns the normalised
@@ -607,10 +647,14 @@ def _allowed_geometries(layer: Layer, kind: Any) -> frozenset[str]:
 def _check_geometry(
     layer: Layer, geometry: Any, problems: list[FieldProblem], kind: Any = None
 ) -> BaseGeometry | None:
-    if not isinstance(geometry, dict):
+    if isinstance(geometry, BaseGeometry):
+        # As a store holds it (a bulk load's towns): no GeoJSON round trip.
+        gtype = geometry.geom_type
+    elif not isinstance(geometry, dict):
         problems.append(FieldProblem("geometry", "is required"))
         return None
-    gtype = geometry.get("type")
+    else:
+        gtype = geometry.get("type")
     allowed = _allowed_geometries(layer, kind)
     if gtype not in allowed:
         of = f"a {kind}" if layer.is_context and kind in layer.kind_geometries else "layer"
@@ -621,7 +665,7 @@ def _check_geometry(
             )
         )
         return None
-    coordinates = geometry.get("coordinates")
+    coordinates = None if isinstance(geometry, BaseGeometry) else geometry.get("coordinates")
     if (
         gtype == "Point"
         and isinstance(coordinates, list | tuple)
@@ -639,7 +683,7 @@ def _check_geometry(
             return None
         return shapely.Point(x, y)
     try:
-        geom = shape(geometry)
+        geom = geometry if isinstance(geometry, BaseGeometry) else shape(geometry)
     except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException):
         problems.append(FieldProblem("geometry", "has malformed coordinates"))
         return None
@@ -647,7 +691,7 @@ def _check_geometry(
         problems.append(FieldProblem("geometry", "is empty"))
         return None
     coords = shapely.get_coordinates(geom)
-    if not coords.size or not all(math.isfinite(c) for c in coords.ravel()):
+    if not coords.size or not np.isfinite(coords).all():
         problems.append(FieldProblem("geometry", "has non-finite coordinates"))
         return None
     lon_ok = ((coords[:, 0] >= -180) & (coords[:, 0] <= 180)).all()

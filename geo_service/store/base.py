@@ -110,6 +110,16 @@ SITE_ROWS_BATCH = 20_000
 
 
 @dataclass(frozen=True)
+class PackageRows:
+    """A chunk of a bulk load read raw from a GeoPackage this service wrote
+    under the target's own catalog (``GeoPackageStore.stream_rows``) and
+    checked by the caller: ``load_layers`` puts the rows in as they are, in
+    the target's encoding, with no feature object per row."""
+
+    rows: list[tuple]
+
+
+@dataclass(frozen=True)
 class Page:
     """A page of query results and how many features matched in all."""
 
@@ -429,12 +439,24 @@ class Store(ABC):
         """The handles of those of ``ids`` the layer holds now, by id."""
 
     @abstractmethod
-    def _insert_many(
-        self, conn: Any, layer: Layer, features: Sequence[ValidFeature]
-    ) -> tuple[int, int]:
-        """Insert new features at revision 1 in bulk (``COPY``, ``executemany``;
-        spatial index filled for them): their handles are one consecutive
-        range, returned as (first, last)."""
+    def _bulk_rows(self, layer: Layer, features: Sequence[ValidFeature]) -> list[tuple]:
+        """Features in the store's bulk encoding (``_bulk_inserter``), id first."""
+
+    @abstractmethod
+    def _bulk_rows_of_package(self, layer: Layer, rows: Sequence[tuple]) -> list[tuple]:
+        """GeoPackage rows (``geopackage.package_columns``: id, catalog
+        properties, geometry blob, extra JSON) in the store's bulk encoding:
+        a bulk load from a trusted GeoPackage, without a feature per row."""
+
+    @abstractmethod
+    def _bulk_inserter(
+        self, conn: Any, layer: Layer, *, streaming: bool
+    ) -> AbstractContextManager[Callable[[Sequence[tuple]], tuple[int, int]]]:
+        """A function inserting new features at revision 1 in bulk (``COPY``,
+        ``executemany``; spatial index filled for them), a chunk of rows in
+        the bulk encoding per call: each chunk's handles are one consecutive
+        range, returned as (first, last). ``streaming``: nothing else is done
+        on ``conn`` until it is closed (one ``COPY`` for every chunk)."""
 
     @abstractmethod
     def _live_in_range(self, conn: Any, layer: Layer, first: int, last: int) -> list[StoredFeature]:
@@ -531,7 +553,7 @@ class Store(ABC):
 
     def load_layers(
         self,
-        batches: dict[str, Iterable[Sequence[ValidFeature]]],
+        batches: dict[str, Iterable[Sequence[ValidFeature] | PackageRows]],
         *,
         actor: str,
         source: str,
@@ -542,7 +564,7 @@ class Store(ABC):
         """Load features, a chunk at a time, into several layers in ONE
         transaction: either everything lands or nothing (a crash midway too).
 
-        Ids new to a layer go in bulk (``_insert_many``: ``COPY`` or batched
+        Ids new to a layer go in bulk (``_bulk_inserter``: ``COPY`` or batched
         inserts, the spatial index filled after the rows) and get NO audit
         record each: one record per layer per load instead, action ``load``,
         ``feature_id`` "" and ``after`` the counts, ``source`` (the file's
@@ -553,6 +575,8 @@ class Store(ABC):
         does. Refused, naming the id, and nothing written: an id given twice,
         or the id of a deleted feature (reserved for its restore). The
         features come validated: the caller knows what to check them against.
+        A ``PackageRows`` chunk only goes into a layer that was empty when
+        the load began (the caller's choice; refused when that changed).
         The layer's version moves once. ``action`` names the per-row records
         of updates (``import`` for a large import); ``authorize(before, new)``
         means what it means in ``write_layers``."""
@@ -567,42 +591,55 @@ class Store(ABC):
                 reserved = self._audited_ids(conn, layer.id)
                 seen: set[str] = set()
                 spans: list[tuple[int, int]] = []
-                for chunk in chunks:
-                    present = self._handles(conn, layer, [f.id for f in chunk]) if had_rows else {}
-                    fresh: list[ValidFeature] = []
-                    for feature in chunk:
-                        if feature.id in seen:
-                            raise InvalidParameter(
-                                "id",
-                                f"{layer.id}: feature id {feature.id!r} appears twice in {source}",
-                            )
-                        seen.add(feature.id)
-                        if feature.id in present:
-                            found = self._read(conn, layer, feature.id)
-                            assert found is not None
-                            handle, before = found
-                            if authorize is not None:
-                                authorize(before, feature)
-                            if same_content(layer, before, feature):
-                                result.unchanged.append(feature.id)
-                                continue
-                            after = self._update(conn, layer, handle, feature, before.revision + 1)
-                            self._audit(conn, actor, action, before, after)
-                            result.updated.append(feature.id)
+                # An empty layer takes every chunk in one stream (one COPY);
+                # one that holds rows has reads and updates between chunks.
+                with self._bulk_inserter(conn, layer, streaming=not had_rows) as insert:
+                    for chunk in chunks:
+                        if isinstance(chunk, PackageRows):
+                            if had_rows:
+                                raise Conflict(
+                                    f"{layer.id} was written to while {source} was being loaded; "
+                                    "nothing was loaded: run the load again"
+                                )
+                            for row in chunk.rows:
+                                _claim_id(layer.id, row[0], seen, reserved, source)
+                            rows = self._bulk_rows_of_package(layer, chunk.rows)
+                            spans.append(insert(rows))
+                            result.inserted.extend(row[0] for row in chunk.rows)
                             continue
-                        if authorize is not None:
-                            authorize(None, feature)
-                        if feature.id in reserved:
-                            raise Conflict(
-                                f"{layer.id}: {feature.id} in {source} is the id of a deleted "
-                                "feature: it stays reserved for its restore "
-                                f"(geo-service restore {feature.id}); nothing was loaded"
-                            )
-                        else:
+                        present = (
+                            self._handles(conn, layer, [f.id for f in chunk]) if had_rows else {}
+                        )
+                        fresh: list[ValidFeature] = []
+                        for feature in chunk:
+                            if feature.id in present:
+                                if feature.id in seen:
+                                    _claim_id(
+                                        layer.id, feature.id, seen, reserved, source
+                                    )  # refused
+                                seen.add(feature.id)
+                                found = self._read(conn, layer, feature.id)
+                                assert found is not None
+                                handle, before = found
+                                if authorize is not None:
+                                    authorize(before, feature)
+                                if same_content(layer, before, feature):
+                                    result.unchanged.append(feature.id)
+                                    continue
+                                after = self._update(
+                                    conn, layer, handle, feature, before.revision + 1
+                                )
+                                self._audit(conn, actor, action, before, after)
+                                result.updated.append(feature.id)
+                                continue
+                            if authorize is not None:
+                                authorize(None, feature)
+                            _claim_id(layer.id, feature.id, seen, reserved, source)
                             fresh.append(feature)
-                    if fresh:
-                        spans.append(self._insert_many(conn, layer, fresh))
-                        result.inserted.extend(f.id for f in fresh)
+                        if fresh:
+                            rows = self._bulk_rows(layer, fresh)
+                            spans.append(insert(rows))
+                            result.inserted.extend(f.id for f in fresh)
                 if result.inserted:
                     summary = {
                         "bulk": True,
@@ -1598,6 +1635,27 @@ def feature_json(feature: StoredFeature | None) -> str | None:
     if feature is None:
         return None
     return orjson.dumps(feature.geojson()).decode()
+
+
+def _claim_id(layer_id: str, feature_id: str, seen: set[str], reserved: set[str], source: str):
+    """A new id of a bulk load's row, refused when given before or reserved
+    by a deletion; the row is the position in the layer's rows so far."""
+    row = len(seen) + 1
+    if feature_id in seen:
+        raise InvalidParameter(
+            "id",
+            f"row {row} of {layer_id} in {source}: feature id {feature_id!r} appears twice; "
+            f"nothing was loaded / {source} 中 {layer_id} 的第 {row} 行：编号 {feature_id} "
+            "重复，未导入任何数据",
+        )
+    if feature_id in reserved:
+        raise Conflict(
+            f"row {row} of {layer_id} in {source}: {feature_id} is the id of a deleted feature: "
+            f"it stays reserved for its restore (geo-service restore {feature_id}); nothing was "
+            f"loaded / {source} 中 {layer_id} 的第 {row} 行：编号 {feature_id} 属于已删除的要素，"
+            "保留待恢复，未导入任何数据"
+        )
+    seen.add(feature_id)
 
 
 def _parsed(value: Any) -> Any:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,15 @@ from geo_service.store.base import (
 )
 from geo_service.store.filtering import Filter, SqlDialect, register_sqlite_functions
 
-__all__ = ["GeoPackageStore"]
+__all__ = [
+    "GeoPackageStore",
+    "PackageLayout",
+    "blob_wkb",
+    "package_columns",
+    "package_layout",
+    "package_properties",
+    "point_positions",
+]
 
 _SRS_ID = 4326
 _WGS84_WKT = (
@@ -51,6 +60,7 @@ _WGS84_WKT = (
     'AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]'
 )
 _SCHEMA_VERSION = "1"
+_MIXED = "mixed"  # gs_meta catalog: rows checked against more than one catalog
 
 _GPKG_CORE = """
 CREATE TABLE IF NOT EXISTS gpkg_spatial_ref_sys (
@@ -109,25 +119,51 @@ _SQL_TYPES = {"boolean": "BOOLEAN", "integer": "INTEGER", "date": "DATE"}
 # -- GeoPackage geometry blobs (GPKG spec 2.1.3) ------------------------------
 
 
+#: A point's blob header: little-endian, no envelope, EPSG:4326.
+_POINT_HEADER = struct.pack("<2sBBi", b"GP", 0, 0b00000001, _SRS_ID)
+
+
 def _to_blob(geometry: BaseGeometry) -> bytes:
     if geometry.geom_type == "Point":
-        header = struct.pack("<2sBBi", b"GP", 0, 0b00000001, _SRS_ID)
-        return header + shapely.to_wkb(geometry, byte_order=1, flavor="iso")
+        return _POINT_HEADER + shapely.to_wkb(geometry, byte_order=1, flavor="iso")
     minx, miny, maxx, maxy = geometry.bounds
     header = struct.pack("<2sBBi4d", b"GP", 0, 0b00000011, _SRS_ID, minx, maxx, miny, maxy)
     return header + shapely.to_wkb(geometry, byte_order=1, flavor="iso")
 
 
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+_POINT_WKB = struct.Struct("<BIdd")
+
+
+def blob_wkb(blob: bytes) -> bytes:
+    """The WKB inside a GeoPackage geometry blob (its header sliced off)."""
+    envelope = _ENVELOPE_BYTES[(blob[3] >> 1) & 0b111]
+    return bytes(blob[8 + envelope :])
 
 
 def _from_blob(blob: bytes) -> BaseGeometry:
-    flags = blob[3]
-    envelope = _ENVELOPE_BYTES[(flags >> 1) & 0b111]
-    return shapely.from_wkb(bytes(blob[8 + envelope :]))
+    return shapely.from_wkb(blob_wkb(blob))
 
 
-_POINT_WKB = struct.Struct("<BIdd")
+#: A point blob as this store writes it, up to its coordinates: the header,
+#: then little-endian WKB of type 1.
+_POINT_PREFIX = np.frombuffer(_POINT_HEADER + b"\x01\x01\x00\x00\x00", dtype=np.uint8)
+
+
+def point_positions(blobs: Sequence[Any]) -> np.ndarray:
+    """The lon/lat of many point blobs read straight from their bytes, one
+    row each, NaN for a blob that is not a point as this store writes it
+    (another geometry, an envelope, big-endian, not bytes)."""
+    out = np.full((len(blobs), 2), np.nan)
+    size = len(_POINT_PREFIX) + 16
+    sized = [i for i, blob in enumerate(blobs) if type(blob) is bytes and len(blob) == size]
+    if sized:
+        cells = np.frombuffer(b"".join([blobs[i] for i in sized]), dtype=np.uint8)
+        cells = cells.reshape(len(sized), size)
+        points = (cells[:, : len(_POINT_PREFIX)] == _POINT_PREFIX).all(axis=1)
+        xy = np.ascontiguousarray(cells[:, len(_POINT_PREFIX) :]).view("<f8")
+        out[np.asarray(sized)[points]] = xy[points]
+    return out
 
 
 #: A point blob without envelope: GPKG header (8 bytes), then ISO WKB
@@ -346,6 +382,7 @@ class GeoPackageStore(Store):
         self._held = threading.local()  # the connection this thread has borrowed
         self._lock = threading.Lock()
         self._writes = 0  # commits through this object: part of the layer_versions memo
+        self._layouts: dict[str, PackageLayout] = {}  # by layer id (the catalog is fixed)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -434,10 +471,28 @@ class GeoPackageStore(Store):
                 conn.execute("ALTER TABLE gs_audit ADD COLUMN previous_town_code TEXT")
             for layer in self.catalog.layers.values():
                 self._ensure_table(conn, layer)
+            self._record_catalog(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _record_catalog(self, conn: sqlite3.Connection) -> None:
+        """Which catalog the rows were checked against (``validated_against``):
+        this one for an empty file; for rows checked against another catalog
+        or an unrecorded one, "mixed", never to match again."""
+        fingerprint = self.catalog.fingerprint
+        row = conn.execute("SELECT value FROM gs_meta WHERE key = 'catalog'").fetchone()
+        if row is not None and row[0] == fingerprint:
+            return
+        empty = all(
+            conn.execute(f'SELECT 1 FROM "{layer_id}" LIMIT 1').fetchone() is None
+            for layer_id in self.catalog.layers
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO gs_meta VALUES ('catalog', ?)",
+            (fingerprint if empty else _MIXED,),
+        )
 
     def _ensure_table(self, conn: sqlite3.Connection, layer: Layer) -> None:
         exists = conn.execute(
@@ -481,13 +536,8 @@ class GeoPackageStore(Store):
     # -- row mapping ----------------------------------------------------------
 
     def _row_to_feature(self, layer: Layer, row: sqlite3.Row) -> StoredFeature:
-        props: dict[str, Any] = {"id": row["id"]}
-        for spec in layer.properties.values():
-            if spec.name == "id":
-                continue
-            props[spec.name] = _decode(spec, row[spec.name])
-        if row["extra"]:
-            props.update(orjson.loads(row["extra"]))
+        layout = self._layout(layer)
+        props = package_properties(layout, [row[name] for name in layout.columns])
         return StoredFeature(
             layer_id=layer.id,
             id=row["id"],
@@ -495,6 +545,20 @@ class GeoPackageStore(Store):
             geometry=_from_blob(row["geom"]),
             revision=row["revision"],
         )
+
+    def _layout(self, layer: Layer) -> PackageLayout:
+        layout = self._layouts.get(layer.id)
+        if layout is None:
+            layout = self._layouts[layer.id] = package_layout(layer)
+        return layout
+
+    def _bulk_rows(self, layer: Layer, features: Sequence[ValidFeature]) -> list[tuple]:
+        # The per-row encoder, in the table's column order (package_columns).
+        columns = package_columns(layer)[1:]
+        return [(f.id, *map(self._feature_values(layer, f).get, columns)) for f in features]
+
+    def _bulk_rows_of_package(self, layer: Layer, rows: Sequence[tuple]) -> list[tuple]:
+        return list(rows)  # already this store's own encoding
 
     def _feature_values(self, layer: Layer, feature: ValidFeature) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -787,58 +851,108 @@ class GeoPackageStore(Store):
         )
         return {row[0]: row[1] for row in rows}
 
-    def _insert_many(
-        self, conn: sqlite3.Connection, layer: Layer, features: Sequence[ValidFeature]
-    ) -> tuple[int, int]:
+    @contextmanager
+    def _bulk_inserter(self, conn: sqlite3.Connection, layer: Layer, *, streaming: bool):
         # The R-tree triggers would call the Python ST_MinX... four times per
-        # row; they are dropped for the insert and the R-tree is filled from
-        # the geometries known here (as GDAL defers it on bulk loads), then
-        # the triggers are created again, all inside the caller's
-        # transaction: no other connection ever sees the table without them.
+        # row; they are dropped for the inserts and the R-tree is filled from
+        # the blobs here (as GDAL defers it on bulk loads), then the triggers
+        # are created again, all inside the caller's transaction: no other
+        # connection ever sees the table without them. Not streaming (updates
+        # come between the chunks), they are back after each chunk.
         rtree = f"rtree_{layer.id}_geom"
         triggers = conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
             "AND name LIKE ?",
             (layer.id, f"{rtree}_%"),
         ).fetchall()
-        for name, _sql in triggers:
-            conn.execute(f'DROP TRIGGER "{name}"')
+
+        def insert(rows: Sequence[tuple]) -> tuple[int, int]:
+            if not streaming:
+                for name, _sql in triggers:
+                    conn.execute(f'DROP TRIGGER "{name}"')
+            first = self._insert_rows(conn, layer, rows)
+            if not streaming:
+                for _name, sql in triggers:
+                    conn.execute(sql)
+            return first, first + len(rows) - 1
+
+        if streaming:
+            for name, _sql in triggers:
+                conn.execute(f'DROP TRIGGER "{name}"')
+        yield insert
+        if streaming:
+            for _name, sql in triggers:
+                conn.execute(sql)
+
+    def _insert_rows(self, conn: sqlite3.Connection, layer: Layer, rows: Sequence[tuple]) -> int:
+        """Rows into the table and its R-tree (its triggers dropped); the first fid."""
+        rtree = f"rtree_{layer.id}_geom"
         # Past every fid ever used (AUTOINCREMENT never reuses one).
         first = conn.execute(
             f'SELECT max(coalesce((SELECT max(fid) FROM "{layer.id}"), 0), coalesce((SELECT '
             "seq FROM sqlite_sequence WHERE name = ?), 0)) + 1",
             (layer.id,),
         ).fetchone()[0]
-        geometries = [stored_geometry(layer, f.geometry) for f in features]
         # Every column of the table, whichever properties each feature has.
-        columns = [n for n in layer.properties if n != "id"] + ["geom", "extra"]
-        names = ", ".join(f'"{n}"' for n in ["fid", "id", *columns])
-        marks = ", ".join("?" for _ in range(len(columns) + 2))
+        columns = package_columns(layer)
+        names = ", ".join(f'"{n}"' for n in ["fid", *columns])
+        marks = ", ".join("?" for _ in range(len(columns) + 1))
+        fids = range(first, first + len(rows))
         conn.executemany(
             f'INSERT INTO "{layer.id}" ({names}) VALUES ({marks})',
-            [
-                [first + i, f.id, *map(self._feature_values(layer, f).get, columns)]
-                for i, f in enumerate(features)
-            ],
+            [(fid, *row) for fid, row in zip(fids, rows, strict=True)],
         )
-        bounds = shapely.bounds(geometries)
+        # The bounds the triggers would take, the points' read at once; an
+        # empty geometry has no entry.
+        blobs = [row[len(columns) - 2] for row in rows]
+        points = point_positions(blobs).tolist()
+        boxes = [
+            (fid, (x, y, x, y) if x == x and y == y else _blob_bounds(blob))
+            for fid, blob, (x, y) in zip(fids, blobs, points, strict=True)
+        ]
         conn.executemany(
             f'INSERT INTO "{rtree}" VALUES (?, ?, ?, ?, ?)',
-            [
-                (first + i, minx, maxx, miny, maxy)
-                for i, (minx, miny, maxx, maxy) in enumerate(bounds.tolist())
-                if minx == minx  # NaN: an empty geometry has no R-tree entry
-            ],
+            [(fid, b[0], b[2], b[1], b[3]) for fid, b in boxes if b is not None],
         )
-        for _name, sql in triggers:
-            conn.execute(sql)
-        return first, first + len(features) - 1
+        return first
 
     def _live_in_range(self, conn: sqlite3.Connection, layer: Layer, first: int, last: int):
         rows = conn.execute(
             f'SELECT * FROM "{layer.id}" WHERE fid BETWEEN ? AND ? ORDER BY fid', (first, last)
         ).fetchall()
         return [self._row_to_feature(layer, row) for row in rows]
+
+    def stream_rows(self, layer_id: str, *, chunk: int = 10_000) -> Iterator[list[tuple]]:
+        """Every row of a layer as the table holds it (``package_columns``:
+        id, catalog properties, geometry blob, extra JSON), ``chunk`` at a
+        time, in the order they were stored: a bulk load's raw read."""
+        layer = self.catalog.layer(layer_id)
+        names = ", ".join(f'"{n}"' for n in package_columns(layer))
+        after = 0
+        while True:
+            # A page per borrow, as stream_features.
+            with self._reading() as conn:
+                cursor = conn.execute(
+                    f'SELECT fid, {names} FROM "{layer.id}" WHERE fid > ? ORDER BY fid LIMIT ?',
+                    (after, chunk),
+                )
+                cursor.row_factory = None  # plain tuples
+                rows = cursor.fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [row[1:] for row in rows]
+
+    def validated_against(self) -> str | None:
+        """The fingerprint (``Catalog.fingerprint``) of the catalog every row
+        of this file was checked against when written, or None when unknown
+        (rows from before it was recorded, or from more than one catalog)."""
+        with self._reading() as conn:
+            meta = dict(conn.execute("SELECT key, value FROM gs_meta").fetchall())
+        if meta.get("schema_version") != _SCHEMA_VERSION:
+            return None
+        recorded = meta.get("catalog")
+        return recorded if recorded and recorded != _MIXED else None
 
     def stream_features(
         self, layer_id: str, *, chunk: int = 10_000
@@ -914,6 +1028,51 @@ class GeoPackageStore(Store):
             conn.execute("VACUUM INTO ?", (str(target),))
 
 
+def package_columns(layer: Layer) -> list[str]:
+    """The columns a layer's row is written and read with, in order: id, the
+    catalog properties, the geometry blob, the extras as JSON."""
+    return ["id", *(name for name in layer.properties if name != "id"), "geom", "extra"]
+
+
+@dataclass(frozen=True)
+class PackageLayout:
+    """How a layer's row (``package_columns``) holds its properties: the
+    names of the columns up to the geometry (id first), and which of them
+    hold lists (JSON text) and booleans (0/1); the rest are as they are."""
+
+    columns: tuple[str, ...]
+    names: tuple[str, ...]
+    lists: tuple[str, ...]
+    booleans: tuple[str, ...]
+
+
+def package_layout(layer: Layer) -> PackageLayout:
+    columns = package_columns(layer)
+    specs = layer.properties.values()
+    return PackageLayout(
+        columns=tuple(columns),
+        names=tuple(columns[:-2]),
+        lists=tuple(s.name for s in specs if s.type == "list"),
+        booleans=tuple(s.name for s in specs if s.type == "boolean"),
+    )
+
+
+def package_properties(layout: PackageLayout, row: Sequence[Any]) -> dict[str, Any]:
+    """A row's properties (``row`` in ``package_columns`` order) as the store
+    gives them back: catalog properties in catalog order, then the extras
+    sorted (they are stored so). The one decoder of a row's properties."""
+    props = dict(zip(layout.names, row, strict=False))  # up to the geometry
+    for name in layout.lists:
+        value = props[name]
+        props[name] = orjson.loads(value) if value else []
+    for name in layout.booleans:
+        if (value := props[name]) is not None:
+            props[name] = bool(value)
+    if extra := row[-1]:
+        props.update(orjson.loads(extra))
+    return props
+
+
 def _encode(spec: PropertySpec, value: Any) -> Any:
     if value is None:
         return None
@@ -921,14 +1080,6 @@ def _encode(spec: PropertySpec, value: Any) -> Any:
         return orjson.dumps(list(value)).decode()
     if spec.type == "boolean":
         return 1 if value else 0
-    return value
-
-
-def _decode(spec: PropertySpec, value: Any) -> Any:
-    if spec.type == "list":
-        return orjson.loads(value) if value else []
-    if spec.type == "boolean":
-        return None if value is None else bool(value)
     return value
 
 

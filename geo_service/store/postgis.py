@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -40,6 +41,7 @@ from geo_service.store.base import (
     stored_geometry,
 )
 from geo_service.store.filtering import Filter, SqlDialect
+from geo_service.store.geopackage import blob_wkb, package_layout, package_properties
 
 __all__ = ["PostGISStore"]
 
@@ -129,6 +131,38 @@ class ChangeListener:
                 with self._lock:
                     self._listening = False
                 conn.close()
+
+
+_EWKB_SRID = struct.pack("<I", 4326)
+
+
+def _ewkb_hex(wkb: bytes) -> str:
+    """Little-endian 2D WKB as the hex EWKB ``COPY`` takes for a geometry
+    column of SRID 4326: the SRID flag and the SRID spliced in after the
+    type; anything else through shapely."""
+    (kind,) = struct.unpack_from("<I", wkb, 1) if wkb[0] == 1 else (1 << 31,)
+    if kind < 1000:
+        return (wkb[:1] + struct.pack("<I", kind | 0x20000000) + _EWKB_SRID + wkb[5:]).hex()
+    geometry = shapely.set_srid(shapely.from_wkb(wkb), 4326)
+    return shapely.to_wkb(geometry, hex=True, include_srid=True)
+
+
+def _copy_rows(copy: Any, rows: Sequence[tuple], first: int) -> None:
+    """Rows in the bulk encoding into a ``COPY``, their fids from ``first``.
+
+    COPY's text format, a chunk in one string: a field only needs its
+    backslashes doubled when it holds no tab or line break, which the
+    separators' count proves (every row comes validated or checked for
+    control characters; a row that is not goes through ``write_row``)."""
+    text = "".join(
+        [f"{fid}\t{id_}\t{props}\t{geom}\n" for fid, (id_, props, geom) in enumerate(rows, first)]
+    )
+    lines, tabs = text.count("\n"), text.count("\t")
+    if lines == len(rows) and tabs == 3 * len(rows) and "\r" not in text:
+        copy.write(text.replace("\\", "\\\\").encode())
+    else:
+        for fid, row in enumerate(rows, first):
+            copy.write_row((fid, *row))
 
 
 def _stored_properties(layer: Layer, props: dict[str, Any]) -> dict[str, Any]:
@@ -680,25 +714,65 @@ class PostGISStore(Store):
         )
         return dict(rows.fetchall())
 
-    def _insert_many(self, conn, layer: Layer, features: Sequence[ValidFeature]) -> tuple[int, int]:
+    def _bulk_rows(self, layer: Layer, features: Sequence[ValidFeature]) -> list[tuple]:
+        geometries = [stored_geometry(layer, f.geometry) for f in features]
+        wkbs = shapely.to_wkb(np.array(geometries, dtype=object), byte_order=1, flavor="iso")
+        return [
+            (f.id, orjson.dumps(_stored_properties(layer, f.properties)).decode(), _ewkb_hex(wkb))
+            for f, wkb in zip(features, wkbs, strict=True)
+        ]
+
+    def _bulk_rows_of_package(self, layer: Layer, rows: Sequence[tuple]) -> list[tuple]:
+        # The GeoPackage's own decoder gives the properties in the stored shape.
+        layout = package_layout(layer)
+        return [
+            (
+                row[0],
+                orjson.dumps(package_properties(layout, row)).decode(),
+                _ewkb_hex(blob_wkb(row[-2])),
+            )
+            for row in rows
+        ]
+
+    @contextmanager
+    def _bulk_inserter(self, conn, layer: Layer, *, streaming: bool):
         table = self._table(layer)
-        # A block of fids taken at once: writers of the layer wait on
-        # _lock_layer, so the block is this load's alone and consecutive.
-        (last,) = conn.execute(
-            "SELECT setval(pg_get_serial_sequence(%s, 'fid'), "
-            "nextval(pg_get_serial_sequence(%s, 'fid')) + %s - 1)",
-            (table, table, len(features)),
-        ).fetchone()
-        first = last - len(features) + 1
-        geometries = shapely.set_srid(
-            np.array([stored_geometry(layer, f.geometry) for f in features], dtype=object), 4326
-        )
-        ewkb = shapely.to_wkb(geometries, hex=True, include_srid=True)
-        with conn.cursor().copy(f"COPY {table} (fid, id, props, geom) FROM STDIN") as copy:
-            for i, (feature, hexwkb) in enumerate(zip(features, ewkb, strict=True)):
-                props = _stored_properties(layer, feature.properties)
-                copy.write_row((first + i, feature.id, orjson.dumps(props).decode(), hexwkb))
-        return first, last
+        sequence = f"pg_get_serial_sequence('{table}', 'fid')"
+        if not streaming:
+
+            def insert_alone(rows: Sequence[tuple]) -> tuple[int, int]:
+                # A block of fids taken at once: writers of the layer wait on
+                # _lock_layer, so the block is this load's alone and consecutive.
+                (last,) = conn.execute(
+                    f"SELECT setval({sequence}, nextval({sequence}) + %s - 1)", (len(rows),)
+                ).fetchone()
+                with conn.cursor().copy(f"COPY {table} (fid, id, props, geom) FROM STDIN") as copy:
+                    _copy_rows(copy, rows, last - len(rows) + 1)
+                return last - len(rows) + 1, last
+
+            yield insert_alone
+            return
+        # One COPY for the whole layer, its data sent by a writer thread: the
+        # server stores a chunk while this thread reads and encodes the next.
+        # The fids are counted here (writers of the layer wait on _lock_layer,
+        # so none takes one meanwhile) and the sequence moved past them after.
+        from psycopg.copy import QueuedLibpqWriter
+
+        (first,) = conn.execute(f"SELECT nextval({sequence})").fetchone()
+        after = first
+        cursor = conn.cursor()
+        writer = QueuedLibpqWriter(cursor)
+        with cursor.copy(f"COPY {table} (fid, id, props, geom) FROM STDIN", writer=writer) as copy:
+
+            def insert(rows: Sequence[tuple]) -> tuple[int, int]:
+                nonlocal after
+                _copy_rows(copy, rows, after)
+                after += len(rows)
+                return after - len(rows), after - 1
+
+            yield insert
+        if after > first:
+            conn.execute(f"SELECT setval({sequence}, %s)", (after - 1,))
 
     def _live_in_range(self, conn, layer: Layer, first: int, last: int):
         rows = conn.execute(
