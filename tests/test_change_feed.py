@@ -29,7 +29,7 @@ from geo_service.analysis.nearest import (
 )
 from geo_service.services.access import issue_token
 from geo_service.sources.catalog import ValidFeature, load_catalog
-from geo_service.store import Store, StoredFeature, open_store
+from geo_service.store import AuditQuery, Store, StoredFeature, open_store
 from geo_service.store.base import now
 from geo_service.store.seeding import seed_store
 from tests.conftest import _new_pg_location, _require_pg, running_server
@@ -260,6 +260,30 @@ def test_a_bulk_load_makes_the_layer_read_again(store: Store, builds):
     found = nearest_sites(kept, loaded[0].geometry.x, loaded[0].geometry.y, 1, ["stations"])
     assert found[0].feature.id == "bulk-0"
     assert not store.changes_since(feed.marks)
+
+
+def test_a_loads_edits_of_single_sites_replay_without_reading_the_layer(store: Store, builds):
+    """``db load`` of rows the store holds already writes an audit record
+    per row with action "load" AND the row's id: an edit like any other,
+    replayed, not a bulk load."""
+    cache = SiteIndexCache(store)
+    cache.get()
+    marks = store.change_marks(LAYERS)
+    office = Office(store, 5)
+    template = store.all_features("stations")[0]
+    moved = office._variant(template, template.id, 2500.0)
+    store.write("stations", [moved], actor="db load", action="load")
+    (record,) = store.audit_log(AuditQuery(feature_id=template.id), newest_first=True)[0][:1]
+    assert record["action"] == "load" and record["feature_id"] == template.id
+
+    feed = store.changes_since(marks)
+    assert not feed.reloaded
+    assert [(f.layer_id, f.id) for f in feed.upserts] == [("stations", template.id)]
+    kept = cache.get()
+    assert builds.count == 1, "an edit recorded as 'load' read the whole layer again"
+    found = nearest_sites(kept, moved.geometry.x, moved.geometry.y, 1, ["stations"])
+    assert found[0].feature.id == template.id
+    assert found[0].distance_m < 1.0
 
 
 def test_more_changes_than_worth_replaying_read_the_layer_again(store: Store):

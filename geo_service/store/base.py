@@ -897,8 +897,9 @@ class Store(ABC):
         it. So a reader that keeps, per layer, the highest ``seq`` it has
         read misses no change and reads none twice (across layers numbers
         are taken in one order and committed in another, hence one mark per
-        layer). A layer with a ``load`` record (a bulk load, changed
-        wholesale) or more than ``replay_limit`` records is ``reloaded``.
+        layer). A layer with a bulk load's record (action ``load``, no
+        feature id: changed wholesale) or more than ``replay_limit`` records
+        is ``reloaded``.
 
         The changed features are then read from the layer itself: the audit
         trail does not keep revisions. A write committed between the two
@@ -916,7 +917,10 @@ class Store(ABC):
                 )
                 if not rows:
                     continue
-                if len(rows) > replay_limit or any(row[2] == "load" for row in rows):
+                # A bulk load's record (no feature id) stands for rows with no
+                # record of their own; a load's per-row edits replay as any edit.
+                wholesale = any(row[2] == "load" and row[1] == "" for row in rows)
+                if len(rows) > replay_limit or wholesale:
                     feed.reloaded.add(layer.id)
                     feed.marks[layer.id] = self._last_seq(conn, layer.id)
                     continue
