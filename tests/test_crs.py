@@ -140,3 +140,19 @@ def test_epsg_4326_bbox_is_latitude_first():
     )
     with pytest.raises(InvalidParameter, match="latitudes"):
         parse_bbox("118.0,36.78,118.06,36.83", lat_first)
+
+
+@pytest.mark.parametrize("target", ["gcj02", "bd09"])
+def test_one_position_at_a_time_equals_the_array_formula(target):
+    """A nearest answer converts its sites one at a time through the
+    formulas' float path; it must give what the array path gives, in China,
+    at its box's edges and outside it."""
+    rng = np.random.default_rng(20261205)
+    lon = np.concatenate([rng.uniform(60.0, 150.0, 500), [72.004, 137.8347, 118.05]])
+    lat = np.concatenate([rng.uniform(0.0, 60.0, 500), [0.8293, 55.8271, 36.8]])
+    together = np.column_stack(crs.convert(lon, lat, "wgs84", target))
+    one_by_one = [
+        crs.convert(float(x), float(y), "wgs84", target) for x, y in zip(lon, lat, strict=True)
+    ]
+    assert all(isinstance(v, float) for pair in one_by_one for v in pair)
+    np.testing.assert_allclose(np.array(one_by_one), together, rtol=0, atol=1e-12)

@@ -22,6 +22,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -171,29 +172,48 @@ def _inside_china(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     )
 
 
-def _gcj_offset(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The GCJ-02 offset (degrees) to add to a WGS-84 position."""
+def _gcj_offset(lon, lat, m=np):
+    """The GCJ-02 offset (degrees) to add to a WGS-84 position: arrays with
+    ``m=np``, or finite floats with ``m=math`` (one position at a time, as a
+    nearest answer asks, numpy's per-call cost is most of the work)."""
     x = lon - 105.0
     y = lat - 35.0
-    d_lat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * np.sqrt(np.abs(x))
-    d_lat += (20.0 * np.sin(6.0 * x * np.pi) + 20.0 * np.sin(2.0 * x * np.pi)) * 2.0 / 3.0
-    d_lat += (20.0 * np.sin(y * np.pi) + 40.0 * np.sin(y / 3.0 * np.pi)) * 2.0 / 3.0
-    d_lat += (160.0 * np.sin(y / 12.0 * np.pi) + 320.0 * np.sin(y * np.pi / 30.0)) * 2.0 / 3.0
-    d_lon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * np.sqrt(np.abs(x))
-    d_lon += (20.0 * np.sin(6.0 * x * np.pi) + 20.0 * np.sin(2.0 * x * np.pi)) * 2.0 / 3.0
-    d_lon += (20.0 * np.sin(x * np.pi) + 40.0 * np.sin(x / 3.0 * np.pi)) * 2.0 / 3.0
-    d_lon += (150.0 * np.sin(x / 12.0 * np.pi) + 300.0 * np.sin(x / 30.0 * np.pi)) * 2.0 / 3.0
-    rad_lat = lat / 180.0 * np.pi
-    magic = 1.0 - _EE * np.sin(rad_lat) ** 2
-    sqrt_magic = np.sqrt(magic)
-    d_lat = (d_lat * 180.0) / ((_A * (1.0 - _EE)) / (magic * sqrt_magic) * np.pi)
-    d_lon = (d_lon * 180.0) / (_A / sqrt_magic * np.cos(rad_lat) * np.pi)
+    pi = m.pi
+    d_lat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * m.sqrt(abs(x))
+    d_lat += (20.0 * m.sin(6.0 * x * pi) + 20.0 * m.sin(2.0 * x * pi)) * 2.0 / 3.0
+    d_lat += (20.0 * m.sin(y * pi) + 40.0 * m.sin(y / 3.0 * pi)) * 2.0 / 3.0
+    d_lat += (160.0 * m.sin(y / 12.0 * pi) + 320.0 * m.sin(y * pi / 30.0)) * 2.0 / 3.0
+    d_lon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * m.sqrt(abs(x))
+    d_lon += (20.0 * m.sin(6.0 * x * pi) + 20.0 * m.sin(2.0 * x * pi)) * 2.0 / 3.0
+    d_lon += (20.0 * m.sin(x * pi) + 40.0 * m.sin(x / 3.0 * pi)) * 2.0 / 3.0
+    d_lon += (150.0 * m.sin(x / 12.0 * pi) + 300.0 * m.sin(x / 30.0 * pi)) * 2.0 / 3.0
+    rad_lat = lat / 180.0 * pi
+    magic = 1.0 - _EE * m.sin(rad_lat) ** 2
+    sqrt_magic = m.sqrt(magic)
+    d_lat = (d_lat * 180.0) / ((_A * (1.0 - _EE)) / (magic * sqrt_magic) * pi)
+    d_lon = (d_lon * 180.0) / (_A / sqrt_magic * m.cos(rad_lat) * pi)
+    if m is math:
+        inside = CHINA_LON[0] <= lon <= CHINA_LON[1] and CHINA_LAT[0] <= lat <= CHINA_LAT[1]
+        return (d_lon, d_lat) if inside else (0.0, 0.0)
     inside = _inside_china(lon, lat)
     return np.where(inside, d_lon, 0.0), np.where(inside, d_lat, 0.0)
 
 
+def _finite_floats(lon, lat) -> bool:
+    """Two plain finite numbers: the ``math`` path of the formulas applies."""
+    return (
+        isinstance(lon, float | int)
+        and isinstance(lat, float | int)
+        and math.isfinite(lon)
+        and math.isfinite(lat)
+    )
+
+
 def wgs84_to_gcj02(lon, lat):
     """WGS-84 to GCJ-02 (the published forward formula)."""
+    if _finite_floats(lon, lat):
+        d_lon, d_lat = _gcj_offset(lon, lat, math)
+        return lon + d_lon, lat + d_lat
     scalar = np.ndim(lon) == 0 and np.ndim(lat) == 0
     lon, lat = _as_arrays(lon, lat)
     d_lon, d_lat = _gcj_offset(lon, lat)
@@ -218,11 +238,18 @@ def gcj02_to_wgs84(lon, lat):
 
 def gcj02_to_bd09(lon, lat):
     """GCJ-02 to BD-09 (Baidu's published forward formula)."""
+    if _finite_floats(lon, lat):
+        return _bd09_of(float(lon), float(lat), math)
     scalar = np.ndim(lon) == 0 and np.ndim(lat) == 0
     x, y = _as_arrays(lon, lat)
-    z = np.sqrt(x * x + y * y) + 0.00002 * np.sin(y * _BD_PI)
-    theta = np.arctan2(y, x) + 0.000003 * np.cos(x * _BD_PI)
-    return _unwrap(z * np.cos(theta) + 0.0065, z * np.sin(theta) + 0.006, scalar)
+    return _unwrap(*_bd09_of(x, y, np), scalar)
+
+
+def _bd09_of(x, y, m):
+    """Baidu's forward formula on arrays (``m=np``) or floats (``m=math``)."""
+    z = m.sqrt(x * x + y * y) + 0.00002 * m.sin(y * _BD_PI)
+    theta = (np.arctan2 if m is np else math.atan2)(y, x) + 0.000003 * m.cos(x * _BD_PI)
+    return z * m.cos(theta) + 0.0065, z * m.sin(theta) + 0.006
 
 
 def bd09_to_gcj02(lon, lat):
