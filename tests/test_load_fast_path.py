@@ -101,6 +101,25 @@ _LAST_STATION = "WHERE fid = (SELECT max(fid) FROM stations)"
         (f"UPDATE stations SET geom = ? {_LAST_STATION}", (_blob(418.0, 36.8),), "geometry"),
         # Bytes where text belongs.
         (f"UPDATE stations SET name = ? {_LAST_STATION}", (b"\x00\x01",), "name"),
+        # A list column that is not JSON: every read of the layer would fail.
+        (f"UPDATE stations SET services = '[oops' {_LAST_STATION}", (), "cannot be read"),
+        # A list value the catalog does not have.
+        (f"UPDATE stations SET services = '[\"nope\"]' {_LAST_STATION}", (), "services"),
+        # A kind the catalog does not have.
+        (f"UPDATE stations SET kind = 'mobile_post' {_LAST_STATION}", (), "kind"),
+        # An extra that overrides a checked column on every read.
+        (f"UPDATE stations SET extra = ? {_LAST_STATION}", ('{"kind": "bogus"}',), "kind"),
+        # An extra shadowing a column with a valid value: the column the store
+        # filters on (an editor's towns) and the value read back would differ.
+        (f"UPDATE stations SET extra = ? {_LAST_STATION}", ('{"status": "open"}',), "status"),
+        # An empty id, the mark of a bulk load's audit record.
+        (f"UPDATE stations SET id = '' {_LAST_STATION}", (), "id"),
+        # Hours in a form the service never stores (it writes the OSM form).
+        (
+            f"UPDATE stations SET opening_hours = '周一至周五 9:00-17:00' {_LAST_STATION}",
+            (),
+            "opening_hours",
+        ),
     ],
 )
 def test_a_hand_edit_the_cheap_checks_look_for_is_refused_and_nothing_is_written(
@@ -204,8 +223,8 @@ def test_a_file_written_under_another_catalog_is_validated_fully(
 
 
 def test_check_validates_every_row_fully(empty_store, tmp_path, catalog, validated_layers):
-    # A kind today's catalog does not know, typed into the file: not a damage
-    # the cheap checks look for, so only --check finds it.
+    # A kind today's catalog does not know, typed into the file: --check
+    # validates every row, the command line says so in the user's words.
     source = _office_file(tmp_path, catalog)
     _hand_edit(source, f"UPDATE stations SET kind = 'mobile_post' {_LAST_STATION}")
     office = open_store(source, catalog)

@@ -87,7 +87,7 @@ CollectionId = Annotated[
         examples=["stations"],
     ),
 ]
-#: Feature ids as the catalog allows them (``catalog._ID_PATTERN``).
+#: Feature ids as the catalog allows them (``catalog.ID_PATTERN``).
 FEATURE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 FeatureId = Annotated[
     str,

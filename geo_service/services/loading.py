@@ -31,14 +31,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import shapely
 
 from geo_service.errors import FieldProblem, InvalidFeature
-from geo_service.sources.catalog import WITHOUT_CONTROL_CHARACTERS, Catalog, Layer, ValidFeature
+from geo_service.sources.catalog import (
+    ID_PATTERN,
+    PHONE_PATTERN,
+    WITHOUT_CONTROL_CHARACTERS,
+    Catalog,
+    Layer,
+    PropertySpec,
+    ValidFeature,
+)
 from geo_service.store import Store, StoredFeature, WriteResult
 from geo_service.store.base import PackageRows
 from geo_service.store.geopackage import (
     GeoPackageStore,
+    PackageLayout,
     blob_wkb,
     package_columns,
     package_layout,
@@ -109,6 +119,14 @@ def load_store(
     return target.load_layers(batches, actor=actor, source=source.name, sha256=file_sha256(source))
 
 
+#: Catalog property types whose values are mostly one per site (names,
+#: addresses, phones, ids): checked by their cheap rules a chunk at a time.
+#: Every other column (kinds, lists, statuses, hours, towns, dates, flags,
+#: the extras) holds few distinct values: each new one is checked by full
+#: validation of the first row that holds it.
+FREE_TYPES = frozenset({"string", "text", "phone", "id"})
+
+
 def _checked_rows(
     catalog: Catalog,
     layer: Layer,
@@ -116,19 +134,101 @@ def _checked_rows(
     town_codes: set[str],
     source: str,
 ) -> Iterator[PackageRows]:
-    """The fast path's cheap checks on raw GeoPackage rows (``package_columns``),
-    a chunk at a time; a row one of them doubts is validated fully."""
+    """The fast path's checks on raw GeoPackage rows (``package_columns``), a
+    chunk at a time: cheap rules for the columns of one value per site, and
+    full validation of the first row holding each value of any other column
+    (a value seen valid is not checked again). A row a cheap rule doubts is
+    validated fully too: refused in the validator's words, or a false alarm."""
     columns = package_columns(layer)
     geom = columns.index("geom")
-    kinds = {name: spec.type for name, spec in layer.properties.items()}
+    specs = layer.properties
+    kinds = {name: spec.type for name, spec in specs.items()}
     towns = [i for i, name in enumerate(columns) if kinds.get(name) == "town_code"]
+    free = [(i, specs[name]) for i, name in enumerate(columns) if kinds.get(name) in FREE_TYPES]
+    keyed = [i for i, name in enumerate(columns) if i != geom and kinds.get(name) not in FREE_TYPES]
+    good: dict[int, set] = {i: set() for i in keyed}
+    layout = package_layout(layer)
     done = 0
     for rows in chunks:
         memo: dict = {}
-        for i in _doubted(rows, geom, towns, town_codes):
-            _validate_row(catalog, layer, rows[i], town_codes, source, done + i + 1, memo)
+        doubted = set(_doubted(rows, geom, towns, town_codes))
+        doubted.update(_free_doubts(rows, free))
+        for n, values in enumerate(rows):
+            if n in doubted:
+                _validate_row(catalog, layer, values, town_codes, source, done + n + 1, memo)
+            elif any(values[i] not in good[i] for i in keyed):
+                clean = _validate_row(
+                    catalog, layer, values, town_codes, source, done + n + 1, memo
+                )
+                _same_as_stored(layout, layer, values, clean, source, done + n + 1)
+                for i in keyed:
+                    good[i].add(values[i])
         done += len(rows)
         yield PackageRows(rows)
+
+
+def _free_doubts(rows: list[tuple], free: list[tuple[int, PropertySpec]]) -> set[int]:
+    """Rows whose one-per-site columns break a rule ``Catalog`` applies to
+    them (text or nothing, trimmed, within its length, a phone's or an id's
+    pattern, present when required), by index; each column of the whole
+    chunk checked at once, row by row only when the chunk fails."""
+    doubted: set[int] = set()
+    for i, spec in free:
+        values = [row[i] for row in rows]
+        if _free_column_ok(values, spec):
+            continue
+        doubted.update(n for n, value in enumerate(values) if not _free_column_ok([value], spec))
+    return doubted
+
+
+def _free_column_ok(values: list, spec: PropertySpec) -> bool:
+    text = [v for v in values if v is not None]
+    if len(text) != len(values) and spec.required:
+        return False
+    if not all(type(v) is str and v and v == v.strip() for v in text):
+        return False
+    if spec.type == "string":
+        return max(map(len, text), default=0) <= 200 and not any("\n" in v for v in text)
+    if spec.type == "text":
+        return max(map(len, text), default=0) <= 2000
+    pattern = ID_PATTERN if spec.type == "id" else PHONE_PATTERN
+    return all(pattern.match(v.replace(" ", "") if spec.type == "phone" else v) for v in text)
+
+
+def _same_as_stored(
+    layout: PackageLayout, layer: Layer, values: tuple, clean: ValidFeature, source: str, row: int
+) -> None:
+    """A row the validator accepts must also be stored as it would write it:
+    the fast path puts the raw row in, so a value in another form (hours in
+    Chinese, a list with repeats, an extra shadowing a catalog column, which
+    the columns the store filters on would then contradict) is refused."""
+    stored = package_properties(layout, values)
+    extras = orjson.loads(values[-1]) if values[-1] else {}
+    shadowing = sorted(name for name in extras if name in layer.properties)
+    changed = sorted(
+        name
+        for name in layer.properties
+        if name != "id" and stored.get(name) != clean.properties.get(name)
+    )
+    if not shadowing and not changed:
+        return
+    names = ", ".join(shadowing or changed)
+    raise _refusal(
+        InvalidFeature(
+            str(values[0]),
+            [
+                FieldProblem(
+                    names,
+                    "stored in a form this service does not write (load with --check "
+                    "to have every row validated and written in today's form)",
+                    "存储形式与本服务写入的不一致（可加 --check 逐行校验并按当前格式写入）",
+                )
+            ],
+        ),
+        layer.id,
+        row,
+        source,
+    )
 
 
 def _doubted(rows: list[tuple], geom: int, towns: list[int], town_codes: set[str]) -> list[int]:
@@ -168,9 +268,9 @@ def _validate_row(
     source: str,
     row: int,
     memo: dict,
-) -> None:
-    """Full validation of one raw row the cheap checks doubted: refused with
-    the validator's words, or kept as it is (a false alarm)."""
+) -> ValidFeature:
+    """Full validation of one raw row: refused with the validator's words,
+    or the row's clean feature (the raw row is what goes in)."""
     try:
         props = package_properties(package_layout(layer), values)
         geometry = shapely.from_wkb(blob_wkb(values[-2]))
@@ -185,7 +285,9 @@ def _validate_row(
         ) from None
     feature = StoredFeature(layer.id, str(values[0]), props, geometry, 0)
     try:
-        catalog.validate_feature(layer.id, _as_geojson(feature), town_codes=town_codes, memo=memo)
+        return catalog.validate_feature(
+            layer.id, _as_geojson(feature), town_codes=town_codes, memo=memo
+        )
     except InvalidFeature as refused:
         raise _refusal(refused, layer.id, row, source) from None
 

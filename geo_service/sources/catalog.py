@@ -49,6 +49,8 @@ from geo_service.sources.hours import to_opening_hours
 __all__ = [
     "CONTROL_CHARACTERS",
     "FILTERABLE_TYPES",
+    "ID_PATTERN",
+    "PHONE_PATTERN",
     "WITHOUT_CONTROL_CHARACTERS",
     "Catalog",
     "Layer",
@@ -62,10 +64,10 @@ __all__ = [
     "printable",
 ]
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Landlines with area code (0533 is Zibo), mobiles, 5-digit service hotlines
 # (12345, 95588) and 400/800 numbers; extensions after "-" or "转".
-_PHONE_PATTERN = re.compile(
+PHONE_PATTERN = re.compile(
     r"^(?:(?:\+?86[- ]?)?(?:0\d{2,3}[- ]?\d{7,8}|1[3-9]\d{9})"
     r"|\d{5}|[48]00[- ]?\d{3}[- ]?\d{4})(?:(?:-|转)\d{1,5})?$"
 )
@@ -391,7 +393,7 @@ class Catalog:
                 bad("must be at most 2000 characters", "最多2000字")
             return value
         if kind == "id":
-            if not _ID_PATTERN.match(value):
+            if not ID_PATTERN.match(value):
                 bad(
                     "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter "
                     "or digit"
@@ -419,7 +421,7 @@ class Catalog:
             return value
         if kind == "phone":
             compact = value.replace(" ", "")
-            if not _PHONE_PATTERN.match(compact):
+            if not PHONE_PATTERN.match(compact):
                 bad(
                     f"not a valid phone number: {value!r}",
                     f"电话号码格式不对：{value}（如 0533-2181234 或 13812345678）",
