@@ -27,7 +27,10 @@ and nothing is written.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import operator
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -147,52 +150,87 @@ def _checked_rows(
     free = [(i, specs[name]) for i, name in enumerate(columns) if kinds.get(name) in FREE_TYPES]
     keyed = [i for i, name in enumerate(columns) if i != geom and kinds.get(name) not in FREE_TYPES]
     good: dict[int, set] = {i: set() for i in keyed}
-    layout = package_layout(layer)
     done = 0
     for rows in chunks:
-        memo: dict = {}
-        doubted = set(_doubted(rows, geom, towns, town_codes))
-        doubted.update(_free_doubts(rows, free))
-        for n, values in enumerate(rows):
-            if n in doubted:
-                _validate_row(catalog, layer, values, town_codes, source, done + n + 1, memo)
-            elif any(values[i] not in good[i] for i in keyed):
-                clean = _validate_row(
-                    catalog, layer, values, town_codes, source, done + n + 1, memo
-                )
-                _same_as_stored(layout, layer, values, clean, source, done + n + 1)
-                for i in keyed:
-                    good[i].add(values[i])
+        columns_of = list(zip(*rows, strict=True))  # the chunk column by column
+        doubted = set(_doubted(rows, columns_of, geom, towns, town_codes))
+        doubted.update(_free_doubts(columns_of, free))
+        learn = _Learner(catalog, layer, town_codes, source, keyed, good, done)
+        for n in sorted(doubted):
+            learn(rows, n)
+        # A value not seen valid before: the first row holding it is validated.
+        for i in keyed:
+            column = columns_of[i]
+            if not (new := set(column) - good[i]):
+                continue
+            first = dict(zip(reversed(column), range(len(column) - 1, -1, -1), strict=True))
+            for n in sorted(first[value] for value in new):
+                if rows[n][i] not in good[i]:
+                    learn(rows, n)
         done += len(rows)
         yield PackageRows(rows)
 
 
-def _free_doubts(rows: list[tuple], free: list[tuple[int, PropertySpec]]) -> set[int]:
+@dataclass
+class _Learner:
+    """Full validation of one row of a chunk, the row stored as the service
+    writes it; its few-per-layer values are then known good."""
+
+    catalog: Catalog
+    layer: Layer
+    town_codes: set[str]
+    source: str
+    keyed: list[int]
+    good: dict[int, set]
+    done: int  # rows of the layer before this chunk
+    memo: dict = field(default_factory=dict)
+
+    def __call__(self, rows: list[tuple], n: int) -> None:
+        row = self.done + n + 1
+        values = rows[n]
+        clean = _validate_row(
+            self.catalog, self.layer, values, self.town_codes, self.source, row, self.memo
+        )
+        _same_as_stored(package_layout(self.layer), self.layer, values, clean, self.source, row)
+        for j in self.keyed:
+            self.good[j].add(values[j])
+
+
+def _free_doubts(columns: list[tuple], free: list[tuple[int, PropertySpec]]) -> set[int]:
     """Rows whose one-per-site columns break a rule ``Catalog`` applies to
     them (text or nothing, trimmed, within its length, a phone's or an id's
     pattern, present when required), by index; each column of the whole
-    chunk checked at once, row by row only when the chunk fails."""
+    chunk checked at once (C loops: ``map``), row by row only when it fails."""
     doubted: set[int] = set()
     for i, spec in free:
-        values = [row[i] for row in rows]
+        values = columns[i]
         if _free_column_ok(values, spec):
             continue
-        doubted.update(n for n, value in enumerate(values) if not _free_column_ok([value], spec))
+        doubted.update(n for n, value in enumerate(values) if not _free_column_ok((value,), spec))
     return doubted
 
 
-def _free_column_ok(values: list, spec: PropertySpec) -> bool:
-    text = [v for v in values if v is not None]
-    if len(text) != len(values) and spec.required:
+_NO_SPACES = operator.methodcaller("replace", " ", "")
+
+
+def _free_column_ok(values: tuple, spec: PropertySpec) -> bool:
+    if None in values:
+        if spec.required:
+            return False
+        values = tuple(v for v in values if v is not None)
+    if not set(map(type, values)) <= {str} or "" in values:
         return False
-    if not all(type(v) is str and v and v == v.strip() for v in text):
+    if not all(map(str.__eq__, values, map(str.strip, values))):
         return False
     if spec.type == "string":
-        return max(map(len, text), default=0) <= 200 and not any("\n" in v for v in text)
+        return max(map(len, values), default=0) <= 200 and not any(
+            map(operator.contains, values, itertools.repeat("\n"))
+        )
     if spec.type == "text":
-        return max(map(len, text), default=0) <= 2000
-    pattern = ID_PATTERN if spec.type == "id" else PHONE_PATTERN
-    return all(pattern.match(v.replace(" ", "") if spec.type == "phone" else v) for v in text)
+        return max(map(len, values), default=0) <= 2000
+    if spec.type == "id":
+        return all(map(ID_PATTERN.match, values))
+    return all(map(PHONE_PATTERN.match, map(_NO_SPACES, values)))
 
 
 def _same_as_stored(
@@ -231,25 +269,36 @@ def _same_as_stored(
     )
 
 
-def _doubted(rows: list[tuple], geom: int, towns: list[int], town_codes: set[str]) -> list[int]:
-    """The rows of a chunk that fail a cheap check, by index (usually none):
-    a position that is not a point with finite lon/lat in range, a town code
-    not known, a control character in any text, a value of another type
-    than a column of this store holds (a blob where text belongs)."""
-    xy = point_positions([values[geom] for values in rows])
+def _doubted(
+    rows: list[tuple], columns: list[tuple], geom: int, towns: list[int], town_codes: set[str]
+) -> list[int]:
+    """The rows of a chunk (``columns``: the same chunk column by column) that
+    fail a cheap check, by index (usually none): a position that is not a
+    point with finite lon/lat in range, a town code not known, a control
+    character in any text, a value of another type than a column of this
+    store holds (a blob where text belongs)."""
+    xy = point_positions(list(columns[geom]))
     doubted = set(
         np.flatnonzero(
             ~((np.abs(xy[:, 0]) <= 180) & (np.abs(xy[:, 1]) <= 90))  # NaN fails too
         ).tolist()
     )
     for i in towns:
-        if unknown := {values[i] for values in rows} - town_codes - {None}:
-            doubted.update(n for n, values in enumerate(rows) if values[i] in unknown)
-    # The whole chunk's text in one search; a row at a time only when it finds one.
-    text = " ".join([v for values in rows for v in values if type(v) is str])
+        if unknown := set(columns[i]) - town_codes - {None}:
+            doubted.update(n for n, value in enumerate(columns[i]) if value in unknown)
     # SQLite gives text, numbers, NULL or blobs: one blob per row, its geometry.
-    blobs = len([v for values in rows for v in values if type(v) is bytes])
-    if WITHOUT_CONTROL_CHARACTERS.fullmatch(text) is None or blobs != len(rows):
+    others = [column for k, column in enumerate(columns) if k != geom]
+    types = [set(map(type, column)) for column in others]
+    # The whole chunk's text in one search; a row at a time only when it finds one.
+    text = " ".join(
+        " ".join(filter(None, column))
+        for column, kinds in zip(others, types, strict=True)
+        if str in kinds and kinds <= {str, type(None)}
+    )
+    mixed = any(
+        bytes in kinds or (str in kinds and not kinds <= {str, type(None)}) for kinds in types
+    )
+    if mixed or WITHOUT_CONTROL_CHARACTERS.fullmatch(text) is None:
         doubted.update(
             n
             for n, values in enumerate(rows)
