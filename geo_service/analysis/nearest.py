@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import bisect
 import copy
+import ctypes
+import ctypes.util
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import heapq
 import logging
 import math
@@ -589,9 +592,12 @@ class _Columns:
 
 def _kd_tree(points: np.ndarray) -> cKDTree:
     """A KD-tree split at the midpoint of the widest side rather than at the
-    median, its node boxes left as split: built several times faster, and
-    the answers are the same (the nearest are exact whatever the splits)."""
-    return cKDTree(points, balanced_tree=False, compact_nodes=False)
+    median, its node boxes left as split, 32 sites a leaf: built ~1.6 times
+    faster than scipy's default with fewer nodes (~10 bytes a site), and as
+    fast to query (measured on 530,000 clustered sites); the answers are the
+    same, the nearest being exact whatever the splits. The data is not
+    copied: trees of slices share the index's ECEF array."""
+    return cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)
 
 
 def _window_components(
@@ -650,13 +656,41 @@ def _places(columns: _Columns) -> np.ndarray:
     return places
 
 
+@functools.cache
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory a build freed back to the system. A store read makes
+    millions of short-lived tuples and strings; glibc keeps the freed blocks
+    in its heap, so without a trim a worker stays at the build's peak
+    resident memory for good, and that steady RSS is what limits workers
+    per machine."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc only
+        libc.malloc_trim(0)
+
+
+def _runs(codes: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
+    """The distinct values of sorted ``codes`` and the (start, stop) of each one's run."""
+    values, starts = np.unique(codes, return_index=True)
+    stops = [*starts[1:].tolist(), len(codes)]
+    return values.tolist(), list(zip(starts.tolist(), stops, strict=True))
+
+
 class _Tree:
     """The sites of one group (all, a layer, a layer's kind) nearest-first
     from a point: a KD-tree, or a plain sort for small groups."""
 
-    def __init__(self, xyz: np.ndarray, rows: np.ndarray):
-        self.rows = rows  # base row per position here
-        self.n = len(rows)
+    def __init__(self, xyz: np.ndarray, start: int):
+        self.start = start  # the base row of the first position here (rows are contiguous)
+        self.n = len(xyz)
         self.small = self.n <= SMALL_GROUP
         self._xyz = xyz if self.small else None
         self._tree = None if self.small else _kd_tree(xyz)
@@ -803,6 +837,7 @@ class SiteIndex:
             store=store,
             layer_ids=list(layer_ids),
         )
+        _release_freed_memory()
         return index
 
     def _setup(
@@ -830,6 +865,14 @@ class SiteIndex:
         #: The layers whose changes ``applied`` takes (None: any layer).
         self._layer_ids = None if layer_ids is None else frozenset(layer_ids)
         self._store = store
+        # Rows by layer, then kind (stable: the given order within), so each
+        # layer's and each kind's positions are one slice of the ECEF array
+        # that their KD-trees share instead of copying (~56 bytes a site).
+        order = np.lexsort((base.kind, base.layer))
+        if (order != np.arange(len(order))).any():
+            base = base.take(order)
+            if given is not None:
+                given = [given[r] for r in order.tolist()]
         self._given = given  # the features of the base rows, when built from features
         self._base = base
         self._nb = len(base)
@@ -864,25 +907,22 @@ class SiteIndex:
         self._trees: dict[_TreeKey, _Tree] = {}
         self.layers: list[str] = []
         if self._nb:
-            self._trees[(None, None)] = all_sites = _Tree(
-                base.xyz, np.arange(self._nb, dtype="int32")
-            )
-            layer_codes = np.unique(base.layer)
+            self._trees[(None, None)] = all_sites = _Tree(base.xyz, 0)
+            layer_codes, layer_starts = _runs(base.layer)
             self.layers = sorted(layer_names[c] for c in layer_codes)
-            for code in layer_codes.tolist():
-                in_layer = np.flatnonzero(base.layer == code).astype("int32")
-                if len(in_layer) == self._nb:
-                    layer_tree = all_sites  # an index of one layer shares its tree
-                else:
-                    layer_tree = _Tree(base.xyz[in_layer], in_layer)
+            for code, (start, stop) in zip(layer_codes, layer_starts, strict=True):
+                layer_tree = (
+                    all_sites  # an index of one layer shares its tree
+                    if stop - start == self._nb
+                    else _Tree(base.xyz[start:stop], start)
+                )
                 self._trees[(layer_names[code], None)] = layer_tree
-                kinds = base.kind[in_layer]
-                for kind in np.unique(kinds).tolist():
-                    of_kind = in_layer[kinds == kind]
+                kind_codes, kind_starts = _runs(base.kind[start:stop])
+                for kind, (first, last) in zip(kind_codes, kind_starts, strict=True):
                     self._trees[(layer_names[code], kind_names[kind])] = (
                         layer_tree
-                        if len(of_kind) == len(in_layer)
-                        else _Tree(base.xyz[of_kind], of_kind)
+                        if last - first == stop - start
+                        else _Tree(base.xyz[start + first : start + last], start + first)
                     )
 
     # -- updates -----------------------------------------------------------------
@@ -1014,6 +1054,7 @@ class SiteIndex:
             fetched=self._fetched,
             memo=self.memo,
         )
+        _release_freed_memory()
         return index
 
     # -- rows --------------------------------------------------------------------
@@ -1366,7 +1407,7 @@ class SiteIndex:
         want = n if tree.small else min(n, k + 1)
         while True:
             chords, positions = tree.nearest(origin, want, bound)
-            best = self._measure(self._base, tree.rows[positions], 0, lon, lat, k, asked)
+            best = self._measure(self._base, tree.start + positions, 0, lon, lat, k, asked)
             if len(chords) < want or want >= n:  # every site within the bound seen
                 return best
             # The margin covers rounding in the ECEF chord (~1e-8 m), so sites
