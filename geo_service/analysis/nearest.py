@@ -643,6 +643,10 @@ def _places(columns: _Columns) -> np.ndarray:
     institution with others nearby or at its address)."""
     places = np.arange(len(columns), dtype="int32")
     rows = np.flatnonzero(columns.inst != 0)
+    # Only an institution with several sites can have a place of several
+    # windows: the others (most, nationally) need no pair search.
+    _, institution, sites = np.unique(columns.inst[rows], return_inverse=True, return_counts=True)
+    rows = rows[sites[institution.reshape(-1)] > 1]
     if len(rows) > 1:
         places[rows] = rows[
             _window_components(
@@ -739,7 +743,7 @@ class _Asked:
 class SiteIndex:
     """The facility sites of one or more layers, indexed for nearest queries.
 
-    Columnar: positions, codes and masks in numpy arrays (~320 bytes a site
+    Columnar: positions, codes and masks in numpy arrays (~280 bytes a site
     with the trees), no feature object per site; the k results' features are
     fetched by id (from the store, through a bounded LRU, or from the
     features the index was built from). One KD-tree over every site answers
