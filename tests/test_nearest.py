@@ -10,6 +10,7 @@ from shapely.geometry import Point
 
 from geo_service.analysis.nearest import (
     LOCAL_TIME,
+    SMALL_GROUP,
     NearestFilters,
     OpenState,
     SiteIndex,
@@ -244,6 +245,47 @@ def test_layer_subsets_agree_with_brute_force(shipped, layers, filters):
         assert {r.feature.layer_id for r in nearest_sites(shipped, lon, lat, k, layers)} <= set(
             layers
         )
+
+
+def test_trees_of_interleaved_kinds_agree_with_brute_force():
+    """Kinds and layers given interleaved, each big enough for a KD-tree (the
+    index keeps them as slices of one array): every layer and kind question
+    answers as a scan of the features given."""
+    rng = np.random.default_rng(21)
+    layers, kinds = ["stations", "green_channels"], ["bank", "park", "hospital"]
+    count = 3 * (SMALL_GROUP + 40) * len(layers)
+    lons, lats = rng.uniform(117.9, 118.2, count), rng.uniform(36.7, 36.9, count)
+    features = [
+        StoredFeature(
+            layers[i % 2],
+            f"s{i}",
+            {
+                "id": f"s{i}",
+                "kind": kinds[(i // 2) % 3],
+                "status": "open",
+                "services": [],
+                "eligible": [],
+                "opening_hours": None,
+            },
+            Point(lons[i], lats[i]),
+        )
+        for i in rng.permutation(count).tolist()
+    ]
+    index = SiteIndex(features, grouped_layers=())
+    for lon, lat in zip(rng.uniform(117.9, 118.2, 60), rng.uniform(36.7, 36.9, 60), strict=True):
+        for chosen in (None, ["green_channels"], ["stations"]):
+            for wanted in (None, frozenset({"park"}), frozenset({"bank", "hospital"})):
+                got = [
+                    (round(r.distance_m, 6), r.feature.id)
+                    for r in nearest_sites(index, lon, lat, 4, chosen, NearestFilters(kinds=wanted))
+                ]
+                expected = sorted(
+                    (round(GEOD.inv(lon, lat, f.geometry.x, f.geometry.y)[2], 6), f.id)
+                    for f in features
+                    if (chosen is None or f.layer_id in chosen)
+                    and (wanted is None or f.properties["kind"] in wanted)
+                )[:4]
+                assert got == expected, (lon, lat, chosen, wanted)
 
 
 def test_one_answer_mixes_layers(shipped):

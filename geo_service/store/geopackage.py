@@ -18,7 +18,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,29 +166,8 @@ def point_positions(blobs: Sequence[Any]) -> np.ndarray:
     return out
 
 
-#: A point blob without envelope: GPKG header (8 bytes), then ISO WKB
-#: (byte order, type, x, y), packed.
-_POINT_BLOB = np.dtype(
-    [("header", "V8"), ("order", "u1"), ("kind", "<u4"), ("x", "<f8"), ("y", "<f8")]
-)
 #: Ids per ``IN (...)`` list: SQLite allows 32,766 variables; stay well below.
 _IDS_PER_QUERY = 500
-
-
-def _points(blobs: Iterable[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Exact lon/lat of point blobs (the R-tree holds float32 bounds only),
-    read in one go from the packed WKB when every blob is a plain
-    little-endian point, else one by one."""
-    blobs = list(blobs)
-    if blobs and all(len(b) == _POINT_BLOB.itemsize and (b[3] >> 1) & 0b111 == 0 for b in blobs):
-        packed = np.frombuffer(b"".join(blobs), dtype=_POINT_BLOB)
-        if (packed["order"] == 1).all() and (packed["kind"] == 1).all():
-            return packed["x"].astype("float64"), packed["y"].astype("float64")
-    points = [_from_blob(b) for b in blobs]
-    return (
-        np.array([p.x for p in points], dtype="float64"),
-        np.array([p.y for p in points], dtype="float64"),
-    )
 
 
 def _blob_bounds(blob: bytes | None) -> tuple[float, float, float, float] | None:
@@ -662,7 +641,7 @@ class GeoPackageStore(Store):
             cursor = conn.execute(f'SELECT {columns} FROM "{layer.id}"')
             cursor.row_factory = None  # plain tuples: a Row per site costs more than the read
             while rows := cursor.fetchmany(batch):
-                lon, lat = _points(row[1] for row in rows)
+                lon, lat = _point_coordinates([row[1] for row in rows])
                 yield SiteRows(
                     ids=[row[0] for row in rows],
                     lon=lon,
