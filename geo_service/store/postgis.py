@@ -73,7 +73,18 @@ class ChangeListener:
 
     def __init__(self, dsn: str, connect_kwargs: dict[str, Any], channel: str):
         self._dsn = dsn
-        self._connect_kwargs = {**connect_kwargs, "application_name": "geo-service listener"}
+        # An idle LISTEN connection that a firewall or NAT drops silently
+        # would leave the worker trusting a count that no longer moves: TCP
+        # keepalives make the drop an error within about a minute, and the
+        # loop below reconnects (and counts one more) as for any drop.
+        self._connect_kwargs = {
+            **connect_kwargs,
+            "application_name": "geo-service listener",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
         self.channel = channel
         self._count = 0
         self._listening = False
