@@ -103,6 +103,35 @@ class SiteRows:
     name: list[str | None] | None = None
     address: list[str | None] | None = None
 
+    @classmethod
+    def of(
+        cls,
+        rows: Sequence[Sequence[Any]],
+        lon: np.ndarray,
+        lat: np.ndarray,
+        first: int,
+        names: bool,
+    ) -> SiteRows:
+        """A batch from a store's row tuples: the id at 0, then from ``first``
+        on kind, status, services, eligible, opening_hours (and name,
+        address when ``names``), as both stores select them."""
+
+        def column(k: int) -> list:
+            return [row[first + k] for row in rows]
+
+        return cls(
+            ids=[row[0] for row in rows],
+            lon=lon,
+            lat=lat,
+            kind=column(0),
+            status=column(1),
+            services=column(2),
+            eligible=column(3),
+            opening_hours=column(4),
+            name=column(5) if names else None,
+            address=column(6) if names else None,
+        )
+
 
 #: Sites per ``SiteRows`` batch: large enough to amortise a round trip,
 #: small enough that a batch's Python rows stay a few MB.

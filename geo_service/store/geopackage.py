@@ -642,18 +642,7 @@ class GeoPackageStore(Store):
             cursor.row_factory = None  # plain tuples: a Row per site costs more than the read
             while rows := cursor.fetchmany(batch):
                 lon, lat = _point_coordinates([row[1] for row in rows])
-                yield SiteRows(
-                    ids=[row[0] for row in rows],
-                    lon=lon,
-                    lat=lat,
-                    kind=[row[2] for row in rows],
-                    status=[row[3] for row in rows],
-                    services=[row[4] for row in rows],
-                    eligible=[row[5] for row in rows],
-                    opening_hours=[row[6] for row in rows],
-                    name=[row[7] for row in rows] if names else None,
-                    address=[row[8] for row in rows] if names else None,
-                )
+                yield SiteRows.of(rows, lon, lat, 2, names)
 
     def query(
         self,

@@ -544,18 +544,9 @@ class PostGISStore(Store):
         ):
             cursor.execute(f"SELECT {columns} FROM {self._table(layer)}")
             while rows := cursor.fetchmany(batch):
-                yield SiteRows(
-                    ids=[row[0] for row in rows],
-                    lon=np.fromiter((row[1] for row in rows), "float64", len(rows)),
-                    lat=np.fromiter((row[2] for row in rows), "float64", len(rows)),
-                    kind=[row[3] for row in rows],
-                    status=[row[4] for row in rows],
-                    services=[row[5] for row in rows],
-                    eligible=[row[6] for row in rows],
-                    opening_hours=[row[7] for row in rows],
-                    name=[row[8] for row in rows] if names else None,
-                    address=[row[9] for row in rows] if names else None,
-                )
+                lon = np.fromiter((row[1] for row in rows), "float64", len(rows))
+                lat = np.fromiter((row[2] for row in rows), "float64", len(rows))
+                yield SiteRows.of(rows, lon, lat, 3, names)
 
     def query(
         self,
