@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import operator
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +120,11 @@ def load_store(
                 town_codes,
                 source.name,
             )
-    return target.load_layers(batches, actor=actor, source=source.name, sha256=file_sha256(source))
+    # The file is hashed beside the load (hashlib lets go of the GIL on
+    # large blocks): at national scale that is seconds the load need not wait.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hashing:
+        digest = hashing.submit(file_sha256, source)
+        return target.load_layers(batches, actor=actor, source=source.name, sha256=digest.result)
 
 
 #: Catalog property types whose values are mostly one per site (names,

@@ -586,7 +586,7 @@ class Store(ABC):
         *,
         actor: str,
         source: str,
-        sha256: str,
+        sha256: str | Callable[[], str],
         action: str = "load",
         authorize: Callable[[StoredFeature | None, ValidFeature | None], None] | None = None,
     ) -> dict[str, WriteResult]:
@@ -599,6 +599,8 @@ class Store(ABC):
         ``feature_id`` "" and ``after`` the counts, ``source`` (the file's
         name), its ``sha256`` and ``fids`` (the handle range the bulk rows
         took, which tells the history readers which live rows it brought).
+        The records are written last, so ``sha256`` may be a callable the
+        load asks only then (a large file hashed while its rows go in).
         An id the layer already holds is an edit with history: updated (or
         left alone when equal) and audited row by row, as ``write_layers``
         does. Refused, naming the id, and nothing written: an id given twice,
@@ -611,6 +613,7 @@ class Store(ABC):
         means what it means in ``write_layers``."""
         layers = {layer_id: self.catalog.layer(layer_id) for layer_id in batches}
         results = {layer_id: WriteResult() for layer_id in batches}
+        summaries: dict[str, dict[str, Any]] = {}
         with self._transaction() as conn:
             for layer_id, chunks in batches.items():
                 layer, result = layers[layer_id], results[layer_id]
@@ -670,24 +673,25 @@ class Store(ABC):
                             spans.append(insert(rows))
                             result.inserted.extend(f.id for f in fresh)
                 if result.inserted:
-                    summary = {
+                    summaries[layer.id] = {
                         "bulk": True,
                         "inserted": len(result.inserted),
                         "updated": len(result.updated),
                         "unchanged": len(result.unchanged),
                         "source": source,
-                        "sha256": sha256,
                         "fids": [min(s[0] for s in spans), max(s[1] for s in spans)],
                     }
-                    self._sql(
-                        conn,
-                        "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, "
-                        "town_code, previous_town_code, before, after) "
-                        "VALUES (?, ?, 'load', ?, '', NULL, NULL, NULL, ?)",
-                        [now(), actor, layer.id, orjson.dumps(summary).decode()],
-                    )
                 if result.changed:
                     self._bump(conn, layer)
+            digest = sha256() if callable(sha256) else sha256
+            for layer_id, summary in summaries.items():
+                self._sql(
+                    conn,
+                    "INSERT INTO gs_audit (at, actor, action, layer_id, feature_id, "
+                    "town_code, previous_town_code, before, after) "
+                    "VALUES (?, ?, 'load', ?, '', NULL, NULL, NULL, ?)",
+                    [now(), actor, layer_id, orjson.dumps({**summary, "sha256": digest}).decode()],
+                )
         return results
 
     def change(
