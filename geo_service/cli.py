@@ -467,12 +467,14 @@ def db_load(
 
     How rows are checked: a file this service wrote, whose rows were all
     validated when written against a catalog equal to today's (its layers,
-    kinds, properties and value lists), is trusted into an empty point layer:
-    each row only gets the cheap checks for what a hand edit most likely
-    breaks (a control character in any text, a position that is not a point
-    with finite lon/lat in range, a town code the store does not know; ids
-    given twice or reserved). Any other file, any other layer, and every row
-    with --check, is validated fully against today's catalog."""
+    kinds, properties and value lists), goes into an empty point layer by a
+    fast path: names, addresses, phones and ids are checked by their rules;
+    every value of the other columns (kinds, lists, status, hours, towns,
+    dates, flags, extras) by full validation of the first row holding it; a
+    row stored in another form than the service writes is refused; positions
+    must be finite points in range, no text may hold a control character, no
+    id may be given twice or be reserved. Any other file, any other layer,
+    and every row with --check, is validated fully against today's catalog."""
     from geo_service.services.loading import load_store
 
     try:
