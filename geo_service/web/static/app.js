@@ -912,7 +912,8 @@
       self.keepTimes(answers[1], true);
       var c = feature.geometry.coordinates, content = self.popupContent({ layer: layerId, feature: feature });
       if (count > 1) content.insertBefore(self.thinnedNote(count, latlng), content.children[1]);
-      popup.setLatLng([c[1], c[0]]).setContent(content);
+      // Content only as the element builders made it (a function returning it).
+      popup.setLatLng([c[1], c[0]]).setContent(function () { return content; });
     }, function (error) {
       popup.setContent(el("div", { "class": "gs-popup gs-error", text: self.t("failed") + error.message }));
     });
