@@ -41,6 +41,8 @@ import shapely
 from geo_service.errors import FieldProblem, InvalidFeature
 from geo_service.sources.catalog import (
     ID_PATTERN,
+    MAX_STRING,
+    MAX_TEXT,
     PHONE_PATTERN,
     WITHOUT_CONTROL_CHARACTERS,
     Catalog,
@@ -228,11 +230,11 @@ def _free_column_ok(values: tuple, spec: PropertySpec) -> bool:
     if not all(map(str.__eq__, values, map(str.strip, values))):
         return False
     if spec.type == "string":
-        return max(map(len, values), default=0) <= 200 and not any(
+        return max(map(len, values), default=0) <= MAX_STRING and not any(
             map(operator.contains, values, itertools.repeat("\n"))
         )
     if spec.type == "text":
-        return max(map(len, values), default=0) <= 2000
+        return max(map(len, values), default=0) <= MAX_TEXT
     if spec.type == "id":
         return all(map(ID_PATTERN.match, values))
     return all(map(PHONE_PATTERN.match, map(_NO_SPACES, values)))

@@ -50,6 +50,8 @@ __all__ = [
     "CONTROL_CHARACTERS",
     "FILTERABLE_TYPES",
     "ID_PATTERN",
+    "MAX_STRING",
+    "MAX_TEXT",
     "PHONE_PATTERN",
     "WITHOUT_CONTROL_CHARACTERS",
     "Catalog",
@@ -64,6 +66,9 @@ __all__ = [
     "printable",
 ]
 
+#: Longest value of a one-line ``string`` property and of a ``text`` property.
+MAX_STRING = 200
+MAX_TEXT = 2000
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Landlines with area code (0533 is Zibo), mobiles, 5-digit service hotlines
 # (12345, 95588) and 400/800 numbers; extensions after "-" or "转".
@@ -385,11 +390,11 @@ class Catalog:
                 return None
             value = str(value).strip()
         if kind == "string":
-            if "\n" in value or len(value) > 200:
+            if "\n" in value or len(value) > MAX_STRING:
                 bad("must be a single line of at most 200 characters", "应为一行，最多200字")
             return value
         if kind == "text":
-            if len(value) > 2000:
+            if len(value) > MAX_TEXT:
                 bad("must be at most 2000 characters", "最多2000字")
             return value
         if kind == "id":
