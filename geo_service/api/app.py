@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
@@ -31,7 +31,7 @@ from geo_service.api import (
     webmap,
 )
 from geo_service.api.guard import Guard, RateLimit, TokenBuckets
-from geo_service.api.openapi import install_openapi, query_contract
+from geo_service.api.openapi import QueryContract, install_openapi, operations
 from geo_service.api.problems import install_problem_handlers
 from geo_service.runtime import Runtime
 from geo_service.services.jobs import JobEngine
@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.map_page = build_page(
             rt.catalog, rt.style, tiles=settings.tiles, tianditu_key=settings.tianditu_key
         )
+        # The document and the query contract's table, before the first request asks.
+        await run_in_threadpool(operations, app)
         try:
             yield
         finally:
@@ -78,8 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /docs and /redoc come from api/docs.py, with their files served here, not a CDN.
         docs_url=None,
         redoc_url=None,
-        dependencies=[Depends(query_contract)],
     )
+    # Innermost, next to the router: what the query string may hold.
+    app.add_middleware(QueryContract)
     # GeoJSON shrinks about tenfold: what a phone on a slow line needs most.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     if settings.cors_origins:
