@@ -27,6 +27,8 @@ Example
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
 import copy
 import ctypes
 import ctypes.util
@@ -70,11 +72,13 @@ __all__ = [
     "DistrictOutline",
     "NearestFilters",
     "NearestResult",
+    "NotInMemory",
     "OpenState",
     "SiteIndex",
     "SiteIndexCache",
     "SiteMemo",
     "institution_name",
+    "memory_only",
     "navigation_links",
     "nearest_sites",
     "opening_phrase",
@@ -1172,6 +1176,8 @@ class SiteIndex:
                     missing[layer_id][feature_id] = row
                 else:
                     found[row] = feature
+        if missing and _MEMORY_ONLY.get():
+            raise NotInMemory(f"{sum(map(len, missing.values()))} sites to read from the store")
         for layer_id, wanted in missing.items():
             assert self._store is not None
             fetched = self._store.get_many(layer_id, list(wanted))
@@ -1579,6 +1585,25 @@ def navigation_links(
 MERGE_AFTER = 50_000
 
 
+class NotInMemory(Exception):
+    """Raised under ``memory_only()`` where an answer would read the store."""
+
+
+_MEMORY_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("memory_only", default=False)
+
+
+@contextlib.contextmanager
+def memory_only() -> Iterator[None]:
+    """Within: a search that would read a site's feature from the store raises
+    ``NotInMemory`` instead. For answers made on an event loop, which must not
+    wait on the store: they go to a thread when this is raised."""
+    reset = _MEMORY_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _MEMORY_ONLY.reset(reset)
+
+
 class SiteIndexCache:
     """One ``SiteIndex`` over the facility layers, kept current from the
     store's change feed: a write to a site changes that site in the index
@@ -1633,6 +1658,17 @@ class SiteIndexCache:
         #: again to its result (None: no merge running, or its result is stale).
         self._merge_log: list[tuple[Any, ...]] | None = None
         self._merging = False
+
+    def current(self) -> SiteIndex | None:
+        """The index, when it is known current without asking the store: the
+        store's change token (a memory read) has not moved since it was
+        checked. Otherwise None: then ``get``, in a thread."""
+        current = self._current
+        if current is None:
+            return None
+        index, known = current
+        token = self.store.change_token()
+        return index if token is not None and token == known else None
 
     def get(self) -> SiteIndex:
         current = self._current
