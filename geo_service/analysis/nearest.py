@@ -175,6 +175,9 @@ def opening_phrase(opens: dt.datetime, now: dt.datetime) -> tuple[str, str]:
 #: A projected nearest point this far (degrees, ~1 km) or more from the
 #: boundary after mapping back is taken as a degenerate projection.
 SNAP_LIMIT_DEG = 0.01
+#: Points this close to the boundary (degrees, ~100 km) find its nearest point
+#: in a local equirectangular projection; further ones in an azimuthal one.
+LOCAL_PROJECTION_DEG = 1.0
 
 
 class DistrictOutline:
@@ -201,9 +204,50 @@ class DistrictOutline:
     def distance_to_boundary_m(self, lon: float, lat: float) -> float:
         """Geodesic metres from the point to the nearest point of the boundary.
 
-        The nearest point is found in an azimuthal equidistant projection
-        centred on the point (where distance from the centre is true in every
-        direction), then measured on the ellipsoid."""
+        The nearest point is found in a projection centred on the point, then
+        measured on the ellipsoid, as are the boundary's vertices: only
+        boundary points are measured, so the smallest is the answer. Within
+        ``LOCAL_PROJECTION_DEG`` of the boundary (every point of the district's
+        own map) the projection is a local equirectangular one, a scaling of
+        lon/lat that costs microseconds; further away an azimuthal equidistant
+        one (where distance from the centre is true in every direction), which
+        pyproj takes milliseconds to set up."""
+        point = shapely.Point(lon, lat)
+        if self._boundary.distance(point) < LOCAL_PROJECTION_DEG:
+            nearest = self._nearest_equirectangular(lon, lat)
+        else:
+            nearest = self._nearest_aeqd(lon, lat)
+        projected = math.inf
+        if nearest is not None:
+            projected = float(GEOD.inv(lon, lat, nearest[0], nearest[1])[2])
+        n = len(self._vertices)
+        _, _, to_vertices = GEOD.inv(
+            np.full(n, lon), np.full(n, lat), self._vertices[:, 0], self._vertices[:, 1]
+        )
+        candidates = [projected, *(to_vertices.tolist() if n else [])]
+        return min((d for d in candidates if math.isfinite(d)), default=math.inf)
+
+    def _nearest_equirectangular(self, lon: float, lat: float) -> tuple[float, float]:
+        """The boundary point nearest to a close point, in metres east and
+        north of it at its latitude's radii of curvature. The projection is
+        affine in lon/lat, so the point found lies on the boundary as it is
+        (no snapping); within a degree it misjudges distances by ~0.25% at
+        most, which matters only between two nearly equidistant segments."""
+        phi = math.radians(lat)
+        w = math.sqrt(1.0 - _E2 * math.sin(phi) ** 2)
+        east = math.radians(_A / w * math.cos(phi))  # metres per degree of longitude
+        north = math.radians(_A * (1.0 - _E2) / w**3)  # metres per degree of latitude
+        scale = np.array([east, north])
+        centre = np.array([lon, lat])
+        local = shapely.transform(self._boundary, lambda xy: (xy - centre) * scale)
+        found = nearest_points(local, shapely.Point(0.0, 0.0))[0]
+        return lon + found.x / east, lat + found.y / north
+
+    def _nearest_aeqd(self, lon: float, lat: float) -> tuple[float, float] | None:
+        """The boundary point nearest to a far point, found in an azimuthal
+        equidistant projection centred on it; None when the projection
+        degenerates (towards the antipode the point found may map back
+        anywhere)."""
         to_local = Transformer.from_crs(
             "EPSG:4326",
             f"+proj=aeqd +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m",
@@ -217,21 +261,11 @@ class DistrictOutline:
         back_lon, back_lat = to_local.transform(nearest.x, nearest.y, direction="INVERSE")
         # A straight projected segment is a slightly curved line on the earth:
         # the point found is snapped onto the boundary before it is measured.
-        # Far away (towards the antipode) the projection degenerates and the
-        # point may map back anywhere: then it is dropped and the nearest
-        # vertex answers. Either way only boundary points are measured, so
-        # the smaller distance is the better answer.
         back = shapely.Point(back_lon, back_lat)
-        projected = math.inf
-        if self._boundary.distance(back) < SNAP_LIMIT_DEG:
-            snapped = nearest_points(self._boundary, back)[0]
-            projected = float(GEOD.inv(lon, lat, snapped.x, snapped.y)[2])
-        n = len(self._vertices)
-        _, _, to_vertices = GEOD.inv(
-            np.full(n, lon), np.full(n, lat), self._vertices[:, 0], self._vertices[:, 1]
-        )
-        candidates = [projected, *(to_vertices.tolist() if n else [])]
-        return min((d for d in candidates if math.isfinite(d)), default=math.inf)
+        if self._boundary.distance(back) >= SNAP_LIMIT_DEG:
+            return None
+        snapped = nearest_points(self._boundary, back)[0]
+        return snapped.x, snapped.y
 
 
 def _ecef(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
