@@ -746,9 +746,12 @@ class _Tree:
             keep = chords <= bound
             return chords[keep], order[keep]
         chords, positions = self._tree.query(origin, k=want, distance_upper_bound=bound)
-        chords, positions = np.atleast_1d(chords), np.atleast_1d(positions)
-        keep = positions < self.n  # past the bound the tree pads with n
-        return chords[keep], positions[keep]
+        if want == 1:  # the tree answers k=1 with scalars
+            chords, positions = np.atleast_1d(chords), np.atleast_1d(positions)
+        if bound < math.inf or want > self.n:  # past the bound the tree pads with n
+            keep = positions < self.n
+            chords, positions = chords[keep], positions[keep]
+        return chords, positions
 
 
 #: Up to this many candidates are measured one call each, more in one vectorised call.
@@ -761,17 +764,25 @@ _Found = tuple[float, str, int, float]
 
 @dataclass(frozen=True)
 class _Asked:
-    """A question's filters as codes of one index's vocabulary."""
+    """A question's filters as codes of one index's vocabulary, and the
+    trees holding the sites of its layers and kinds."""
 
     layers: np.ndarray
     kinds: np.ndarray | None
     statuses: np.ndarray | None  # per status code, whether asked; None: any status
+    #: ``statuses`` as the set of codes asked, for checking sites one by one.
+    status_codes: frozenset[int] | None
     services: int
     eligible: int
     impossible: bool  # asks for a value no site has
     max_distance: float | None
     open_at_local: dt.datetime | None
     hours_known: bool
+    trees: list[_Tree]
+    #: Whether a site's status (and its being live) is all there is to check.
+    status_only: bool
+    #: Per opening-hours code, whether it passes (``hours_known``, ``open_at``).
+    hours_pass: dict[int, bool] = field(default_factory=dict, compare=False)
 
 
 class SiteIndex:
@@ -1193,17 +1204,18 @@ class SiteIndex:
         """The features of ``rows``; a row whose feature is gone from the store
         (deleted since the index was built) is left out and marked vanished."""
         found: dict[int, StoredFeature] = {}
-        missing: dict[str, dict[str, int]] = defaultdict(dict)
+        missing: dict[str, dict[str, int]] = {}
+        nb, given = self._nb, self._given
         for row in rows:
-            if row >= self._nb:
-                found[row] = self._delta_features[row - self._nb]
-            elif self._given is not None:
-                found[row] = self._given[row]
+            if row >= nb:
+                found[row] = self._delta_features[row - nb]
+            elif given is not None:
+                found[row] = given[row]
             else:
                 layer_id, feature_id = self.layer_id(row), self.feature_id(row)
                 feature = self._fetched.get(layer_id, feature_id, "feature")
                 if feature is None:
-                    missing[layer_id][feature_id] = row
+                    missing.setdefault(layer_id, {})[feature_id] = row
                 else:
                     found[row] = feature
         for layer_id, wanted in missing.items():
@@ -1274,12 +1286,12 @@ class SiteIndex:
     def asked(self, layers: Iterable[str] | None, filters: NearestFilters) -> _Asked:
         """``filters`` (and ``layers``, default every layer) in this index's
         codes; remembered, as residents ask the same few questions."""
-        key = (None if layers is None else tuple(layers), filters)
+        key = filters if layers is None else (tuple(layers), filters)
         asked = self._asked.get(key)
         if asked is None:
             if len(self._asked) >= 256:
                 self._asked.clear()
-            asked = self._asked[key] = self._asked_now(key[0], filters)
+            asked = self._asked[key] = self._asked_now(None if layers is None else key[0], filters)
         return asked
 
     def _asked_now(self, layers: Iterable[str] | None, filters: NearestFilters) -> _Asked:
@@ -1292,25 +1304,36 @@ class SiteIndex:
                 [vocabulary.kinds.codes[k] for k in filters.kinds if k in vocabulary.kinds.codes],
                 dtype="int16",
             )
-        statuses = None
+        statuses = status_codes = None
         if filters.statuses:
             # Every code this index holds is below the table's length now:
             # the shared vocabulary only grows.
             statuses = np.array(
                 [value in filters.statuses for value in vocabulary.statuses.values], dtype=bool
             )
+            status_codes = frozenset(np.flatnonzero(statuses).tolist())
         services = vocabulary.services.wanted(filters.services)
         eligible = vocabulary.eligible.wanted([filters.eligible]) if filters.eligible else 0
         return _Asked(
             layers=np.array([known[x] for x in wanted if x in known], dtype="int16"),
             kinds=kinds,
             statuses=statuses,
+            status_codes=status_codes,
             services=services or 0,
             eligible=eligible or 0,
             impossible=services is None or eligible is None,
             max_distance=filters.max_distance,
             open_at_local=filters.open_at_local,
             hours_known=filters.hours_known,
+            trees=self.trees_for(layers, filters.kinds),
+            status_only=not (
+                services is None
+                or eligible is None
+                or services
+                or eligible
+                or filters.open_at_local is not None
+                or filters.hours_known
+            ),
         )
 
     def _passing(
@@ -1332,14 +1355,7 @@ class SiteIndex:
             keep &= (columns.eligible[local] & np.uint64(asked.eligible)) != 0
         if asked.hours_known or asked.open_at_local is not None:
             codes = columns.hours[local]
-            good = []
-            for code in np.unique(codes[keep]).tolist():
-                if asked.open_at_local is not None:
-                    ok = self._hours_state(code, asked.open_at_local) == OpenState.open
-                else:
-                    ok = self._vocabulary.parsed_hours(code) is not False
-                if ok:
-                    good.append(code)
+            good = [c for c in np.unique(codes[keep]).tolist() if self._hours_pass(c, asked)]
             keep &= np.isin(codes, good)
         dead, vanished = self._dead, self._vanished
         if dead or vanished:
@@ -1349,6 +1365,36 @@ class SiteIndex:
                 len(local),
             )
         return keep
+
+    def _hours_pass(self, code: int, asked: _Asked) -> bool:
+        """Whether opening-hours code ``code`` passes ``asked`` (remembered per question)."""
+        ok = asked.hours_pass.get(code)
+        if ok is None:
+            if asked.open_at_local is not None:
+                ok = self._hours_state(code, asked.open_at_local) == OpenState.open
+            else:
+                ok = self._vocabulary.parsed_hours(code) is not False
+            asked.hours_pass[code] = ok
+        return ok
+
+    def _admits(self, row: int, status: int, asked: _Asked) -> bool:
+        """``_passing`` for one base row (whose status code is given): for
+        the few candidates of a common query, plain Python beats a dozen
+        numpy calls on arrays of five."""
+        if asked.impossible:
+            return False
+        if asked.status_codes is not None and status not in asked.status_codes:
+            return False
+        base = self._base
+        if asked.services and int(base.services[row]) & asked.services != asked.services:
+            return False
+        if asked.eligible and not int(base.eligible[row]) & asked.eligible:
+            return False
+        if (asked.hours_known or asked.open_at_local is not None) and not self._hours_pass(
+            int(base.hours[row]), asked
+        ):
+            return False
+        return row not in self._dead and row not in self._vanished
 
     def passes(self, row: int, filters: NearestFilters) -> bool:
         """Whether a site passes the filters other than layer, kind and distance
@@ -1422,6 +1468,45 @@ class SiteIndex:
         )
         return found[:k]
 
+    def _measure_few(
+        self,
+        chords: np.ndarray,
+        rows: np.ndarray,
+        lon: float,
+        lat: float,
+        k: int,
+        asked: _Asked,
+    ) -> tuple[list[_Found], bool]:
+        """``_measure`` of a few base rows given nearest first by chord, one
+        geodesic call each (numpy's fixed costs outweigh the work on arrays
+        this small), and whether they prove the answer: measuring stops as
+        soon as the k-th best is shorter than the next chord, since neither
+        that site nor any further one can be nearer than its chord (the
+        margin keeps sites tied with the k-th measured, to be ranked by id)."""
+        limit = math.inf if asked.max_distance is None else asked.max_distance
+        base, inv = self._base, GEOD.inv
+        # The common question asks for a status and nothing else: checked inline.
+        statuses = asked.status_codes if asked.status_only else None
+        check = not asked.status_only or self._dead or self._vanished
+        found: list[_Found] = []
+        for chord, row, status, x, y in zip(
+            chords.tolist(),
+            rows.tolist(),
+            base.status[rows].tolist(),
+            base.lon[rows].tolist(),
+            base.lat[rows].tolist(),
+            strict=True,
+        ):
+            if len(found) >= k and found[k - 1][0] < chord - CHORD_MARGIN_M:
+                return found[:k], True
+            if statuses is not None and status not in statuses:
+                continue
+            if not check or self._admits(row, status, asked):
+                azimuth, _back, distance = inv(lon, lat, x, y)
+                if distance <= limit:
+                    bisect.insort(found, (distance, base.ids[row].decode(), row, azimuth))
+        return found[:k], False
+
     def search(
         self,
         tree: _Tree,
@@ -1445,7 +1530,12 @@ class SiteIndex:
         want = n if tree.small else min(n, k + 1)
         while True:
             chords, positions = tree.nearest(origin, want, bound)
-            best = self._measure(self._base, tree.start + positions, 0, lon, lat, k, asked)
+            if len(positions) <= _FEW:
+                best, proven = self._measure_few(chords, tree.start + positions, lon, lat, k, asked)
+                if proven:
+                    return best
+            else:
+                best = self._measure(self._base, tree.start + positions, 0, lon, lat, k, asked)
             if len(chords) < want or want >= n:  # every site within the bound seen
                 return best
             # The margin covers rounding in the ECEF chord (~1e-8 m), so sites
@@ -1500,17 +1590,46 @@ class SiteIndex:
         return sorted(found)
 
     def result(
-        self, row: int, distance: float, azimuth: float, local: dt.datetime, feature: StoredFeature
+        self,
+        row: int,
+        distance: float,
+        azimuth: float,
+        clock: Callable[[], dt.datetime],
+        feature: StoredFeature,
     ) -> NearestResult:
-        """A found site, with its open state at ``local`` (naive China time)."""
+        """A found site, with its open state at ``clock()`` (naive China time),
+        asked only of a site that gives hours."""
+        code = int(self._column("hours", row))
         return NearestResult(
             feature=feature,
             distance_m=distance,
             bearing_deg=azimuth % 360.0,
-            open_state=self._open_state_local(row, local),
+            open_state=OpenState.unknown if code < 0 else self._hours_state(code, clock()),
             index=self,
             row=row,
         )
+
+
+class _Clock:
+    """The moment a query reports open states for, as naive China time:
+    read once, and only when a site found gives opening hours."""
+
+    __slots__ = ("_local", "_moment")
+
+    def __init__(self, moment: dt.datetime | None):
+        self._moment = moment
+        self._local: dt.datetime | None = None
+
+    def __call__(self) -> dt.datetime:
+        if self._local is None:
+            moment = self._moment or dt.datetime.now(LOCAL_TIME)
+            self._local = moment.astimezone(LOCAL_TIME).replace(tzinfo=None)
+        return self._local
+
+
+#: The filters of a question that gives none (made once: a frozen dataclass
+#: costs microseconds to build and to hash anew).
+_ANY_SITE = NearestFilters()
 
 
 def nearest_sites(
@@ -1529,14 +1648,13 @@ def nearest_sites(
     answered once, by its nearest passing window, with all its passing
     windows in ``windows``. ``now`` (aware) is the time the open-now state of
     each result is reported for (default: the current time)."""
-    filters = filters or NearestFilters()
+    filters = filters or _ANY_SITE
     lon, lat = float(lon), float(lat)  # numpy scalars would slow every geodesic call
     origin = ecef_point(lon, lat)
-    trees = index.trees_for(layers, filters.kinds)
     asked = index.asked(layers, filters)
+    trees = asked.trees
     grouping = group_windows and index.grouping
-    moment = filters.open_at or now or dt.datetime.now(LOCAL_TIME)
-    local = moment.astimezone(LOCAL_TIME).replace(tzinfo=None)
+    clock = _Clock(filters.open_at or now)
     while True:  # again when a site found was deleted since the index was built
         want = k
         while True:
@@ -1563,16 +1681,17 @@ def nearest_sites(
                 if rows:
                     windows[row] = index.windows(rows, lon, lat, asked)
         wanted = {row for _d, _id, row, _az in chosen}
-        wanted.update(w[2] for found_windows in windows.values() for w in found_windows)
+        for found_windows in windows.values():
+            wanted.update(w[2] for w in found_windows)
         features = index.features_at(wanted)
         if len(features) == len(wanted):
             break
     results = []
     for distance, _id, row, azimuth in chosen:
-        result = index.result(row, distance, azimuth, local, features[row])
+        result = index.result(row, distance, azimuth, clock, features[row])
         if row in windows:
             result.windows = [
-                index.result(w_row, w_distance, w_azimuth, local, features[w_row])
+                index.result(w_row, w_distance, w_azimuth, clock, features[w_row])
                 for w_distance, _w_id, w_row, w_azimuth in windows[row]
             ]
         results.append(result)
