@@ -26,6 +26,7 @@ Example
 
 from __future__ import annotations
 
+import array
 import bisect
 import copy
 import ctypes
@@ -722,29 +723,158 @@ def _runs(codes: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
     return values.tolist(), list(zip(starts.tolist(), stops, strict=True))
 
 
+def _z_of_latitude(lat: float) -> float:
+    """The earth-centred z (metres) of the ellipsoid's points at geodetic
+    latitude ``lat`` (degrees); it grows with the latitude."""
+    sin_phi = math.sin(math.radians(lat))
+    return _A * (1.0 - _E2) * sin_phi / math.sqrt(1.0 - _E2 * sin_phi * sin_phi)
+
+
+#: Sites a cell of a ``_Grid`` holds on average: a block of 3 × 3 cells
+#: then holds the handful of candidates a small k needs, and usually
+#: proves them (below).
+SITES_PER_CELL = 4
+#: A block holding more sites than this (a dense city) is left to the KD-tree.
+GRID_BLOCK_LIMIT = 512
+
+
+class _Grid:
+    """The sites of a KD-tree in cells of latitude and longitude, to answer
+    the common query without the tree: one ``cKDTree.query`` call costs
+    ~10 µs of Python-level set-up whatever the tree's size, more than the
+    search itself, while the 3 × 3 cells around a point hold its nearest
+    few sites and take a handful of numpy calls.
+
+    Exact, not a guess: the answer stands only when its last chord is
+    shorter than any chord to a site outside the block. Every such site
+    lies beyond one of the block's four sides: below its lowest latitude
+    (so lower in z, as z grows with the latitude), above its highest, or
+    across the plane of one of its two bounding meridians; the chord to it
+    is at least the point's distance to that plane (z, or the meridian
+    plane). Otherwise (few sites near, a point outside the grid, a dense
+    block) the tree answers.
+    """
+
+    def __init__(self, lon: np.ndarray, lat: np.ndarray, rows: int, cols: int):
+        self.lat0, self.lon0 = float(lat.min()), float(lon.min())
+        self.dlat = (float(lat.max()) - self.lat0) / rows
+        self.dlon = (float(lon.max()) - self.lon0) / cols
+        self.rows, self.cols = rows, cols
+        row = np.minimum(((lat - self.lat0) / self.dlat).astype("int64"), rows - 1)
+        col = np.minimum(((lon - self.lon0) / self.dlon).astype("int64"), cols - 1)
+        cell = row * cols + col
+        #: Tree positions, cell by cell; a row of cells is one run of them.
+        self.positions = np.argsort(cell, kind="stable").astype("int32")
+        starts = np.searchsorted(cell[self.positions], np.arange(rows * cols + 1))
+        self.starts = array.array("l", starts.tolist())  # plain ints, 8 bytes each
+        self.z_edges = [_z_of_latitude(self.lat0 + r * self.dlat) for r in range(rows + 1)]
+        self.lon_edges = [math.radians(self.lon0 + c * self.dlon) for c in range(cols + 1)]
+
+    @classmethod
+    def of(cls, lon: np.ndarray, lat: np.ndarray) -> _Grid | None:
+        """A grid of the sites, cells about square on the ground, or None
+        where the argument above needs more care than it is worth: sites
+        on one line, or spread over more than half the globe's longitudes
+        (a block's sides then need no wrap-around)."""
+        lat_span = float(lat.max() - lat.min())
+        lon_span = float(lon.max() - lon.min())
+        if not (lat_span > 0 and 0 < lon_span <= 180):
+            return None
+        shrink = max(math.cos(math.radians(float(lat.min() + lat.max()) / 2)), 0.1)
+        cell = math.sqrt(SITES_PER_CELL * lat_span * lon_span * shrink / len(lat))
+        rows = max(1, math.ceil(lat_span / cell))
+        cols = max(1, math.ceil(lon_span * shrink / cell))
+        return cls(lon, lat, rows, cols)
+
+    def nearest(
+        self,
+        xyz: np.ndarray,
+        origin: tuple[float, float, float],
+        lon: float,
+        lat: float,
+        want: int,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``_Tree.nearest`` without a bound (``xyz``: the tree's positions),
+        or None when the block around the point cannot prove it."""
+        row = math.floor((lat - self.lat0) / self.dlat)
+        col = math.floor((lon - self.lon0) / self.dlon)
+        if not (0 <= row < self.rows and 0 <= col < self.cols):
+            return None
+        first, last = max(row - 1, 0), min(row + 1, self.rows - 1)
+        left, right = max(col - 1, 0), min(col + 1, self.cols - 1)
+        starts, cols = self.starts, self.cols
+        runs = [
+            self.positions[starts[r * cols + left] : starts[r * cols + right + 1]]
+            for r in range(first, last + 1)
+        ]
+        positions = np.concatenate(runs)
+        if not want <= len(positions) <= GRID_BLOCK_LIMIT:
+            return None
+        # take() and an array origin: numpy's fancy indexing and its
+        # conversion of a tuple cost more than the arithmetic on ~40 rows.
+        offsets = xyz.take(positions, axis=0) - np.array(origin)
+        squared = np.einsum("ij,ij->i", offsets, offsets)
+        order = squared.argsort(kind="stable")[:want]
+        chords = np.sqrt(squared[order])
+        # How near a site outside the block can be: a side at the grid's
+        # edge has no site beyond it (longitudes span at most 180 degrees).
+        x, y, z = origin
+        beyond = math.inf
+        if first > 0:
+            beyond = z - self.z_edges[first]
+        if last < self.rows - 1:
+            beyond = min(beyond, self.z_edges[last + 1] - z)
+        if left > 0 or right < cols - 1:
+            across = math.hypot(x, y)
+            at = math.atan2(y, x)
+            if left > 0:
+                beyond = min(beyond, across * math.sin(at - self.lon_edges[left]))
+            if right < cols - 1:
+                beyond = min(beyond, across * math.sin(self.lon_edges[right + 1] - at))
+        if chords[-1] > beyond - CHORD_MARGIN_M:
+            return None
+        return chords, positions[order]
+
+
 class _Tree:
     """The sites of one group (all, a layer, a layer's kind) nearest-first
-    from a point: a KD-tree, or a plain sort for small groups."""
+    from a point: a KD-tree with a ``_Grid`` beside it, or a plain sort for
+    small groups."""
 
-    def __init__(self, xyz: np.ndarray, start: int):
+    def __init__(self, xyz: np.ndarray, start: int, lon: np.ndarray, lat: np.ndarray):
         self.start = start  # the base row of the first position here (rows are contiguous)
         self.n = len(xyz)
         self.small = self.n <= SMALL_GROUP
-        self._xyz = xyz if self.small else None
+        self._xyz = xyz
         self._tree = None if self.small else _kd_tree(xyz)
+        self._grid = None if self.small else _Grid.of(lon, lat)
 
     def nearest(
-        self, origin: tuple[float, float, float], want: int, bound: float
+        self,
+        origin: tuple[float, float, float],
+        want: int,
+        bound: float,
+        lon: float,
+        lat: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Chord lengths and positions of the ``want`` sites nearest to
-        ``origin`` within ``bound`` (all of them for a small group), nearest
-        first; fewer than ``want`` when no more are within ``bound``."""
+        ``origin`` (at ``lon``, ``lat``) within ``bound`` (all of them for a
+        small group), nearest first; fewer than ``want`` when no more are
+        within ``bound``."""
         if self._tree is None:
             squared = ((self._xyz - origin) ** 2).sum(axis=1)
             order = np.argsort(squared, kind="stable")
             chords = np.sqrt(squared[order])
             keep = chords <= bound
             return chords[keep], order[keep]
+        if self._grid is not None:
+            found = self._grid.nearest(self._xyz, origin, lon, lat, want)
+            if found is not None:
+                chords, positions = found
+                if bound < math.inf:
+                    keep = chords <= bound
+                    chords, positions = chords[keep], positions[keep]
+                return chords, positions
         chords, positions = self._tree.query(origin, k=want, distance_upper_bound=bound)
         if want == 1:  # the tree answers k=1 with scalars
             chords, positions = np.atleast_1d(chords), np.atleast_1d(positions)
@@ -956,14 +1086,16 @@ class SiteIndex:
         self._trees: dict[_TreeKey, _Tree] = {}
         self.layers: list[str] = []
         if self._nb:
-            self._trees[(None, None)] = all_sites = _Tree(base.xyz, 0)
+            self._trees[(None, None)] = all_sites = _Tree(base.xyz, 0, base.lon, base.lat)
             layer_codes, layer_starts = _runs(base.layer)
             self.layers = sorted(layer_names[c] for c in layer_codes)
             for code, (start, stop) in zip(layer_codes, layer_starts, strict=True):
                 layer_tree = (
                     all_sites  # an index of one layer shares its tree
                     if stop - start == self._nb
-                    else _Tree(base.xyz[start:stop], start)
+                    else _Tree(
+                        base.xyz[start:stop], start, base.lon[start:stop], base.lat[start:stop]
+                    )
                 )
                 self._trees[(layer_names[code], None)] = layer_tree
                 kind_codes, kind_starts = _runs(base.kind[start:stop])
@@ -971,7 +1103,12 @@ class SiteIndex:
                     self._trees[(layer_names[code], kind_names[kind])] = (
                         layer_tree
                         if last - first == stop - start
-                        else _Tree(base.xyz[start + first : start + last], start + first)
+                        else _Tree(
+                            base.xyz[start + first : start + last],
+                            start + first,
+                            base.lon[start + first : start + last],
+                            base.lat[start + first : start + last],
+                        )
                     )
 
     # -- updates -----------------------------------------------------------------
@@ -1492,9 +1629,9 @@ class SiteIndex:
         for chord, row, status, x, y in zip(
             chords.tolist(),
             rows.tolist(),
-            base.status[rows].tolist(),
-            base.lon[rows].tolist(),
-            base.lat[rows].tolist(),
+            base.status.take(rows).tolist(),  # take(): cheaper than [] on a few rows
+            base.lon.take(rows).tolist(),
+            base.lat.take(rows).tolist(),
             strict=True,
         ):
             if len(found) >= k and found[k - 1][0] < chord - CHORD_MARGIN_M:
@@ -1529,13 +1666,14 @@ class SiteIndex:
         # One more than asked usually proves the k-th; a small group is sorted whole.
         want = n if tree.small else min(n, k + 1)
         while True:
-            chords, positions = tree.nearest(origin, want, bound)
-            if len(positions) <= _FEW:
-                best, proven = self._measure_few(chords, tree.start + positions, lon, lat, k, asked)
+            chords, positions = tree.nearest(origin, want, bound, lon, lat)
+            rows = positions + tree.start if tree.start else positions
+            if len(rows) <= _FEW:
+                best, proven = self._measure_few(chords, rows, lon, lat, k, asked)
                 if proven:
                     return best
             else:
-                best = self._measure(self._base, tree.start + positions, 0, lon, lat, k, asked)
+                best = self._measure(self._base, rows, 0, lon, lat, k, asked)
             if len(chords) < want or want >= n:  # every site within the bound seen
                 return best
             # The margin covers rounding in the ECEF chord (~1e-8 m), so sites
@@ -1599,7 +1737,8 @@ class SiteIndex:
     ) -> NearestResult:
         """A found site, with its open state at ``clock()`` (naive China time),
         asked only of a site that gives hours."""
-        code = int(self._column("hours", row))
+        nb = self._nb  # the column read inline: this runs k times a query
+        code = int(self._base.hours[row] if row < nb else self._delta.hours[row - nb])
         return NearestResult(
             feature=feature,
             distance_m=distance,
