@@ -1343,13 +1343,19 @@ class SiteIndex:
         found: dict[int, StoredFeature] = {}
         missing: dict[str, dict[str, int]] = {}
         nb, given = self._nb, self._given
+        # The base columns read inline (not layer_id()/feature_id()): k rows a query.
+        layer_names, layer_codes, ids = (
+            self._vocabulary.layers.values,
+            self._base.layer,
+            self._base.ids,
+        )
         for row in rows:
             if row >= nb:
                 found[row] = self._delta_features[row - nb]
             elif given is not None:
                 found[row] = given[row]
             else:
-                layer_id, feature_id = self.layer_id(row), self.feature_id(row)
+                layer_id, feature_id = layer_names[layer_codes[row]], ids[row].decode()
                 feature = self._fetched.get(layer_id, feature_id, "feature")
                 if feature is None:
                     missing.setdefault(layer_id, {})[feature_id] = row
