@@ -3,11 +3,12 @@
 Pure functions over store snapshots; no web code. The facility layers are held
 as one ``SiteIndex``: positions as earth-centred (ECEF) metres in KD-trees
 (all sites, each layer, each layer's kinds), plus the columns the filters read.
-A query walks a tree in increasing straight-line (chord) distance and measures
-candidates on the WGS-84 ellipsoid. A chord is never longer than the geodesic
-between the same two points, so once the k-th best geodesic distance found is
-shorter than the next chord, no unmeasured site can beat it: the answer is
-exact, whatever the filters exclude.
+A query walks a tree in increasing straight-line (chord) distance (for a few
+sites, from the cells of latitude and longitude around the point when they
+prove it: ``_Grid``) and measures candidates on the WGS-84 ellipsoid. A chord
+is never longer than the geodesic between the same two points, so once the
+k-th best geodesic distance found is shorter than the next chord, no
+unmeasured site can beat it: the answer is exact, whatever the filters exclude.
 
 Example
 -------
@@ -796,10 +797,10 @@ class _Grid:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """``_Tree.nearest`` without a bound (``xyz``: the tree's positions),
         or None when the block around the point cannot prove it."""
-        row = math.floor((lat - self.lat0) / self.dlat)
-        col = math.floor((lon - self.lon0) / self.dlon)
-        if not (0 <= row < self.rows and 0 <= col < self.cols):
+        at_row, at_col = (lat - self.lat0) / self.dlat, (lon - self.lon0) / self.dlon
+        if not (0 <= at_row < self.rows and 0 <= at_col < self.cols):  # NaN too
             return None
+        row, col = int(at_row), int(at_col)
         first, last = max(row - 1, 0), min(row + 1, self.rows - 1)
         left, right = max(col - 1, 0), min(col + 1, self.cols - 1)
         starts, cols = self.starts, self.cols
