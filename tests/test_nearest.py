@@ -509,3 +509,97 @@ def test_hours_known_leaves_out_sites_without_hours():
     index = SiteIndex([site("no-hours", *PARK, opening_hours=None), site("z", *east_of(PARK, 50))])
     assert ids(nearest_sites(index, *PARK, k=1)) == ["no-hours"]
     assert ids(nearest_sites(index, *PARK, k=1, filters=NearestFilters(hours_known=True))) == ["z"]
+
+
+# -- the grid beside a KD-tree ----------------------------------------------------------
+
+
+def test_the_grid_finds_what_the_tree_finds_or_leaves_it_to_the_tree(monkeypatch):
+    """A large group answers from the cells around the point (``_Grid``)
+    only when they prove the answer, else from its KD-tree: scattered sites
+    from the tropics to the far north (where a degree of longitude is
+    short), a dense cluster (a block too full for the grid), points outside
+    the grid and on its edges. The grid's candidates are the tree's, and the
+    answers agree with brute force."""
+    import geo_service.analysis.nearest as nearest_module
+
+    rng = np.random.default_rng(2026)
+    lons = np.concatenate([rng.uniform(100, 130, 2500), rng.uniform(116.40, 116.41, 1500)])
+    lats = np.concatenate([rng.uniform(20, 70, 2500), rng.uniform(39.90, 39.91, 1500)])
+    features = [
+        site(f"s{i:04d}", lon, lat, opening_hours=None)
+        for i, (lon, lat) in enumerate(zip(lons.tolist(), lats.tolist(), strict=True))
+    ]
+    index = SiteIndex(features, grouped_layers=())
+    tree = index._trees[(None, None)]
+    assert tree._grid is not None
+    outcomes = []
+    original = nearest_module._Grid.nearest
+
+    def counted(self, *args):
+        found = original(self, *args)
+        outcomes.append(found is not None)
+        return found
+
+    monkeypatch.setattr(nearest_module._Grid, "nearest", counted)
+    points = [
+        *zip(rng.uniform(99, 131, 100).tolist(), rng.uniform(19, 71, 100).tolist(), strict=True),
+        *zip(
+            rng.uniform(116.39, 116.42, 30).tolist(),
+            rng.uniform(39.89, 39.92, 30).tolist(),
+            strict=True,
+        ),
+        (100.0, 20.0),
+        (130.0, 70.0),
+        (float(lons.min()), float(lats.max())),
+    ]
+    for lon, lat in points:
+        origin = nearest_module.ecef_point(lon, lat)
+        for want in (2, 6, 12):
+            chords, _ = tree.nearest(origin, want, np.inf, lon, lat)
+            expected, _ = tree._tree.query(origin, k=want)
+            assert chords == pytest.approx(expected, abs=1e-6), (lon, lat, want)
+    for lon, lat in points:
+        for k in (1, 5, 11):
+            got = [
+                (round(r.distance_m, 6), r.feature.id) for r in nearest_sites(index, lon, lat, k)
+            ]
+            expected = brute_force(index, lon, lat, k, NearestFilters())
+            assert got == [(round(d, 6), i) for d, i in expected], (lon, lat, k)
+    assert any(outcomes) and not all(outcomes)  # both ways were taken
+
+
+def test_the_grid_proves_only_the_true_nearest():
+    """Each side of a block bounds the chord to the sites beyond it; a side
+    left out lets a nearer site outside pass unseen (one in ~2,000 answers
+    here), so many cheap points are checked against the KD-tree."""
+    import geo_service.analysis.nearest as nearest_module
+
+    rng = np.random.default_rng(2026)
+    lons, lats = rng.uniform(100, 130, 2500), rng.uniform(20, 70, 2500)
+    xyz = nearest_module._ecef(lons, lats)
+    grid = nearest_module._Grid.of(lons, lats)
+    tree = nearest_module._kd_tree(xyz)
+    answered = declined = 0
+    for lon, lat in zip(rng.uniform(99, 131, 20_000), rng.uniform(19, 71, 20_000), strict=True):
+        origin = nearest_module.ecef_point(lon, lat)
+        for want in (2, 6, 12):
+            found = grid.nearest(xyz, origin, lon, lat, want)
+            if found is None:
+                declined += 1
+                continue
+            answered += 1
+            expected, _ = tree.query(origin, k=want)
+            assert found[0] == pytest.approx(expected, abs=1e-6), (lon, lat, want)
+    assert answered > declined > 0
+
+
+def test_no_grid_for_sites_on_a_line_or_around_the_globe():
+    on_a_meridian = [site(f"m{i}", 118.0, 36.0 + i / 1000) for i in range(SMALL_GROUP + 10)]
+    around = [site(f"g{i}", -179.0 + i, 36.0 + (i % 7) / 10) for i in range(SMALL_GROUP + 10)]
+    for features in (on_a_meridian, around):
+        index = SiteIndex(features)
+        assert index._trees[(None, None)]._grid is None
+        got = [r.feature.id for r in nearest_sites(index, 118.0, 36.05, 3)]
+        expected = brute_force(index, 118.0, 36.05, 3, NearestFilters())
+        assert got == [i for _, i in expected]

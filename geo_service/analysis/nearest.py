@@ -3,11 +3,12 @@
 Pure functions over store snapshots; no web code. The facility layers are held
 as one ``SiteIndex``: positions as earth-centred (ECEF) metres in KD-trees
 (all sites, each layer, each layer's kinds), plus the columns the filters read.
-A query walks a tree in increasing straight-line (chord) distance and measures
-candidates on the WGS-84 ellipsoid. A chord is never longer than the geodesic
-between the same two points, so once the k-th best geodesic distance found is
-shorter than the next chord, no unmeasured site can beat it: the answer is
-exact, whatever the filters exclude.
+A query walks a tree in increasing straight-line (chord) distance (for a few
+sites, from the cells of latitude and longitude around the point when they
+prove it: ``_Grid``) and measures candidates on the WGS-84 ellipsoid. A chord
+is never longer than the geodesic between the same two points, so once the
+k-th best geodesic distance found is shorter than the next chord, no
+unmeasured site can beat it: the answer is exact, whatever the filters exclude.
 
 Example
 -------
@@ -26,6 +27,7 @@ Example
 
 from __future__ import annotations
 
+import array
 import bisect
 import contextlib
 import contextvars
@@ -726,33 +728,165 @@ def _runs(codes: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
     return values.tolist(), list(zip(starts.tolist(), stops, strict=True))
 
 
+def _z_of_latitude(lat: float) -> float:
+    """The earth-centred z (metres) of the ellipsoid's points at geodetic
+    latitude ``lat`` (degrees); it grows with the latitude."""
+    sin_phi = math.sin(math.radians(lat))
+    return _A * (1.0 - _E2) * sin_phi / math.sqrt(1.0 - _E2 * sin_phi * sin_phi)
+
+
+#: Sites a cell of a ``_Grid`` holds on average: a block of 3 × 3 cells
+#: then holds the handful of candidates a small k needs, and usually
+#: proves them (below).
+SITES_PER_CELL = 4
+#: A block holding more sites than this (a dense city) is left to the KD-tree.
+GRID_BLOCK_LIMIT = 512
+
+
+class _Grid:
+    """The sites of a KD-tree in cells of latitude and longitude, to answer
+    the common query without the tree: one ``cKDTree.query`` call costs
+    ~10 µs of Python-level set-up whatever the tree's size, more than the
+    search itself, while the 3 × 3 cells around a point hold its nearest
+    few sites and take a handful of numpy calls.
+
+    Exact, not a guess: the answer stands only when its last chord is
+    shorter than any chord to a site outside the block. Every such site
+    lies beyond one of the block's four sides: below its lowest latitude
+    (so lower in z, as z grows with the latitude), above its highest, or
+    across the plane of one of its two bounding meridians; the chord to it
+    is at least the point's distance to that plane (z, or the meridian
+    plane). Otherwise (few sites near, a point outside the grid, a dense
+    block) the tree answers.
+    """
+
+    def __init__(self, lon: np.ndarray, lat: np.ndarray, rows: int, cols: int):
+        self.lat0, self.lon0 = float(lat.min()), float(lon.min())
+        self.dlat = (float(lat.max()) - self.lat0) / rows
+        self.dlon = (float(lon.max()) - self.lon0) / cols
+        self.rows, self.cols = rows, cols
+        row = np.minimum(((lat - self.lat0) / self.dlat).astype("int64"), rows - 1)
+        col = np.minimum(((lon - self.lon0) / self.dlon).astype("int64"), cols - 1)
+        cell = row * cols + col
+        #: Tree positions, cell by cell; a row of cells is one run of them.
+        self.positions = np.argsort(cell, kind="stable").astype("int32")
+        starts = np.searchsorted(cell[self.positions], np.arange(rows * cols + 1))
+        self.starts = array.array("l", starts.tolist())  # plain ints, 8 bytes each
+        self.z_edges = [_z_of_latitude(self.lat0 + r * self.dlat) for r in range(rows + 1)]
+        self.lon_edges = [math.radians(self.lon0 + c * self.dlon) for c in range(cols + 1)]
+
+    @classmethod
+    def of(cls, lon: np.ndarray, lat: np.ndarray) -> _Grid | None:
+        """A grid of the sites, cells about square on the ground, or None
+        where the argument above needs more care than it is worth: sites
+        on one line, or spread over more than half the globe's longitudes
+        (a block's sides then need no wrap-around)."""
+        lat_span = float(lat.max() - lat.min())
+        lon_span = float(lon.max() - lon.min())
+        if not (lat_span > 0 and 0 < lon_span <= 180):
+            return None
+        shrink = max(math.cos(math.radians(float(lat.min() + lat.max()) / 2)), 0.1)
+        cell = math.sqrt(SITES_PER_CELL * lat_span * lon_span * shrink / len(lat))
+        rows = max(1, math.ceil(lat_span / cell))
+        cols = max(1, math.ceil(lon_span * shrink / cell))
+        return cls(lon, lat, rows, cols)
+
+    def nearest(
+        self,
+        xyz: np.ndarray,
+        origin: tuple[float, float, float],
+        lon: float,
+        lat: float,
+        want: int,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``_Tree.nearest`` without a bound (``xyz``: the tree's positions),
+        or None when the block around the point cannot prove it."""
+        at_row, at_col = (lat - self.lat0) / self.dlat, (lon - self.lon0) / self.dlon
+        if not (0 <= at_row < self.rows and 0 <= at_col < self.cols):  # NaN too
+            return None
+        row, col = int(at_row), int(at_col)
+        first, last = max(row - 1, 0), min(row + 1, self.rows - 1)
+        left, right = max(col - 1, 0), min(col + 1, self.cols - 1)
+        starts, cols = self.starts, self.cols
+        runs = [
+            self.positions[starts[r * cols + left] : starts[r * cols + right + 1]]
+            for r in range(first, last + 1)
+        ]
+        positions = np.concatenate(runs)
+        if not want <= len(positions) <= GRID_BLOCK_LIMIT:
+            return None
+        # take() and an array origin: numpy's fancy indexing and its
+        # conversion of a tuple cost more than the arithmetic on ~40 rows.
+        offsets = xyz.take(positions, axis=0) - np.array(origin)
+        squared = np.einsum("ij,ij->i", offsets, offsets)
+        order = squared.argsort(kind="stable")[:want]
+        chords = np.sqrt(squared[order])
+        # How near a site outside the block can be: a side at the grid's
+        # edge has no site beyond it (longitudes span at most 180 degrees).
+        x, y, z = origin
+        beyond = math.inf
+        if first > 0:
+            beyond = z - self.z_edges[first]
+        if last < self.rows - 1:
+            beyond = min(beyond, self.z_edges[last + 1] - z)
+        if left > 0 or right < cols - 1:
+            across = math.hypot(x, y)
+            at = math.atan2(y, x)
+            if left > 0:
+                beyond = min(beyond, across * math.sin(at - self.lon_edges[left]))
+            if right < cols - 1:
+                beyond = min(beyond, across * math.sin(self.lon_edges[right + 1] - at))
+        if chords[-1] > beyond - CHORD_MARGIN_M:
+            return None
+        return chords, positions[order]
+
+
 class _Tree:
     """The sites of one group (all, a layer, a layer's kind) nearest-first
-    from a point: a KD-tree, or a plain sort for small groups."""
+    from a point: a KD-tree with a ``_Grid`` beside it, or a plain sort for
+    small groups."""
 
-    def __init__(self, xyz: np.ndarray, start: int):
+    def __init__(self, xyz: np.ndarray, start: int, lon: np.ndarray, lat: np.ndarray):
         self.start = start  # the base row of the first position here (rows are contiguous)
         self.n = len(xyz)
         self.small = self.n <= SMALL_GROUP
-        self._xyz = xyz if self.small else None
+        self._xyz = xyz
         self._tree = None if self.small else _kd_tree(xyz)
+        self._grid = None if self.small else _Grid.of(lon, lat)
 
     def nearest(
-        self, origin: tuple[float, float, float], want: int, bound: float
+        self,
+        origin: tuple[float, float, float],
+        want: int,
+        bound: float,
+        lon: float,
+        lat: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Chord lengths and positions of the ``want`` sites nearest to
-        ``origin`` within ``bound`` (all of them for a small group), nearest
-        first; fewer than ``want`` when no more are within ``bound``."""
+        ``origin`` (at ``lon``, ``lat``) within ``bound`` (all of them for a
+        small group), nearest first; fewer than ``want`` when no more are
+        within ``bound``."""
         if self._tree is None:
             squared = ((self._xyz - origin) ** 2).sum(axis=1)
             order = np.argsort(squared, kind="stable")
             chords = np.sqrt(squared[order])
             keep = chords <= bound
             return chords[keep], order[keep]
+        if self._grid is not None:
+            found = self._grid.nearest(self._xyz, origin, lon, lat, want)
+            if found is not None:
+                chords, positions = found
+                if bound < math.inf:
+                    keep = chords <= bound
+                    chords, positions = chords[keep], positions[keep]
+                return chords, positions
         chords, positions = self._tree.query(origin, k=want, distance_upper_bound=bound)
-        chords, positions = np.atleast_1d(chords), np.atleast_1d(positions)
-        keep = positions < self.n  # past the bound the tree pads with n
-        return chords[keep], positions[keep]
+        if want == 1:  # the tree answers k=1 with scalars
+            chords, positions = np.atleast_1d(chords), np.atleast_1d(positions)
+        if bound < math.inf or want > self.n:  # past the bound the tree pads with n
+            keep = positions < self.n
+            chords, positions = chords[keep], positions[keep]
+        return chords, positions
 
 
 #: Up to this many candidates are measured one call each, more in one vectorised call.
@@ -765,17 +899,25 @@ _Found = tuple[float, str, int, float]
 
 @dataclass(frozen=True)
 class _Asked:
-    """A question's filters as codes of one index's vocabulary."""
+    """A question's filters as codes of one index's vocabulary, and the
+    trees holding the sites of its layers and kinds."""
 
     layers: np.ndarray
     kinds: np.ndarray | None
     statuses: np.ndarray | None  # per status code, whether asked; None: any status
+    #: ``statuses`` as the set of codes asked, for checking sites one by one.
+    status_codes: frozenset[int] | None
     services: int
     eligible: int
     impossible: bool  # asks for a value no site has
     max_distance: float | None
     open_at_local: dt.datetime | None
     hours_known: bool
+    trees: list[_Tree]
+    #: Whether a site's status (and its being live) is all there is to check.
+    status_only: bool
+    #: Per opening-hours code, whether it passes (``hours_known``, ``open_at``).
+    hours_pass: dict[int, bool] = field(default_factory=dict, compare=False)
 
 
 class SiteIndex:
@@ -949,14 +1091,16 @@ class SiteIndex:
         self._trees: dict[_TreeKey, _Tree] = {}
         self.layers: list[str] = []
         if self._nb:
-            self._trees[(None, None)] = all_sites = _Tree(base.xyz, 0)
+            self._trees[(None, None)] = all_sites = _Tree(base.xyz, 0, base.lon, base.lat)
             layer_codes, layer_starts = _runs(base.layer)
             self.layers = sorted(layer_names[c] for c in layer_codes)
             for code, (start, stop) in zip(layer_codes, layer_starts, strict=True):
                 layer_tree = (
                     all_sites  # an index of one layer shares its tree
                     if stop - start == self._nb
-                    else _Tree(base.xyz[start:stop], start)
+                    else _Tree(
+                        base.xyz[start:stop], start, base.lon[start:stop], base.lat[start:stop]
+                    )
                 )
                 self._trees[(layer_names[code], None)] = layer_tree
                 kind_codes, kind_starts = _runs(base.kind[start:stop])
@@ -964,7 +1108,12 @@ class SiteIndex:
                     self._trees[(layer_names[code], kind_names[kind])] = (
                         layer_tree
                         if last - first == stop - start
-                        else _Tree(base.xyz[start + first : start + last], start + first)
+                        else _Tree(
+                            base.xyz[start + first : start + last],
+                            start + first,
+                            base.lon[start + first : start + last],
+                            base.lat[start + first : start + last],
+                        )
                     )
 
     # -- updates -----------------------------------------------------------------
@@ -1197,17 +1346,24 @@ class SiteIndex:
         """The features of ``rows``; a row whose feature is gone from the store
         (deleted since the index was built) is left out and marked vanished."""
         found: dict[int, StoredFeature] = {}
-        missing: dict[str, dict[str, int]] = defaultdict(dict)
+        missing: dict[str, dict[str, int]] = {}
+        nb, given = self._nb, self._given
+        # The base columns read inline (not layer_id()/feature_id()): k rows a query.
+        layer_names, layer_codes, ids = (
+            self._vocabulary.layers.values,
+            self._base.layer,
+            self._base.ids,
+        )
         for row in rows:
-            if row >= self._nb:
-                found[row] = self._delta_features[row - self._nb]
-            elif self._given is not None:
-                found[row] = self._given[row]
+            if row >= nb:
+                found[row] = self._delta_features[row - nb]
+            elif given is not None:
+                found[row] = given[row]
             else:
-                layer_id, feature_id = self.layer_id(row), self.feature_id(row)
+                layer_id, feature_id = layer_names[layer_codes[row]], ids[row].decode()
                 feature = self._fetched.get(layer_id, feature_id, "feature")
                 if feature is None:
-                    missing[layer_id][feature_id] = row
+                    missing.setdefault(layer_id, {})[feature_id] = row
                 else:
                     found[row] = feature
         if missing and _MEMORY_ONLY.get():
@@ -1280,12 +1436,12 @@ class SiteIndex:
     def asked(self, layers: Iterable[str] | None, filters: NearestFilters) -> _Asked:
         """``filters`` (and ``layers``, default every layer) in this index's
         codes; remembered, as residents ask the same few questions."""
-        key = (None if layers is None else tuple(layers), filters)
+        key = filters if layers is None else (tuple(layers), filters)
         asked = self._asked.get(key)
         if asked is None:
             if len(self._asked) >= 256:
                 self._asked.clear()
-            asked = self._asked[key] = self._asked_now(key[0], filters)
+            asked = self._asked[key] = self._asked_now(None if layers is None else key[0], filters)
         return asked
 
     def _asked_now(self, layers: Iterable[str] | None, filters: NearestFilters) -> _Asked:
@@ -1298,25 +1454,36 @@ class SiteIndex:
                 [vocabulary.kinds.codes[k] for k in filters.kinds if k in vocabulary.kinds.codes],
                 dtype="int16",
             )
-        statuses = None
+        statuses = status_codes = None
         if filters.statuses:
             # Every code this index holds is below the table's length now:
             # the shared vocabulary only grows.
             statuses = np.array(
                 [value in filters.statuses for value in vocabulary.statuses.values], dtype=bool
             )
+            status_codes = frozenset(np.flatnonzero(statuses).tolist())
         services = vocabulary.services.wanted(filters.services)
         eligible = vocabulary.eligible.wanted([filters.eligible]) if filters.eligible else 0
         return _Asked(
             layers=np.array([known[x] for x in wanted if x in known], dtype="int16"),
             kinds=kinds,
             statuses=statuses,
+            status_codes=status_codes,
             services=services or 0,
             eligible=eligible or 0,
             impossible=services is None or eligible is None,
             max_distance=filters.max_distance,
             open_at_local=filters.open_at_local,
             hours_known=filters.hours_known,
+            trees=self.trees_for(layers, filters.kinds),
+            status_only=not (
+                services is None
+                or eligible is None
+                or services
+                or eligible
+                or filters.open_at_local is not None
+                or filters.hours_known
+            ),
         )
 
     def _passing(
@@ -1338,14 +1505,7 @@ class SiteIndex:
             keep &= (columns.eligible[local] & np.uint64(asked.eligible)) != 0
         if asked.hours_known or asked.open_at_local is not None:
             codes = columns.hours[local]
-            good = []
-            for code in np.unique(codes[keep]).tolist():
-                if asked.open_at_local is not None:
-                    ok = self._hours_state(code, asked.open_at_local) == OpenState.open
-                else:
-                    ok = self._vocabulary.parsed_hours(code) is not False
-                if ok:
-                    good.append(code)
+            good = [c for c in np.unique(codes[keep]).tolist() if self._hours_pass(c, asked)]
             keep &= np.isin(codes, good)
         dead, vanished = self._dead, self._vanished
         if dead or vanished:
@@ -1355,6 +1515,36 @@ class SiteIndex:
                 len(local),
             )
         return keep
+
+    def _hours_pass(self, code: int, asked: _Asked) -> bool:
+        """Whether opening-hours code ``code`` passes ``asked`` (remembered per question)."""
+        ok = asked.hours_pass.get(code)
+        if ok is None:
+            if asked.open_at_local is not None:
+                ok = self._hours_state(code, asked.open_at_local) == OpenState.open
+            else:
+                ok = self._vocabulary.parsed_hours(code) is not False
+            asked.hours_pass[code] = ok
+        return ok
+
+    def _admits(self, row: int, status: int, asked: _Asked) -> bool:
+        """``_passing`` for one base row (whose status code is given): for
+        the few candidates of a common query, plain Python beats a dozen
+        numpy calls on arrays of five."""
+        if asked.impossible:
+            return False
+        if asked.status_codes is not None and status not in asked.status_codes:
+            return False
+        base = self._base
+        if asked.services and int(base.services[row]) & asked.services != asked.services:
+            return False
+        if asked.eligible and not int(base.eligible[row]) & asked.eligible:
+            return False
+        if (asked.hours_known or asked.open_at_local is not None) and not self._hours_pass(
+            int(base.hours[row]), asked
+        ):
+            return False
+        return row not in self._dead and row not in self._vanished
 
     def passes(self, row: int, filters: NearestFilters) -> bool:
         """Whether a site passes the filters other than layer, kind and distance
@@ -1428,6 +1618,45 @@ class SiteIndex:
         )
         return found[:k]
 
+    def _measure_few(
+        self,
+        chords: np.ndarray,
+        rows: np.ndarray,
+        lon: float,
+        lat: float,
+        k: int,
+        asked: _Asked,
+    ) -> tuple[list[_Found], bool]:
+        """``_measure`` of a few base rows given nearest first by chord, one
+        geodesic call each (numpy's fixed costs outweigh the work on arrays
+        this small), and whether they prove the answer: measuring stops as
+        soon as the k-th best is shorter than the next chord, since neither
+        that site nor any further one can be nearer than its chord (the
+        margin keeps sites tied with the k-th measured, to be ranked by id)."""
+        limit = math.inf if asked.max_distance is None else asked.max_distance
+        base, inv = self._base, GEOD.inv
+        # The common question asks for a status and nothing else: checked inline.
+        statuses = asked.status_codes if asked.status_only else None
+        check = not asked.status_only or self._dead or self._vanished
+        found: list[_Found] = []
+        for chord, row, status, x, y in zip(
+            chords.tolist(),
+            rows.tolist(),
+            base.status.take(rows).tolist(),  # take(): cheaper than [] on a few rows
+            base.lon.take(rows).tolist(),
+            base.lat.take(rows).tolist(),
+            strict=True,
+        ):
+            if len(found) >= k and found[k - 1][0] < chord - CHORD_MARGIN_M:
+                return found[:k], True
+            if statuses is not None and status not in statuses:
+                continue
+            if not check or self._admits(row, status, asked):
+                azimuth, _back, distance = inv(lon, lat, x, y)
+                if distance <= limit:
+                    bisect.insort(found, (distance, base.ids[row].decode(), row, azimuth))
+        return found[:k], False
+
     def search(
         self,
         tree: _Tree,
@@ -1450,8 +1679,14 @@ class SiteIndex:
         # One more than asked usually proves the k-th; a small group is sorted whole.
         want = n if tree.small else min(n, k + 1)
         while True:
-            chords, positions = tree.nearest(origin, want, bound)
-            best = self._measure(self._base, tree.start + positions, 0, lon, lat, k, asked)
+            chords, positions = tree.nearest(origin, want, bound, lon, lat)
+            rows = positions + tree.start if tree.start else positions
+            if len(rows) <= _FEW:
+                best, proven = self._measure_few(chords, rows, lon, lat, k, asked)
+                if proven:
+                    return best
+            else:
+                best = self._measure(self._base, rows, 0, lon, lat, k, asked)
             if len(chords) < want or want >= n:  # every site within the bound seen
                 return best
             # The margin covers rounding in the ECEF chord (~1e-8 m), so sites
@@ -1506,17 +1741,47 @@ class SiteIndex:
         return sorted(found)
 
     def result(
-        self, row: int, distance: float, azimuth: float, local: dt.datetime, feature: StoredFeature
+        self,
+        row: int,
+        distance: float,
+        azimuth: float,
+        clock: Callable[[], dt.datetime],
+        feature: StoredFeature,
     ) -> NearestResult:
-        """A found site, with its open state at ``local`` (naive China time)."""
+        """A found site, with its open state at ``clock()`` (naive China time),
+        asked only of a site that gives hours."""
+        nb = self._nb  # the column read inline: this runs k times a query
+        code = int(self._base.hours[row] if row < nb else self._delta.hours[row - nb])
         return NearestResult(
             feature=feature,
             distance_m=distance,
             bearing_deg=azimuth % 360.0,
-            open_state=self._open_state_local(row, local),
+            open_state=OpenState.unknown if code < 0 else self._hours_state(code, clock()),
             index=self,
             row=row,
         )
+
+
+class _Clock:
+    """The moment a query reports open states for, as naive China time:
+    read once, and only when a site found gives opening hours."""
+
+    __slots__ = ("_local", "_moment")
+
+    def __init__(self, moment: dt.datetime | None):
+        self._moment = moment
+        self._local: dt.datetime | None = None
+
+    def __call__(self) -> dt.datetime:
+        if self._local is None:
+            moment = self._moment or dt.datetime.now(LOCAL_TIME)
+            self._local = moment.astimezone(LOCAL_TIME).replace(tzinfo=None)
+        return self._local
+
+
+#: The filters of a question that gives none (made once: a frozen dataclass
+#: costs microseconds to build and to hash anew).
+_ANY_SITE = NearestFilters()
 
 
 def nearest_sites(
@@ -1535,14 +1800,13 @@ def nearest_sites(
     answered once, by its nearest passing window, with all its passing
     windows in ``windows``. ``now`` (aware) is the time the open-now state of
     each result is reported for (default: the current time)."""
-    filters = filters or NearestFilters()
+    filters = filters or _ANY_SITE
     lon, lat = float(lon), float(lat)  # numpy scalars would slow every geodesic call
     origin = ecef_point(lon, lat)
-    trees = index.trees_for(layers, filters.kinds)
     asked = index.asked(layers, filters)
+    trees = asked.trees
     grouping = group_windows and index.grouping
-    moment = filters.open_at or now or dt.datetime.now(LOCAL_TIME)
-    local = moment.astimezone(LOCAL_TIME).replace(tzinfo=None)
+    clock = _Clock(filters.open_at or now)
     while True:  # again when a site found was deleted since the index was built
         want = k
         while True:
@@ -1569,16 +1833,17 @@ def nearest_sites(
                 if rows:
                     windows[row] = index.windows(rows, lon, lat, asked)
         wanted = {row for _d, _id, row, _az in chosen}
-        wanted.update(w[2] for found_windows in windows.values() for w in found_windows)
+        for found_windows in windows.values():
+            wanted.update(w[2] for w in found_windows)
         features = index.features_at(wanted)
         if len(features) == len(wanted):
             break
     results = []
     for distance, _id, row, azimuth in chosen:
-        result = index.result(row, distance, azimuth, local, features[row])
+        result = index.result(row, distance, azimuth, clock, features[row])
         if row in windows:
             result.windows = [
-                index.result(w_row, w_distance, w_azimuth, local, features[w_row])
+                index.result(w_row, w_distance, w_azimuth, clock, features[w_row])
                 for w_distance, _w_id, w_row, w_azimuth in windows[row]
             ]
         results.append(result)
