@@ -181,7 +181,8 @@ def _base(request: Request) -> str:
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     port = host[len(name) + 1 :]
     if name.lower() in _LOOPBACK_HOSTS and (port == "" or port.isdigit()):
-        return f"{request.url.scheme}://{host}"
+        # The scope's scheme is the URL's, without building the whole URL.
+        return f"{request.scope.get('scheme', 'http')}://{host}"
     return ""
 
 
@@ -592,15 +593,19 @@ def _page_links(
 ) -> list[dict[str, str]]:
     """A page's self, collection, next and previous links; each keeps the
     request's parameters but ``offset`` and ``f``."""
-    base = f"{_base(request)}/collections/{layer.id}/items"
-    params = [(k, v) for k, v in request.query_params.multi_items() if k not in {"offset", "f"}]
+    collection = f"{_base(request)}/collections/{layer.id}"
+    kept = urlencode(
+        [(k, v) for k, v in request.query_params.multi_items() if k not in {"offset", "f"}]
+    )
+    # The parameters are encoded once; only the offset differs between links.
+    start = f"{collection}/items?{kept}&offset=" if kept else f"{collection}/items?offset="
 
     def href(new_offset: int) -> str:
-        return f"{base}?{urlencode([*params, ('offset', str(new_offset))])}"
+        return f"{start}{new_offset}"
 
     links = [
         _link(href(offset), "self", MediaType.geojson, "This page"),
-        _link(f"{_base(request)}/collections/{layer.id}", "collection", MediaType.json, layer.zh),
+        _link(collection, "collection", MediaType.json, layer.zh),
     ]
     if offset + returned < matched:
         links.append(_link(href(offset + limit), "next", MediaType.geojson, "Next page"))
