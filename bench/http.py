@@ -173,7 +173,7 @@ def measure(
         ("items+bbox", f"{base}/collections/green_channels/items", lua["bbox"]),
     ]
     floor = wrk(f"{bare}/hello", seconds, connections)
-    print(f"\n{label}")
+    print(f"\n{label}; load average {os.getloadavg()[0]:.2f} at the start")
     print(
         f"  {'endpoint':<14} {'req/s':>9} {'p50':>9} {'p99':>9} {'bad':>5} "
         f"{'floor':>8} {'ratio':>6}"

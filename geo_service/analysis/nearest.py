@@ -27,6 +27,8 @@ Example
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
 import copy
 import ctypes
 import ctypes.util
@@ -70,11 +72,13 @@ __all__ = [
     "DistrictOutline",
     "NearestFilters",
     "NearestResult",
+    "NotInMemory",
     "OpenState",
     "SiteIndex",
     "SiteIndexCache",
     "SiteMemo",
     "institution_name",
+    "memory_only",
     "navigation_links",
     "nearest_sites",
     "opening_phrase",
@@ -175,6 +179,9 @@ def opening_phrase(opens: dt.datetime, now: dt.datetime) -> tuple[str, str]:
 #: A projected nearest point this far (degrees, ~1 km) or more from the
 #: boundary after mapping back is taken as a degenerate projection.
 SNAP_LIMIT_DEG = 0.01
+#: Points this close to the boundary (degrees, ~100 km) find its nearest point
+#: in a local equirectangular projection; further ones in an azimuthal one.
+LOCAL_PROJECTION_DEG = 1.0
 
 
 class DistrictOutline:
@@ -201,9 +208,50 @@ class DistrictOutline:
     def distance_to_boundary_m(self, lon: float, lat: float) -> float:
         """Geodesic metres from the point to the nearest point of the boundary.
 
-        The nearest point is found in an azimuthal equidistant projection
-        centred on the point (where distance from the centre is true in every
-        direction), then measured on the ellipsoid."""
+        The nearest point is found in a projection centred on the point, then
+        measured on the ellipsoid, as are the boundary's vertices: only
+        boundary points are measured, so the smallest is the answer. Within
+        ``LOCAL_PROJECTION_DEG`` of the boundary (every point of the district's
+        own map) the projection is a local equirectangular one, a scaling of
+        lon/lat that costs microseconds; further away an azimuthal equidistant
+        one (where distance from the centre is true in every direction), which
+        pyproj takes milliseconds to set up."""
+        point = shapely.Point(lon, lat)
+        if self._boundary.distance(point) < LOCAL_PROJECTION_DEG:
+            nearest = self._nearest_equirectangular(lon, lat)
+        else:
+            nearest = self._nearest_aeqd(lon, lat)
+        projected = math.inf
+        if nearest is not None:
+            projected = float(GEOD.inv(lon, lat, nearest[0], nearest[1])[2])
+        n = len(self._vertices)
+        _, _, to_vertices = GEOD.inv(
+            np.full(n, lon), np.full(n, lat), self._vertices[:, 0], self._vertices[:, 1]
+        )
+        candidates = [projected, *(to_vertices.tolist() if n else [])]
+        return min((d for d in candidates if math.isfinite(d)), default=math.inf)
+
+    def _nearest_equirectangular(self, lon: float, lat: float) -> tuple[float, float]:
+        """The boundary point nearest to a close point, in metres east and
+        north of it at its latitude's radii of curvature. The projection is
+        affine in lon/lat, so the point found lies on the boundary as it is
+        (no snapping); within a degree it misjudges distances by ~0.25% at
+        most, which matters only between two nearly equidistant segments."""
+        phi = math.radians(lat)
+        w = math.sqrt(1.0 - _E2 * math.sin(phi) ** 2)
+        east = math.radians(_A / w * math.cos(phi))  # metres per degree of longitude
+        north = math.radians(_A * (1.0 - _E2) / w**3)  # metres per degree of latitude
+        scale = np.array([east, north])
+        centre = np.array([lon, lat])
+        local = shapely.transform(self._boundary, lambda xy: (xy - centre) * scale)
+        found = nearest_points(local, shapely.Point(0.0, 0.0))[0]
+        return lon + found.x / east, lat + found.y / north
+
+    def _nearest_aeqd(self, lon: float, lat: float) -> tuple[float, float] | None:
+        """The boundary point nearest to a far point, found in an azimuthal
+        equidistant projection centred on it; None when the projection
+        degenerates (towards the antipode the point found may map back
+        anywhere)."""
         to_local = Transformer.from_crs(
             "EPSG:4326",
             f"+proj=aeqd +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m",
@@ -217,21 +265,11 @@ class DistrictOutline:
         back_lon, back_lat = to_local.transform(nearest.x, nearest.y, direction="INVERSE")
         # A straight projected segment is a slightly curved line on the earth:
         # the point found is snapped onto the boundary before it is measured.
-        # Far away (towards the antipode) the projection degenerates and the
-        # point may map back anywhere: then it is dropped and the nearest
-        # vertex answers. Either way only boundary points are measured, so
-        # the smaller distance is the better answer.
         back = shapely.Point(back_lon, back_lat)
-        projected = math.inf
-        if self._boundary.distance(back) < SNAP_LIMIT_DEG:
-            snapped = nearest_points(self._boundary, back)[0]
-            projected = float(GEOD.inv(lon, lat, snapped.x, snapped.y)[2])
-        n = len(self._vertices)
-        _, _, to_vertices = GEOD.inv(
-            np.full(n, lon), np.full(n, lat), self._vertices[:, 0], self._vertices[:, 1]
-        )
-        candidates = [projected, *(to_vertices.tolist() if n else [])]
-        return min((d for d in candidates if math.isfinite(d)), default=math.inf)
+        if self._boundary.distance(back) >= SNAP_LIMIT_DEG:
+            return None
+        snapped = nearest_points(self._boundary, back)[0]
+        return snapped.x, snapped.y
 
 
 def _ecef(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -1172,6 +1210,8 @@ class SiteIndex:
                     missing[layer_id][feature_id] = row
                 else:
                     found[row] = feature
+        if missing and _MEMORY_ONLY.get():
+            raise NotInMemory(f"{sum(map(len, missing.values()))} sites to read from the store")
         for layer_id, wanted in missing.items():
             assert self._store is not None
             fetched = self._store.get_many(layer_id, list(wanted))
@@ -1579,6 +1619,25 @@ def navigation_links(
 MERGE_AFTER = 50_000
 
 
+class NotInMemory(Exception):
+    """Raised under ``memory_only()`` where an answer would read the store."""
+
+
+_MEMORY_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("memory_only", default=False)
+
+
+@contextlib.contextmanager
+def memory_only() -> Iterator[None]:
+    """Within: a search that would read a site's feature from the store raises
+    ``NotInMemory`` instead. For answers made on an event loop, which must not
+    wait on the store: they go to a thread when this is raised."""
+    reset = _MEMORY_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _MEMORY_ONLY.reset(reset)
+
+
 class SiteIndexCache:
     """One ``SiteIndex`` over the facility layers, kept current from the
     store's change feed: a write to a site changes that site in the index
@@ -1633,6 +1692,17 @@ class SiteIndexCache:
         #: again to its result (None: no merge running, or its result is stale).
         self._merge_log: list[tuple[Any, ...]] | None = None
         self._merging = False
+
+    def current(self) -> SiteIndex | None:
+        """The index, when it is known current without asking the store: the
+        store's change token (a memory read) has not moved since it was
+        checked. Otherwise None: then ``get``, in a thread."""
+        current = self._current
+        if current is None:
+            return None
+        index, known = current
+        token = self.store.change_token()
+        return index if token is not None and token == known else None
 
     def get(self) -> SiteIndex:
         current = self._current

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from geo_service.analysis.nearest import WALKING_LIMIT_M, WINDOW_GROUP_RADIUS_M
 from geo_service.api.media import MediaType
 from geo_service.api.openapi import catalog_values, json_body
 from geo_service.api.params import query_params
+from geo_service.runtime import Runtime
 from geo_service.services.nearest import (
     DEFAULT_LAYERS,
     LIST_PARAMETERS,
@@ -20,6 +22,7 @@ from geo_service.services.nearest import (
     NEAREST_PARAMETERS,
     geocoded_params,
     nearest_geojson,
+    nearest_geojson_in_memory,
     parse_nearest_query,
 )
 from geo_service.services.queries import (
@@ -131,14 +134,25 @@ assert tuple(_PARAMETER_DOCS) == NEAREST_PARAMETERS and _LISTS == LIST_PARAMETER
         ]
     },
 )
-def nearest(request: Request) -> Response:
-    # A plain def: the index checks the store's layer versions (a database
-    # round trip on PostGIS, a pooled connection on either) and is rebuilt
-    # after a write; neither may hold up the event loop.
+async def nearest(request: Request) -> Response:
+    # Answered here, on the event loop, when memory holds all it takes (the
+    # usual case: a thread hop costs more than the whole answer). A geocoded
+    # address, an index to bring up to date after a write, or sites never
+    # fetched yet read the store: those go to a thread.
+    runtime = request.app.state.runtime
     params = query_params(request, _LISTS)
+    if "address" not in params:
+        query = parse_nearest_query(params, runtime.catalog)
+        body = nearest_geojson_in_memory(query, runtime.site_indexes)
+        if body is not None:
+            return Response(body, media_type=MediaType.geojson)
+    return await run_in_threadpool(_nearest_from_store, params, runtime)
+
+
+def _nearest_from_store(params: dict[str, str], runtime: Runtime) -> Response:
     extra = None
     if "address" in params:
-        params, extra = geocoded_params(params, request.app.state.runtime.geocoders.get())
-    query = parse_nearest_query(params, request.app.state.runtime.catalog)
-    body = nearest_geojson(query, request.app.state.runtime.site_indexes, extra)
+        params, extra = geocoded_params(params, runtime.geocoders.get())
+    query = parse_nearest_query(params, runtime.catalog)
+    body = nearest_geojson(query, runtime.site_indexes, extra)
     return Response(body, media_type=MediaType.geojson)

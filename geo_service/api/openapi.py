@@ -15,12 +15,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from geo_service.api.guard import is_heavy
 from geo_service.api.media import MediaType
+from geo_service.api.problems import problem_response, status_for
 from geo_service.errors import InvalidParameter
 from geo_service.services.queries import MAX_LIST_VALUES
 from geo_service.sources.catalog import Catalog
@@ -29,13 +31,14 @@ __all__ = [
     "BINARY",
     "HTML",
     "MAX_ZOOM",
+    "QueryContract",
     "allowed_methods",
     "catalog_values",
     "change_links",
     "install_openapi",
     "json_body",
+    "operations",
     "problem",
-    "query_contract",
     "ref",
 ]
 
@@ -835,58 +838,114 @@ def _query_rules(spec: dict[str, Any]) -> dict[tuple[str, str], _QueryRule]:
     return rules
 
 
-def query_contract(request: Request) -> None:
-    """Hold every request to its operation's query parameters as the OpenAPI
-    document states them: an undeclared name is a 400 (a mistyped filter must
-    never answer as if it were not there), and no list is longer than its
-    ``maxItems``. One rule for every route, those of all modules alike; the
-    routes then check values as before."""
-    route = request.scope.get("route")
-    if route is None or not request.query_params:
-        return
-    rules = getattr(request.app.state, "query_rules", None)
-    if rules is None:
-        rules = request.app.state.query_rules = _query_rules(request.app.openapi())
-    method = "get" if request.method == "HEAD" else request.method.lower()
-    rule = rules.get((getattr(route, "path_format", ""), method))
-    if rule is None:
-        return
-    for name in request.query_params:
+class _Operations:
+    """The document's operations, found by request path without the router:
+    literal paths in a dict, templated ones as patterns (a ``{name}`` is one
+    path segment, as the router matches it)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        rules = _query_rules(spec)
+        self.literal: dict[str, dict[str, _QueryRule | None]] = {}
+        self.templated: list[tuple[re.Pattern[str], dict[str, _QueryRule | None]]] = []
+        for template, item in spec.get("paths", {}).items():
+            methods: dict[str, _QueryRule | None] = {
+                m.upper(): rules.get((template, m)) for m in item if m in _METHODS
+            }
+            if "GET" in methods:
+                methods["HEAD"] = methods["GET"]
+            if "{" not in template:
+                self.literal[template] = methods
+                continue
+            parts = re.split(r"(\{[^}]+\})", template)
+            regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+            self.templated.append((re.compile(f"^{regex}$"), methods))
+
+    def at(self, path: str) -> list[dict[str, _QueryRule | None]]:
+        """Every operation table whose path matches, the literal one first."""
+        found = [self.literal[path]] if path in self.literal else []
+        found.extend(methods for pattern, methods in self.templated if pattern.match(path))
+        return found
+
+    def rule(self, path: str, method: str) -> _QueryRule | None:
+        for methods in self.at(path):
+            if method in methods:
+                return methods[method]
+        return None
+
+
+def operations(app: FastAPI) -> _Operations:
+    """The app's operations, compiled from its document once (at startup:
+    ``api/app.py`` asks for them in a thread before the first request)."""
+    table = getattr(app.state, "operations", None)
+    if table is None:
+        table = app.state.operations = _Operations(app.openapi())
+    return table
+
+
+def _contract_breach(rule: _QueryRule, query: bytes) -> InvalidParameter | None:
+    # Read as Starlette reads it (``QueryParams``), so names mean the same here.
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    counts: dict[str, int] = {}
+    for name, value in pairs:
         if name not in rule.names:
             if rule.free_form:
                 continue
             known = ", ".join(sorted(rule.names)) or "none"
             what = "unknown parameter" if name else "a parameter without a name"
-            raise InvalidParameter(name, f"{what}; known: {known}")
-        if any(not value.strip() for value in request.query_params.getlist(name)):
+            return InvalidParameter(name, f"{what}; known: {known}")
+        if not value.strip():
             # A blank value is a mistake to point out, as a mistyped name is:
             # the default comes from leaving the parameter out.
-            raise InvalidParameter(name, "needs a value (leave it out for the default)")
-        most = rule.lists.get(name)
-        if most is not None:
-            count = sum(len(v.split(",")) for v in request.query_params.getlist(name))
-            if count > most:
-                raise InvalidParameter(name, f"at most {most} values, got {count}")
+            return InvalidParameter(name, "needs a value (leave it out for the default)")
+        if name in rule.lists:
+            counts[name] = counts.get(name, 0) + len(value.split(","))
+    for name, count in counts.items():
+        most = rule.lists[name]
+        if count > most:
+            return InvalidParameter(name, f"at most {most} values, got {count}")
+    return None
+
+
+class QueryContract:
+    """Hold every request to its operation's query parameters as the OpenAPI
+    document states them: an undeclared name is a 400 (a mistyped filter must
+    never answer as if it were not there), a blank value too, and no list is
+    longer than its ``maxItems``. One rule for every route, those of all
+    modules alike; the routes then check values as before.
+
+    Plain ASGI in front of the router, from a table compiled from the
+    document: a per-request FastAPI dependency cost more than a whole bare
+    request (a thread hop each), and a request without a query string costs
+    nothing here."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        query = scope.get("query_string")
+        if query and scope["type"] == "http":
+            path = scope.get("path", "")
+            rule = operations(scope["app"]).rule(path, scope["method"])
+            error = None if rule is None else _contract_breach(rule, query)
+            if error is not None:
+                response = problem_response(
+                    status_for(error),
+                    error.detail,
+                    title=error.title,
+                    instance=path,
+                    parameter=error.parameter,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """The methods the document declares for the operations at ``path``
     (HEAD with GET), for the ``Allow`` header of a 405."""
-    patterns = getattr(app.state, "path_patterns", None)
-    if patterns is None:
-        patterns = []
-        for template, item in app.openapi().get("paths", {}).items():
-            parts = re.split(r"(\{[^}]+\})", template)
-            regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
-            methods = {m.upper() for m in item if m in _METHODS}
-            if "GET" in methods:
-                methods.add("HEAD")
-            patterns.append((re.compile(f"^{regex}$"), methods))
-        app.state.path_patterns = patterns
     found: set[str] = set()
-    for pattern, methods in patterns:
-        if pattern.match(path):
-            found |= methods
+    for methods in operations(app).at(path):
+        found |= set(methods)
     return sorted(found)
 
 

@@ -16,9 +16,11 @@ from geo_service.analysis.nearest import (
     WALKING_LIMIT_M,
     NearestFilters,
     NearestResult,
+    NotInMemory,
     OpenState,
     SiteIndex,
     SiteIndexCache,
+    memory_only,
     nearest_sites,
     opening_phrase,
     walking_assumption,
@@ -40,6 +42,7 @@ __all__ = [
     "NearestQuery",
     "geocoded_params",
     "nearest_geojson",
+    "nearest_geojson_in_memory",
     "parse_nearest_query",
 ]
 
@@ -294,17 +297,40 @@ def _where(index: SiteIndex, lon: float, lat: float) -> tuple[dict[str, Any], li
     return {"outside_district": True, "district_boundary_m": round(metres, 1)}, [note]
 
 
+#: Asks for more places than this go to a thread even when memory holds all
+#: they need: their search and grouping may take milliseconds.
+IN_MEMORY_MAX_K = 20
+
+
 def nearest_geojson(
     query: NearestQuery, cache: SiteIndexCache, extra: dict[str, Any] | None = None
 ) -> bytes:
-    """The whole answer as GeoJSON FeatureCollection bytes (pure: no HTTP here).
+    """The whole answer as GeoJSON FeatureCollection bytes (pure: no HTTP
+    here). May read the store: run it in a thread."""
+    return _answer(cache.get(), query, extra)
 
-    Assembled from per-site fragments: serializing every site's properties
+
+def nearest_geojson_in_memory(query: NearestQuery, cache: SiteIndexCache) -> bytes | None:
+    """``nearest_geojson``, when memory holds everything it needs (the index is
+    known current by the store's change token, every site found has been
+    fetched before); else None, having read nothing from the store. For the
+    event loop: most answers are made here, without a thread hop."""
+    index = cache.current()
+    if index is None or query.k > IN_MEMORY_MAX_K:
+        return None
+    try:
+        with memory_only():
+            return _answer(index, query, None)
+    except NotInMemory:
+        return None
+
+
+def _answer(index: SiteIndex, query: NearestQuery, extra: dict[str, Any] | None) -> bytes:
+    """Assembled from per-site fragments: serializing every site's properties
     and links again on each request costs more than finding the sites.
     When an open-now (or open-at) question finds nothing open, the nearest
     sites with known hours are answered anyway, each with when it next opens,
     and ``none_open`` says so."""
-    index = cache.get()
     filters = query.filters
     results = nearest_sites(index, query.lon, query.lat, query.k, query.layers, filters)
     none_open = False

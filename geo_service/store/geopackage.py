@@ -10,10 +10,18 @@ Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with
 ``synchronous=FULL``: a crash leaves either all of a write or none of it.
 Reads and writes borrow one of at most ``pool_size`` connections; in WAL mode
 readers see every committed write and never wait for the writer.
+
+After each commit a writer also writes a new random number into 8 bytes of a
+file beside the store (``<store>-changes``) that every process with the
+store open has mapped into memory: the store's ``change_token``, which the
+hot read paths compare without a query, in any worker.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import secrets
 import sqlite3
 import struct
 import threading
@@ -251,6 +259,42 @@ INSERT INTO gpkg_extensions VALUES ('{t}', '{c}', 'gpkg_rtree_index',
 """
 
 
+class _ChangeSignal:
+    """The change token shared by every process that has the store open: 8
+    bytes of ``<store>-changes``, mapped shared, so reading it is a memory
+    read. Each commit writes a new random value (not a count: two writers
+    incrementing at once could write the same number and hide a change);
+    a torn read can only look like another change, never like none."""
+
+    def __init__(self, path: Path):
+        self._map: mmap.mmap | None = None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # a folder we cannot write: no token, the stores ask the versions
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            self._map = mmap.mmap(fd, 8)
+        except OSError:
+            self._map = None
+        finally:
+            os.close(fd)
+
+    def token(self) -> int | None:
+        signal = self._map
+        return None if signal is None else int.from_bytes(signal[:8], "little")
+
+    def changed(self) -> None:
+        if self._map is not None:
+            self._map[:8] = secrets.token_bytes(8)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
 class _Connection(sqlite3.Connection):
     """A pooled connection. ``versions`` memoises ``layer_versions`` for this
     connection alone: SQLite's ``data_version`` is per connection."""
@@ -372,6 +416,10 @@ class GeoPackageStore(Store):
         except BaseException:
             self._pool.close()
             raise
+        # Only beside a file that proved to be a store. Opening may have
+        # created or upgraded it: that is a change too.
+        self._signal = _ChangeSignal(self.path.with_name(self.path.name + "-changes"))
+        self._signal.changed()
 
     # -- connections ----------------------------------------------------------
 
@@ -416,6 +464,11 @@ class GeoPackageStore(Store):
 
     def close(self) -> None:
         self._pool.close()
+        self._signal.close()
+
+    def change_token(self) -> int | None:
+        """The shared change signal (``_ChangeSignal``): a memory read."""
+        return self._signal.token()
 
     def pool_stats(self) -> dict[str, int]:
         return self._pool.stats()
@@ -753,6 +806,8 @@ class GeoPackageStore(Store):
             try:
                 yield conn
                 conn.execute("COMMIT")
+                # After the commit: a reader that sees the new token sees the rows.
+                self._signal.changed()
             except BaseException:
                 if conn.in_transaction:  # some errors (a full disk) roll back by themselves
                     conn.execute("ROLLBACK")
