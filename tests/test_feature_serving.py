@@ -23,7 +23,6 @@ from geo_service.settings import Settings
 from geo_service.sources.catalog import ValidFeature, load_catalog
 from geo_service.sources.crs import CoordinateSystem, CrsReference
 from geo_service.store import Store, open_store
-from geo_service.store.geopackage import GeoPackageStore
 from tests.conftest import running_server
 
 MASHANG = "370303009"  # 马尚街道
@@ -117,7 +116,7 @@ def test_assembled_pages_are_the_collection_serialised_whole(store: Store):
         assert collection_bytes([], crs) == orjson.dumps(feature_collection([], crs))
 
 
-# -- through the API, with a change token ---------------------------------------------
+# -- through the API (both stores have a change token) ----------------------------------
 
 
 class Counted:
@@ -135,31 +134,11 @@ class Counted:
 
 
 @pytest.fixture
-def token_store(store: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
-    """The store with a change token on both backends. PostGIS has its own;
-    the embedded store answers None until it gets one, so here every write
-    by any GeoPackage store of this process moves a shared counter, as the
-    contract asks of the real one (``Store.change_token``)."""
-    if isinstance(store, GeoPackageStore):
-        moved = itertools.count(1)
-        token = [0]
-        bump = GeoPackageStore._bump
-
-        def counted_bump(self, conn, layer):
-            bump(self, conn, layer)
-            token[0] = next(moved)
-
-        monkeypatch.setattr(GeoPackageStore, "_bump", counted_bump)
-        monkeypatch.setattr(GeoPackageStore, "change_token", lambda self: token[0])
-    return store
-
-
-@pytest.fixture
-def office(token_store: Store, monkeypatch) -> Iterator[tuple[TestClient, dict, Counted]]:
-    app = create_app(Settings(store=token_store.location))
+def office(store: Store, monkeypatch) -> Iterator[tuple[TestClient, dict, Counted]]:
+    app = create_app(Settings(store=store.location))
     with TestClient(app) as client:
-        known = [town.id for town in token_store.all_features("towns")]
-        bearer = issue_token(token_store, "office", "admin", [], known)
+        known = [town.id for town in store.all_features("towns")]
+        bearer = issue_token(store, "office", "admin", [], known)
         counted = Counted(app.state.runtime.store, monkeypatch)
         eventually(
             lambda: app.state.runtime.store.change_token() is not None, "the store has a token"
@@ -240,18 +219,18 @@ def test_a_write_through_the_api_is_read_back_at_once(office):
     assert MASHANG_SITE not in [f["id"] for f in listed["features"]]
 
 
-def test_a_write_by_another_store_on_the_same_data_is_read_back(office, token_store: Store):
-    """``token_store`` is a second Store on the app's file or schema, as
-    another process's would be."""
+def test_a_write_by_another_store_on_the_same_data_is_read_back(office, store: Store):
+    """``store`` is a second Store on the app's file or schema, as another
+    process's would be: its write moves the app store's change token."""
     client, _, _ = office
     first = read(client).json()
     page = {"bbox": "117.93,36.70,118.18,36.90", "limit": "1000"}
     count = client.get("/collections/stations/items", params=page).json()["numberMatched"]
-    stored = token_store.get("stations", MASHANG_SITE)
+    stored = store.get("stations", MASHANG_SITE)
     moved = ValidFeature(
         MASHANG_SITE, {**stored.properties, "name": "另一进程改的名字"}, Point(118.3, 36.95)
     )
-    token_store.write("stations", [moved], actor="other process")
+    store.write("stations", [moved], actor="other process")
 
     def renamed() -> bool:
         return read(client).json()["properties"]["name"] == "另一进程改的名字"
@@ -268,9 +247,9 @@ def test_a_write_by_another_store_on_the_same_data_is_read_back(office, token_st
     eventually(left_the_box, "the page still counts the site that moved out of its box")
 
 
-def test_pages_from_memory_equal_the_store_path_through_the_api(office, token_store, monkeypatch):
+def test_pages_from_memory_equal_the_store_path_through_the_api(office, store, monkeypatch):
     client, _, _ = office
-    points = add_green_channels(token_store, 120)
+    points = add_green_channels(store, 120)
     rng = random.Random(8)
     queries = []
     for box, crs in zip(boxes(points, rng, 40), itertools.cycle(["wgs84", "gcj02"]), strict=False):
@@ -289,7 +268,7 @@ def test_pages_from_memory_equal_the_store_path_through_the_api(office, token_st
         assert slow.headers.get("Content-Crs") == response.headers.get("Content-Crs")
 
 
-def test_hostile_names_come_back_intact_from_memory(office, token_store):
+def test_hostile_names_come_back_intact_from_memory(office, store):
     client, auth, _ = office
     hostile = '</script><img src=x onerror=alert(1)>"},{"id":"x'
     etag = read(client).headers["ETag"]
