@@ -330,3 +330,81 @@ def test_every_worker_answers_a_write_to_an_item_and_a_page_soon(tmp_path, serve
                 assert time.monotonic() < deadline, "some worker still answers the old name"
                 new = names() == ("三个进程都要看到的新名字",) * 2
                 streak = streak + 1 if new else 0
+
+
+SHORTCUT_QUERIES = [
+    ("/collections/stations/items/st-town-mashang", ""),
+    ("/collections/stations/items/st-town-mashang", "crs=gcj02"),
+    (
+        "/collections/stations/items/st-town-mashang",
+        "crs=http://www.opengis.net/def/crs/EPSG/0/4326",
+    ),
+    ("/collections/stations/items/st-town-mashang", "f=json"),
+    ("/collections/stations/items/st-town-mashang", "f=xml"),
+    ("/collections/stations/items/st-town-mashang", "crs=epsg:4326"),
+    ("/collections/stations/items/st-town-mashang", "crs="),
+    ("/collections/stations/items/st-town-mashang", "crs=gcj02&crs=bd09"),
+    ("/collections/stations/items/st-town-mashang", "colour=red"),
+    ("/collections/stations/items/no-such-site", ""),
+    ("/collections/spaceports/items/st-town-mashang", ""),
+    ("/collections/stations/items", "bbox=117.93,36.70,118.18,36.90&limit=7&offset=3"),
+    (
+        "/collections/stations/items",
+        "bbox=36.70,117.93,36.90,118.18&bbox-crs=http://www.opengis.net/def/crs/EPSG/0/4326",
+    ),
+    ("/collections/stations/items", "bbox=117.93,36.70,118.18,36.90&bbox-crs=gcj02&crs=bd09"),
+    ("/collections/stations/items", "bbox=117.93,36.70,0,118.18,36.90,10"),
+    ("/collections/stations/items", "limit=0"),
+    ("/collections/stations/items", "limit=10001"),
+    ("/collections/stations/items", "limit=1e3"),
+    ("/collections/stations/items", "limit=+5"),
+    ("/collections/stations/items", "limit=%205"),
+    ("/collections/stations/items", "limit=5&limit=6"),
+    ("/collections/stations/items", "offset=-1"),
+    ("/collections/stations/items", "offset=10000001"),
+    ("/collections/stations/items", "offset=99999"),
+    ("/collections/stations/items", "bbox=1,2,3"),
+    ("/collections/stations/items", "bbox=1,2,3,4,5,6,7"),
+    ("/collections/stations/items", "bbox=118,36,117,37"),
+    ("/collections/stations/items", "bbox=118,36.8,118,36.9"),
+    ("/collections/stations/items", "bbox=nan,1,2,3"),
+    ("/collections/stations/items", "bbox="),
+    ("/collections/stations/items", "bbox-crs=mars"),
+    ("/collections/stations/items", "f=html"),
+    ("/collections/stations/items", "kind=bank"),
+    ("/collections/district/items", "bbox=117.93,36.70,118.18,36.90"),
+    ("/collections/spaceports/items", "bbox=117.93,36.70,118.18,36.90"),
+]
+
+
+def test_the_shortcut_answers_as_the_declared_route(office, monkeypatch):
+    """Every answer, good or bad, the same with the shortcut as without it."""
+    from geo_service.api import ogc
+
+    client, _, _ = office
+    with_shortcut = [client.get(f"{path}?{query}") for path, query in SHORTCUT_QUERIES]
+    monkeypatch.setattr(ogc, "_SHORTCUTS", {})
+    for (path, query), fast in zip(SHORTCUT_QUERIES, with_shortcut, strict=True):
+        declared = client.get(f"{path}?{query}")
+        assert (fast.status_code, fast.content) == (declared.status_code, declared.content), query
+        for header in ("content-type", "ETag", "Content-Crs", "Vary"):
+            assert fast.headers.get(header) == declared.headers.get(header), (query, header)
+    assert {r.status_code for r in with_shortcut} >= {200, 400, 404}
+
+
+def test_without_a_token_every_read_asks_the_store_and_sees_every_write(office, store, monkeypatch):
+    """A store that cannot tell (PostGIS while its listener reconnects) is
+    read in a thread on every request, and no write is missed."""
+    client, _, _ = office
+    monkeypatch.setattr(client.app.state.runtime.store, "change_token", lambda: None)
+    page = {"bbox": "117.93,36.70,118.18,36.90", "limit": "1000"}
+    read(client)
+    client.get("/collections/stations/items", params=page)
+    stored = store.get("stations", MASHANG_SITE)
+    renamed = ValidFeature(
+        MASHANG_SITE, {**stored.properties, "name": "无令牌也要看到"}, stored.geometry
+    )
+    store.write("stations", [renamed], actor="other process")
+    assert read(client).json()["properties"]["name"] == "无令牌也要看到"
+    listed = client.get("/collections/stations/items", params=page).json()["features"]
+    assert {f["id"]: f for f in listed}[MASHANG_SITE]["properties"]["name"] == "无令牌也要看到"
