@@ -18,7 +18,7 @@ from shapely.geometry import Point
 from geo_service.api import create_app
 from geo_service.outputs.geojson import collection_bytes, feature_collection, feature_fragments
 from geo_service.services.access import issue_token
-from geo_service.services.features import FeatureServing
+from geo_service.services.features import BoundedCache, FeatureServing
 from geo_service.settings import Settings
 from geo_service.sources.catalog import ValidFeature, load_catalog
 from geo_service.sources.crs import CoordinateSystem, CrsReference
@@ -114,6 +114,18 @@ def test_assembled_pages_are_the_collection_serialised_whole(store: Store):
         whole = orjson.dumps(feature_collection(features, crs, **members))
         assert collection_bytes(feature_fragments(features, crs), crs, **members) == whole
         assert collection_bytes([], crs) == orjson.dumps(feature_collection([], crs))
+
+
+def test_the_caches_are_bounded_by_bytes_oldest_use_first():
+    cache: BoundedCache[bytes] = BoundedCache(1000, len)
+    for i in range(10):
+        cache.put(i, bytes(150))
+    assert cache.bytes <= 1000 and len(cache) == 6
+    assert cache.get(0) is None and cache.get(4) is not None
+    cache.put("big", bytes(600))  # 4 was used last: it stays, 5..8 go
+    assert [k for k in (4, 5, 6, 7, 8, 9, "big") if cache.get(k) is not None] == [4, 9, "big"]
+    cache.put("huge", bytes(5000))  # larger than the bound: kept alone
+    assert len(cache) == 1 and cache.get("huge") is not None
 
 
 # -- through the API (both stores have a change token) ----------------------------------

@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -28,12 +29,14 @@ from geo_service.outputs.geojson import feature_fragments
 from geo_service.sources.crs import CrsReference
 from geo_service.store import BBox, Envelopes, Store, StoredFeature
 
-__all__ = ["FeaturePage", "FeatureServing", "ItemAnswer", "PointIndex"]
+__all__ = ["BoundedCache", "FeaturePage", "FeatureServing", "ItemAnswer", "PointIndex"]
 
-#: Finished one-feature answers kept (about 1 kB each).
-ITEM_ENTRIES = 10_000
-#: Serialised features kept for bbox pages (about 0.5 kB each).
-FRAGMENT_ENTRIES = 50_000
+V = TypeVar("V")
+
+#: Bytes of finished one-feature answers kept (about 1 kB each).
+ITEM_BYTES = 32 * 2**20
+#: Bytes of serialised features kept for bbox pages (about 0.7 kB each).
+FRAGMENT_BYTES = 64 * 2**20
 #: Features read together when a page misses one (``FeatureServing._read_blocks``).
 FRAGMENT_BLOCK = 64
 #: Candidates past which a bbox page is worked out in a thread, not on the
@@ -127,18 +130,15 @@ class FeatureServing:
         self,
         store: Store,
         *,
-        item_entries: int = ITEM_ENTRIES,
-        fragment_entries: int = FRAGMENT_ENTRIES,
+        item_bytes: int = ITEM_BYTES,
+        fragment_bytes: int = FRAGMENT_BYTES,
     ):
         self.store = store
         #: (change token, layer versions) read after that token; None: unknown.
         self._known: tuple[int, dict[str, int]] | None = None
-        self._items: OrderedDict[Hashable, ItemAnswer] = OrderedDict()
-        self._fragments: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._items: BoundedCache[ItemAnswer] = BoundedCache(item_bytes, lambda a: len(a.body))
+        self._fragments: BoundedCache[bytes] = BoundedCache(fragment_bytes, len)
         self._indexes: dict[str, PointIndex] = {}
-        self._item_entries = item_entries
-        self._fragment_entries = fragment_entries
-        self._lock = threading.Lock()  # the two caches, held for an instant
         self._building = threading.Lock()  # one index read at a time
 
     # -- freshness ----------------------------------------------------------------
@@ -169,7 +169,7 @@ class FeatureServing:
         versions = self.versions_now()
         if versions is None:
             return None
-        return self._cached(self._items, (layer_id, versions.get(layer_id, 0), feature_id, variant))
+        return self._items.get((layer_id, versions.get(layer_id, 0), feature_id, variant))
 
     def item(
         self,
@@ -183,13 +183,13 @@ class FeatureServing:
         Raises ``FeatureNotFound`` as ``Store.get`` does."""
         versions = self.versions()
         key = (layer_id, versions.get(layer_id, 0), feature_id, variant)
-        answer = self._cached(self._items, key)
+        answer = self._items.get(key)
         if answer is None:
             # Read after the versions: a write in between makes this entry
             # newer than its key, never older, and the next look moves on.
             feature = self.store.get(layer_id, feature_id)
             answer = ItemAnswer(render(feature), feature.etag)
-            self._keep(self._items, key, answer, self._item_entries)
+            self._items.put(key, answer)
         return answer
 
     # -- bbox pages ---------------------------------------------------------------
@@ -212,9 +212,7 @@ class FeatureServing:
         ranks, matched = found
         fragments = []
         for rank in ranks:
-            fragment = self._cached(
-                self._fragments, (layer_id, index.version, index.ids[rank], crs)
-            )
+            fragment = self._fragments.get((layer_id, index.version, index.ids[rank], crs))
             if fragment is None:
                 return None
             fragments.append(fragment)
@@ -229,7 +227,7 @@ class FeatureServing:
         index = self._index(layer_id, self.versions().get(layer_id, 0))
         ranks, matched = index.page(box, limit, offset)  # type: ignore[misc]
         keys = [(layer_id, index.version, index.ids[rank], crs) for rank in ranks]
-        found = {key: self._cached(self._fragments, key) for key in keys}
+        found = {key: self._fragments.get(key) for key in keys}
         missing = [rank for rank, key in zip(ranks, keys, strict=True) if found[key] is None]
         if missing:
             found.update(self._read_blocks(layer_id, index, missing, crs))
@@ -264,7 +262,7 @@ class FeatureServing:
         for feature, fragment in zip(current, feature_fragments(current, crs), strict=True):
             key = (layer_id, index.version, feature.id, crs)
             made[key] = fragment
-            self._keep(self._fragments, key, fragment, self._fragment_entries)
+            self._fragments.put(key, fragment)
         return made
 
     def _index(self, layer_id: str, version: int) -> PointIndex:
@@ -280,18 +278,40 @@ class FeatureServing:
                 self._indexes[layer_id] = index
         return index
 
-    # -- the bounded caches -------------------------------------------------------
 
-    def _cached(self, cache: OrderedDict, key: Hashable):
+class BoundedCache(Generic[V]):
+    """A least-recently-used map bounded by the bytes its values hold (one
+    feature may carry thousands of characters of text: a count of entries
+    would bound nothing). Thread-safe; its lock is held for an instant."""
+
+    def __init__(self, most_bytes: int, size: Callable[[V], int]):
+        self._entries: OrderedDict[Hashable, V] = OrderedDict()
+        self._most = most_bytes
+        self._size = size
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: Hashable) -> V | None:
         with self._lock:
-            value = cache.get(key)
+            value = self._entries.get(key)
             if value is not None:
-                cache.move_to_end(key)
+                self._entries.move_to_end(key)
             return value
 
-    def _keep(self, cache: OrderedDict, key: Hashable, value: object, bound: int) -> None:
+    def put(self, key: Hashable, value: V) -> None:
         with self._lock:
-            cache[key] = value
-            cache.move_to_end(key)
-            while len(cache) > bound:
-                cache.popitem(last=False)
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= self._size(old)
+            self._entries[key] = value
+            self._bytes += self._size(value)
+            while self._bytes > self._most and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= self._size(dropped)
