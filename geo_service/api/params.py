@@ -37,7 +37,7 @@ def query_params(request: Request, lists: Iterable[str] = ()) -> dict[str, str]:
     return params
 
 
-def output_crs(
+async def output_crs(
     crs: Annotated[
         str | None,
         Query(

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 import shapely
 from shapely.geometry import mapping
 
 from geo_service.sources.crs import CoordinateSystem, CrsReference, convert
 from geo_service.store import StoredFeature
 
-__all__ = ["feature_collection", "feature_to_geojson"]
+__all__ = ["collection_bytes", "feature_collection", "feature_fragments", "feature_to_geojson"]
 
 # 1e-7 degrees is about 1 cm: more digits are noise, fewer lose survey quality.
 _DIGITS = 7
@@ -78,3 +79,32 @@ def feature_collection(
         collection["coordinate_system"] = system.value
     collection.update(members)
     return collection
+
+
+def feature_fragments(
+    features: Sequence[StoredFeature], crs: Crs = CoordinateSystem.wgs84
+) -> list[bytes]:
+    """Each feature's GeoJSON text, exactly as ``feature_collection`` writes
+    it inside the ``features`` array: pages assembled from these fragments
+    (``collection_bytes``) equal the collection serialised whole."""
+    return [orjson.dumps(f) for f in feature_collection(features, crs)["features"]]
+
+
+_COLLECTION_HEAD = b'{"type":"FeatureCollection","features":['
+
+
+def collection_bytes(
+    fragments: Sequence[bytes], crs: Crs = CoordinateSystem.wgs84, **members: Any
+) -> bytes:
+    """``orjson.dumps(feature_collection(features, crs, **members))`` from the
+    features' fragments (``feature_fragments``), byte for byte, without
+    serialising any feature again."""
+    tail: dict[str, Any] = {}
+    system = _reference(crs).system
+    if system != CoordinateSystem.wgs84:
+        tail["coordinate_system"] = system.value
+    tail.update(members)
+    if not tail:
+        return b"".join((_COLLECTION_HEAD, b",".join(fragments), b"]}"))
+    # The members' object without its opening brace follows the array.
+    return b"".join((_COLLECTION_HEAD, b",".join(fragments), b"],", orjson.dumps(tail)[1:]))

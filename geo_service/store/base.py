@@ -38,6 +38,7 @@ __all__ = [
     "BBox",
     "Change",
     "ChangeFeed",
+    "Envelopes",
     "JobRecord",
     "Page",
     "SessionRecord",
@@ -146,6 +147,40 @@ class PackageRows:
     the target's encoding, with no feature object per row."""
 
     rows: list[tuple]
+
+
+@dataclass(frozen=True)
+class Envelopes:
+    """A layer's features as its bbox query tests them, in its order (by
+    id): each one's revision and envelope, as the store's own test compares
+    it (the GeoPackage R-tree's boxes, rounded outward to 32-bit floats;
+    PostGIS's exact bounds). NaN where a feature has no envelope: no box
+    matches it."""
+
+    ids: list[str]
+    revisions: np.ndarray  # int64
+    minx: np.ndarray  # float64
+    miny: np.ndarray
+    maxx: np.ndarray
+    maxy: np.ndarray
+
+    @classmethod
+    def of(cls, rows: Sequence[Sequence[Any]]) -> Envelopes:
+        """From rows of (id, revision, minx, miny, maxx, maxy), ordered by id."""
+        n = len(rows)
+
+        def column(k: int) -> np.ndarray:
+            # None (no envelope) becomes NaN.
+            return np.array([row[k] for row in rows], dtype="float64").reshape(n)
+
+        return cls(
+            ids=[row[0] for row in rows],
+            revisions=np.fromiter((row[1] for row in rows), "int64", n),
+            minx=column(2),
+            miny=column(3),
+            maxx=column(4),
+            maxy=column(5),
+        )
 
 
 @dataclass(frozen=True)
@@ -362,6 +397,17 @@ class Store(ABC):
         """Features intersecting ``bbox`` whose properties match ``filters``
         (property -> accepted values) and the CQL2 filter ``where``, ordered
         by id, paged."""
+
+    def envelopes(self, layer_id: str) -> Envelopes:
+        """Every live feature of a layer as ``query`` tests it against a bbox
+        (``Envelopes``), for a point layer's bbox pages served from memory:
+        a point matches a box exactly when its envelope meets the box.
+        Backends read only these columns; this default reads whole features."""
+        rows = []
+        for feature in self.all_features(layer_id):
+            bounds = feature.geometry.bounds if not feature.geometry.is_empty else (None,) * 4
+            rows.append((feature.id, feature.revision, *bounds))
+        return Envelopes.of(rows)
 
     @abstractmethod
     def all_features(self, layer_id: str) -> list[StoredFeature]:

@@ -42,6 +42,7 @@ from geo_service.sources.catalog import Catalog, Layer, PropertySpec, ValidFeatu
 from geo_service.store.base import (
     SITE_ROWS_BATCH,
     BBox,
+    Envelopes,
     Page,
     SiteRows,
     Store,
@@ -661,6 +662,18 @@ class GeoPackageStore(Store):
         if row is None:
             raise FeatureNotFound(layer_id, feature_id)
         return self._row_to_feature(layer, row)
+
+    def envelopes(self, layer_id: str) -> Envelopes:
+        # The R-tree's own boxes: ``query`` matches a point by them alone.
+        layer = self.catalog.layer(layer_id)
+        with self._reading() as conn:
+            cursor = conn.execute(
+                f'SELECT f."id", f.revision, r.minx, r.miny, r.maxx, r.maxy FROM "{layer.id}" '
+                f'AS f LEFT JOIN "rtree_{layer.id}_geom" AS r ON r.id = f.fid ORDER BY f."id"'
+            )
+            cursor.row_factory = None
+            rows = cursor.fetchall()
+        return Envelopes.of(rows)
 
     def all_features(self, layer_id: str) -> list[StoredFeature]:
         layer = self.catalog.layer(layer_id)

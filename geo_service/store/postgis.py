@@ -33,6 +33,7 @@ from geo_service.sources.catalog import Catalog, Layer, ValidFeature
 from geo_service.store.base import (
     SITE_ROWS_BATCH,
     BBox,
+    Envelopes,
     Page,
     SiteRows,
     Store,
@@ -509,6 +510,14 @@ class PostGISStore(Store):
         if not rows:
             raise FeatureNotFound(layer_id, feature_id)
         return self._feature(layer, rows[0])
+
+    def envelopes(self, layer_id: str) -> Envelopes:
+        layer = self.catalog.layer(layer_id)
+        rows = self._fetchall(
+            "SELECT id, revision, ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) "
+            f"FROM {self._table(layer)} ORDER BY id"
+        )
+        return Envelopes.of(rows)
 
     def all_features(self, layer_id: str) -> list[StoredFeature]:
         layer = self.catalog.layer(layer_id)
