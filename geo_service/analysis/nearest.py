@@ -373,6 +373,8 @@ CHORD_MARGIN_M = 1e-6
 #: Below this many sites, sorting every chord with numpy beats a KD-tree
 #: query, whose fixed cost (~30 µs) is the same for 90 sites or a million.
 SMALL_GROUP = 256
+#: Small groups a question searches together are sorted as one up to this many sites.
+UNION_MAX = 4096
 #: Features fetched from the store by id, kept per site across the indexes
 #: ``applied`` derives: a district's sites all fit, a national index keeps
 #: the recently answered ones (~2 KB each).
@@ -846,13 +848,38 @@ class _Tree:
     from a point: a KD-tree with a ``_Grid`` beside it, or a plain sort for
     small groups."""
 
-    def __init__(self, xyz: np.ndarray, start: int, lon: np.ndarray, lat: np.ndarray):
+    def __init__(
+        self,
+        xyz: np.ndarray,
+        start: int,
+        lon: np.ndarray,
+        lat: np.ndarray,
+        rows: np.ndarray | None = None,
+    ):
         self.start = start  # the base row of the first position here (rows are contiguous)
+        #: The base row of each position, where they are not contiguous (a union).
+        self.rows = rows
         self.n = len(xyz)
-        self.small = self.n <= SMALL_GROUP
+        self.small = self.n <= SMALL_GROUP or rows is not None
         self._xyz = xyz
         self._tree = None if self.small else _kd_tree(xyz)
         self._grid = None if self.small else _Grid.of(lon, lat)
+
+    @classmethod
+    def union(cls, trees: list[_Tree]) -> _Tree:
+        """One sorted group of the sites of several small ones: a question
+        about three small layers sorts their chords once and measures its
+        candidates in one stream, so the k-th is proved once, not per layer."""
+        rows = np.concatenate(
+            [t.rows if t.rows is not None else t.start + np.arange(t.n) for t in trees]
+        )
+        xyz = np.concatenate([t._xyz for t in trees])
+        return cls(xyz, 0, xyz[:, 0], xyz[:, 1], rows=rows)
+
+    def base_rows(self, positions: np.ndarray) -> np.ndarray:
+        if self.rows is not None:
+            return self.rows.take(positions)
+        return positions + self.start if self.start else positions
 
     def nearest(
         self,
@@ -867,11 +894,18 @@ class _Tree:
         small group), nearest first; fewer than ``want`` when no more are
         within ``bound``."""
         if self._tree is None:
-            squared = ((self._xyz - origin) ** 2).sum(axis=1)
-            order = np.argsort(squared, kind="stable")
-            chords = np.sqrt(squared[order])
-            keep = chords <= bound
-            return chords[keep], order[keep]
+            offsets = self._xyz - np.array(origin)
+            squared = np.einsum("ij,ij->i", offsets, offsets)
+            if want < self.n:  # the nearest few, in order: no need to sort them all
+                order = np.argpartition(squared, want - 1)[:want]
+                order = order[np.argsort(squared.take(order), kind="stable")]
+            else:
+                order = np.argsort(squared, kind="stable")
+            chords = np.sqrt(squared.take(order))
+            if bound < math.inf:
+                keep = chords <= bound
+                chords, order = chords[keep], order[keep]
+            return chords, order
         if self._grid is not None:
             found = self._grid.nearest(self._xyz, origin, lon, lat, want)
             if found is not None:
@@ -1475,7 +1509,7 @@ class SiteIndex:
             max_distance=filters.max_distance,
             open_at_local=filters.open_at_local,
             hours_known=filters.hours_known,
-            trees=self.trees_for(layers, filters.kinds),
+            trees=self._searched(self.trees_for(layers, filters.kinds)),
             status_only=not (
                 services is None
                 or eligible is None
@@ -1556,6 +1590,14 @@ class SiteIndex:
         return bool(self._passing(columns, np.array([local]), offset, asked)[0])
 
     # -- search ------------------------------------------------------------------
+
+    @staticmethod
+    def _searched(trees: list[_Tree]) -> list[_Tree]:
+        """The trees a question searches: several small ones as one (a
+        district's layers), large ones each with its own KD-tree."""
+        if len(trees) > 1 and all(t.small for t in trees) and sum(t.n for t in trees) <= UNION_MAX:
+            return [_Tree.union(trees)]
+        return trees
 
     def trees_for(self, layers: Iterable[str] | None, kinds: Iterable[str] | None) -> list[_Tree]:
         """The fewest trees holding exactly the base sites of ``layers`` × ``kinds``."""
@@ -1676,11 +1718,11 @@ class SiteIndex:
         n = tree.n
         limit = asked.max_distance
         bound = math.inf if limit is None else limit + CHORD_MARGIN_M
-        # One more than asked usually proves the k-th; a small group is sorted whole.
-        want = n if tree.small else min(n, k + 1)
+        # One more than asked usually proves the k-th.
+        want = min(n, k + 1)
         while True:
             chords, positions = tree.nearest(origin, want, bound, lon, lat)
-            rows = positions + tree.start if tree.start else positions
+            rows = tree.base_rows(positions)
             if len(rows) <= _FEW:
                 best, proven = self._measure_few(chords, rows, lon, lat, k, asked)
                 if proven:
