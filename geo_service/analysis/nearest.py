@@ -202,6 +202,10 @@ class DistrictOutline:
         shapely.prepare(geometry)
         self._boundary = geometry.boundary
         self._vertices = shapely.get_coordinates(self._boundary)
+        # The boundary's segments, end to end within each of its lines.
+        lines = [shapely.get_coordinates(line) for line in shapely.get_parts(self._boundary)]
+        self._segment_starts = np.concatenate([c[:-1] for c in lines] or [np.empty((0, 2))])
+        self._segment_ends = np.concatenate([c[1:] for c in lines] or [np.empty((0, 2))])
 
     def contains(self, lon: float, lat: float) -> bool:
         """Inside or on the boundary."""
@@ -219,35 +223,50 @@ class DistrictOutline:
         one (where distance from the centre is true in every direction), which
         pyproj takes milliseconds to set up."""
         point = shapely.Point(lon, lat)
+        vertices = self._vertices
         if self._boundary.distance(point) < LOCAL_PROJECTION_DEG:
-            nearest = self._nearest_equirectangular(lon, lat)
+            nearest, vertices = self._nearest_equirectangular(lon, lat)
         else:
             nearest = self._nearest_aeqd(lon, lat)
         projected = math.inf
         if nearest is not None:
             projected = float(GEOD.inv(lon, lat, nearest[0], nearest[1])[2])
-        n = len(self._vertices)
+        n = len(vertices)
         _, _, to_vertices = GEOD.inv(
-            np.full(n, lon), np.full(n, lat), self._vertices[:, 0], self._vertices[:, 1]
+            np.full(n, lon), np.full(n, lat), vertices[:, 0], vertices[:, 1]
         )
         candidates = [projected, *(to_vertices.tolist() if n else [])]
         return min((d for d in candidates if math.isfinite(d)), default=math.inf)
 
-    def _nearest_equirectangular(self, lon: float, lat: float) -> tuple[float, float]:
+    def _nearest_equirectangular(
+        self, lon: float, lat: float
+    ) -> tuple[tuple[float, float], np.ndarray]:
         """The boundary point nearest to a close point, in metres east and
         north of it at its latitude's radii of curvature. The projection is
         affine in lon/lat, so the point found lies on the boundary as it is
         (no snapping); within a degree it misjudges distances by ~0.25% at
-        most, which matters only between two nearly equidistant segments."""
+        most, which matters only between two nearly equidistant segments.
+        Also the vertices worth measuring on the ellipsoid: those the
+        projection puts within 1% of the point found (no other can be nearer)."""
         phi = math.radians(lat)
         w = math.sqrt(1.0 - _E2 * math.sin(phi) ** 2)
         east = math.radians(_A / w * math.cos(phi))  # metres per degree of longitude
         north = math.radians(_A * (1.0 - _E2) / w**3)  # metres per degree of latitude
         scale = np.array([east, north])
         centre = np.array([lon, lat])
-        local = shapely.transform(self._boundary, lambda xy: (xy - centre) * scale)
-        found = nearest_points(local, shapely.Point(0.0, 0.0))[0]
-        return lon + found.x / east, lat + found.y / north
+        # The nearest point of each segment to the origin, in numpy: cheaper
+        # than building the projected boundary as a geometry to ask shapely.
+        starts = (self._segment_starts - centre) * scale
+        along = (self._segment_ends - centre) * scale - starts
+        lengths = np.einsum("ij,ij->i", along, along)
+        t = -np.einsum("ij,ij->i", starts, along) / np.where(lengths > 0, lengths, 1.0)
+        nearest = starts + np.clip(t, 0.0, 1.0)[:, None] * along
+        squared = np.einsum("ij,ij->i", nearest, nearest)
+        x, y = nearest[int(squared.argmin())].tolist()
+        offsets = (self._vertices - centre) * scale
+        reach = math.hypot(x, y) * 1.01 + 1.0
+        near = self._vertices[np.einsum("ij,ij->i", offsets, offsets) <= reach * reach]
+        return (lon + x / east, lat + y / north), near
 
     def _nearest_aeqd(self, lon: float, lat: float) -> tuple[float, float] | None:
         """The boundary point nearest to a far point, found in an azimuthal
