@@ -753,6 +753,7 @@ def _whole_number(raw: str | None, default: int, lowest: int, highest: int) -> i
     return value if lowest <= value <= highest else None
 
 
+_FORMAT_QUERY = frozenset({"f"})
 _ITEM_QUERY = frozenset({"crs", "f"})
 _PAGE_QUERY = frozenset({"bbox", "bbox-crs", "limit", "offset", "crs", "f"})
 
@@ -788,8 +789,18 @@ async def _page_shortcut(request: Request) -> Response | None:
     return await _served_page(request, layer, crs, box, limit, offset)
 
 
+async def _conformance_shortcut(request: Request) -> Response | None:
+    params = _plain_query(request, _FORMAT_QUERY)
+    if params is None or params.get("f") not in (None, "json", "geojson"):
+        return None
+    if wants_html(request, params.get("f")):
+        return None
+    return _json({"conformsTo": CONFORMANCE})
+
+
 #: Route endpoint -> its shortcut (``_ShortcutRoute``).
 _SHORTCUTS: dict[Callable[..., Any], Callable[[Request], Awaitable[Response | None]]] = {
+    conformance: _conformance_shortcut,
     item: _item_shortcut,
     items: _page_shortcut,
 }
