@@ -603,3 +603,19 @@ def test_no_grid_for_sites_on_a_line_or_around_the_globe():
         got = [r.feature.id for r in nearest_sites(index, 118.0, 36.05, 3)]
         expected = brute_force(index, 118.0, 36.05, 3, NearestFilters())
         assert got == [i for _, i in expected]
+
+
+def test_open_states_remembered_per_minute_change_at_the_minute():
+    index = SiteIndex([site("a", *PARK)])  # Mo-Fr 09:00-17:00
+    closing = dt.datetime(2026, 11, 30, 16, 59, tzinfo=LOCAL_TIME)
+    states = [
+        nearest_sites(index, *PARK, k=1, now=closing + dt.timedelta(seconds=s))[0].open_state
+        for s in (0, 59.999, 60, 61, 0)
+    ]
+    assert states == ["open", "open", "closed", "closed", "open"]
+    opening = dt.datetime(2026, 11, 30, 8, 59, 59, tzinfo=LOCAL_TIME)
+    assert nearest_sites(index, *PARK, k=1, now=opening)[0].open_state == "closed"
+    assert (
+        nearest_sites(index, *PARK, k=1, now=opening.replace(hour=9, second=0))[0].open_state
+        == "open"
+    )

@@ -528,6 +528,8 @@ class _Vocabulary:
         #: Distinct opening-hours expressions, each parsed once (False: unknown).
         self.hours = _Codes()
         self._parsed: dict[int, Any] = {}
+        #: (hours code, local minute) -> open state (``SiteIndex._hours_state``).
+        self.states: dict[tuple[int, dt.datetime], OpenState] = {}
 
     def parsed_hours(self, code: int) -> Any:
         """The parsed expression of code ``code``, or False when none or unreadable."""
@@ -1471,15 +1473,28 @@ class SiteIndex:
         return None
 
     def _hours_state(self, code: int, local: dt.datetime) -> OpenState:
+        # Opening hours are written to the minute, so a state holds for its
+        # whole minute: remembered per (hours, minute), as a district's few
+        # dozen hours are asked again and again within one.
+        minute = local.replace(second=0, microsecond=0)
+        states = self._vocabulary.states
+        found = states.get((code, minute))
+        if found is not None:
+            return found
         parsed = self._vocabulary.parsed_hours(code)
         if parsed is False:
             return OpenState.unknown
-        state = parsed.state(local)[0]
+        state = parsed.state(minute)[0]
         if state == opening_hours.State.OPEN:
-            return OpenState.open
-        if state == opening_hours.State.CLOSED:
-            return OpenState.closed
-        return OpenState.unknown
+            found = OpenState.open
+        elif state == opening_hours.State.CLOSED:
+            found = OpenState.closed
+        else:
+            found = OpenState.unknown
+        if len(states) >= 4096:
+            states.clear()
+        states[(code, minute)] = found
+        return found
 
     def _open_state_local(self, row: int, local: dt.datetime) -> OpenState:
         return self._hours_state(int(self._column("hours", row)), local)

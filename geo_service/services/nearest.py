@@ -105,7 +105,10 @@ def parse_nearest_query(params: dict[str, str], catalog: Catalog) -> NearestQuer
     reject_unknown(params, NEAREST_PARAMETERS)
     crs = CoordinateSystem.parse(params.get("crs"), "crs")
     lon, lat = parse_lonlat(params)
-    wgs_lon, wgs_lat = convert(lon, lat, crs, CoordinateSystem.wgs84)
+    if crs == CoordinateSystem.wgs84:  # most questions: nothing to convert
+        wgs_lon, wgs_lat = lon, lat
+    else:
+        wgs_lon, wgs_lat = convert(lon, lat, crs, CoordinateSystem.wgs84)
 
     raw_k = params.get("k", "5")
     if not re.fullmatch(r"[0-9]{1,4}", raw_k.strip()) or not 1 <= int(raw_k) <= MAX_K:
@@ -297,6 +300,8 @@ def _where(index: SiteIndex, lon: float, lat: float) -> tuple[dict[str, Any], li
     return {"outside_district": True, "district_boundary_m": round(metres, 1)}, [note]
 
 
+_WALKING_ASSUMPTION = walking_assumption()
+
 #: Asks for more places than this go to a thread even when memory holds all
 #: they need: their search and grouping may take milliseconds.
 IN_MEMORY_MAX_K = 20
@@ -346,7 +351,7 @@ def _answer(index: SiteIndex, query: NearestQuery, extra: dict[str, Any] | None)
     head: dict[str, Any] = {
         "type": "FeatureCollection",
         "query": query.given,
-        "walking_assumption": walking_assumption(),
+        "walking_assumption": _WALKING_ASSUMPTION,
         "walking_limit_m": WALKING_LIMIT_M,
         "distance": "geodesic on the WGS-84 ellipsoid, metres",
         "numberReturned": len(results),
