@@ -119,18 +119,30 @@ class Compression:
             return
         for name, value in scope["headers"]:
             if name == b"accept-encoding" and b"gzip" in value:
-                await self.gzip(scope, receive, send)
+                # Starlette says Vary only on what it compressed: small
+                # answers, problems and 304s must say it too (RFC 9110 15.4.5).
+                await self.gzip(scope, receive, _with_vary(send, if_missing=True))
                 return
-
-        async def send_with_vary(message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), _VARY_ENCODING]
-            await send(message)
-
-        await self.app(scope, receive, send_with_vary)
+        await self.app(scope, receive, _with_vary(send, if_missing=False))
 
 
 _VARY_ENCODING = (b"vary", b"Accept-Encoding")
+
+
+def _with_vary(send, *, if_missing: bool):
+    async def send_with_vary(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            said = if_missing and any(
+                name.lower() == b"vary" and b"accept-encoding" in value.lower()
+                for name, value in headers
+            )
+            if not said:
+                headers.append(_VARY_ENCODING)
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_vary
 
 
 def _without_body(send):

@@ -145,7 +145,12 @@ class FeatureServing:
 
     def versions_now(self) -> dict[str, int] | None:
         """The layer versions, when the change token says they are the ones
-        known (memory only); None when only the store can tell."""
+        known (memory only); None when only the store can tell. Only a token
+        that moves at commit is trusted: a client that wrote through one
+        worker and reads through another must get its own write, as it did
+        when every read went to the store."""
+        if not self.store.token_moves_at_commit:
+            return None
         token = self.store.change_token()
         known = self._known
         if token is None or known is None or known[0] != token:

@@ -362,6 +362,12 @@ class Store(ABC):
         """``layer_version`` of every layer (backends answer in one round trip)."""
         return {layer_id: self.layer_version(layer_id) for layer_id in self.catalog.layers}
 
+    #: Whether ``change_token`` has moved by the time a write returns, in
+    #: every process: then an answer kept under an unchanged token is never
+    #: older than a write another process has reported done. PostGIS's
+    #: token moves when a notification arrives, a little after the commit.
+    token_moves_at_commit: bool = False
+
     def change_token(self) -> int | None:
         """A number that moves whenever a layer may have changed, in any
         process, known without a database round trip; None when this store

@@ -259,40 +259,79 @@ INSERT INTO gpkg_extensions VALUES ('{t}', '{c}', 'gpkg_rtree_index',
 """
 
 
+#: How often a reader makes sure the change file it maps is still the one at
+#: its path (a clean-up or a restore of the folder may have replaced it).
+SIGNAL_RECHECK_S = 0.5
+
+
 class _ChangeSignal:
     """The change token shared by every process that has the store open: 8
-    bytes of ``<store>-changes``, mapped shared, so reading it is a memory
+    bytes of ``<store>-changes`` beside the real file (a symlinked store
+    shares it with its target), mapped shared, so reading it is a memory
     read. Each commit writes a new random value (not a count: two writers
     incrementing at once could write the same number and hide a change);
-    a torn read can only look like another change, never like none."""
+    a torn read can only look like another change, never like none.
+
+    A writer writes to the file at the path, mapping it again if it was
+    replaced or removed; a reader looks at most every ``SIGNAL_RECHECK_S``
+    and answers None (ask the store) once after mapping a new one."""
 
     def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
         self._map: mmap.mmap | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) mapped
+        self._checked = time.monotonic()
+        self._open()
+
+    def _open(self) -> None:
+        # The mapping replaced is left to a reader that may still hold it.
+        self._map, self._file = None, None
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return  # a folder we cannot write: no token, the stores ask the versions
         try:
-            if os.fstat(fd).st_size < 8:
+            stat = os.fstat(fd)
+            if stat.st_size < 8:
                 os.ftruncate(fd, 8)
             self._map = mmap.mmap(fd, 8)
+            self._file = (stat.st_dev, stat.st_ino)
         except OSError:
             self._map = None
         finally:
             os.close(fd)
 
+    def _mapped_again(self) -> bool:
+        """Map the file now at the path if it is not the one mapped; whether it was not."""
+        try:
+            stat = os.stat(self.path)
+            there = (stat.st_dev, stat.st_ino)
+        except OSError:
+            there = None
+        if there is not None and there == self._file:
+            return False
+        with self._lock:
+            self._open()
+        return True
+
     def token(self) -> int | None:
+        now = time.monotonic()
+        if now - self._checked >= SIGNAL_RECHECK_S:
+            self._checked = now
+            if self._mapped_again():
+                return None  # what the new file says was never seen here
         signal = self._map
         return None if signal is None else int.from_bytes(signal[:8], "little")
 
     def changed(self) -> None:
-        if self._map is not None:
-            self._map[:8] = secrets.token_bytes(8)
+        self._mapped_again()
+        signal = self._map
+        if signal is not None:
+            signal[:8] = secrets.token_bytes(8)
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        self._map, self._file = None, None
 
 
 class _Connection(sqlite3.Connection):
@@ -418,7 +457,8 @@ class GeoPackageStore(Store):
             raise
         # Only beside a file that proved to be a store. Opening may have
         # created or upgraded it: that is a change too.
-        self._signal = _ChangeSignal(self.path.with_name(self.path.name + "-changes"))
+        real = self.path.resolve()
+        self._signal = _ChangeSignal(real.with_name(real.name + "-changes"))
         self._signal.changed()
 
     # -- connections ----------------------------------------------------------
@@ -465,6 +505,9 @@ class GeoPackageStore(Store):
     def close(self) -> None:
         self._pool.close()
         self._signal.close()
+
+    #: The writer moves the shared signal right after its COMMIT.
+    token_moves_at_commit = True
 
     def change_token(self) -> int | None:
         """The shared change signal (``_ChangeSignal``): a memory read."""
