@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,14 @@ from geo_service.store import Store, open_store
 from geo_service.store.seeding import seed_store
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def eventually(check: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
+    """Wait until ``check()`` holds: a liveness bound, not a timing claim."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within_s:g} s: {what}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -32,17 +32,9 @@ from geo_service.sources.catalog import ValidFeature, load_catalog
 from geo_service.store import AuditQuery, Store, StoredFeature, open_store
 from geo_service.store.base import now
 from geo_service.store.seeding import seed_store
-from tests.conftest import _new_pg_location, _require_pg, running_server
+from tests.conftest import _new_pg_location, _require_pg, eventually, running_server
 
 LAYERS = ("stations", "green_channels")
-
-
-def eventually(check: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
-    """Wait until ``check()`` holds: a liveness bound, not a timing claim."""
-    deadline = time.monotonic() + within_s
-    while not check():
-        assert time.monotonic() < deadline, f"not within {within_s:g} s: {what}"
-        time.sleep(0.05)
 
 
 class Office:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import orjson
@@ -23,7 +23,7 @@ from geo_service.settings import Settings
 from geo_service.sources.catalog import ValidFeature, load_catalog
 from geo_service.sources.crs import CoordinateSystem, CrsReference
 from geo_service.store import Store, open_store
-from tests.conftest import running_server
+from tests.conftest import eventually, running_server
 
 MASHANG = "370303009"  # 马尚街道
 MASHANG_SITE = "st-town-mashang"
@@ -34,13 +34,6 @@ CRSES = [
     CrsReference(CoordinateSystem.wgs84, lat_first=True),
     CrsReference(CoordinateSystem.gcj02),
 ]
-
-
-def eventually(check: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def add_green_channels(store: Store, n: int, seed: int = 21) -> list[Point]:

@@ -9,7 +9,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 
 import orjson
 import pytest
@@ -24,7 +23,7 @@ from geo_service.services.nearest import (
 from geo_service.sources.catalog import ValidFeature
 from geo_service.store import Store, open_store
 from geo_service.store.seeding import seed_store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, eventually
 
 DISTRICT = (117.93, 36.70, 118.18, 36.90)
 
@@ -153,11 +152,7 @@ def test_after_a_write_memory_answers_nothing_until_the_index_is_brought_up_to_d
         pytest.fail("both stores give a change token once listening")
     _move(store, "stations", station.id, *far)
     # The token moved (at once on the embedded store, on notification on PostGIS).
-    deadline = 200
-    while cache.current() is not None and deadline:
-        time.sleep(0.05)
-        deadline -= 1
-    assert cache.current() is None
+    eventually(lambda: cache.current() is None, "the index stops passing for current", 10.0)
     assert nearest_geojson_in_memory(query, cache) is None
     body = orjson.loads(nearest_geojson(query, cache))  # in a thread, in the route
     assert body["features"][0]["id"] == station.id

@@ -5,8 +5,6 @@ answer, compressed or not."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,21 +15,12 @@ from geo_service.settings import Settings
 from geo_service.sources.catalog import ValidFeature, load_catalog
 from geo_service.store import open_store
 from geo_service.store.seeding import seed_store
-from tests.conftest import _new_pg_location, _require_pg
+from tests.conftest import _new_pg_location, _require_pg, eventually
 
 SITE = "st-town-mashang"
 #: Writes by another worker each followed at once by a read (about 1 in 200
 #: came back older when the item was trusted to PostGIS's notifications).
 TRIES = 300
-
-
-def eventually(check: Callable[[], bool], within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def seeded(path: Path) -> None:
@@ -52,36 +41,44 @@ def rename_elsewhere(path: Path, name: str) -> None:
         other.close()
 
 
+@pytest.fixture
+def aliased(tmp_path) -> tuple[Path, Path]:
+    """A seeded store and a symlink to it (a 'current' link, a mounted alias)."""
+    real = tmp_path / "data" / "zhangdian.gpkg"
+    real.parent.mkdir()
+    seeded(real)
+    alias = tmp_path / "current.gpkg"
+    alias.symlink_to(real)
+    return real, alias
+
+
 def served_name(client: TestClient) -> str:
     response = client.get(f"/collections/stations/items/{SITE}")
     assert response.status_code == 200, response.text
     return response.json()["properties"]["name"]
 
 
-def test_a_store_opened_through_a_symlink_sees_writes_made_through_the_real_path(tmp_path):
-    """The change signal lives beside the path as given (``<path>-changes``),
-    not beside the file: a server started on a symlink (a 'current' link, a
-    mounted alias) and a CLI or worker given the real path use two signal
-    files, SQLite one database. The server's memory then never moves."""
-    real = tmp_path / "data" / "zhangdian.gpkg"
-    real.parent.mkdir()
-    seeded(real)
-    alias = tmp_path / "current.gpkg"
-    alias.symlink_to(real)
+def test_a_store_opened_through_a_symlink_sees_writes_made_through_the_real_path(aliased):
+    """A server started on a symlink and a CLI or worker given the real path
+    share one database, so they must share one change signal too (it sits
+    beside the real file), or the server's memory would never move."""
+    real, alias = aliased
     app = create_app(Settings(store=str(alias)))
     with TestClient(app) as client:
         served_name(client)
         served_name(client)  # now from memory
         rename_elsewhere(real, "经真实路径改名")
-        assert eventually(lambda: served_name(client) == "经真实路径改名"), (
-            "the item is still answered from memory, older than a committed write"
+        eventually(
+            lambda: served_name(client) == "经真实路径改名",
+            "the item is still answered from memory, older than a committed write",
+            within_s=10.0,
         )
 
 
 def test_a_change_signal_file_replaced_on_disk_does_not_hide_later_writes(tmp_path):
-    """The signal file is mapped once at open: if it is removed or replaced
-    (a clean-up, a restore of the folder, rsync's write-then-rename), every
-    process opened later writes to a new file the running server never reads."""
+    """A signal file removed or replaced on disk (a clean-up, a restore of the
+    folder, rsync's write-then-rename) is mapped again: the running server
+    reads the file that processes opened later write to."""
     path = tmp_path / "zhangdian.gpkg"
     seeded(path)
     app = create_app(Settings(store=str(path)))
@@ -91,18 +88,16 @@ def test_a_change_signal_file_replaced_on_disk_does_not_hide_later_writes(tmp_pa
         signal = path.with_name(path.name + "-changes")
         signal.unlink(missing_ok=True)
         rename_elsewhere(path, "信号文件换过之后改名")
-        assert eventually(lambda: served_name(client) == "信号文件换过之后改名"), (
-            "the item is still answered from memory, older than a committed write"
+        eventually(
+            lambda: served_name(client) == "信号文件换过之后改名",
+            "the item is still answered from memory, older than a committed write",
+            within_s=10.0,
         )
 
 
 @pytest.mark.parametrize("query", ["bbox=117.93,36.70,118.18,36.90&limit=1000", "limit=1000"])
-def test_a_page_sees_writes_made_through_the_real_path(tmp_path, query):
-    real = tmp_path / "data" / "zhangdian.gpkg"
-    real.parent.mkdir()
-    seeded(real)
-    alias = tmp_path / "current.gpkg"
-    alias.symlink_to(real)
+def test_a_page_sees_writes_made_through_the_real_path(aliased, query):
+    real, alias = aliased
     app = create_app(Settings(store=str(alias)))
     with TestClient(app) as client:
 
@@ -114,8 +109,10 @@ def test_a_page_sees_writes_made_through_the_real_path(tmp_path, query):
         names()
         names()
         rename_elsewhere(real, "页面也该看到")
-        assert eventually(lambda: names().get(SITE) == "页面也该看到"), (
-            "the page is still answered from memory, older than a committed write"
+        eventually(
+            lambda: names().get(SITE) == "页面也该看到",
+            "the page is still answered from memory, older than a committed write",
+            within_s=10.0,
         )
 
 
@@ -145,13 +142,9 @@ def test_every_answer_varies_by_accept_encoding_for_gzip_clients_too(gpkg_client
     assert "accept-encoding" in vary, response.headers
 
 
-def test_nearest_sees_writes_made_through_the_real_path(tmp_path):
+def test_nearest_sees_writes_made_through_the_real_path(aliased):
     """The nearest index trusts the same change token (``SiteIndexCache.current``)."""
-    real = tmp_path / "data" / "zhangdian.gpkg"
-    real.parent.mkdir()
-    seeded(real)
-    alias = tmp_path / "current.gpkg"
-    alias.symlink_to(real)
+    real, alias = aliased
     app = create_app(Settings(store=str(alias)))
     with TestClient(app) as client:
         lon, lat = client.get(f"/collections/stations/items/{SITE}").json()["geometry"][
@@ -169,8 +162,10 @@ def test_nearest_sees_writes_made_through_the_real_path(tmp_path):
         nearest_name()
         nearest_name()
         rename_elsewhere(real, "最近站点改名")
-        assert eventually(lambda: nearest_name() == "最近站点改名"), (
-            "nearest still answers from memory, older than a committed write"
+        eventually(
+            lambda: nearest_name() == "最近站点改名",
+            "nearest still answers from memory, older than a committed write",
+            within_s=10.0,
         )
 
 
@@ -188,7 +183,11 @@ def test_a_read_right_after_another_process_commits_is_never_older_on_postgis():
     stale = []
     try:
         with TestClient(app) as client:
-            assert eventually(lambda: app.state.runtime.store.change_token() is not None)
+            eventually(
+                lambda: app.state.runtime.store.change_token() is not None,
+                "the PostGIS listener listens",
+                within_s=10.0,
+            )
             for i in range(TRIES):
                 served_name(client)
                 served_name(client)
